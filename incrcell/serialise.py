@@ -1,0 +1,275 @@
+"""Turning cell values into bytes and back.
+
+Values are pickled with protocol 5 so that large buffers (numpy arrays,
+pandas blocks) travel out of band: ``dumps`` returns zero-copy views of the
+objects' own memory and the store writes them straight to disk; ``loads``
+rebuilds the objects on top of the buffers it is given, again without copies.
+
+Everything goes through the C pickler, which pickles functions and classes
+*by reference* (``__main__.f``). That is wrong for code defined in the
+notebook: after a kernel restart ``__main__.f`` is whatever ``f`` means then,
+or nothing, so a restored value would silently use a stale definition (or
+fail). So each notebook function or class (and each lambda or local
+function, which no import can find) is pickled *by value* with dill, as a
+small nested blob inside the C pickler's stream. Only the code goes through
+dill: the data around it (a million instances of a notebook dataclass, say)
+stays on the C pickler, which is some 25 times faster than dill's pure-Python
+one; and each function or class is pickled once per value, however many
+instances refer to it.
+
+What a restored notebook function sees as its globals:
+
+* A function whose globals are the notebook namespace (``sys.modules
+  ["__main__"].__dict__``, which is the case in IPython) is bound to the
+  *loading* process's ``__main__`` namespace, exactly like the original
+  function was bound to the namespace it was defined in. It therefore sees
+  the globals that the engine restores (or that later cells assign), never a
+  private snapshot. Calling it before the globals it reads exist raises
+  NameError, as it would have in the original session.
+* A function whose globals are some other, non-module dict (code ``exec``'d
+  in a private namespace) carries a copy of just the globals it references.
+
+dill is only used for notebook code, not to pickle more kinds of things:
+what the C pickler refuses (locks, open files, generators, ...) is
+:class:`Unpicklable`, also inside code pickled by dill, whose own reducers
+would otherwise "restore" an open file by reopening it by name (mode ``"w"``
+truncates it) or a lock as a new, unrelated lock.
+
+Identity: a notebook function or class that the notebook namespace binds
+under its own name (``class C`` defined in a cell, still called ``C``) is
+pickled *by reference to that name*, and resolved on load through the
+``resolve`` callable the engine gives :func:`loads`: an instance restored
+from one cell and its class restored from another are then the same class
+object, and ``isinstance`` works as in the original session.  The engine
+makes that sound by keying the restore on the content of every notebook
+definition the value refers to (see ``Entry.requires``).  Code the namespace
+no longer binds under its name (a class since redefined) goes by value, as
+above.  Within one value, shared objects stay shared.
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextvars
+import importlib
+import io
+import pickle
+import sys
+import types
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import dill
+
+PROTOCOL = 5
+
+# Resources dill would fabricate anew on load; the C pickler refuses them too.
+_RESOURCES = (
+    _thread.LockType,
+    _thread.RLock,
+    io.IOBase,
+    weakref.ReferenceType,
+    weakref.ProxyType,
+    weakref.CallableProxyType,
+)
+_VALUE_IO = (io.BytesIO, io.StringIO)  # plain in-memory data, picklable by value
+
+
+class Unpicklable(Exception):
+    """The value cannot be serialised; the cell simply isn't cached.
+
+    ``reason`` is one line of human text, e.g. "cannot pickle '_thread.lock' object".
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Serialised:
+    """A pickled value: the in-band stream plus its out-of-band buffers.
+
+    The buffers are views of the live objects' memory, not copies: write (and
+    hash) them before any more user code can mutate those objects.
+    """
+
+    method: str  # how ``loads`` must read the stream; "pickle" is the only method so far
+    stream: bytes
+    buffers: list[memoryview]
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of stream and buffers."""
+        return len(self.stream) + sum(buffer.nbytes for buffer in self.buffers)
+
+
+def _is_code_by_value(obj: object) -> bool:
+    """True for functions and classes that only exist as notebook source.
+
+    Those are defined in ``__main__`` or are local/lambda functions, which no
+    import can find again, so they must be pickled by value.
+    """
+    if not isinstance(obj, (type, types.FunctionType)):
+        return False
+    qualname = obj.__qualname__
+    return getattr(obj, "__module__", None) == "__main__" or "<locals>" in qualname or "<lambda>" in qualname
+
+
+class _Dispatch(dict):
+    """dill's dispatch table, minus dill's reducer for numpy arrays.
+
+    That reducer pickles arrays in band (a full copy); without it an array
+    held by notebook code reduces to a PickleBuffer and goes out of band.
+    """
+
+    def get(self, cls: type, default: object = None) -> object:
+        if cls.__module__ == "numpy" and cls.__name__ == "ndarray":
+            return default
+        return dill.Pickler.dispatch.get(cls, default)
+
+
+class _DillPickler(dill.Pickler):
+    """dill, pickling one notebook function or class by value, never by reference."""
+
+    dispatch = _Dispatch()
+
+    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
+        # Explicit options: the user's global dill.settings must not change what we write.
+        super().__init__(file, PROTOCOL, buffer_callback=buffer_callback, byref=False, recurse=False)
+        # dill remembers the __main__ of the moment it was imported; IPython replaces it later.
+        self._main = sys.modules["__main__"]
+
+    def save(self, obj: object, save_persistent_id: bool = True) -> None:
+        if isinstance(obj, _RESOURCES) and not isinstance(obj, _VALUE_IO):
+            raise pickle.PicklingError(f"cannot pickle {_type_name(obj)!r} object")
+        if type(obj) is types.FunctionType:
+            # Bound to a module's namespace (the notebook's included): refer to that
+            # namespace. Any other globals dict: carry the globals the function uses.
+            module = sys.modules.get(obj.__module__)
+            self._recurse = obj.__globals__ is not getattr(module, "__dict__", None)
+        super().save(obj, save_persistent_id)
+
+
+class _DillUnpickler(dill.Unpickler):
+    """dill's unpickler, resolving the notebook namespace at load time."""
+
+    def __init__(self, file: io.BytesIO, buffers: Sequence[memoryview]) -> None:
+        # ignore=True: dill would otherwise swap the class of a loaded __main__
+        # instance for whatever class of that *name* the loading __main__ holds.
+        super().__init__(file, buffers=buffers, ignore=True)
+        self._main = sys.modules["__main__"]
+
+
+def _code_by_value(obj: type | types.FunctionType) -> tuple[Callable[..., object], tuple[object, ...]]:
+    """A reduction that rebuilds ``obj`` from a dill pickle of its definition.
+
+    Buffers inside it (say a closure over an array) become arguments, so that
+    the outer pickler passes them out of band too.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+    file = io.BytesIO()
+    with warnings.catch_warnings():
+        # dill warns, then pickles by reference, when it can't pickle a class
+        # by value (e.g. an Enum): the stale-definition bug again.
+        warnings.simplefilter("error", dill.PicklingWarning)
+        _DillPickler(file, buffer_callback=buffers.append).dump(obj)
+    return _load_code, (file.getvalue(), *buffers)
+
+
+def _load_code(blob: bytes, *buffers: memoryview) -> object:
+    """Rebuild a function or class pickled by :func:`_code_by_value`."""
+    return _DillUnpickler(io.BytesIO(blob), buffers).load()
+
+
+# How a load resolves a notebook name (see _main_reference); None: the live __main__.
+_RESOLVER: contextvars.ContextVar[Callable[[str], object] | None] = contextvars.ContextVar(
+    "incrcell_resolver", default=None)
+
+
+def _bound_in_main(obj: type | types.FunctionType) -> bool:
+    """True when the notebook namespace binds ``obj`` under its own name."""
+    if getattr(obj, "__module__", None) != "__main__" or "." in obj.__qualname__:
+        return False
+    return getattr(sys.modules["__main__"], obj.__qualname__, None) is obj
+
+
+def _main_reference(name: str) -> object:
+    """Rebuild a reference to notebook code pickled by name (see ``_bound_in_main``)."""
+    resolve = _RESOLVER.get()
+    if resolve is not None:
+        return resolve(name)
+    try:
+        return getattr(sys.modules["__main__"], name)
+    except AttributeError:
+        raise pickle.UnpicklingError(f"the notebook does not define `{name}`") from None
+
+
+class _Pickler(pickle.Pickler):
+    """The C pickler, pickling notebook code by name or by value, and modules by name."""
+
+    def __init__(self, file: io.BytesIO, root: object,
+                 buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
+        super().__init__(file, PROTOCOL, buffer_callback=buffer_callback)
+        self._root = root  # the value being stored: a definition is stored by value itself
+
+    def reducer_override(self, obj: object) -> object:
+        if _is_code_by_value(obj):
+            if obj is not self._root and _bound_in_main(obj):  # type: ignore[arg-type]
+                return _main_reference, (obj.__qualname__,)  # type: ignore[union-attr]
+            return _code_by_value(obj)
+        if _is_code_by_value(type(obj)):
+            reduced = obj.__reduce_ex__(PROTOCOL)
+            if isinstance(reduced, str):  # "the global called ...": a reference into __main__
+                raise pickle.PicklingError(f"{_type_name(obj)} would be pickled by reference")
+            return reduced
+        if isinstance(obj, types.ModuleType) and sys.modules.get(obj.__name__) is obj:
+            # A module is its import name; the C pickler can't pickle modules at all.
+            return importlib.import_module, (obj.__name__,)
+        return NotImplemented
+
+
+def _type_name(obj: object) -> str:
+    cls = type(obj)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one short line of text, for reasons shown to the user."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= 200 else line[:199] + "…"
+
+
+def dumps(obj: object) -> Serialised:
+    """Serialise ``obj``; raises :class:`Unpicklable` if it can't be.
+
+    Everything is built in memory, so a failure leaves nothing behind.
+    """
+    buffers: list[memoryview] = []
+    file = io.BytesIO()
+    try:
+        _Pickler(file, obj, buffer_callback=lambda buffer: buffers.append(buffer.raw())).dump(obj)
+    except Exception as exc:  # any failure of a reducer means: not cacheable
+        raise Unpicklable(one_line(exc)) from None
+    return Serialised("pickle", file.getvalue(), buffers)
+
+
+def loads(method: str, stream: bytes | memoryview, buffers: Sequence[memoryview],
+          resolve: Callable[[str], object] | None = None) -> object:
+    """Rebuild a value from what :func:`dumps` produced.
+
+    Objects are built on top of ``buffers`` without copying: a writeable
+    buffer gives a writeable numpy array, a read-only one a read-only array.
+    ``resolve(name)`` supplies notebook code pickled by name (default: the
+    live ``__main__``).  Unpickling runs code: only call this on authenticated bytes.
+    """
+    if method != "pickle":
+        raise ValueError(f"unknown serialisation method {method!r}")
+    token = _RESOLVER.set(resolve)
+    try:
+        return pickle.loads(stream, buffers=buffers)
+    finally:
+        _RESOLVER.reset(token)

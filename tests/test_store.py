@@ -1,0 +1,591 @@
+"""The on-disk cache: round trips, and failing safe under corruption, foreign keys, crashes and races."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import multiprocessing
+import os
+import pickle
+import signal
+import stat
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xxhash
+
+from incrcell import store as store_module
+from incrcell.serialise import Serialised, dumps
+from incrcell.signing import KEY_ENV, Signer, signing_key
+from incrcell.store import CacheWarning, Entry, FileStore, StoreError
+
+KEY = b"k" * 32
+KEY_A = "a1" * 16
+KEY_B = "b2" * 16
+
+
+def digest_of(serialised: Serialised) -> str:
+    return xxhash.xxh3_128_hexdigest(serialised.stream + b"".join(serialised.buffers))
+
+
+def make_entry(key: str, variables: dict[str, str], result: str | None = None) -> Entry:
+    return Entry(
+        key=key,
+        source="x = f(y)",
+        variables=variables,
+        deleted=["tmp"],
+        outputs=[{"output_type": "stream", "name": "stdout", "text": "héllo\n"}],
+        result=result,
+        duration=0.25,
+        created=time.time(),
+        components={"source": "abc", "inputs": {"y": "0123"}},
+    )
+
+
+def record(store: FileStore, key: str, **values: object) -> Entry:
+    """What the engine does after running a cell: values first, then the entry."""
+    variables = {}
+    for name, value in values.items():
+        serialised = dumps(value)
+        variables[name] = digest_of(serialised)
+        store.put_value(variables[name], serialised)
+    entry = make_entry(key, variables)
+    store.put(entry)
+    return entry
+
+
+def files(root: Path, kind: str, temp: bool = False) -> list[Path]:
+    found = sorted((root / "v1" / kind).glob("*/*"))
+    return [path for path in found if path.name.startswith(".tmp-") == temp]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def store(root: Path) -> FileStore:
+    return FileStore(root, Signer(KEY))
+
+
+@pytest.fixture
+def no_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+# -- round trips ------------------------------------------------------------------
+
+
+def test_entry_round_trip(store: FileStore, no_warnings: None) -> None:
+    entry = record(store, KEY_A, x=1, y=[1, 2, 3])
+    assert store.hit(KEY_A)
+    assert store.get(KEY_A) == entry
+    assert not store.hit(KEY_B)
+    assert store.get(KEY_B) is None  # a plain miss is silent
+    assert store.get_value(entry.variables["y"]) == [1, 2, 3]
+
+
+def test_restored_arrays_are_equal_writeable_aligned_and_independent(store: FileStore) -> None:
+    array = np.random.default_rng(0).random((1000, 300))
+    serialised = dumps(array)
+    digest = digest_of(serialised)
+    written = store.put_value(digest, serialised)
+    assert written >= array.nbytes
+    restored = store.get_value(digest)
+    np.testing.assert_array_equal(restored, array)
+    assert restored.flags.writeable
+    assert restored.ctypes.data % 64 == 0
+    restored[:] = 0
+    np.testing.assert_array_equal(store.get_value(digest), array)
+
+
+def test_read_only_arrays_come_back_read_only(store: FileStore) -> None:
+    array = np.arange(10.0)
+    array.flags.writeable = False
+    serialised = dumps(array)
+    store.put_value(digest_of(serialised), serialised)
+    assert not store.get_value(digest_of(serialised)).flags.writeable
+
+
+def test_frames_and_notebook_code_round_trip(store: FileStore) -> None:
+    namespace = {"__name__": "__main__"}
+    exec("def double(x):\n    return 2 * x\n", namespace)
+    frame = pd.DataFrame({"a": np.arange(100), "b": ["s"] * 100})
+    entry = record(store, KEY_A, frame=frame, double=namespace["double"])
+    pd.testing.assert_frame_equal(store.get_value(entry.variables["frame"]), frame)
+    assert store.get_value(entry.variables["double"])(21) == 42
+
+
+def test_identical_values_are_stored_once(store: FileStore, root: Path) -> None:
+    serialised = dumps(np.arange(1000))
+    digest = digest_of(serialised)
+    assert store.put_value(digest, serialised) > 0
+    assert store.put_value(digest, serialised) == 0
+    store.put(make_entry(KEY_A, {"a": digest}))
+    store.put(make_entry(KEY_B, {"b": digest}))
+    assert len(files(root, "values")) == 1
+    assert store.has_value(digest)
+
+
+def test_an_entry_is_only_written_once_its_values_are_in(store: FileStore) -> None:
+    with pytest.raises(StoreError, match="not in the cache"):
+        store.put(make_entry(KEY_A, {"x": "ff" * 16}))
+    assert not store.hit(KEY_A)
+
+
+def test_entry_whose_value_vanished_is_a_miss(store: FileStore, root: Path) -> None:
+    entry = record(store, KEY_A, x=1)
+    os.unlink(files(root, "values")[0])
+    with pytest.warns(CacheWarning, match="no longer in the cache"):
+        assert store.get(KEY_A) is None
+    assert not store.hit(KEY_A)  # the dangling entry is gone
+    with pytest.raises(StoreError, match="not in the cache"):
+        store.get_value(entry.variables["x"])
+
+
+def test_files_are_private(store: FileStore, root: Path) -> None:
+    record(store, KEY_A, x=1)
+    assert stat.S_IMODE(os.stat(root).st_mode) == 0o700
+    for path in files(root, "entries") + files(root, "values"):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_names_must_be_hex(store: FileStore) -> None:
+    for bad in ("../../etc/passwd", "ABCDEF0123", "ab"):
+        with pytest.raises(ValueError):
+            store.hit(bad)
+
+
+def test_entries_must_be_json(store: FileStore) -> None:
+    entry = dataclasses.replace(make_entry(KEY_A, {}), outputs=[{"data": object()}])
+    with pytest.raises(StoreError, match="JSON"):
+        store.put(entry)
+
+
+# -- corrupt, foreign and unreadable files ------------------------------------------
+
+
+def flip_middle_byte(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0x40]) + data[middle + 1 :]
+
+
+CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    "flipped byte": (flip_middle_byte, r"corrupt \(checksum mismatch\)"),
+    "truncated": (lambda data: data[: len(data) // 2], r"corrupt \(truncated\)"),
+    "empty": (lambda data: b"", r"corrupt \(truncated\)"),
+    "garbage": (lambda data: os.urandom(len(data)), r"corrupt \(not an incrcell cache file\)"),
+    "trailing bytes": (lambda data: data + b"\0", r"corrupt \(trailing bytes\)"),
+}
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_corrupt_entries_are_misses_with_a_warning(store: FileStore, root: Path, corruption: str) -> None:
+    mutate, message = CORRUPTIONS[corruption]
+    entry = record(store, KEY_A, x=np.arange(10))
+    path = files(root, "entries")[0]
+    path.write_bytes(mutate(path.read_bytes()))
+    with pytest.warns(CacheWarning, match=message) as warned:
+        assert store.get(KEY_A) is None
+    assert warned[0].filename == __file__  # attributed to the caller
+    assert str(warned[0].message).endswith("; running the cell instead.")
+    assert not path.exists()  # removed, so that the next put can replace it
+    store.put(entry)
+    assert store.get(KEY_A) == entry
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
+def test_corrupt_values_raise_store_error(
+    store: FileStore, root: Path, corruption: str, no_warnings: None
+) -> None:
+    mutate, message = CORRUPTIONS[corruption]
+    serialised = dumps(np.arange(10_000))
+    digest = digest_of(serialised)
+    store.put_value(digest, serialised)
+    path = files(root, "values")[0]
+    path.write_bytes(mutate(path.read_bytes()))
+    with pytest.raises(StoreError, match=message) as raised:
+        store.get_value(digest)
+    assert "\n" not in raised.value.reason
+    assert store.put_value(digest, serialised) > 0  # not deduplicated against the bad file
+    np.testing.assert_array_equal(store.get_value(digest), np.arange(10_000))
+
+
+def test_a_corrupt_value_is_not_deduplicated_against(store: FileStore, root: Path) -> None:
+    """After a corrupt entry, the engine re-records the cell: the value must be rewritten."""
+    value = np.arange(10_000)
+    entry = record(store, KEY_A, x=value)
+    entry_file, value_file = files(root, "entries")[0], files(root, "values")[0]
+    entry_file.write_bytes(b"garbage")
+    value_file.write_bytes(flip_middle_byte(value_file.read_bytes()))
+    fresh = FileStore(root, Signer(KEY))  # the next session
+    with pytest.warns(CacheWarning):
+        assert fresh.get(KEY_A) is None
+    digest = entry.variables["x"]
+    assert not fresh.has_value(digest)  # the checksum caught it...
+    assert not value_file.exists()  # ...and the file is gone
+    assert record(fresh, KEY_A, x=value) == dataclasses.replace(entry, created=fresh.get(KEY_A).created)
+    np.testing.assert_array_equal(FileStore(root, Signer(KEY)).get_value(digest), value)
+
+
+def test_has_value_reads_a_file_once_per_store(
+    store: FileStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serialised = dumps(np.arange(1000))
+    digest = digest_of(serialised)
+    store.put_value(digest, serialised)
+    checks = []
+    real_check = store_module._check_integrity
+    monkeypatch.setattr(
+        store_module, "_check_integrity", lambda *args: checks.append(args) or real_check(*args)
+    )
+    fresh = FileStore(root, Signer(KEY))
+    assert fresh.has_value(digest) and fresh.has_value(digest) and fresh.put_value(digest, serialised) == 0
+    assert len(checks) == 1
+    assert store.has_value(digest) and len(checks) == 1  # the writer knows its file is intact
+    files(root, "values")[0].unlink()
+    assert not fresh.has_value(digest)  # still an existence check every time
+
+
+def test_files_signed_with_another_key_are_misses(root: Path) -> None:
+    theirs = FileStore(root, Signer(b"another key"))
+    entry = record(theirs, KEY_A, x=1)
+    theirs.put_note("lineage", {"cell": 1})
+    ours = FileStore(root, Signer(KEY))
+    with pytest.warns(CacheWarning, match="signature does not verify"):
+        assert ours.get(KEY_A) is None
+    with pytest.raises(StoreError, match="signature does not verify"):
+        ours.get_value(entry.variables["x"])
+    with pytest.warns(CacheWarning, match="signature does not verify"):
+        assert ours.get_note("lineage") is None
+
+
+class Exploit:
+    """Unpickling this writes a file: proof that an untrusted pickle was run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_untrusted_pickles_are_never_run(root: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = Serialised("pickle", pickle.dumps(Exploit(marker), protocol=5), [])
+    FileStore(root, Signer(b"attacker's key")).put_value("ee" * 16, evil)
+    ours = FileStore(root, Signer(KEY))
+    with pytest.raises(StoreError, match="signature does not verify"):
+        ours.get_value("ee" * 16)
+    assert not marker.exists()
+
+
+def test_tampering_that_fixes_up_the_checksum_fails_the_signature(store: FileStore, root: Path) -> None:
+    serialised = dumps(list(range(100)))
+    digest = digest_of(serialised)
+    store.put_value(digest, serialised)
+    path = files(root, "values")[0]
+    data = bytearray(flip_middle_byte(path.read_bytes()))
+    checksum = xxhash.xxh3_128(data[:24])
+    checksum.update(data[72:])
+    data[24:40] = checksum.digest()
+    path.write_bytes(data)
+    with pytest.raises(StoreError, match="signature does not verify"):
+        store.get_value(digest)
+
+
+def test_a_valid_file_under_another_name_is_refused(store: FileStore, root: Path) -> None:
+    first, second = dumps("first"), dumps("second")
+    store.put_value(digest_of(first), first)
+    store.put_value(digest_of(second), second)
+    source, target = (root / "v1" / "values" / d[:2] / d for d in (digest_of(first), digest_of(second)))
+    target.write_bytes(source.read_bytes())
+    with pytest.raises(StoreError, match="wrong name"):
+        store.get_value(digest_of(second))
+
+
+def test_unreadable_files_are_misses_and_left_alone(
+    store: FileStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = record(store, KEY_A, x=1)
+    real_open = open
+
+    def denied(path, *args, **kwargs):
+        if "v1" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "open", denied, raising=False)  # works as root too
+    with pytest.warns(CacheWarning, match="cannot be read \\(Permission denied\\)"):
+        assert store.get(KEY_A) is None
+    with pytest.raises(StoreError, match="Permission denied"):
+        store.get_value(entry.variables["x"])
+    monkeypatch.undo()
+    assert store.get(KEY_A) == entry
+
+
+def test_values_that_cannot_be_loaded_here_raise_store_error_and_are_kept(
+    store: FileStore, no_warnings: None
+) -> None:
+    stream = b"cincrcell_no_such_module\nthing\n."  # a global from a module this environment lacks
+    store.put_value("dd" * 16, Serialised("pickle", stream, []))
+    with pytest.raises(StoreError, match="ModuleNotFoundError"):
+        store.get_value("dd" * 16)
+    assert store.has_value("dd" * 16)
+
+
+def test_a_value_too_large_for_memory_is_a_miss(store: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = record(store, KEY_A, x=1)
+
+    def no_memory(size: int) -> memoryview:
+        raise MemoryError
+
+    monkeypatch.setattr(store_module, "_aligned_buffer", no_memory)
+    with pytest.warns(CacheWarning, match="too large for the memory available"):
+        assert store.get(KEY_A) is None
+    with pytest.raises(StoreError, match="too large for the memory available"):
+        store.get_value(entry.variables["x"])
+
+
+# -- crashes, full disks and races --------------------------------------------------
+
+SLOW_WRITER = """
+import os, sys, time
+import numpy as np
+from incrcell.serialise import dumps
+from incrcell.signing import Signer
+from incrcell.store import FileStore
+
+real_write = os.write
+def slow_write(fd, data):
+    time.sleep(0.01)
+    return real_write(fd, data[: 1 << 16])
+os.write = slow_write
+FileStore(sys.argv[1], Signer(b"k" * 32)).put_value(sys.argv[2], dumps(np.ones(4_000_000)))
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_a_clean_miss(store: FileStore, root: Path, tmp_path: Path) -> None:
+    script = tmp_path / "slow_writer.py"
+    script.write_text(SLOW_WRITER)
+    digest = "cc" * 16
+    writer = subprocess.Popen([sys.executable, str(script), str(root), digest])
+    try:
+        deadline = time.monotonic() + 60
+        while not any(path.stat().st_size > 0 for path in files(root, "values", temp=True)):
+            assert writer.poll() is None and time.monotonic() < deadline, "the writer never started writing"
+            time.sleep(0.02)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert files(root, "values") == []
+    assert not store.has_value(digest)
+    with pytest.raises(StoreError, match="not in the cache"):
+        store.get_value(digest)
+    assert store.get(KEY_A) is None
+    [temp] = files(root, "values", temp=True)
+    store.size()
+    assert temp.exists()  # a young temp file may belong to a live writer
+    an_hour_ago = time.time() - 3601
+    os.utime(temp, (an_hour_ago, an_hour_ago))
+    store.size()
+    assert not temp.exists()
+
+
+def full_disk_after(limit: int, monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """Let ``limit`` bytes through os.write, then fail."""
+    real_write = os.write
+    written = 0
+
+    def write(fd: int, data) -> int:
+        nonlocal written
+        if written >= limit:
+            raise error
+        count = real_write(fd, memoryview(data)[: limit - written])
+        written += count
+        return count
+
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_a_full_disk_is_a_store_error_and_leaves_nothing_behind(
+    store: FileStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = record(store, KEY_A, x=np.arange(100))
+    serialised = dumps(np.arange(100_000))
+    digest = digest_of(serialised)
+    full_disk_after(10_000, monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.put_value(digest, serialised)
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.put(make_entry(KEY_A, kept.variables))
+    with pytest.raises(StoreError, match="No space left on device"):
+        store.put_note("lineage", {"x": "y" * 20_000})
+    monkeypatch.undo()
+    assert files(root, "values", temp=True) == files(root, "entries", temp=True) == []
+    assert not store.has_value(digest)
+    assert store.get(KEY_A) == kept  # the earlier entry is intact
+    assert store.get_note("lineage") is None
+
+
+def test_an_interrupted_write_cleans_up_and_propagates(
+    store: FileStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    serialised = dumps(np.arange(100_000))
+    full_disk_after(1000, monkeypatch, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        store.put_value(digest_of(serialised), serialised)
+    monkeypatch.undo()
+    assert files(root, "values", temp=True) == files(root, "values") == []
+
+
+def concurrent_writer(root: str, barrier) -> None:
+    store = FileStore(root, Signer(KEY))
+    values = {"big": np.arange(1_000_000.0), "small": list(range(1000))}
+    variables = {}
+    barrier.wait()
+    for name, value in values.items():
+        serialised = dumps(value)
+        variables[name] = digest_of(serialised)
+        store.put_value(variables[name], serialised)
+    store.put(make_entry(KEY_A, variables))
+
+
+def test_concurrent_writers_leave_one_valid_entry(store: FileStore, root: Path) -> None:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(4)
+    writers = [context.Process(target=concurrent_writer, args=(str(root), barrier)) for _ in range(4)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(120)
+        assert writer.exitcode == 0
+    entry = store.get(KEY_A)
+    assert entry is not None
+    np.testing.assert_array_equal(store.get_value(entry.variables["big"]), np.arange(1_000_000.0))
+    assert store.get_value(entry.variables["small"]) == list(range(1000))
+    assert len(files(root, "values")) == 2 and len(files(root, "entries")) == 1
+    assert files(root, "values", temp=True) == files(root, "entries", temp=True) == []
+
+
+# -- housekeeping ---------------------------------------------------------------------
+
+
+def test_delete_collects_values_no_entry_needs(store: FileStore) -> None:
+    shared = np.arange(50)
+    first = record(store, KEY_A, shared=shared, own=1)
+    second = record(store, KEY_B, shared=shared, own=2)
+    orphan = dumps("written, but its entry never was")
+    store.put_value(digest_of(orphan), orphan)
+    assert store.delete([KEY_A, "99" * 16]) == 1
+    assert not store.hit(KEY_A)
+    assert not store.has_value(first.variables["own"])
+    assert not store.has_value(digest_of(orphan))
+    assert store.get(KEY_B) == second
+    np.testing.assert_array_equal(store.get_value(second.variables["shared"]), shared)
+
+
+def test_delete_removes_corrupt_entries_and_their_values(store: FileStore, root: Path) -> None:
+    entry = record(store, KEY_A, x=1)
+    path = files(root, "entries")[0]
+    path.write_bytes(flip_middle_byte(path.read_bytes()))
+    assert store.delete([]) == 0
+    assert not path.exists()
+    assert not store.has_value(entry.variables["x"])
+
+
+def test_clear_and_size(store: FileStore, root: Path) -> None:
+    assert store.size() == 0
+    record(store, KEY_A, x=np.arange(10_000))
+    store.put_note("lineage", {"a": 1})
+    on_disk = sum(path.stat().st_size for path in (root / "v1").rglob("*") if path.is_file())
+    assert store.size() == on_disk > 80_000
+    store.clear()
+    assert store.size() == 0
+    assert store.get(KEY_A) is None and store.get_note("lineage") is None
+    record(store, KEY_B, y=2)  # still usable afterwards
+    assert store.hit(KEY_B)
+
+
+def test_notes_round_trip(store: FileStore, root: Path, no_warnings: None) -> None:
+    assert store.get_note("cell-1") is None
+    store.put_note("cell-1", {"components": {"source": "ab"}, "n": 1})
+    store.put_note("céll/2 ✓", {"n": 2})
+    assert store.get_note("cell-1") == {"components": {"source": "ab"}, "n": 1}
+    assert store.get_note("céll/2 ✓") == {"n": 2}
+    store.put_note("cell-1", {"n": 3})
+    assert store.get_note("cell-1") == {"n": 3}
+    assert len(files(root, "notes")) == 2
+
+
+def test_a_note_under_another_notes_name_is_refused(store: FileStore, root: Path) -> None:
+    store.put_note("one", {"n": 1})
+    store.put_note("two", {"n": 2})
+    one, two = (
+        root / "v1" / "notes" / h[:2] / h
+        for h in (xxhash.xxh3_128_hexdigest(n.encode()) for n in ("one", "two"))
+    )
+    two.write_bytes(one.read_bytes())
+    with pytest.warns(CacheWarning, match="wrong name"):
+        assert store.get_note("two") is None
+
+
+# -- the signing key ------------------------------------------------------------------
+
+
+@pytest.fixture
+def config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    signing_key.cache_clear()
+    yield tmp_path / "config"
+    signing_key.cache_clear()
+
+
+def test_signing_key_file_is_created_private_and_reused(config_home: Path) -> None:
+    key = signing_key()
+    path = config_home / "incrcell" / "signing.key"
+    assert path.read_bytes() == key and len(key) == 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    signing_key.cache_clear()
+    assert signing_key() == key
+
+
+def test_signing_key_from_the_environment(config_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, "team secret")
+    assert signing_key() == b"team secret"
+    assert not (config_home / "incrcell" / "signing.key").exists()
+
+
+def test_a_damaged_signing_key_file_is_replaced(config_home: Path) -> None:
+    path = config_home / "incrcell" / "signing.key"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    key = signing_key()
+    assert len(key) == 32 and path.read_bytes() == key
+
+
+def key_in_a_fresh_process(_: int) -> bytes:
+    return signing_key()
+
+
+def test_processes_racing_to_create_the_key_agree(config_home: Path) -> None:
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        keys = set(pool.map(key_in_a_fresh_process, range(8)))
+    assert keys == {(config_home / "incrcell" / "signing.key").read_bytes()}
+
+
+def test_the_default_signer_uses_the_signing_key(config_home: Path, root: Path) -> None:
+    entry = record(FileStore(root), KEY_A, x=1)
+    assert FileStore(root, Signer(signing_key())).get(KEY_A) == entry
