@@ -31,6 +31,7 @@ import contextlib
 import dis
 import functools
 import inspect
+import sys
 import types
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -847,3 +848,20 @@ def expand_through_callables(
         reads |= loads
         todo.extend(loads - done)
     return frozenset(n for n in reads - start if n in namespace), frozenset(writes)
+
+
+def notebook_definition(obj: object) -> str | None:
+    """The name under which the notebook namespace binds ``obj``, if ``obj`` is
+    a function or class defined in the notebook and still bound to its own name.
+
+    Such a definition can be referred to *by name* across stored values
+    (``c = C()`` in one cell, ``class C`` in another) as long as the restore
+    checks that the name still means the same content (``Entry.requires``).
+    """
+    if not isinstance(obj, (type, types.FunctionType)):
+        return None
+    name = obj.__qualname__
+    if getattr(obj, "__module__", None) != "__main__" or "." in name:
+        return None
+    main = sys.modules.get("__main__")
+    return name if getattr(main, name, None) is obj else None

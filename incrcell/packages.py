@@ -31,6 +31,7 @@ import xxhash
 
 STDLIB = "stdlib"
 MISSING = "missing"
+LOCAL = "local:"  # prefix of a local module's fingerprint
 
 
 @functools.cache
@@ -83,7 +84,7 @@ def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
             hasher.update(file.read_bytes())
         except OSError:
             hasher.update(b"<unreadable>")
-    return "local:" + hasher.hexdigest()
+    return LOCAL + hasher.hexdigest()
 
 
 def module_fingerprint(name: str) -> str:

@@ -63,6 +63,8 @@ from dataclasses import dataclass
 
 import dill
 
+from .analysis import notebook_definition
+
 PROTOCOL = 5
 
 # Resources dill would fabricate anew on load; the C pickler refuses them too.
@@ -189,15 +191,8 @@ _RESOLVER: contextvars.ContextVar[Callable[[str], object] | None] = contextvars.
     "incrcell_resolver", default=None)
 
 
-def _bound_in_main(obj: type | types.FunctionType) -> bool:
-    """True when the notebook namespace binds ``obj`` under its own name."""
-    if getattr(obj, "__module__", None) != "__main__" or "." in obj.__qualname__:
-        return False
-    return getattr(sys.modules["__main__"], obj.__qualname__, None) is obj
-
-
 def _main_reference(name: str) -> object:
-    """Rebuild a reference to notebook code pickled by name (see ``_bound_in_main``)."""
+    """Rebuild a reference to notebook code pickled by name (see ``notebook_definition``)."""
     resolve = _RESOLVER.get()
     if resolve is not None:
         return resolve(name)
@@ -217,7 +212,7 @@ class _Pickler(pickle.Pickler):
 
     def reducer_override(self, obj: object) -> object:
         if _is_code_by_value(obj):
-            if obj is not self._root and _bound_in_main(obj):  # type: ignore[arg-type]
+            if obj is not self._root and notebook_definition(obj):
                 return _main_reference, (obj.__qualname__,)  # type: ignore[union-attr]
             return _code_by_value(obj)
         if _is_code_by_value(type(obj)):

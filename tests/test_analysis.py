@@ -533,3 +533,26 @@ def test_expand_does_not_call_user_code(ns: dict[str, object]) -> None:
     local["t"] = Tricky()
     expand_through_callables(["t"], local)
     assert calls == []
+
+
+def _exec_cell(source: str) -> dict[str, object]:
+    ns: dict[str, object] = {"__name__": "__main__"}
+    exec(compile(textwrap.dedent(source), "<cell>", "exec"), ns)
+    return ns
+
+
+def test_referenced_globals_cover_nested_code_and_global_stores() -> None:
+    ns = _exec_cell(
+        """
+        import os
+        A = B = C = D = 1
+        def f():
+            global C
+            C = 2
+            x = A + len([])
+            def g():
+                return B + x
+            return os.path.join, g, [D for _ in range(2)]
+        """
+    )
+    assert referenced_globals(ns["f"]) == {"A", "B", "C", "D", "os"}  # type: ignore[arg-type]

@@ -1,0 +1,746 @@
+"""Content fingerprints of Python values and cell sources.
+
+A cell's cache key is made of the hash of its normalised source and the hash
+of every value it reads. Two promises shape everything here:
+
+1. Never a stale result: two values that could make a cell behave
+   differently must never hash the same *by construction* (only a 128-bit
+   collision could do it). Whatever cannot be hashed faithfully raises
+   :class:`Unhashable`, and the engine then simply runs the cell.
+2. Fast: values are streamed through the C pickler straight into an xxh3
+   state, numpy buffers are hashed in place, and each object is read once.
+
+Equal values should also hash equal across processes and hash seeds; where
+that cannot be guaranteed cheaply (noted below) the cost is a missed cache
+hit, never a wrong one.
+
+How a value is hashed
+---------------------
+Every value is pickled (protocol 5, never loaded) into an ``xxh3_128`` state.
+Two pickler hooks give the stream the semantics a cache key needs.
+
+``persistent_id`` is called by the C pickler for *every* object, including
+exact lists, dicts and sets, which ``reducer_override`` never sees. It
+
+* tracks identity: each object with identity (anything but int, float,
+  complex, str, bytes, bool, None, tuple, frozenset, code, numpy scalars and
+  dtypes, and a few immutable stdlib types such as dates) gets a visit index
+  on its first visit; a later visit (aliasing, or a cycle back to an object
+  still being hashed) is emitted as a back-reference to that index. The
+  pickler runs in "fast" mode (no pickle memo), so immutable values hash by
+  value only, while the sharing structure of mutable objects is part of the
+  hash: ``[a, a]`` and ``[a, copy(a)]`` differ, because an in-place mutation
+  through one alias behaves differently. numpy arrays that view the same
+  memory count as aliases too (with their byte offset);
+* replaces objects whose pickle would be wrong, unstable or impossible by a
+  tagged tuple of their content, which the pickler then serialises normally
+  (so nested values go through the same hooks): user functions and classes
+  (code and the values they read, not a by-name reference), code objects,
+  closure cells, bound methods, modules, sets, numpy arrays and scalars,
+  pandas objects, properties, static/class methods, lru_cache wrappers,
+  weak references, memoryviews.
+
+``reducer_override`` sees every other non-basic object and refuses those
+that pickle would save *by name* from ``__main__`` (a ``__reduce__`` that
+returns a global name): a name says nothing about content.
+
+Digests of numpy arrays and pandas objects are computed on their own, from
+their content only, and memoised in :attr:`ValueHasher.memo`, so a large
+array reached again (within one value or from another value) is not re-read.
+
+Known limits (the engine author must know these)
+------------------------------------------------
+* Library code is identified by name: functions and classes importable as
+  ``sys.modules[__module__]`` + ``__qualname__`` (outside ``__main__``) and
+  modules installed under the interpreter's prefixes are hashed by name, and
+  their top-level package is added to :attr:`ValueHasher.packages`. That
+  includes functions and classes from *local* modules (e.g. ``mylib`` next to
+  the notebook): the engine must version such packages by content.
+* Module objects are hashed by name (library) or by the bytes of their file
+  (local), never by their live attributes: a runtime assignment such as
+  ``mylib.THRESHOLD = 5`` is invisible here.
+* Other objects are hashed through their pickle reduction; state that an
+  object's ``__reduce__``/``__getstate__`` leaves out is not hashed.
+* Sets hash independently of iteration order when all elements are
+  value-like (atoms, tuples/frozensets of them, library classes/functions);
+  sets of objects with identity are hashed in iteration order (may differ
+  between processes: a missed hit only).
+* Aliasing is captured within one hashed value, not between values hashed
+  by separate :meth:`ValueHasher.hash` calls; nor between a pandas object's
+  internals and the rest of a value.
+* ``-0.0`` and ``0.0`` (and NaNs with different payloads) hash differently.
+* A hasher assumes values are not mutated during its life (memo by id).
+"""
+
+from __future__ import annotations
+
+import ast
+import copyreg
+import dis
+import functools
+import os
+import pickle
+import site
+import struct
+import sys
+import sysconfig
+import types
+import weakref
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any
+
+import xxhash
+
+from .analysis import notebook_definition, referenced_globals
+from .packages import LOCAL, module_fingerprint
+
+__all__ = [
+    "HASH_FORMAT",
+    "Unhashable",
+    "ValueHasher",
+    "hash_bytes",
+    "hash_value",
+    "normalise_source",
+    "source_hash",
+]
+
+#: Bump whenever the scheme changes, so that old cache entries can never be
+#: matched by keys computed under different rules.
+HASH_FORMAT = 1
+
+
+class Unhashable(Exception):
+    """A value whose content cannot be hashed faithfully.
+
+    Raising it is the safe outcome: the engine cannot build a key and simply
+    runs the cell. ``reason`` is a one-line human explanation such as
+    ``"generator cannot be pickled: cannot pickle 'generator' object"``.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def hash_bytes(data: bytes | memoryview) -> bytes:
+    """Return the 16-byte xxh3_128 digest of raw bytes."""
+    return xxhash.xxh3_128_digest(data)
+
+
+def hash_value(obj: object) -> bytes:
+    """Return the 16-byte content digest of ``obj``; raises :class:`Unhashable`.
+
+    Convenience for a one-off hash; use one :class:`ValueHasher` per cell key
+    so that shared objects are hashed once and ``packages`` is collected.
+    """
+    return ValueHasher().hash(obj)
+
+
+def normalise_source(source: str) -> str:
+    """Return a canonical form of a cell's Python source.
+
+    Comment-only and whitespace-only edits (blank lines, trailing spaces,
+    indentation inside brackets, line continuations, redundant parentheses)
+    give the same result; any change to the code does not, because the result
+    is the dump of the AST without positions. Top-level ``await`` is allowed
+    as in IPython. Sources that do not parse are returned with lines
+    right-stripped and blank lines dropped: the cell will fail anyway, and
+    this function must never raise.
+    """
+    try:
+        tree = compile(
+            source,
+            "<cell>",
+            "exec",
+            flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+            dont_inherit=True,
+        )
+        return ast.dump(tree, annotate_fields=True, include_attributes=False)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        # ValueError: null bytes (before 3.12); RecursionError/MemoryError:
+        # pathologically nested code that the parser refuses.
+        return "\n".join(line.rstrip() for line in source.splitlines() if line.strip())
+
+
+def source_hash(source: str) -> str:
+    """Return the hex xxh3_128 digest of :func:`normalise_source` of ``source``."""
+    text = normalise_source(source).encode("utf-8", "surrogatepass")
+    return xxhash.xxh3_128_hexdigest(text)
+
+
+class ValueHasher:
+    """Hashes values by content with xxh3_128; one instance per cell-key computation.
+
+    ``memo`` maps ``id(obj) -> (obj, digest)`` for every value passed to
+    :meth:`hash` (and seeded by :meth:`remember`); the strong reference keeps
+    ids from being reused while the hasher lives. Values must not be mutated
+    during that time. Within the hashing of a value, only memoised digests of
+    numpy arrays and pandas objects are reused (they contain no Python objects
+    whose sharing with the rest of the value would matter); other values are
+    re-walked so that their sharing structure is captured.
+
+    ``packages`` collects the top-level names of the non-stdlib modules whose
+    code the hashed values depend on: types of pickled objects, library
+    functions and classes hashed by name, library modules, and "numpy" /
+    "pandas" for arrays and frames. The engine turns them into versions in
+    the key. ``definitions`` collects the notebook functions and classes met
+    (see analysis.notebook_definition), which stored values may refer to by
+    name. Local (non-installed) modules referenced as *module objects* are
+    hashed by their file content instead, but functions and classes imported
+    from them are hashed by name and their top-level module is recorded here.
+    """
+
+    def __init__(self) -> None:
+        self.memo: dict[int, tuple[object, bytes]] = {}
+        self.packages: set[str] = set()
+        # notebook functions/classes met, by the name the namespace binds them to
+        self.definitions: dict[str, object] = {}
+        self._kinds: dict[type, _Kind] = dict(_BASE_KINDS)
+        self._files: dict[str, str] = {}  # top-level module -> fingerprint
+        # State of the value being hashed; swapped out by _isolated().
+        self._visits: dict[int, int] = {}
+        self._keep: list[object] = []
+        self._owners: dict[int, tuple[object, int, int]] = {}
+
+    def hash(self, obj: object) -> bytes:
+        """Return the 16-byte content digest of ``obj``.
+
+        Raises :class:`Unhashable` (with a one-line ``reason``) when some part
+        of the value cannot be hashed by content.
+        """
+        entry = self.memo.get(id(obj))
+        if entry is not None:
+            return entry[1]
+        handler = self._kind(type(obj))[1]
+        if handler is _pid_ndarray and _raw_dtype(getattr(obj, "dtype")):
+            self._note("numpy")
+            digest = _array_digest(obj)
+        elif handler is _pid_pandas:
+            self._note("pandas")
+            self._note("numpy")
+            try:
+                parts = _pandas_parts(obj)
+            except Exception as exc:  # an exotic subclass: fail safe
+                raise Unhashable(_reason(obj, exc)) from exc
+            digest = hash_bytes(b"pandas\0" + self._isolated(parts, obj))
+        else:
+            digest = self._isolated(obj, obj)
+        self.memo[id(obj)] = (obj, digest)
+        return digest
+
+    def remember(self, obj: object, digest: bytes) -> None:
+        """Record that ``obj`` hashes to ``digest`` (e.g. a value just restored
+        from the cache), so that :meth:`hash` does not recompute it.
+
+        The digest must come from :meth:`hash` of an equal value under the same
+        ``HASH_FORMAT``. ``packages`` is not updated: the engine should keep
+        the packages recorded with the digest.
+        """
+        self.memo[id(obj)] = (obj, digest)
+
+    # -- internals ---------------------------------------------------------
+
+    def _kind(self, cls: type) -> _Kind:
+        kind = self._kinds.get(cls)
+        if kind is None:
+            kind = self._kinds[cls] = self._classify(cls)
+        return kind
+
+    def _classify(self, cls: type) -> _Kind:
+        """Decide how instances of a type not in ``_BASE_KINDS`` are hashed."""
+        if issubclass(cls, type):
+            return _IDENTITY_CLASS
+        if issubclass(cls, types.ModuleType):
+            return (True, _pid_module)
+        if issubclass(cls, (set, frozenset)):
+            return (True, _pid_set)
+        np = sys.modules.get("numpy")
+        if np is not None:
+            if cls is np.ndarray:
+                return (True, _pid_ndarray)
+            if issubclass(cls, np.generic):
+                return (False, _pid_numpy_scalar)
+            if issubclass(cls, np.dtype):
+                self._note("numpy")
+                return _VALUE
+        pd = sys.modules.get("pandas")
+        if pd is not None and str(getattr(cls, "__module__", "")).startswith("pandas"):
+            if issubclass(cls, (pd.DataFrame, pd.Series, pd.Index)):
+                return (True, _pid_pandas)
+            if issubclass(cls, pd.api.extensions.ExtensionDtype):
+                self._note("pandas")
+                return _VALUE
+        module = getattr(cls, "__module__", None)
+        if (str(module).partition(".")[0], cls.__qualname__) in _STDLIB_VALUES:
+            return _VALUE
+        self._note(module)
+        return _PLAIN
+
+    def _note(self, module: object) -> None:
+        """Record the top-level package of ``module`` if it is non-stdlib code
+        with a location (synthetic modules such as Cython's shared
+        ``_cython_3_x`` have no version to look up)."""
+        if isinstance(module, str):
+            top = module.partition(".")[0]
+            if top not in sys.stdlib_module_names and top != "__main__":
+                package = sys.modules.get(top)
+                if getattr(package, "__file__", None) or getattr(package, "__path__", None):
+                    self.packages.add(top)
+
+    def _isolated(self, obj: object, subject: object) -> bytes:
+        """Digest ``obj`` with fresh identity state, so that the digest depends
+        on nothing outside ``obj`` and may be memoised. ``subject`` is the
+        value named in an Unhashable reason."""
+        saved = self._visits, self._keep, self._owners
+        self._visits, self._keep, self._owners = {}, [], {}
+        try:
+            return self._stream(obj, subject)
+        finally:
+            self._visits, self._keep, self._owners = saved
+
+    def _stream(self, obj: object, subject: object) -> bytes:
+        """Digest the pickle stream of ``obj`` within the current identity state."""
+        state = xxhash.xxh3_128()
+        buffers: list[pickle.PickleBuffer] = []
+        try:
+            _HashPickler(self, state.update, buffers).dump(obj)
+            # Out-of-band buffers go after the self-delimiting stream, each
+            # with its length, so that the concatenation stays unambiguous.
+            for buffer in buffers:
+                raw = buffer.raw()
+                state.update(len(raw).to_bytes(8, "little"))
+                state.update(raw)
+        except Unhashable:
+            raise
+        except Exception as exc:  # anything pickling can raise: fail safe
+            raise Unhashable(_reason(subject, exc)) from exc
+        return state.digest()
+
+    def _is_value(self, obj: Any) -> bool:
+        """True when ``obj`` contains no object with identity (only atoms,
+        tuples, frozensets, code, numpy scalars, ...): its digest then depends
+        on nothing else, and no alias or cycle can go through it."""
+        cls = type(obj)
+        if cls is tuple or cls is frozenset:
+            return all(map(self._is_value, obj))
+        if cls in _ATOMS or not self._kind(cls)[0]:
+            return True
+        # Library classes and functions are hashed by name: no identity inside.
+        return isinstance(obj, _BY_NAME) and _is_importable(obj)
+
+    def _value_digest(self, obj: Any) -> bytes:
+        """Standalone digest of a value-like set element; common atoms skip the
+        pickler (their tags never start with the pickle PROTO byte, so the two
+        domains are disjoint)."""
+        cls = type(obj)
+        if cls is str:
+            return hash_bytes(b"s" + obj.encode("utf-8", "surrogatepass"))
+        if cls is int:
+            return hash_bytes(b"i" + _int_bytes(obj))
+        if cls is float:
+            return hash_bytes(b"f" + _DOUBLE.pack(obj))
+        if cls is bytes:
+            return hash_bytes(b"b" + obj)
+        # Isolated: classes met on the way (e.g. frozenset) must not be
+        # registered in an order that depends on the set's iteration order.
+        return self._isolated(obj, obj)
+
+    def _note_definition(self, obj: type | types.FunctionType) -> None:
+        name = notebook_definition(obj)
+        if name is not None:
+            self.definitions[name] = obj
+
+    def _module_fingerprint(self, name: str) -> str:
+        """What the code of module ``name`` is (see packages.module_fingerprint), once per hasher."""
+        top = name.partition(".")[0]
+        if top not in self._files:
+            self._files[top] = module_fingerprint(top)
+        return self._files[top]
+
+
+class _Sink:
+    """File-like object whose ``write`` feeds the hash state directly, so the
+    pickle is never materialised in memory."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+
+
+class _HashPickler(pickle.Pickler):
+    """C pickler whose output is only hashed, never loaded."""
+
+    def __init__(
+        self,
+        hasher: ValueHasher,
+        write: Callable[[bytes], None],
+        buffers: list[pickle.PickleBuffer],
+    ) -> None:
+        super().__init__(_Sink(write), protocol=5, buffer_callback=buffers.append)
+        # No pickle memo: persistent_id tracks identity of non-atomic objects
+        # itself, and equal atoms must hash equal whether or not they are the
+        # same object (string interning differs between processes).
+        self.fast = True
+        self._hasher = hasher
+        # The identity state current at creation (hot path: no indirection).
+        self._kinds = hasher._kinds
+        self._visits = hasher._visits
+        self._keep = hasher._keep
+
+    def persistent_id(self, obj: object) -> object:
+        cls = type(obj)
+        if cls in _ATOMS:
+            return None
+        register, handler = self._kinds.get(cls) or self._hasher._kind(cls)
+        if register:
+            visits = self._visits
+            index = visits.get(id(obj))
+            if index is not None:
+                return index  # back-reference: aliasing or a cycle
+            keep = self._keep
+            visits[id(obj)] = len(keep)
+            keep.append(obj)  # keeps temporaries alive: ids stay unique
+        return None if handler is None else handler(self._hasher, obj)
+
+    def reducer_override(self, obj: object) -> object:
+        if type(obj) is types.FunctionType or isinstance(obj, type):
+            # Only library functions and classes get here (persistent_id
+            # replaced the others); pickle saves them by verified reference.
+            return NotImplemented
+        reduce = copyreg.dispatch_table.get(type(obj))
+        reduced = reduce(obj) if reduce is not None else obj.__reduce_ex__(5)
+        if isinstance(reduced, str):  # saved by reference to a global name
+            module = getattr(obj, "__module__", None)
+            if module == "__main__":
+                raise Unhashable(
+                    f"{type(obj).__qualname__} would be hashed by its name "
+                    f"__main__.{reduced}, not by its content"
+                )
+            self._hasher._note(module)
+        return reduced
+
+
+# -- persistent_id handlers: (hasher, obj) -> stand-in tuple, or None to let
+# pickle serialise obj normally. Stand-ins are pickled (their items through
+# the same hooks) behind a BINPERSID opcode, which plain data never produces.
+
+
+def _pid_set(hasher: ValueHasher, obj: Any) -> object:
+    state = getattr(obj, "__dict__", None)  # set subclasses may carry attributes
+    if set(map(type, obj)) <= _NATIVE_ELEMENTS or all(map(hasher._is_value, obj)):
+        # Iteration order depends on the string hash seed: sort the digests.
+        digests = sorted(map(hasher._value_digest, obj))
+        return ("set", type(obj), hash_bytes(b"".join(digests)), state)
+    # Elements with identity (objects defining __hash__) may be shared with
+    # the rest of the value or lead back to this very set, so they are hashed
+    # in place, in iteration order. Different sets still never hash the same;
+    # equal ones may differ between processes (a missed hit only): a canonical
+    # order of such object graphs cannot be computed cheaply.
+    return ("unordered set", type(obj), tuple(obj), state)
+
+
+def _pid_function(hasher: ValueHasher, fn: types.FunctionType) -> object:
+    if _is_importable(fn):
+        hasher._note(fn.__module__)
+        return None
+    hasher._note_definition(fn)
+    namespace = fn.__globals__
+    return (
+        "function",
+        fn.__qualname__,
+        fn.__code__,
+        fn.__defaults__,
+        fn.__kwdefaults__,
+        fn.__closure__,
+        fn.__dict__ or None,
+        tuple((name, namespace[name]) for name in sorted(referenced_globals(fn))),
+    )
+
+
+def _pid_code(hasher: ValueHasher, code: types.CodeType) -> object:
+    # Never co_filename, co_firstlineno or the line table: they change with the
+    # cell's execution count and position without changing behaviour.
+    return (
+        "code",
+        code.co_name,
+        getattr(code, "co_qualname", None),
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_flags,
+        code.co_code,
+        code.co_consts,
+        code.co_names,
+        code.co_varnames,
+        code.co_freevars,
+        code.co_cellvars,
+        getattr(code, "co_exceptiontable", None),
+    )
+
+
+def _pid_cell(hasher: ValueHasher, cell: types.CellType) -> object:
+    try:
+        return ("cell", cell.cell_contents)
+    except ValueError:
+        return ("empty cell",)
+
+
+def _pid_method(hasher: ValueHasher, method: types.MethodType) -> object:
+    # Pickle would save getattr(self, name), which misses a __func__ that is
+    # not the attribute of that name.
+    return ("method", method.__func__, method.__self__)
+
+
+def _pid_class(hasher: ValueHasher, cls: type) -> object:
+    if _is_importable(cls):
+        hasher._note(cls.__module__)
+        return None
+    if cls.__module__ == "builtins":  # e.g. NoneType, function: not importable
+        return ("builtin type", cls.__qualname__)
+    hasher._note_definition(cls)
+    items = sorted(
+        ((name, value) for name, value in vars(cls).items() if name not in _CLASS_SKIP),
+        key=itemgetter(0),
+    )
+    return ("class", cls.__qualname__, type(cls), cls.__bases__, tuple(items))
+
+
+def _pid_module(hasher: ValueHasher, module: types.ModuleType) -> object:
+    name = module.__name__
+    path = getattr(module, "__file__", None)
+    if path is None:
+        # Builtin/frozen stdlib modules and namespace packages have no code
+        # of their own; other file-less modules (e.g. a kernel's __main__)
+        # cannot be hashed by content.
+        if name.partition(".")[0] in sys.stdlib_module_names or hasattr(module, "__path__"):
+            hasher._note(name)
+            return ("module", name)
+        raise Unhashable(f"module {name!r} has no __file__ to hash its content by")
+    fingerprint = hasher._module_fingerprint(name)
+    if fingerprint.startswith(LOCAL):  # the user's own code: its source is its identity
+        return ("local module", name, fingerprint)
+    hasher._note(name)
+    return ("module", name)
+
+
+def _pid_staticmethod(hasher: ValueHasher, obj: Any) -> object:
+    return ("staticmethod", obj.__func__)
+
+
+def _pid_classmethod(hasher: ValueHasher, obj: Any) -> object:
+    return ("classmethod", obj.__func__)
+
+
+def _pid_property(hasher: ValueHasher, obj: property) -> object:
+    return ("property", obj.fget, obj.fset, obj.fdel)
+
+
+def _pid_cached_property(hasher: ValueHasher, obj: Any) -> object:
+    return ("cached_property", obj.func, obj.attrname)
+
+
+def _pid_lru_cache(hasher: ValueHasher, obj: Any) -> object:
+    # The wrapper pickles by name even when it wraps a __main__ function.
+    if _is_importable(obj):
+        hasher._note(obj.__module__)
+        return None
+    return ("lru_cache", obj.__wrapped__, obj.cache_parameters())
+
+
+def _pid_mappingproxy(hasher: ValueHasher, obj: Any) -> object:
+    return ("mappingproxy", dict(obj))
+
+
+def _pid_weakref(hasher: ValueHasher, ref: Any) -> object:
+    # What a weak reference means is its referent (if still alive).
+    referent = ref()
+    return ("dead weakref",) if referent is None else ("weakref", referent)
+
+
+def _pid_memoryview(hasher: ValueHasher, obj: memoryview) -> object:
+    return ("memoryview", obj.format, obj.shape, obj.tobytes())
+
+
+def _pid_ndarray(hasher: ValueHasher, arr: Any) -> object:
+    np = sys.modules["numpy"]
+    if not _raw_dtype(arr.dtype):
+        # Object (and other non-raw) dtypes: the elements themselves, so that
+        # they get value semantics and identity tracking like any object.
+        return ("object ndarray", arr.dtype, arr.shape, arr.reshape(-1).tolist())
+    digest = hasher.hash(arr)
+    # Arrays viewing the same memory are aliases too: record which earlier
+    # array of this value shares the buffer, and at which byte offset.
+    owner = arr
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    if owner.base is not None:
+        owner = owner.base
+    pointer = arr.__array_interface__["data"][0]
+    first = hasher._owners.get(id(owner))
+    if first is None:
+        hasher._owners[id(owner)] = (owner, len(hasher._keep) - 1, pointer)
+        return ("ndarray", digest)
+    return ("ndarray", digest, first[1], pointer - first[2])
+
+
+def _pid_numpy_scalar(hasher: ValueHasher, obj: Any) -> object:
+    hasher._note("numpy")
+    return ("numpy scalar", _dtype_key(obj.dtype), obj.tobytes())
+
+
+def _pid_pandas(hasher: ValueHasher, obj: object) -> object:
+    return ("pandas", hasher.hash(obj))
+
+
+# (register identity, handler); handler None means "pickle normally".
+_Kind = tuple[bool, "Callable[[ValueHasher, object], object] | None"]
+_PLAIN: _Kind = (True, None)
+_VALUE: _Kind = (False, None)
+_IDENTITY_CLASS: _Kind = (True, _pid_class)
+
+# Immutable values hashed by value only: no identity tracking, no handler.
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None), tuple})
+
+_BASE_KINDS: dict[type, _Kind] = {
+    list: _PLAIN,
+    dict: _PLAIN,
+    bytearray: _PLAIN,
+    set: (True, _pid_set),
+    frozenset: (False, _pid_set),
+    types.FunctionType: (True, _pid_function),
+    types.MethodType: (True, _pid_method),
+    types.CodeType: (False, _pid_code),
+    types.CellType: (True, _pid_cell),
+    types.ModuleType: (True, _pid_module),
+    types.MappingProxyType: (True, _pid_mappingproxy),
+    type: _IDENTITY_CLASS,
+    staticmethod: (True, _pid_staticmethod),
+    classmethod: (True, _pid_classmethod),
+    property: (True, _pid_property),
+    functools.cached_property: (True, _pid_cached_property),
+    functools._lru_cache_wrapper: (True, _pid_lru_cache),
+    memoryview: (True, _pid_memoryview),
+    weakref.ref: (True, _pid_weakref),
+}
+
+# Immutable stdlib types (by top-level module and qualname, so that nothing is
+# imported for them): hashed by value, like atoms, and sortable inside sets.
+_STDLIB_VALUES = frozenset(
+    {
+        ("datetime", "date"),
+        ("datetime", "datetime"),
+        ("datetime", "time"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+        ("decimal", "Decimal"),
+        ("fractions", "Fraction"),
+        ("uuid", "UUID"),
+        ("pathlib", "PurePosixPath"),
+        ("pathlib", "PureWindowsPath"),
+        ("pathlib", "PosixPath"),
+        ("pathlib", "WindowsPath"),
+        ("builtins", "range"),
+        ("builtins", "slice"),
+    }
+)
+
+# Class attributes that are bookkeeping rather than behaviour (__firstlineno__
+# changes with the cell position), or unpicklable caches (_abc_impl).
+_CLASS_SKIP = frozenset(
+    {"__dict__", "__weakref__", "__module__", "__qualname__", "__firstlineno__", "_abc_impl"}
+)
+
+_NATIVE_ELEMENTS = frozenset({str, int, float, bytes})
+_BY_NAME = (type, types.FunctionType, types.BuiltinFunctionType)
+_DOUBLE = struct.Struct("<d")
+_RAW_KINDS = frozenset("biufcmMSUV")
+_CHUNK_BYTES = 1 << 24
+
+
+def _is_importable(obj: object) -> bool:
+    """True when ``obj`` is reachable as ``sys.modules[obj.__module__]`` plus
+    its qualname, outside ``__main__``: library code identified by name."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or module == "__main__":
+        return False
+    target = sys.modules.get(module)
+    try:
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except Exception:  # AttributeError, or a failing lazy module attribute
+        return False
+    return target is obj
+
+
+def _reason(obj: object, exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    detail = lines[0] if lines else type(exc).__name__
+    return f"{type(obj).__qualname__} cannot be pickled: {detail}"
+
+
+def _int_bytes(value: int) -> bytes:
+    return value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+
+
+def _raw_dtype(dtype: Any) -> bool:
+    """True when an array's bytes are its values (no pointers inside)."""
+    return not dtype.hasobject and dtype.kind in _RAW_KINDS
+
+
+def _dtype_key(dtype: Any) -> str:
+    if dtype.fields is None:
+        return dtype.str
+    return f"{dtype.str}{dtype.descr}"
+
+
+def _array_digest(arr: Any) -> bytes:
+    """Digest of a raw-dtype array: dtype, shape and C-order bytes, read in
+    place when C-contiguous and in bounded chunks otherwise."""
+    state = xxhash.xxh3_128(f"ndarray\0{_dtype_key(arr.dtype)}\0{arr.shape}\0".encode())
+    if arr.flags.c_contiguous:
+        state.update(arr.reshape(-1).view("u1"))
+    else:
+        np = sys.modules["numpy"]
+        rows = max(1, _CHUNK_BYTES // max(1, arr[0].nbytes))
+        for start in range(0, len(arr), rows):
+            chunk = np.ascontiguousarray(arr[start : start + rows])
+            state.update(chunk.reshape(-1).view("u1"))
+    return state.digest()
+
+
+def _pandas_values(obj: Any) -> object:
+    """Values of a Series or Index: a digest for raw numpy dtypes (independent
+    of the frame's block layout), else the array itself to be pickled."""
+    dtype = obj.dtype
+    if isinstance(dtype, sys.modules["numpy"].dtype):
+        values = obj.to_numpy()
+        return _array_digest(values) if _raw_dtype(dtype) else values
+    return obj.array
+
+
+def _pandas_parts(obj: Any) -> tuple[object, ...]:
+    """The content of a pandas object, column by column, as a plain tuple
+    (hashed behind a "pandas" tag, so no plain tuple can collide with it)."""
+    pd = sys.modules["pandas"]
+    if isinstance(obj, pd.DataFrame):
+        columns = tuple((col.dtype, _pandas_values(col)) for _, col in obj.items())
+        return (type(obj), obj.index, obj.columns, columns, obj.attrs, obj.flags.allows_duplicate_labels)
+    if isinstance(obj, pd.Series):
+        return (
+            type(obj),
+            obj.index,
+            obj.name,
+            obj.dtype,
+            _pandas_values(obj),
+            obj.attrs,
+            obj.flags.allows_duplicate_labels,
+        )
+    if isinstance(obj, pd.RangeIndex):
+        return (type(obj), obj.name, obj.start, obj.stop, obj.step)
+    if isinstance(obj, pd.MultiIndex):
+        codes = tuple(_array_digest(code) for code in obj.codes)
+        return (type(obj), tuple(obj.names), tuple(obj.levels), codes)
+    return (type(obj), tuple(obj.names), obj.dtype, _pandas_values(obj))
