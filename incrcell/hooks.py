@@ -1,0 +1,194 @@
+"""The IPython glue: runs the engine around every cell.
+
+- ``pre_run_cell``: ask the engine for a plan (restore, record, or just run).
+- an AST transformer: on a restore, the cell's code is replaced by one call,
+  ``__import__('incrcell.hooks').hooks._replay()``, whose return value is the
+  recorded Out value, so IPython's displayhook sets ``Out[n]``, ``_`` and the
+  execute result exactly as a real run would.  For ``%%incrcell rerun`` /
+  ``nocache`` cells it substitutes the cell's body for the magic call.
+- ``post_run_cell``: hand the outcome (success, outputs, Out value) back.
+
+Nothing here may break a user's cell: an unexpected error inside incrcell is
+reported in one line and the cell runs as in plain IPython.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from .engine import RECORD, RESTORE, Engine, Plan
+from .outputs import OutputRecorder, replay
+
+#: ``%%incrcell rerun`` / ``%%incrcell nocache`` as the first line of a cell.
+DIRECTIVE = re.compile(r"\A[ \t]*%%incrcell[ \t]+(\S+)[^\n]*(?:\n|\Z)")
+DIRECTIVES = ("rerun", "nocache")
+_REPLAY = "__import__('incrcell.hooks').hooks._replay()"
+
+_ACTIVE: KernelHooks | None = None
+
+
+def split_directive(raw_cell: str) -> tuple[str | None, str]:
+    """``("rerun", body)`` for a cell starting with ``%%incrcell rerun``, else ``(None, raw_cell)``."""
+    match = DIRECTIVE.match(raw_cell)
+    if match and match.group(1) in DIRECTIVES:
+        return match.group(1), raw_cell[match.end():]
+    return None, raw_cell
+
+
+@dataclass
+class _Pending:
+    """The cell between ``pre_run_cell`` and ``post_run_cell``."""
+
+    plan: Plan | None
+    body: str | None = None  # transformed body of a directive cell, run instead of the magic
+    recorder: OutputRecorder | None = None
+    substituted: bool = False
+
+
+class _CellSubstitution(ast.NodeTransformer):
+    """Replaces the code of the pending cell, once, when IPython compiles it."""
+
+    def __init__(self, hooks: KernelHooks) -> None:
+        self.hooks = hooks
+
+    def visit_Module(self, node: ast.Module) -> ast.Module:
+        pending = self.hooks.pending
+        if pending is None or pending.substituted:
+            return node  # other code compiled meanwhile (e.g. by %time)
+        pending.substituted = True
+        if pending.plan is not None and pending.plan.action == RESTORE:
+            return ast.parse(_REPLAY)
+        if pending.body is not None:
+            return compile(pending.body, "<cell>", "exec",
+                           flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+        return node
+
+
+def _warn(what: str, exc: BaseException) -> None:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    warnings.warn(f"incrcell: {what} ({type(exc).__name__}: {message}); the cell runs as usual.",
+                  RuntimeWarning, stacklevel=3)
+
+
+class KernelHooks:
+    """Connects one :class:`Engine` to one IPython shell."""
+
+    def __init__(self, shell: Any, engine: Engine) -> None:
+        self.shell = shell
+        self.engine = engine
+        self.pending: _Pending | None = None
+        self._transformer = _CellSubstitution(self)
+
+    def register(self) -> None:
+        global _ACTIVE
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.shell.ast_transformers.append(self._transformer)
+        _ACTIVE = self
+
+    def unregister(self) -> None:
+        """Undo :meth:`register` completely; safe to call from inside a cell."""
+        global _ACTIVE
+        for event, callback in (("pre_run_cell", self.pre_run_cell),
+                                ("post_run_cell", self.post_run_cell)):
+            try:
+                self.shell.events.unregister(event, callback)
+            except ValueError:
+                pass
+        if self._transformer in self.shell.ast_transformers:
+            self.shell.ast_transformers.remove(self._transformer)
+        self._drop_pending()
+        if _ACTIVE is self:
+            _ACTIVE = None
+
+    def is_session_name(self, name: str) -> bool:
+        """Objects IPython put in the namespace (``get_ipython``, ``In``...), not user data."""
+        hidden = self.shell.user_ns_hidden
+        if name not in hidden:
+            return False
+        value = self.shell.user_ns.get(name, hidden)
+        return value is hidden[name] and not isinstance(value, str)
+
+    # -- events ------------------------------------------------------------------
+    def pre_run_cell(self, info: Any) -> None:
+        self._drop_pending()
+        directive, body = split_directive(info.raw_cell)
+        transformed = (self.shell.transform_cell(body) if directive
+                       else info.transformed_cell or self.shell.transform_cell(info.raw_cell))
+        plan = None
+        if self.engine.config.enabled:
+            refusal = ""
+            if self.shell.ast_node_interactivity != "last_expr":
+                refusal = (f"ast_node_interactivity is {self.shell.ast_node_interactivity!r}: "
+                           "only 'last_expr' outputs are replayed")
+            try:
+                plan = self.engine.plan(
+                    transformed, self.shell.user_ns, raw_source=body, cell_id=info.cell_id,
+                    execution_count=self.shell.execution_count - 1 if info.store_history else None,
+                    directive=directive, refusal=refusal)
+            except Exception as exc:  # a bug here must not cost the user their cell
+                _warn("could not analyse this cell", exc)
+        recorder = None
+        if plan is not None and plan.action == RECORD:
+            recorder = OutputRecorder(self.shell.display_pub)
+        self.pending = _Pending(plan, transformed if directive else None, recorder)
+
+    def post_run_cell(self, result: Any) -> None:
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return  # e.g. the cell that ran %load_ext: it had no pre_run_cell
+        events = pending.recorder.close() if pending.recorder else []
+        plan = pending.plan
+        if plan is None:
+            return
+        if plan.action == RESTORE and not pending.substituted:
+            return  # the cell never reached execution (it failed to compile)
+        try:
+            self.engine.finish(plan, self.shell.user_ns, success=result.success,
+                               outputs=events, result=result.result)
+        except (Exception, KeyboardInterrupt) as exc:
+            _warn("could not record this cell", exc)
+
+    def _drop_pending(self) -> None:
+        if self.pending is not None and self.pending.recorder is not None:
+            self.pending.recorder.close()
+        self.pending = None
+
+    # -- the replacement code of a restored cell ----------------------------------
+    def replay(self) -> Any:
+        pending = self.pending
+        assert pending is not None and pending.plan is not None and pending.plan.entry is not None
+        plan = pending.plan
+        value = self.engine.restore(plan, self.shell.user_ns)
+        replay(plan.entry.outputs, self.shell.display_pub)
+        if self.engine.config.marker:
+            self.shell.display_pub.publish(*restored_marker(plan.entry.duration))
+        return value
+
+
+def restored_marker(saved: float) -> tuple[dict[str, str], dict[str, Any]]:
+    """The unobtrusive note shown under a restored cell (data, metadata)."""
+    text = f"restored by incrcell, saved {format_seconds(saved)}"
+    html = (f'<div class="incrcell-restored" style="font-size:0.8em;opacity:0.6">'
+            f"&#8634; {text}</div>")
+    return ({"text/plain": f"[{text}]", "text/html": html},
+            {"incrcell": {"restored": True, "saved": saved}})
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _replay() -> Any:
+    """Called by the code that replaces a restored cell (see ``_REPLAY``)."""
+    if _ACTIVE is None:
+        raise RuntimeError("incrcell was unloaded while restoring a cell; run the cell again")
+    return _ACTIVE.replay()

@@ -1,0 +1,182 @@
+"""``%incrcell`` and ``%%incrcell``: look at and steer the cache from a notebook."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from .engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord
+from .hooks import DIRECTIVES, KernelHooks, format_seconds
+
+USAGE = """\
+%incrcell status          every cell seen in this session: restored, ran or uncacheable, and why
+%incrcell why [N]         why cell In[N] (default: the last cell that ran) was not restored
+%incrcell clear [--all]   delete this session's cache entries (--all: the whole cache)
+%incrcell off | on        turn caching off / back on (the extension stays loaded)
+%incrcell config [KEY=VALUE ...]
+                          show or change settings: cache_dir=PATH, marker=on|off, enabled=on|off
+
+%%incrcell rerun          (first line of a cell) run this cell even if cached, and re-record it
+%%incrcell nocache        (first line of a cell) never cache this cell
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes as one-line UsageErrors instead of exiting."""
+
+    def error(self, message: str) -> Any:
+        raise UsageError(f"%incrcell: {message}. See %incrcell --help.")
+
+    def exit(self, status: int = 0, message: str | None = None) -> Any:
+        raise _HelpShown()
+
+
+class _HelpShown(Exception):
+    pass
+
+
+def _parser() -> _Parser:
+    parser = _Parser(prog="%incrcell", description="Incremental cell execution: "
+                     "unchanged cells restore their variables and outputs from a cache.",
+                     epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     usage="%%incrcell {status,why,clear,off,on,config} ...")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    commands.add_parser("status", help="show every cell seen and what happened to it")
+    why = commands.add_parser("why", help="why a cell ran instead of being restored")
+    why.add_argument("n", nargs="?", type=int, help="execution count of the cell (In[N])")
+    clear = commands.add_parser("clear", help="delete cache entries")
+    clear.add_argument("--all", action="store_true", help="the whole cache, not only this session's cells")
+    commands.add_parser("off", help="turn caching off")
+    commands.add_parser("on", help="turn caching back on")
+    config = commands.add_parser("config", help="show or change settings")
+    config.add_argument("settings", nargs="*", metavar="KEY=VALUE")
+    return parser
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def _where(record: CellRecord) -> str:
+    return f"In [{record.execution_count}]" if record.execution_count is not None else "cell"
+
+
+@magics_class
+class IncrcellMagics(Magics):
+    """The ``%incrcell`` line magic and the ``%%incrcell`` cell magic."""
+
+    def __init__(self, shell: Any, hooks: KernelHooks) -> None:
+        super().__init__(shell)
+        self.hooks = hooks
+
+    @property
+    def engine(self):  # noqa: ANN201 - an Engine
+        return self.hooks.engine
+
+    @line_cell_magic
+    def incrcell(self, line: str, cell: str | None = None) -> None:
+        """Incremental cell execution. Run ``%incrcell --help`` for the commands."""
+        if cell is not None:
+            return self._cell(line, cell)
+        try:
+            args = _parser().parse_args(shlex.split(line))
+        except _HelpShown:
+            print(_parser().format_help())
+            return None
+        except ValueError as exc:  # unbalanced quotes
+            raise UsageError(f"%incrcell: {exc}. See %incrcell --help.") from None
+        command = args.command or "status"
+        if command == "status":
+            print(self.status_text())
+        elif command == "why":
+            print(self.why_text(args.n))
+        elif command == "clear":
+            if args.all:
+                self.engine.clear_all()
+                print(f"incrcell: cleared the whole cache in {self.engine.config.cache_dir}")
+            else:
+                removed = self.engine.clear_session()
+                print(f"incrcell: cleared {removed} cache entries of this session's cells")
+        elif command in ("on", "off"):
+            self.engine.config.enabled = command == "on"
+            print(f"incrcell: caching is {command}")
+        elif command == "config":
+            for setting in args.settings:
+                key, sep, value = setting.partition("=")
+                if not sep:
+                    raise UsageError(f"%incrcell config: expected KEY=VALUE, got {setting!r}")
+                try:
+                    self.engine.config.set(key.strip(), value)
+                except ValueError as exc:
+                    raise UsageError(f"%incrcell config: {exc}") from None
+            print(self.engine.config.describe())
+        return None
+
+    def _cell(self, line: str, cell: str) -> None:
+        """Reached only when the hooks did not substitute the body (e.g. a nested call)."""
+        directive = line.strip().split()[0] if line.strip() else ""
+        if directive not in DIRECTIVES:
+            raise UsageError(f"%%incrcell: unknown directive {directive!r}; use "
+                             f"{' or '.join(DIRECTIVES)}. See %incrcell --help.")
+        self.shell.run_cell(cell, store_history=False)
+
+    # -- reports ---------------------------------------------------------------------
+    def status_text(self) -> str:
+        engine = self.engine
+        records = sorted(engine.records.values(),
+                         key=lambda r: (r.execution_count is None, r.execution_count or 0))
+        counts = {s: sum(r.state == s for r in records) for s in (RESTORED, RAN, UNCACHEABLE, ERROR)}
+        saved = sum(r.saved for r in records)
+        try:
+            size = _size(engine.store.size())
+        except OSError as exc:
+            size = f"unknown ({exc})"
+        lines = [f"incrcell {'on' if engine.config.enabled else 'OFF'}: "
+                 f"{counts[RESTORED]} restored, {counts[RAN]} ran, "
+                 f"{counts[UNCACHEABLE]} uncacheable, {counts[ERROR]} failed; "
+                 f"{format_seconds(saved)} saved; cache {size} in {engine.config.cache_dir}"]
+        for r in records:
+            detail = f"saved {format_seconds(r.saved)}" if r.state == RESTORED else r.reason
+            lines.append(f"  {_where(r):>9}  {r.state:<11}  {format_seconds(r.duration):>8}  "
+                         f"{r.label[:50]:<50}  {detail}")
+        return "\n".join(lines)
+
+    def why_text(self, n: int | None) -> str:
+        engine = self.engine
+        if n is None:
+            current = self.shell.execution_count - 1
+            candidates = [r for c, r in sorted(engine.by_count.items())
+                          if c != current and r.state != RESTORED]
+            if not candidates:
+                return "incrcell: no cell has run yet in this session."
+            record = candidates[-1]
+        else:
+            record = engine.by_count.get(n)
+            if record is None:
+                raise UsageError(f"%incrcell why: In [{n}] was not seen by incrcell "
+                                 "(run %incrcell status to see the cells it knows)")
+        head = f"{_where(record)} `{record.label}`"
+        if record.state == RESTORED:
+            text = f"{head} was restored from the cache (saved {format_seconds(record.saved)})."
+        elif record.state == RAN:
+            text = f"{head} ran because: {record.reason}."
+        elif record.state == UNCACHEABLE:
+            text = f"{head} is uncacheable: {record.reason}."
+        else:
+            text = f"{head} {record.reason}."
+        node = engine.graph.node(record.identity)
+        if node and node.producers:
+            sources = []
+            for name, producer in sorted(node.producers.items()):
+                upstream = engine.records.get(producer)
+                sources.append(f"`{name}` from {_where(upstream) if upstream else 'another cell'}")
+            text += "\nIt reads " + ", ".join(sources) + "."
+        return text

@@ -1,0 +1,154 @@
+"""Recording a cell's outputs while it runs, and replaying them on a hit.
+
+A cell's visible effects in a notebook are its stream output (stdout,
+stderr), its display messages (``display()``, inline figures, ``clear_output``)
+and its execute result.  The execute result is the cell's Out value and is
+stored as a value (so ``Out[n]`` and ``_`` work after a restore); everything
+else is recorded here, in order, as JSON events:
+
+- ``{"type": "stream", "name": "stdout" | "stderr", "text": ...}``
+- ``{"type": "display", "data": {...}, "metadata": {...}, "transient": {...}, "update": bool}``
+- ``{"type": "clear", "wait": bool}``
+
+Recording wraps the live objects without replacing what the user sees: the
+original ``write`` / ``publish`` still runs, the recorder only keeps a copy.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from typing import Any, TextIO
+
+
+def _jsonable(value: Any) -> Any:
+    """Mime bundles may carry raw bytes (PNG): store them base64, as Jupyter does."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+_ABSENT = object()
+
+
+def _restore_attribute(obj: Any, name: str, saved: Any) -> None:
+    """Undo an instance-attribute patch, putting back whatever was there before."""
+    if saved is _ABSENT:
+        obj.__dict__.pop(name, None)
+    else:
+        setattr(obj, name, saved)
+
+
+class _StreamTap:
+    """Copies what is written to one stream, by patching ``write`` on the instance.
+
+    Patching the instance (rather than swapping ``sys.stdout``) keeps the
+    kernel's own stream object in place, so code that checks its type, and
+    ipykernel's capture of C-level output, keep working.  Streams whose
+    ``write`` is read-only (a terminal's TextIOWrapper) are swapped for a thin
+    proxy instead.
+    """
+
+    def __init__(self, name: str, events: list[dict[str, Any]]) -> None:
+        self.name = name
+        self.events = events
+        self.stream: TextIO = getattr(sys, name)
+        self.swapped = False
+        self.saved = getattr(self.stream, "__dict__", {}).get("write", _ABSENT)
+        original = self.stream.write
+
+        def write(text: str) -> Any:
+            written = original(text)
+            if isinstance(text, str) and text:
+                last = self.events[-1] if self.events else None
+                if last and last["type"] == "stream" and last["name"] == self.name:
+                    last["text"] += text
+                else:
+                    self.events.append({"type": "stream", "name": self.name, "text": text})
+            return written
+
+        try:
+            self.stream.write = write  # type: ignore[method-assign]
+        except (AttributeError, TypeError):
+            setattr(sys, name, _Proxy(self.stream, write))
+            self.swapped = True
+
+    def close(self) -> None:
+        if self.swapped:
+            if isinstance(getattr(sys, self.name), _Proxy):
+                setattr(sys, self.name, self.stream)
+        else:
+            _restore_attribute(self.stream, "write", self.saved)
+
+
+class _Proxy:
+    """Forwards everything to ``target`` except ``write``."""
+
+    def __init__(self, target: TextIO, write: Any) -> None:
+        self._target = target
+        self.write = write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+class OutputRecorder:
+    """Records stream and display output of one cell execution."""
+
+    def __init__(self, display_pub: Any) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._taps = [_StreamTap("stdout", self.events), _StreamTap("stderr", self.events)]
+        self._pub = display_pub
+        self._saved = {n: display_pub.__dict__.get(n, _ABSENT) for n in ("publish", "clear_output")}
+        publish, clear_output = display_pub.publish, display_pub.clear_output
+
+        def recording_publish(data: dict, metadata: dict | None = None, *args: Any,
+                              transient: dict | None = None, update: bool = False,
+                              **kwargs: Any) -> Any:
+            self.events.append({"type": "display", "data": _jsonable(data),
+                                "metadata": _jsonable(metadata or {}),
+                                "transient": _jsonable(transient or {}), "update": bool(update)})
+            return publish(data, metadata, *args, transient=transient, update=update, **kwargs)
+
+        def recording_clear(wait: bool = False) -> Any:
+            self.events.append({"type": "clear", "wait": bool(wait)})
+            return clear_output(wait)
+
+        display_pub.publish = recording_publish
+        display_pub.clear_output = recording_clear
+
+    def close(self) -> list[dict[str, Any]]:
+        """Stop recording (idempotent) and return the events."""
+        for tap in self._taps:
+            tap.close()
+        self._taps = []
+        for name, saved in self._saved.items():
+            _restore_attribute(self._pub, name, saved)
+        self._saved = {}
+        return self.events
+
+
+def replay(events: list[dict[str, Any]], display_pub: Any) -> None:
+    """Re-emit recorded events in their original order."""
+    for event in events:
+        kind = event.get("type")
+        if kind == "stream":
+            stream = sys.stdout if event.get("name") == "stdout" else sys.stderr
+            stream.write(event.get("text", ""))
+        elif kind == "display":
+            sys.stdout.flush()
+            sys.stderr.flush()
+            display_pub.publish(event.get("data", {}), event.get("metadata", {}),
+                                transient=event.get("transient") or None,
+                                update=bool(event.get("update")))
+        elif kind == "clear":
+            display_pub.clear_output(bool(event.get("wait")))

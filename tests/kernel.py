@@ -1,0 +1,165 @@
+"""Real IPython kernels for the tests, started through jupyter_client.
+
+nbclient does not send JupyterLab's cell ids, so :class:`Kernel` sends its
+own ``execute_request`` messages with ``metadata={"cellId": ...}``, exactly as
+JupyterLab does, and collects the iopub messages each one produced.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from jupyter_client.manager import KernelManager
+from nbclient import NotebookClient
+
+TIMEOUT = 120
+
+
+@dataclass
+class Execution:
+    """What one execute request produced."""
+
+    status: str
+    execution_count: int | None
+    outputs: list[dict[str, Any]] = field(default_factory=list)  # nbformat-style outputs
+    error: dict[str, Any] | None = None
+
+    @property
+    def markers(self) -> list[dict[str, Any]]:
+        return [o for o in self.outputs if o.get("metadata", {}).get("incrcell")]
+
+    @property
+    def restored(self) -> bool:
+        return bool(self.markers)
+
+    @property
+    def visible(self) -> list[dict[str, Any]]:
+        """The outputs a plain run would have produced (incrcell's marker removed)."""
+        return [o for o in self.outputs if not o.get("metadata", {}).get("incrcell")]
+
+    @property
+    def stdout(self) -> str:
+        return "".join(o["text"] for o in self.outputs
+                       if o["output_type"] == "stream" and o["name"] == "stdout")
+
+    @property
+    def result(self) -> str | None:
+        for o in self.outputs:
+            if o["output_type"] == "execute_result":
+                return o["data"].get("text/plain")
+        return None
+
+
+def normalise_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Outputs without incrcell's marker, with adjacent stream chunks merged (as Jupyter shows them)."""
+    merged: list[dict[str, Any]] = []
+    for o in outputs:
+        if o.get("metadata", {}).get("incrcell"):
+            continue
+        o = {k: v for k, v in o.items() if k not in ("execution_count", "transient")}
+        if (o["output_type"] == "stream" and merged and merged[-1]["output_type"] == "stream"
+                and merged[-1]["name"] == o["name"]):
+            merged[-1] = {**merged[-1], "text": merged[-1]["text"] + o["text"]}
+        else:
+            merged.append(o)
+    return merged
+
+
+class Kernel:
+    """One running IPython kernel (ipykernel), restartable."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.km = KernelManager(kernel_name="python3")
+        self.km.start_kernel(cwd=str(cwd), env={**os.environ, **env})
+        self._connect()
+
+    def _connect(self) -> None:
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=TIMEOUT)
+
+    def restart(self) -> None:
+        self.kc.stop_channels()
+        self.km.restart_kernel(now=True)
+        self._connect()
+
+    def shutdown(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=True)
+
+    def interrupt(self) -> None:
+        self.km.interrupt_kernel()
+
+    def send(self, code: str, cell_id: str | None = None) -> str:
+        content = {"code": code, "silent": False, "store_history": True,
+                   "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
+        metadata = {"cellId": cell_id} if cell_id else {}
+        msg = self.kc.session.msg("execute_request", content, metadata=metadata)
+        self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    def collect(self, msg_id: str, timeout: float = TIMEOUT) -> Execution:
+        outputs: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.1))
+            except queue.Empty:
+                raise TimeoutError(f"no reply to {msg_id} within {timeout} s") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "status" and content["execution_state"] == "idle":
+                break
+            if kind == "stream":
+                outputs.append({"output_type": "stream", "name": content["name"],
+                                "text": content["text"]})
+            elif kind in ("display_data", "execute_result", "error"):
+                output = {"output_type": kind, **content}
+                outputs.append(output)
+            elif kind == "clear_output":
+                outputs.append({"output_type": "clear_output", "wait": content["wait"]})
+        reply = self.kc.get_shell_msg(timeout=TIMEOUT)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = self.kc.get_shell_msg(timeout=TIMEOUT)
+        content = reply["content"]
+        error = content if content["status"] == "error" else None  # ename, evalue, traceback
+        return Execution(content["status"], content.get("execution_count"), outputs, error)
+
+    def run(self, code: str, cell_id: str | None = None, timeout: float = TIMEOUT) -> Execution:
+        return self.collect(self.send(code, cell_id), timeout)
+
+    def run_all(self, cells: list[tuple[str, str]]) -> list[Execution]:
+        """Run ``(cell_id, source)`` pairs in order, like JupyterLab's Run All."""
+        return [self.run(source, cell_id) for cell_id, source in cells]
+
+    def value(self, expression: str) -> str:
+        """``repr`` of an expression evaluated in the kernel, without touching history."""
+        msg_id = self.kc.execute("", silent=True, user_expressions={"v": expression})
+        reply = self.kc.get_shell_msg(timeout=TIMEOUT)
+        while reply["parent_header"].get("msg_id") != msg_id:
+            reply = self.kc.get_shell_msg(timeout=TIMEOUT)
+        result = reply["content"]["user_expressions"]["v"]
+        if result["status"] != "ok":
+            raise AssertionError(f"{expression!r} failed: {result.get('ename')}: {result.get('evalue')}")
+        return result["data"]["text/plain"]
+
+
+def run_notebook(path: Path, env: dict[str, str]) -> nbformat.NotebookNode:
+    """Execute a notebook file with nbclient in a fresh kernel; returns the executed notebook."""
+    nb = nbformat.read(path, as_version=4)
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return nb
