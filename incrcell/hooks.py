@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from .engine import RECORD, RESTORE, Engine, Plan
+from .store import CacheWarning
 from .outputs import OutputRecorder, replay
 
 #: ``%%incrcell rerun`` / ``%%incrcell nocache`` as the first line of a cell.
@@ -70,8 +74,26 @@ class _CellSubstitution(ast.NodeTransformer):
 
 def _warn(what: str, exc: BaseException) -> None:
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    warnings.warn(f"incrcell: {what} ({type(exc).__name__}: {message}); the cell runs as usual.",
-                  RuntimeWarning, stacklevel=3)
+    print(f"incrcell: {what} ({type(exc).__name__}: {message}); the cell runs as usual.",
+          file=sys.stderr)
+
+
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show the engine's cache warnings as one plain line each under the cell.
+
+    The core reports through ``warnings`` (so it is testable on its own);
+    Python's default format would add a file path and a source line.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CacheWarning)
+        yield
+    for warning in caught:
+        if issubclass(warning.category, CacheWarning):
+            print(str(warning.message), file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                   warning.lineno, source=warning.source)
 
 
 class KernelHooks:
@@ -117,8 +139,8 @@ class KernelHooks:
     def pre_run_cell(self, info: Any) -> None:
         self._drop_pending()
         directive, body = split_directive(info.raw_cell)
-        transformed = (self.shell.transform_cell(body) if directive
-                       else info.transformed_cell or self.shell.transform_cell(info.raw_cell))
+        transformed = (None if directive else getattr(info, "transformed_cell", None)
+                       ) or self.shell.transform_cell(body)
         plan = None
         if self.engine.config.enabled:
             refusal = ""
@@ -126,10 +148,13 @@ class KernelHooks:
                 refusal = (f"ast_node_interactivity is {self.shell.ast_node_interactivity!r}: "
                            "only 'last_expr' outputs are replayed")
             try:
-                plan = self.engine.plan(
-                    transformed, self.shell.user_ns, raw_source=body, cell_id=info.cell_id,
-                    execution_count=self.shell.execution_count - 1 if info.store_history else None,
-                    directive=directive, refusal=refusal)
+                with _one_line_warnings():
+                    plan = self.engine.plan(
+                        transformed, self.shell.user_ns, raw_source=body,
+                        cell_id=getattr(info, "cell_id", None),
+                        execution_count=(self.shell.execution_count - 1
+                                         if info.store_history else None),
+                        directive=directive, refusal=refusal)
             except Exception as exc:  # a bug here must not cost the user their cell
                 _warn("could not analyse this cell", exc)
         recorder = None
@@ -148,8 +173,9 @@ class KernelHooks:
         if plan.action == RESTORE and not pending.substituted:
             return  # the cell never reached execution (it failed to compile)
         try:
-            self.engine.finish(plan, self.shell.user_ns, success=result.success,
-                               outputs=events, result=result.result)
+            with _one_line_warnings():
+                self.engine.finish(plan, self.shell.user_ns, success=result.success,
+                                   outputs=events, result=result.result)
         except (Exception, KeyboardInterrupt) as exc:
             _warn("could not record this cell", exc)
 

@@ -191,6 +191,10 @@ def test_corrupted_entries_are_misses_not_crashes(kernel: Kernel, cache_env):
     assert all(r.status == "ok" for r in runs), [r.error for r in runs]
     assert not any(r.restored for r in runs)
     assert kernel.value("total") == kernel.value("float(feat.sum()) + len(labels)")
+    stderr = "".join(o["text"] for r in runs for o in r.outputs
+                     if o["output_type"] == "stream" and o["name"] == "stderr")
+    assert "incrcell: " in stderr  # the user is told, one plain line per problem
+    assert all(line.startswith("incrcell: ") for line in stderr.splitlines())
     # and the rewritten entries are good again
     kernel.restart()
     assert all(r.restored for r in kernel.run_all(PIPELINE)[1:])
