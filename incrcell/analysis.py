@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import abc
 import ast
+import builtins
 import contextlib
 import dis
 import functools
@@ -805,12 +806,31 @@ def _user_code(obj: object, namespace: Mapping[str, object], seen: dict[int, obj
                     stack.extend(object.__getattribute__(o, "__dict__").values())
 
 
+@dataclass(frozen=True)
+class Expansion:
+    """What calling the objects some names are bound to may do.
+
+    ``reads``/``writes``: see :func:`expand_through_callables`.  ``hidden``: why
+    that code may read globals no analysis can see ('' when it cannot): it
+    uses ``eval``/``exec``/``globals``, refers to one of them as an object
+    (``ev = eval``, ``partial(eval, "x")``) or imports ``__main__``.
+    """
+
+    reads: frozenset[str]
+    writes: frozenset[str]
+    hidden: str = ""
+
+
+#: Builtins through which code reads globals that no analysis can see.
+HIDDEN_READ_BUILTINS = ("eval", "exec", "globals")
+
+
 def expand_through_callables(
     names: Iterable[str],
     namespace: Mapping[str, object],
     deferred: _Deferred | None = None,
-) -> tuple[frozenset[str], frozenset[str]]:
-    """(extra_reads, extra_writes) of calling what ``names`` are bound to.
+) -> Expansion:
+    """Reads, writes and hidden reads of calling what ``names`` are bound to.
 
     Closes transitively (and cycle-safely) over the globals loaded by user code
     reachable from ``namespace[name]`` (see :func:`_user_code`; library code,
@@ -819,17 +839,19 @@ def expand_through_callables(
     itself defines also contributes its definitions' reads/writes, since that
     is what an earlier function looking it up will call.
 
-    extra_reads are reached names that are keys of ``namespace``, excluding
-    ``names`` themselves; extra_writes are every global stored or deleted by
+    ``reads`` are reached names that are keys of ``namespace``, excluding
+    ``names`` themselves; ``writes`` are every global stored or deleted by
     the reached code, even names not yet in ``namespace`` (a store creates them).
     """
     start = set(names)
     deferred = deferred or {}
     reads: set[str] = set()
     writes: set[str] = set()
+    hidden = ""
+    builtin_ids = {id(getattr(builtins, n)): n for n in HIDDEN_READ_BUILTINS}
     seen: dict[int, object] = {}
     done: set[str] = set()
-    todo = list(start)
+    todo = sorted(start, reverse=True)  # sorted: the first hidden read found is reproducible
     while todo:
         name = todo.pop()
         if name in done:
@@ -845,9 +867,18 @@ def expand_through_callables(
                 code_loads, code_stores = code_globals(code)
                 loads |= code_loads
                 writes |= code_stores
+                if not hidden and "__main__" in code.co_names:
+                    hidden = f"`{name}` imports __main__: what it reads cannot be seen"
+            reached = sorted(b for i, b in builtin_ids.items() if i in seen)
+            if not hidden and reached:
+                hidden = f"`{name}` refers to {reached[0]}(): what it reads cannot be seen"
+        used = sorted(loads.intersection(HIDDEN_READ_BUILTINS))
+        if not hidden and used:
+            hidden = f"`{name}` uses {used[0]}(): what it reads cannot be seen"
         reads |= loads
-        todo.extend(loads - done)
-    return frozenset(n for n in reads - start if n in namespace), frozenset(writes)
+        todo.extend(sorted(loads - done, reverse=True))
+    return Expansion(frozenset(n for n in reads - start if n in namespace), frozenset(writes),
+                     hidden)
 
 
 def notebook_definition(obj: object) -> str | None:

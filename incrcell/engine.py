@@ -96,6 +96,24 @@ class CellRecord:
     writes: frozenset[str] = frozenset()
 
 
+_ATOMS = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _unshared(value: object, hasher: ValueHasher) -> bool:
+    """True when no other object than the namespace refers to ``value`` (or it is immutable).
+
+    The references counted here: the namespace's, the caller's variable, this
+    function's argument, ``getrefcount``'s own argument, and the hasher's memo
+    if it hashed the value already.  Without reference counts (not CPython),
+    every value counts as shared: it is then reloaded, which is always right.
+    """
+    if type(value) in _ATOMS:
+        return True
+    if sys.implementation.name != "cpython":
+        return False
+    return sys.getrefcount(value) <= 4 + (id(value) in hasher.memo)
+
+
 def _label(source: str) -> str:
     for line in source.splitlines():
         if line.strip():
@@ -123,8 +141,15 @@ class Engine:
     # -- store ---------------------------------------------------------------
     @property
     def store(self) -> Store:
+        """The cache; raises StoreError (one line, what to do) if its directory is unusable."""
         if self._store is None or self._store_dir != self.config.cache_dir:
-            self._store = FileStore(self.config.cache_dir)
+            try:
+                self._store = FileStore(self.config.cache_dir)
+            except OSError as exc:
+                raise StoreError(
+                    f"the cache directory {self.config.cache_dir} cannot be used "
+                    f"({exc.strerror or exc}); set INCRCELL_CACHE_DIR or run "
+                    "%incrcell config cache_dir=PATH") from None
             self._store_dir = self.config.cache_dir
         return self._store
 
@@ -155,13 +180,24 @@ class Engine:
         plan.reason = refusal or self._refusal(analysis)
         if plan.reason:
             return plan
-        extra_reads, extra_writes = expand_through_callables(
-            [n for n in reads if n in namespace], namespace, analysis.deferred)
-        reads |= extra_reads
-        writes |= extra_writes
+        expansion = expand_through_callables(reads, namespace, analysis.deferred)
+        reads |= expansion.reads
+        writes |= expansion.writes
         plan.reads, plan.writes = frozenset(reads), frozenset(writes)
+        plan.reason = expansion.hidden
+        if plan.reason:
+            return plan
+        with ValueHasher() as hasher:
+            try:
+                self._lookup(plan, source, namespace, analysis, directive, hasher)
+            except StoreError as exc:  # the cache itself is unusable (e.g. its directory)
+                plan.action, plan.reason = RUN, exc.reason
+        return plan
 
-        hasher = ValueHasher()
+    def _lookup(self, plan: Plan, source: str, namespace: MutableMapping[str, Any],
+                analysis: CellAnalysis, directive: str | None, hasher: ValueHasher) -> None:
+        """Key the cell by the content of what it reads, and look the key up."""
+        reads = plan.reads
         inputs = {}
         for name in sorted(reads):
             if name in namespace:
@@ -170,7 +206,7 @@ class Engine:
                 except Unhashable as exc:
                     plan.reason = (f"input `{name}` ({_type_name(namespace[name])}) "
                                    f"cannot be hashed: {exc.reason}")
-                    return plan
+                    return
                 inputs[name] = digest.hex()
             elif not hasattr(builtins, name):
                 inputs[name] = UNBOUND
@@ -186,11 +222,11 @@ class Engine:
         plan.action = RECORD
         if directive == "rerun":
             plan.reason = "forced with %%incrcell rerun"
-            return plan
+            return
         entry = self.store.get(plan.key)
         if entry is None:
-            plan.reason = explain_miss(self._lineage(identity), plan.components)
-            return plan
+            plan.reason = explain_miss(self._lineage(plan.identity), plan.components)
+            return
         try:
             self._load(plan, entry, namespace, hasher)
         except StoreError as exc:
@@ -198,9 +234,8 @@ class Engine:
                           CacheWarning, stacklevel=2)
             plan.values, plan.result = {}, None
             plan.reason = f"its cache entry could not be read ({exc.reason})"
-            return plan
+            return
         plan.action, plan.entry, plan.reason = RESTORE, entry, ""
-        return plan
 
     def _refusal(self, analysis: CellAnalysis) -> str:
         """Why a cell is uncacheable from its code alone ('' when it is not)."""
@@ -240,23 +275,28 @@ class Engine:
             if name not in loaded:
                 digest = entry.variables[name]
                 current = namespace.get(name, _ABSENT)
+                # Already there, unchanged, and nothing else refers to it: keeping it is
+                # indistinguishable from binding the fresh object a real run would make.
+                keep = current is not _ABSENT and _unshared(current, hasher)
                 try:
-                    unchanged = current is not _ABSENT and hasher.hash(current).hex() == digest
+                    keep = keep and hasher.hash(current).hex() == digest
                 except Unhashable:
-                    unchanged = False
-                # already there, unchanged: nothing to restore
-                loaded[name] = current if unchanged else self.store.get_value(digest, resolve)
-                if not unchanged:
+                    keep = False
+                loaded[name] = current if keep else self.store.get_value(digest, resolve)
+                if not keep:
                     plan.values[name] = loaded[name]
             return loaded[name]
 
         def resolve(name: str) -> Any:
             return value(name) if name in entry.variables else namespace[name]
 
-        for name in entry.variables:
-            value(name)
-        if entry.result is not None:
-            plan.result = self.store.get_value(entry.result, resolve)
+        try:
+            for name in entry.variables:
+                value(name)
+            if entry.result is not None:
+                plan.result = self.store.get_value(entry.result, resolve)
+        finally:
+            loaded.clear()  # value and resolve refer to each other: do not keep values alive
 
     def _lineage(self, identity: str) -> dict[str, Any] | None:
         note = self.store.get_note(f"lineage:{identity}")
@@ -318,15 +358,30 @@ class Engine:
               ) -> tuple[set[str], str]:
         """Store what a successful miss wrote; returns (names written, failure reason)."""
         names = set(plan.writes) | self._rebound(plan, namespace)
-        inputs = ValueHasher()
-        for name, before in plan.digests.items():  # in-place mutation of an input
-            if name not in names and name in namespace:
-                try:
-                    if inputs.hash(namespace[name]) != before:
-                        names.add(name)
-                except Unhashable:
-                    names.add(name)
-        hasher = ValueHasher()  # its ``definitions`` are exactly those the stored values meet
+        names |= self._mutated(plan, namespace, known=names)
+        # a hasher of its own: its ``definitions`` are exactly those the stored values meet
+        with ValueHasher() as hasher:
+            failure = self._store_entry(plan, namespace, names, outputs, result, duration, hasher)
+        return names, failure
+
+    @staticmethod
+    def _mutated(plan: Plan, namespace: MutableMapping[str, Any], known: set[str]) -> set[str]:
+        """Inputs not in ``known`` whose content changed while the cell ran (``f(df)``)."""
+        changed = set()
+        with ValueHasher() as hasher:
+            for name, before in plan.digests.items():
+                if name not in known and name in namespace:
+                    try:
+                        if hasher.hash(namespace[name]) != before:
+                            changed.add(name)
+                    except Unhashable:
+                        changed.add(name)
+        return changed
+
+    def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],
+                     outputs: list[dict[str, Any]], result: Any, duration: float,
+                     hasher: ValueHasher) -> str:
+        """Store the values and the entry; returns why the cell is uncacheable ('' if stored)."""
         variables: dict[str, str] = {}
         deleted = sorted(n for n in names if n not in namespace)
         try:
@@ -345,12 +400,12 @@ class Engine:
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
         except _Uncacheable as exc:
-            return names, str(exc)
+            return str(exc)
         except StoreError as exc:
             warnings.warn(f"incrcell: could not save the cell to the cache ({exc.reason}); "
                           "it will run again next time.", CacheWarning, stacklevel=2)
-            return names, f"could not be saved: {exc.reason}"
-        return names, ""
+            return f"could not be saved: {exc.reason}"
+        return ""
 
     @staticmethod
     def _digest(value: Any, hasher: ValueHasher, what: str) -> bytes:

@@ -229,6 +229,18 @@ class ValueHasher:
         self.memo[id(obj)] = (obj, digest)
         return digest
 
+    def __enter__(self) -> ValueHasher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Drop the memo's strong references as soon as the hasher's work is done.
+
+        The hasher's internals form reference cycles, so without this the
+        hashed values would stay alive until the next garbage collection
+        (and look shared to a reference count).
+        """
+        self.memo.clear()
+
     def remember(self, obj: object, digest: bytes) -> None:
         """Record that ``obj`` hashes to ``digest`` (e.g. a value just restored
         from the cache), so that :meth:`hash` does not recompute it.
@@ -649,7 +661,8 @@ _STDLIB_VALUES = frozenset(
 # Class attributes that are bookkeeping rather than behaviour (__firstlineno__
 # changes with the cell position), or unpicklable caches (_abc_impl).
 _CLASS_SKIP = frozenset(
-    {"__dict__", "__weakref__", "__module__", "__qualname__", "__firstlineno__", "_abc_impl"}
+    {"__dict__", "__weakref__", "__module__", "__qualname__", "__firstlineno__", "_abc_impl",
+     "__slotnames__"}
 )
 
 _NATIVE_ELEMENTS = frozenset({str, int, float, bytes})

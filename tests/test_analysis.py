@@ -460,6 +460,11 @@ def ns() -> dict[str, object]:
 MODEL_READS = {"weight", "compute", "helper", "scale", "offset", "stat", "clsval", "propval"}
 
 
+def _expanded(*args: object) -> tuple[frozenset[str], frozenset[str]]:
+    expansion = expand_through_callables(*args)  # type: ignore[arg-type]
+    return expansion.reads, expansion.writes
+
+
 @pytest.mark.parametrize(
     ("names", "reads", "writes"),
     [
@@ -485,23 +490,23 @@ MODEL_READS = {"weight", "compute", "helper", "scale", "offset", "stat", "clsval
     ],
 )
 def test_expand_through_callables(ns: dict[str, object], names: set[str], reads: set[str], writes: set[str]) -> None:
-    assert expand_through_callables(names, ns) == (reads, writes)
+    assert _expanded(names, ns) == (reads, writes)
 
 
 def test_expand_includes_cell_definitions_reached_at_runtime(ns: dict[str, object]) -> None:
     # `run` (earlier cell) looks up global `step`, which this cell (re)defines.
     analysis = analyse_cell("def step():\n    return helper(0) + unknown\nrun()")
     assert analysis.reads == {"run"}
-    assert expand_through_callables(analysis.reads, ns) == (set(), set())
-    assert expand_through_callables(analysis.reads, ns, analysis.deferred) == ({"helper", "scale"}, set())
+    assert _expanded(analysis.reads, ns) == (set(), set())
+    assert _expanded(analysis.reads, ns, analysis.deferred) == ({"helper", "scale"}, set())
 
 
 def test_expand_namespace_identity() -> None:
     # An equal but distinct dict is not the function's globals: not user code.
     ns: dict[str, object] = {}
     exec("x = 1\ndef f():\n    return x", ns)
-    assert expand_through_callables(["f"], ns) == ({"x"}, set())
-    assert expand_through_callables(["f"], dict(ns)) == (set(), set())
+    assert _expanded(["f"], ns) == ({"x"}, set())
+    assert _expanded(["f"], dict(ns)) == (set(), set())
 
 
 def test_code_globals(ns: dict[str, object]) -> None:
