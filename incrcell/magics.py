@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 from typing import Any
 
@@ -11,6 +12,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from .engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord
 from .hooks import DIRECTIVES, KernelHooks, format_seconds
+from .store import StoreError
 
 USAGE = """\
 %incrcell status          every cell seen in this session: restored, ran or uncacheable, and why
@@ -109,16 +111,27 @@ class IncrcellMagics(Magics):
             self.engine.config.enabled = command == "on"
             print(f"incrcell: caching is {command}")
         elif command == "config":
-            for setting in args.settings:
-                key, sep, value = setting.partition("=")
-                if not sep:
-                    raise UsageError(f"%incrcell config: expected KEY=VALUE, got {setting!r}")
-                try:
-                    self.engine.config.set(key.strip(), value)
-                except ValueError as exc:
-                    raise UsageError(f"%incrcell config: {exc}") from None
+            self._configure(args.settings)
             print(self.engine.config.describe())
         return None
+
+    def _configure(self, settings: list[str]) -> None:
+        """Apply KEY=VALUE settings all or nothing; a cache_dir must be usable."""
+        config = self.engine.config
+        before = dataclasses.replace(config)
+        try:
+            for setting in settings:
+                key, sep, value = setting.partition("=")
+                if not sep:
+                    raise ValueError(f"expected KEY=VALUE, got {setting!r}")
+                config.set(key.strip(), value)
+            if config.cache_dir != before.cache_dir:
+                self.engine.store  # noqa: B018 - opens it, or says why it cannot
+        except (ValueError, StoreError) as exc:
+            for field in dataclasses.fields(config):
+                setattr(config, field.name, getattr(before, field.name))
+            reason = exc.reason if isinstance(exc, StoreError) else str(exc)
+            raise UsageError(f"%incrcell config: {reason}") from None
 
     def _cell(self, line: str, cell: str) -> None:
         """Reached only when the hooks did not substitute the body (e.g. a nested call)."""

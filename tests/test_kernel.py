@@ -242,6 +242,11 @@ def test_magics_help_off_on_config_clear(kernel: Kernel, tmp_path: Path):
     bad = kernel.run("%incrcell config marker=maybe")
     assert bad.status == "error" and "on/off" in bad.error["evalue"]
 
+    (tmp_path / "a-file").write_text("not a directory")
+    refused = kernel.run(f"%incrcell config marker=on cache_dir={tmp_path / 'a-file' / 'cache'}")
+    assert refused.status == "error" and "cannot be used" in refused.error["evalue"]
+    assert "marker = False" in kernel.run("%incrcell config").stdout  # all or nothing
+
     elsewhere = tmp_path / "elsewhere"
     kernel.run(f"%incrcell config cache_dir={elsewhere} marker=on")
     assert not kernel.run("a = 1", "a").restored
