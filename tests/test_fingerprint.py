@@ -1007,3 +1007,43 @@ def test_dataclass_and_enum_module_level() -> None:
     assert H(Frozen(1)) == H(Frozen(1))
     assert H(Frozen(1)) != H(Frozen(2))
     assert H(Flag.A | Flag.B) != H(Flag.A)
+
+
+# -- string arrays (fast path) ---------------------------------------------------------
+
+
+def _strings(*items: object) -> np.ndarray:
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = [("%s" % item) if isinstance(item, str) else item for item in items]
+    return arr
+
+
+def test_string_arrays_hash_by_content_not_identity() -> None:
+    a = _strings("alpha", "béta", "γ", "")
+    b = _strings(*["".join(list(s)) for s in ["alpha", "béta", "γ", ""]])  # equal, distinct objects
+    assert H(a) == H(b)
+    assert H(a) != H(_strings("alpha", "béta", "γ", " "))
+    assert H(_strings("ab", "c")) != H(_strings("a", "bc"))  # boundaries are part of the hash
+    assert H(a.reshape(2, 2)) != H(a)  # shape too
+
+
+def test_string_arrays_with_other_objects_take_the_general_path() -> None:
+    mixed = _strings("a", None, "b")
+    assert H(mixed) == H(_strings("a", None, "b"))
+    assert H(mixed) != H(_strings("a", "None", "b"))
+
+
+@given(st.lists(st.text(), max_size=20), st.lists(st.text(), max_size=20))
+@settings(max_examples=200, deadline=None)
+def test_string_arrays_equal_iff_hashes_equal(left: list[str], right: list[str]) -> None:
+    assert (H(_strings(*left)) == H(_strings(*right))) == (left == right)
+
+
+def test_pandas_string_columns_hash_by_content() -> None:
+    words = ["x%d" % (i % 7) for i in range(1000)]
+    a = pd.DataFrame({"w": words, "n": range(1000)})
+    b = pd.DataFrame({"w": ["".join(w) for w in words], "n": range(1000)})
+    assert H(a) == H(b)
+    b.loc[500, "w"] = "changed"
+    assert H(a) != H(b)
+    assert H(a["w"]) != H(a["w"].astype(object))  # a different dtype is a different value
