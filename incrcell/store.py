@@ -396,6 +396,7 @@ class FileStore(Store):
         os.makedirs(root, mode=0o700, exist_ok=True)
         self._base = os.path.join(os.fspath(root), f"v{FORMAT_VERSION}")
         self._intact: set[str] = set()  # values whose checksum has verified (see has_value)
+        self._directories: set[str] = set()  # shard directories known to exist
 
     # -- paths ----------------------------------------------------------------
 
@@ -511,8 +512,15 @@ class FileStore(Store):
         directory = os.path.dirname(path)
         tmp = None
         try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX)
+            if directory not in self._directories:  # a syscall or three saved per file
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                self._directories.add(directory)
+            try:
+                fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX)
+            except FileNotFoundError:  # removed since (clear(), or another process)
+                self._directories.clear()
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=directory, prefix=_TMP_PREFIX)
             try:
                 for chunk in chunks:
                     _write_all(fd, chunk)

@@ -589,3 +589,11 @@ def test_processes_racing_to_create_the_key_agree(config_home: Path) -> None:
 def test_the_default_signer_uses_the_signing_key(config_home: Path, root: Path) -> None:
     entry = record(FileStore(root), KEY_A, x=1)
     assert FileStore(root, Signer(signing_key())).get(KEY_A) == entry
+
+
+def test_writes_after_clear_recreate_the_directories(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "cache", Signer(b"k" * 32))
+    store.put_note("a", {"n": 1})
+    store.clear()
+    store.put_note("a", {"n": 2})  # its shard directory was removed by clear()
+    assert store.get_note("a") == {"n": 2}
