@@ -579,12 +579,7 @@ def _pid_ndarray(hasher: ValueHasher, arr: Any) -> object:
     np = sys.modules["numpy"]
     if not _raw_dtype(arr.dtype):
         # Object (and other non-raw) dtypes: the elements themselves, so that
-        # they get value semantics and identity tracking like any object;
-        # strings (immutable: identity does not matter) by a fast path.
-        if arr.dtype == object:
-            digest = _str_array_digest(arr)
-            if digest is not None:
-                return ("str ndarray", digest)
+        # they get value semantics and identity tracking like any object.
         return ("object ndarray", arr.dtype, arr.shape, arr.reshape(-1).tolist())
     digest = hasher.hash(arr)
     # Arrays viewing the same memory are aliases too: record which earlier
@@ -729,40 +724,13 @@ def _array_digest(arr: Any) -> bytes:
     return state.digest()
 
 
-def _str_array_digest(arr: Any) -> bytes | None:
-    """Digest of an object array whose elements are all exactly ``str``, else None.
-
-    String columns are the common case of object arrays (pandas without
-    pyarrow keeps every value as a Python ``str``); hashing them element by
-    element through the pickler costs ~0.3 µs a row.  Character lengths plus
-    the concatenated UTF-8 text identify the sequence exactly, at ~0.07 µs a row.
-    """
-    items = arr.reshape(-1).tolist()
-    if not all(type(item) is str for item in items):
-        return None
-    np = sys.modules["numpy"]
-    state = xxhash.xxh3_128(f"str ndarray\0{arr.shape}\0".encode())
-    state.update(np.fromiter(map(len, items), dtype=np.int64, count=len(items)))
-    state.update("".join(items).encode("utf-8", "surrogatepass"))
-    return state.digest()
-
-
 def _pandas_values(obj: Any) -> object:
-    """Values of a Series or Index: a digest for raw numpy dtypes and for
-    strings (independent of the frame's block layout), else the array itself
-    to be pickled."""
-    np = sys.modules["numpy"]
+    """Values of a Series or Index: a digest for raw numpy dtypes (independent
+    of the frame's block layout), else the array itself to be pickled."""
     dtype = obj.dtype
-    if isinstance(dtype, np.dtype):
+    if isinstance(dtype, sys.modules["numpy"].dtype):
         values = obj.to_numpy()
-        if _raw_dtype(dtype):
-            return _array_digest(values)
-        return _str_array_digest(values) or values
-    backing = getattr(obj.array, "_ndarray", None)  # e.g. pandas' own string arrays
-    if isinstance(backing, np.ndarray) and backing.dtype == object:
-        digest = _str_array_digest(backing)
-        if digest is not None:
-            return (type(obj.array), digest)
+        return _array_digest(values) if _raw_dtype(dtype) else values
     return obj.array
 
 
