@@ -60,7 +60,9 @@ class CellAnalysis:
     writes) of its deferred bodies, closed over the cell's other definitions;
     pass it to :func:`expand_through_callables` so a cell-defined function
     reached through an earlier cell's function (``run()`` calling global ``f``)
-    still contributes its reads.
+    still contributes its reads.  ``unbinds``: names the cell may ``del``
+    without having bound them first: whether they exist decides whether the
+    cell raises NameError, so their existence is an input.
     """
 
     reads: frozenset[str]
@@ -69,6 +71,7 @@ class CellAnalysis:
     imports: frozenset[str]
     calls_dynamic: frozenset[str]
     deferred: _Deferred = field(default_factory=lambda: types.MappingProxyType({}), hash=False)
+    unbinds: frozenset[str] = frozenset()
 
 
 # --------------------------------------------------------------------------- scopes
@@ -117,6 +120,7 @@ class _Cell:
         self.mutates: set[str] = set()
         self.imports: set[str] = set()
         self.dynamic: set[str] = set()
+        self.unbinds: set[str] = set()  # names deleted that the cell had not bound itself
         self.def_names = def_names  # every def/class name in the source
         self.registry: dict[str, list[_Effects]] = {}  # top-level def/class -> effects
         # loads of (possibly) defined names, or eager definitions, with the
@@ -146,6 +150,8 @@ class _Cell:
             self.bound.add(name)
 
     def delete(self, name: str) -> None:
+        if name not in self.bound:
+            self.unbinds.add(name)
         self.writes.add(name)
         self.bound.discard(name)
 
@@ -188,6 +194,7 @@ class _Cell:
             imports=frozenset(self.imports),
             calls_dynamic=frozenset(self.dynamic),
             deferred=types.MappingProxyType(deferred),
+            unbinds=frozenset(self.unbinds),
         )
 
 

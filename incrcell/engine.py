@@ -32,7 +32,7 @@ import xxhash
 from . import fingerprint, store as store_module
 from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
 from .config import Config
-from .explain import UNBOUND, explain_miss
+from .explain import BOUND, UNBOUND, explain_miss
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .graph import CellGraph
 from .packages import package_versions
@@ -210,6 +210,8 @@ class Engine:
                 inputs[name] = digest.hex()
             elif not hasattr(builtins, name):
                 inputs[name] = UNBOUND
+        for name in sorted(analysis.unbinds - reads):  # ``del x`` raises unless x exists
+            inputs[name] = BOUND if name in namespace else UNBOUND
         plan.components = {
             "format": KEY_FORMAT,
             "python": sys.version,

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 UNBOUND = "<unbound>"
+BOUND = "<bound>"  # a name whose existence, not content, is an input (``del x``)
 
 
 def _short(value: str) -> str:

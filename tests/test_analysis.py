@@ -561,3 +561,10 @@ def test_referenced_globals_cover_nested_code_and_global_stores() -> None:
         """
     )
     assert referenced_globals(ns["f"]) == {"A", "B", "C", "D", "os"}  # type: ignore[arg-type]
+
+
+def test_unbinds_are_deletions_of_names_the_cell_did_not_bind() -> None:
+    assert analyse_cell("del x").unbinds == {"x"}
+    assert analyse_cell("x = 1\ndel x").unbinds == set()
+    assert analyse_cell("if c:\n    x = 1\ndel x").unbinds == {"x"}
+    assert analyse_cell("del a, b[0]").unbinds == {"a"}

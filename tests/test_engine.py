@@ -1158,3 +1158,15 @@ def test_unusable_cache_directory_runs_cells_and_says_what_to_do(tmp_path, monke
     exec("x = 1", ns)
     assert engine.finish(plan, ns, success=True).state == "uncacheable"
     signing_key.cache_clear()
+
+
+def test_del_of_a_name_that_no_longer_exists_is_not_restored(kernel):
+    """``del x`` raises NameError when x does not exist: a restore must not hide that."""
+    k = kernel()
+    k.run("x = 1", "a")
+    k.run("del x", "b")
+    second = kernel()
+    again = second.run("del x", "b")  # x was never defined in this session
+    assert again.ran and isinstance(again.error, NameError)
+    second.run("x = 1", "a")
+    assert second.run("del x", "b").restored and "x" not in second.ns
