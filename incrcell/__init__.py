@@ -20,14 +20,13 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext incrcell``; loading twice keeps the first session."""
-    from . import hooks, packages
+    from . import hooks
     from .config import Config
     from .engine import Engine
     from .magics import IncrcellMagics
 
     if hooks._ACTIVE is not None and hooks._ACTIVE.shell is ipython:
         return
-    packages.prefetch()
     kernel_hooks = hooks.KernelHooks(ipython, Engine(Config()))
     kernel_hooks.engine.is_session_name = kernel_hooks.is_session_name
     kernel_hooks.register()

@@ -25,7 +25,6 @@ import os
 import site
 import sys
 import sysconfig
-import threading
 from pathlib import Path
 
 import xxhash
@@ -60,16 +59,6 @@ def is_local_path(path: str | os.PathLike[str]) -> bool:
 def _distributions() -> dict[str, list[str]]:
     # About 0.1 s on a typical environment: computed once per process.
     return importlib.metadata.packages_distributions()
-
-
-def prefetch() -> None:
-    """Build the module-to-distribution map in a background thread.
-
-    It takes about 0.1 s (a scan of every installed distribution) and is
-    needed by the first cell that imports a package; started when the
-    extension loads, it is ready by then.
-    """
-    threading.Thread(target=_distributions, name="incrcell-prefetch", daemon=True).start()
 
 
 @functools.cache
