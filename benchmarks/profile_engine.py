@@ -189,7 +189,7 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
 
     functions = []
     stats = pstats.Stats(profile) if use_cprofile else None
-    for (file, line, func), (cc, nc, tt, ct, callers) in (stats.stats.items() if stats else ()):  # type: ignore[attr-defined]
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in (stats.stats.items() if stats else ()):  # type: ignore[attr-defined]
         short = f"{Path(file).name}:{line}({func})" if file != "~" else func
         functions.append({"name": short, "calls": nc, "tottime": tt, "cumtime": ct})
     functions.sort(key=lambda f: f["tottime"], reverse=True)

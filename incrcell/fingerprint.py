@@ -76,14 +76,10 @@ from __future__ import annotations
 
 import ast
 import copyreg
-import dis
 import functools
-import os
 import pickle
-import site
 import struct
 import sys
-import sysconfig
 import types
 import weakref
 from collections.abc import Callable
@@ -213,7 +209,7 @@ class ValueHasher:
         if entry is not None:
             return entry[1]
         handler = self._kind(type(obj))[1]
-        if handler is _pid_ndarray and _raw_dtype(getattr(obj, "dtype")):
+        if handler is _pid_ndarray and _raw_dtype(obj.dtype):
             self._note("numpy")
             digest = _array_digest(obj)
         elif handler is _pid_pandas:

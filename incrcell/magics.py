@@ -10,7 +10,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord
+from .engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord, Engine
 from .hooks import DIRECTIVES, KernelHooks, format_seconds
 from .store import StoreError
 
@@ -80,7 +80,7 @@ class IncrcellMagics(Magics):
         self.hooks = hooks
 
     @property
-    def engine(self):  # noqa: ANN201 - an Engine
+    def engine(self) -> Engine:
         return self.hooks.engine
 
     @line_cell_magic

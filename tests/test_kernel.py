@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import nbformat
-import pytest
 
 from kernel import Kernel, normalise_outputs, run_notebook
 
