@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import re
 import sys
 import time
@@ -33,6 +34,7 @@ from . import fingerprint, store as store_module
 from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
 from .config import Config
 from .explain import BOUND, UNBOUND, explain_miss
+from .files import MISSING, FileWatch, changed_files, file_digest
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .graph import CellGraph
 from .packages import package_versions
@@ -76,6 +78,7 @@ class Plan:
     bindings: dict[str, int] = field(default_factory=dict)  # name -> id(value) before running
     entry: Entry | None = None
     values: dict[str, Any] = field(default_factory=dict)  # hit: name -> value to bind
+    files: dict[str, str] = field(default_factory=dict)  # miss: files read -> content digest
     result: Any = None  # hit: the Out value to return
     started: float = field(default_factory=time.perf_counter)
 
@@ -229,6 +232,16 @@ class Engine:
         if entry is None:
             plan.reason = explain_miss(self._lineage(plan.identity), plan.components)
             return
+        if entry.files and entry.cwd != os.getcwd():
+            # the same relative path may name another file from here
+            plan.reason = f"it read files from another working directory ({entry.cwd})"
+            return
+        changed = changed_files(entry.files)
+        if changed:
+            gone = entry.files[changed[0]] != MISSING and file_digest(changed[0]) == MISSING
+            plan.reason = (f"file `{os.path.relpath(changed[0])}` "
+                           f"{'was deleted' if gone else 'changed'}")
+            return
         try:
             self._load(plan, entry, namespace, hasher)
         except StoreError as exc:
@@ -314,9 +327,17 @@ class Engine:
         return plan.result
 
     # -- after the cell --------------------------------------------------------
+    def watch_files(self) -> FileWatch:
+        """A watch over the files a cell opens, ignoring the cache's own (start it yourself)."""
+        return FileWatch(ignore=[self.config.cache_dir])
+
     def finish(self, plan: Plan, namespace: MutableMapping[str, Any], *, success: bool,
-               outputs: list[dict[str, Any]] | None = None, result: Any = None) -> CellRecord:
-        """Record the outcome of ``plan``; on a successful miss, store what the cell wrote."""
+               outputs: list[dict[str, Any]] | None = None, result: Any = None,
+               files: FileWatch | None = None) -> CellRecord:
+        """Record the outcome of ``plan``; on a successful miss, store what the cell wrote.
+
+        ``files`` is the stopped watch that ran during the cell, if any.
+        """
         duration = time.perf_counter() - plan.started
         state, reason, saved = RAN, plan.reason, 0.0
         written: set[str] = set()
@@ -331,7 +352,8 @@ class Engine:
             state = UNCACHEABLE
             written = self._rebound(plan, namespace)
         else:
-            written, failure = self._save(plan, namespace, outputs or [], result, duration)
+            written, failure = self._save(plan, namespace, outputs or [], result, duration,
+                                          files or FileWatch())
             if failure:
                 state, reason = UNCACHEABLE, failure
         record = CellRecord(plan.identity, _label(plan.source), plan.execution_count, state,
@@ -356,11 +378,15 @@ class Engine:
                 if not _HISTORY_NAME.match(n) and not self.is_session_name(n)}
 
     def _save(self, plan: Plan, namespace: MutableMapping[str, Any],
-              outputs: list[dict[str, Any]], result: Any, duration: float
+              outputs: list[dict[str, Any]], result: Any, duration: float, files: FileWatch
               ) -> tuple[set[str], str]:
         """Store what a successful miss wrote; returns (names written, failure reason)."""
         names = set(plan.writes) | self._rebound(plan, namespace)
         names |= self._mutated(plan, namespace, known=names)
+        if files.writes:
+            shown = os.path.relpath(sorted(files.writes)[0])
+            return names, f"writes files (`{shown}`): restoring it would not recreate them"
+        plan.files = {path: file_digest(path) for path in sorted(files.reads)}
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
         with ValueHasher() as hasher:
             failure = self._store_entry(plan, namespace, names, outputs, result, duration, hasher)
@@ -398,7 +424,8 @@ class Engine:
             self.store.put(Entry(key=plan.key, source=plan.source, variables=variables,
                                  deleted=deleted, outputs=outputs, result=result_digest,
                                  duration=duration, created=time.time(),
-                                 components=plan.components, requires=requires))
+                                 components=plan.components, requires=requires,
+                                 files=plan.files, cwd=os.getcwd()))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
         except _Uncacheable as exc:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .engine import RECORD, RESTORE, Engine, Plan
+from .files import FileWatch
 from .store import CacheWarning
 from .outputs import OutputRecorder, replay
 
@@ -50,6 +51,7 @@ class _Pending:
     plan: Plan | None
     body: str | None = None  # transformed body of a directive cell, run instead of the magic
     recorder: OutputRecorder | None = None
+    watch: FileWatch | None = None
     substituted: bool = False
 
 
@@ -157,16 +159,18 @@ class KernelHooks:
                         directive=directive, refusal=refusal)
             except Exception as exc:  # a bug here must not cost the user their cell
                 _warn("could not analyse this cell", exc)
-        recorder = None
+        recorder = watch = None
         if plan is not None and plan.action == RECORD:
             recorder = OutputRecorder(self.shell.display_pub)
-        self.pending = _Pending(plan, transformed if directive else None, recorder)
+            watch = self.engine.watch_files().start()
+        self.pending = _Pending(plan, transformed if directive else None, recorder, watch)
 
     def post_run_cell(self, result: Any) -> None:
         pending, self.pending = self.pending, None
         if pending is None:
             return  # e.g. the cell that ran %load_ext: it had no pre_run_cell
         events = pending.recorder.close() if pending.recorder else []
+        files = pending.watch.stop() if pending.watch else None
         plan = pending.plan
         if plan is None:
             return
@@ -175,13 +179,16 @@ class KernelHooks:
         try:
             with _one_line_warnings():
                 self.engine.finish(plan, self.shell.user_ns, success=result.success,
-                                   outputs=events, result=result.result)
+                                   outputs=events, result=result.result, files=files)
         except (Exception, KeyboardInterrupt) as exc:
             _warn("could not record this cell", exc)
 
     def _drop_pending(self) -> None:
-        if self.pending is not None and self.pending.recorder is not None:
-            self.pending.recorder.close()
+        if self.pending is not None:
+            if self.pending.recorder is not None:
+                self.pending.recorder.close()
+            if self.pending.watch is not None:
+                self.pending.watch.stop()
         self.pending = None
 
     # -- the replacement code of a restored cell ----------------------------------

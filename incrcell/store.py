@@ -122,6 +122,10 @@ class Entry:
     # notebook definitions (functions, classes) the values refer to by name, with the
     # digest they had when recorded: a restore needs exactly those (see serialise)
     requires: dict[str, str] = dataclasses.field(default_factory=dict)
+    # files the cell read, with the content digest they had (see files.py), and the
+    # working directory they were found from (relative paths resolve against it)
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    cwd: str = ""
 
     def digests(self) -> set[str]:
         """The values this entry needs."""
@@ -373,6 +377,9 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
         isinstance(entry.components, dict),
         isinstance(entry.requires, dict)
         and all(isinstance(name, str) and isinstance(d, str) for name, d in entry.requires.items()),
+        isinstance(entry.files, dict)
+        and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.files.items()),
+        isinstance(entry.cwd, str),
     ]
     if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
         raise _Unusable("is corrupt (not an entry)")

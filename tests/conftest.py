@@ -17,6 +17,8 @@ def cache_env(tmp_path: Path) -> dict[str, str]:
         "INCRCELL_CACHE_DIR": str(tmp_path / "cache"),
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+        # a fresh font cache, as on a new machine: building it writes files mid-cell
+        "MPLCONFIGDIR": str(tmp_path / "matplotlib"),
         "PYTHONHASHSEED": "random",
     }
 

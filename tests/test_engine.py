@@ -14,6 +14,7 @@ import ast
 import builtins
 import contextlib
 import io
+import os
 import sys
 import types
 import warnings
@@ -75,15 +76,17 @@ def run_cell(engine: Engine, ns: dict[str, Any], source: str, cell_id: str | Non
         record = engine.finish(plan, ns, success=True, outputs=list(plan.entry.outputs), result=value)
         return Outcome(plan, record, value, "")
     out = io.StringIO()
+    watch = engine.watch_files().start()
     try:
         with contextlib.redirect_stdout(out):
             value = execute(source, ns, f"<cell {execution_count}>")
     except Exception as exc:
-        record = engine.finish(plan, ns, success=False)
+        record = engine.finish(plan, ns, success=False, files=watch.stop())
         return Outcome(plan, record, None, out.getvalue(), exc)
     text = out.getvalue()
     outputs = [{"type": "stream", "name": "stdout", "text": text}] if text else []
-    record = engine.finish(plan, ns, success=True, outputs=outputs, result=value)
+    record = engine.finish(plan, ns, success=True, outputs=outputs, result=value,
+                           files=watch.stop())
     return Outcome(plan, record, value, text)
 
 
@@ -1170,3 +1173,57 @@ def test_del_of_a_name_that_no_longer_exists_is_not_restored(kernel):
     assert again.ran and isinstance(again.error, NameError)
     second.run("x = 1", "a")
     assert second.run("del x", "b").restored and "x" not in second.ns
+
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_a_cell_is_keyed_on_the_content_of_the_files_it_reads(kernel, tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_text("a,b\n1,2\n")
+    cells = [("read", f"import pathlib\ntext = pathlib.Path({str(data)!r}).read_text()"),
+             ("use", "rows = len(text.splitlines())")]
+    kernel().run_all(cells)
+    assert all(o.restored for o in kernel().run_all(cells).values())
+
+    os.utime(data, (1, 1))  # touched, same content: still restored
+    assert kernel().run_all(cells)["read"].restored
+
+    data.write_text("a,b\n1,2\n3,4\n")
+    second = kernel()
+    runs = second.run_all(cells)
+    assert runs["read"].ran and "file `" in runs["read"].plan.reason
+    assert "changed" in runs["read"].plan.reason
+    assert runs["use"].ran and second.ns["rows"] == 3  # its input changed with the file
+
+    data.unlink()
+    third = kernel()
+    gone = third.run("import pathlib\ntext = pathlib.Path(" + repr(str(data)) + ").read_text()",
+                     "read")
+    assert gone.ran and isinstance(gone.error, FileNotFoundError)
+
+
+def test_a_cell_that_writes_files_is_not_cached(kernel, tmp_path):
+    target = tmp_path / "out.txt"
+    k = kernel()
+    first = k.run(f"open({str(target)!r}, 'w').write('x')", "w")
+    assert first.record.state == "uncacheable" and "writes files" in first.record.reason
+    target.unlink()
+    assert kernel().run(f"open({str(target)!r}, 'w').write('x')", "w").ran
+    assert target.read_text() == "x"  # the file exists again because the cell ran
+
+
+def test_files_read_from_another_working_directory_are_not_trusted(kernel, tmp_path, monkeypatch):
+    """Two projects with the same cells and their own data.csv must not share the entry."""
+    for name, rows in (("a", "x\n1\n"), ("b", "x\n1\n2\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "data.csv").write_text(rows)
+    cell = [("read", "text = open('data.csv').read()")]
+    monkeypatch.chdir(tmp_path / "a")
+    kernel().run_all(cell)
+    monkeypatch.chdir(tmp_path / "b")
+    other = kernel()
+    run = other.run_all(cell)["read"]
+    assert run.ran and "another working directory" in run.plan.reason
+    assert other.ns["text"] == "x\n1\n2\n"

@@ -306,3 +306,27 @@ def test_plain_nbclient_notebook_restores_on_second_run(tmp_path: Path, workdir:
     for a, b in zip(first.cells[1:], second.cells[1:]):
         assert any(o.get("metadata", {}).get("incrcell") for o in b.outputs)
         assert normalise_outputs(b.outputs) == normalise_outputs(a.outputs)
+
+
+def test_changing_a_data_file_reruns_the_cells_that_read_it(kernel: Kernel, workdir: Path):
+    (workdir / "data.csv").write_text("x,y\n1,2\n3,4\n")
+    cells = [
+        LOAD,
+        ("read", "import pandas as pd\ndf = pd.read_csv('data.csv')"),
+        ("total", "total = int(df['x'].sum())\ntotal"),
+        ("other", "unrelated = 7"),
+        ("save", "df.to_csv('copy.csv')"),
+    ]
+    first = kernel.run_all(cells)
+    assert first[2].result == "4"
+    kernel.restart()
+    assert states(kernel.run_all(cells)) == ["ran", "restored", "restored", "restored", "ran"]
+    status = kernel.run("%incrcell status").stdout
+    assert "writes files (`copy.csv`)" in status  # a cell that writes files always runs
+
+    (workdir / "data.csv").write_text("x,y\n1,2\n3,4\n5,6\n")
+    kernel.restart()
+    runs = kernel.run_all(cells)
+    assert states(runs) == ["ran", "ran", "ran", "restored", "ran"]
+    assert runs[2].result == "9"
+    assert "file `data.csv` changed" in kernel.run("%incrcell why 2").stdout
