@@ -1,26 +1,30 @@
-"""Files a cell reads and writes, seen through Python's audit hooks.
+"""Files a cell reads and writes, seen by wrapping Python's ``open``.
 
 A cell that does ``pd.read_csv("data.csv")`` depends on the content of
-``data.csv`` as much as on any variable.  Every ``open`` made through Python
-(``open``, ``os.open``, ``pathlib``, numpy, pandas...) raises the audit event
-``open`` (PEP 578); while a :class:`FileWatch` is active it records the path
-and whether it was opened for writing.  The engine keys the cell's entry on
-the content of the files it read, and does not cache a cell that wrote files
-(restoring it would not recreate them).
+``data.csv`` as much as on any variable.  While a :class:`FileWatch` is
+active, ``builtins.open`` (``io.open``, the same function) and ``os.open``
+are wrapped so that every file opened through them (``open``, ``pathlib``,
+numpy, pandas...) is recorded with whether it was opened for writing.  The
+engine keys the cell's entry on the content of the files it read, and does
+not cache a cell that wrote files (restoring it would not recreate them).
 
-Audit hooks cannot be removed once added, so one hook is installed per
-process and does nothing unless a watch is active; it never raises, since an
-exception there would break the user's own ``open``.  Opens made by C code
-outside Python's I/O (a C library calling ``fopen``) are not seen.
+Why wrappers rather than an audit hook (PEP 578): an audit hook can never be
+removed and runs for *every* audited event, ``id()`` included, which made
+hashing object-heavy values 50 % slower for the rest of the session.  The
+wrappers exist only while a cell records.  Opens that bypass Python's
+``open`` (C code calling ``fopen``, ``io.FileIO`` constructed directly) are
+not seen.
 """
 
 from __future__ import annotations
 
+import builtins
+import functools
+import io
 import os
-import sys
-import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import xxhash
 
@@ -36,27 +40,35 @@ _IGNORED_PREFIXES = ("/dev/", "/proc/", "/sys/")
 _RACY_SECONDS = 2.0
 _CHUNK = 1 << 24
 
+_OPEN, _OS_OPEN = io.open, os.open  # the originals, whatever a watch does
 _active: FileWatch | None = None
-_install_lock = threading.Lock()
-_installed = False
 _digests: dict[str, tuple[tuple[int, int, int], str]] = {}  # path -> (stat, digest)
 
 
-def _audit(event: str, args: tuple) -> None:
-    if event != "open" or _active is None:
-        return
-    try:
-        _active._opened(args)
-    except Exception:  # an audit hook must never break the user's open()
-        pass
+def _watching(original: Callable[..., Any], mode_of: Callable[..., tuple[Any, Any, Any]]
+              ) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        watch = _active
+        if watch is not None:
+            try:
+                watch._opened(*mode_of(*args, **kwargs))
+            except Exception:  # recording must never break the user's open()
+                pass
+        return original(*args, **kwargs)
+    return wrapper
 
 
-def _install() -> None:
-    global _installed
-    with _install_lock:
-        if not _installed:
-            sys.addaudithook(_audit)
-            _installed = True
+def _open_args(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+    return file, kwargs.get("mode", mode), None
+
+
+def _os_open_args(path: Any, flags: int, *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
+    return path, None, flags
+
+
+_WATCHING_OPEN = _watching(_OPEN, _open_args)
+_WATCHING_OS_OPEN = _watching(_OS_OPEN, _os_open_args)
 
 
 def _tool_directories() -> list[str]:
@@ -84,18 +96,22 @@ class FileWatch:
 
     def start(self) -> FileWatch:
         global _active
-        _install()
         _active = self
+        builtins.open = io.open = _WATCHING_OPEN
+        os.open = _WATCHING_OS_OPEN
         return self
 
     def stop(self) -> FileWatch:
         global _active
         if _active is self:
             _active = None
+            if builtins.open is _WATCHING_OPEN:
+                builtins.open = io.open = _OPEN
+            if os.open is _WATCHING_OS_OPEN:
+                os.open = _OS_OPEN
         return self
 
-    def _opened(self, args: tuple) -> None:
-        path, mode, flags = (tuple(args) + (None, None, None))[:3]
+    def _opened(self, path: Any, mode: Any, flags: Any) -> None:
         if isinstance(path, int) or path is None:
             return  # a file descriptor: its path was seen when it was opened
         path = os.path.abspath(os.fsdecode(path))
@@ -127,7 +143,7 @@ def file_digest(path: str) -> str:
         return cached[1]
     state = xxhash.xxh3_128()
     try:
-        with open(path, "rb") as file:
+        with _OPEN(path, "rb") as file:
             while chunk := file.read(_CHUNK):
                 state.update(chunk)
     except OSError:

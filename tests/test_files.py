@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import io
 import os
 import pathlib
-import sys
 
 import numpy as np
 import pandas as pd
@@ -62,12 +63,17 @@ def test_installed_code_system_files_and_ignored_directories_are_not_data(tmp_pa
     assert watch.reads == set() and watch.writes == set()
 
 
-def test_nothing_is_recorded_outside_a_watch(tmp_path: pathlib.Path) -> None:
+def test_nothing_is_recorded_outside_a_watch_and_open_is_restored(tmp_path) -> None:
+    original_open, original_os_open = builtins.open, os.open
     watch = FileWatch()
     (tmp_path / "a").write_text("x")
     open(tmp_path / "a").read()
     assert watch.reads == set()
-    assert sys.audit  # the hook stays installed for the process, inert without a watch
+    watch.start()
+    assert builtins.open is io.open and builtins.open is not original_open
+    watch.stop()
+    assert builtins.open is original_open and io.open is original_open
+    assert os.open is original_os_open
 
 
 def test_file_digest_follows_content_not_timestamps(tmp_path: pathlib.Path) -> None:
