@@ -81,6 +81,12 @@ def _tool_directories() -> list[str]:
     return found
 
 
+@functools.lru_cache(maxsize=16)
+def _prefixes(directories: tuple[str, ...]) -> tuple[str, ...]:
+    """Resolved directory prefixes (a watch starts for every recorded cell: resolve once)."""
+    return tuple(os.path.join(os.path.realpath(d), "") for d in directories)
+
+
 class FileWatch:
     """Records the files opened (by any thread) between ``start()`` and ``stop()``.
 
@@ -91,8 +97,7 @@ class FileWatch:
     def __init__(self, ignore: Iterable[str | os.PathLike[str]] = ()) -> None:
         self.reads: set[str] = set()
         self.writes: set[str] = set()
-        self._ignore = tuple(os.path.join(os.path.realpath(p), "")
-                             for p in [*ignore, *_tool_directories()])
+        self._ignore = _prefixes(tuple(map(os.fspath, ignore)) + tuple(_tool_directories()))
 
     def start(self) -> FileWatch:
         global _active

@@ -549,7 +549,8 @@ class FileStore(Store):
         if missing:
             raise StoreError(f"{what} refers to value {_short(missing[0])}, which is not in the cache")
         try:
-            body = _json_bytes(dataclasses.asdict(entry))
+            # shallow: asdict() would deep-copy every output first, for nothing
+            body = _json_bytes({f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)})
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{what} is not JSON-serialisable ({exc})") from exc
         self._write(path, _frame(_ENTRY, 0, entry.key, [body], self._signer)[0], what)
