@@ -168,7 +168,8 @@ class Engine:
         already knows the cell cannot be cached.
         """
         raw = raw_source if raw_source is not None else source
-        identity = f"cell:{cell_id}" if cell_id else f"src:{source_hash(source)}"
+        digest = source_hash(source)  # parses the source: once per cell
+        identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
         plan = Plan(identity, raw, execution_count, RUN, "")
         plan.bindings = {name: id(value) for name, value in namespace.items()}
         try:
@@ -192,14 +193,14 @@ class Engine:
             return plan
         with ValueHasher() as hasher:
             try:
-                self._lookup(plan, source, namespace, analysis, directive, hasher)
+                self._lookup(plan, digest, namespace, analysis, directive, hasher)
             except StoreError as exc:  # the cache itself is unusable (e.g. its directory)
                 plan.action, plan.reason = RUN, exc.reason
         return plan
 
-    def _lookup(self, plan: Plan, source: str, namespace: MutableMapping[str, Any],
+    def _lookup(self, plan: Plan, source_digest: str, namespace: MutableMapping[str, Any],
                 analysis: CellAnalysis, directive: str | None, hasher: ValueHasher) -> None:
-        """Key the cell by the content of what it reads, and look the key up."""
+        """Key the cell by its source digest and the content of what it reads; look the key up."""
         reads = plan.reads
         inputs = {}
         for name in sorted(reads):
@@ -218,7 +219,7 @@ class Engine:
         plan.components = {
             "format": KEY_FORMAT,
             "python": sys.version,
-            "source": source_hash(source),
+            "source": source_digest,
             "inputs": inputs,
             "packages": package_versions(analysis.imports | hasher.packages),
         }

@@ -27,6 +27,7 @@ from .engine import RECORD, RESTORE, Engine, Plan
 from .files import FileWatch
 from .store import CacheWarning
 from .outputs import OutputRecorder, replay
+from .serialise import one_line
 
 #: ``%%incrcell rerun`` / ``%%incrcell nocache`` as the first line of a cell.
 DIRECTIVE = re.compile(r"\A[ \t]*%%incrcell[ \t]+(\S+)[^\n]*(?:\n|\Z)")
@@ -75,8 +76,7 @@ class _CellSubstitution(ast.NodeTransformer):
 
 
 def _warn(what: str, exc: BaseException) -> None:
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    print(f"incrcell: {what} ({type(exc).__name__}: {message}); the cell runs as usual.",
+    print(f"incrcell: {what} ({type(exc).__name__}: {one_line(exc)}); the cell runs as usual.",
           file=sys.stderr)
 
 
