@@ -18,13 +18,15 @@ value it cannot pickle), the cell runs, and the reason is kept for
 from __future__ import annotations
 
 import builtins
+import gc
 import json
 import os
 import re
 import sys
 import time
+import types
 import warnings
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +40,7 @@ from .files import MISSING, FileWatch, changed_files, file_digest
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .graph import CellGraph
 from .packages import package_versions
-from .serialise import Unpicklable, dumps
+from .serialise import Shared, Unpicklable, dumps
 from .store import CacheWarning, Entry, FileStore, Store, StoreError
 
 #: Bumped whenever what goes into a key changes; old entries then simply miss.
@@ -53,6 +55,16 @@ _MAGIC_NAMES = frozenset({"get_ipython", "exit", "quit"})
 _DYNAMIC = (DYNAMIC_BUILTINS - {"getattr"}) | {"*"}
 
 _ABSENT = object()
+
+# Values whose identity never matters to a user: code, modules and immutable atoms.
+_NO_IDENTITY = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                types.ModuleType, int, float, complex, str, bytes, bool, type(None), tuple,
+                frozenset)
+# Objects through which the holders of a mutated object are searched (see _sharers).
+_CONTAINERS = frozenset({list, dict, set, tuple, frozenset, types.SimpleNamespace})
+_HOLDERS_LIMIT = 10_000
+# Marks, in ValueHasher.watch, objects found inside a value rather than bound to a name.
+_INSIDE = "\0"
 
 # Cell states, as shown by ``%incrcell status`` and sent to the sidebar.
 RESTORED, RAN, UNCACHEABLE, ERROR = "restored", "ran", "uncacheable", "error"
@@ -69,12 +81,15 @@ class Plan:
     execution_count: int | None
     action: str  # RESTORE, RECORD (run and store) or RUN (run, uncacheable)
     reason: str  # why it runs; empty for a restore
+    source_digest: str = ""  # source_hash of the code that runs
     analysis: CellAnalysis | None = None
     reads: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
     key: str | None = None
     components: dict[str, Any] | None = None
     digests: dict[str, bytes] = field(default_factory=dict)  # input name -> digest before running
+    # input name -> ids of the mutable objects inside it before running (ValueHasher.collect)
+    inner: dict[str, set[int]] = field(default_factory=dict)
     bindings: dict[str, int] = field(default_factory=dict)  # name -> id(value) before running
     entry: Entry | None = None
     values: dict[str, Any] = field(default_factory=dict)  # hit: name -> value to bind
@@ -97,6 +112,7 @@ class CellRecord:
     key: str | None = None
     reads: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
+    source_digest: str = ""  # source_hash of the code it executed (the sidebar's "stale")
 
 
 _ATOMS = (int, float, complex, str, bytes, bool, type(None))
@@ -117,7 +133,13 @@ def _unshared(value: object, hasher: ValueHasher) -> bool:
     return sys.getrefcount(value) <= 4 + (id(value) in hasher.memo)
 
 
-def _label(source: str) -> str:
+def _is_notebook_object(obj: object) -> bool:
+    """An instance of a class defined in the notebook: a plain data holder we may look through."""
+    return getattr(type(obj), "__module__", None) == "__main__" and not isinstance(obj, type)
+
+
+def cell_label(source: str) -> str:
+    """A cell's first non-empty line, as status and the sidebar show it."""
     for line in source.splitlines():
         if line.strip():
             return line.strip()[:80]
@@ -126,6 +148,39 @@ def _label(source: str) -> str:
 
 def _type_name(value: object) -> str:
     return type(value).__qualname__
+
+
+#: Why a ``%%incrcell rerun`` cell runs.
+FORCED = "forced with %%incrcell rerun"
+
+
+def key_components(source_digest: str, inputs: dict[str, str],
+                   packages: dict[str, str]) -> dict[str, Any]:
+    """What a cell's key is made of; kept as the cell's lineage to explain misses."""
+    return {"format": KEY_FORMAT, "python": sys.version, "source": source_digest,
+            "inputs": inputs, "packages": packages}
+
+
+def cell_key(components: dict[str, Any]) -> str:
+    """The cache key of the cell with these :func:`key_components`."""
+    return xxhash.xxh3_128(json.dumps(components, sort_keys=True).encode()).hexdigest()
+
+
+def unhashable_input(name: str, value: object, exc: Unhashable) -> str:
+    """Why a cell reading ``value`` as ``name`` is uncacheable."""
+    return f"input `{name}` ({_type_name(value)}) cannot be hashed: {exc.reason}"
+
+
+def files_changed(entry: Entry) -> str:
+    """Why the files a cache entry read forbid restoring it now ('' when they do not)."""
+    if entry.files and entry.cwd != os.getcwd():
+        # the same relative path may name another file from here
+        return f"it read files from another working directory ({entry.cwd})"
+    changed = changed_files(entry.files)
+    if changed:
+        gone = entry.files[changed[0]] != MISSING and file_digest(changed[0]) == MISSING
+        return f"file `{os.path.relpath(changed[0])}` {'was deleted' if gone else 'changed'}"
+    return ""
 
 
 class Engine:
@@ -170,18 +225,16 @@ class Engine:
         raw = raw_source if raw_source is not None else source
         digest = source_hash(source)  # parses the source: once per cell
         identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
-        plan = Plan(identity, raw, execution_count, RUN, "")
+        plan = Plan(identity, raw, execution_count, RUN, "", source_digest=digest)
         plan.bindings = {name: id(value) for name, value in namespace.items()}
         try:
             plan.analysis = analysis = analyse_cell(source)
         except SyntaxError:
-            plan.reason = "the cell has a syntax error"
+            plan.reason = self.refusal(None)
             return plan
         reads, writes = set(analysis.reads), set(analysis.writes)
         plan.reads, plan.writes = frozenset(reads), frozenset(writes)
-        if directive == "nocache":
-            refusal = "excluded with %%incrcell nocache"
-        plan.reason = refusal or self._refusal(analysis)
+        plan.reason = self.refusal(analysis, directive, refusal)
         if plan.reason:
             return plan
         expansion = expand_through_callables(reads, namespace, analysis.deferred)
@@ -205,43 +258,31 @@ class Engine:
         inputs = {}
         for name in sorted(reads):
             if name in namespace:
+                plan.inner[name] = hasher.collect()
                 try:
                     plan.digests[name] = digest = hasher.hash(namespace[name])
                 except Unhashable as exc:
-                    plan.reason = (f"input `{name}` ({_type_name(namespace[name])}) "
-                                   f"cannot be hashed: {exc.reason}")
+                    plan.reason = unhashable_input(name, namespace[name], exc)
                     return
                 inputs[name] = digest.hex()
             elif not hasattr(builtins, name):
                 inputs[name] = UNBOUND
+        hasher.collected = None
         for name in sorted(analysis.unbinds - reads):  # ``del x`` raises unless x exists
             inputs[name] = BOUND if name in namespace else UNBOUND
-        plan.components = {
-            "format": KEY_FORMAT,
-            "python": sys.version,
-            "source": source_digest,
-            "inputs": inputs,
-            "packages": package_versions(analysis.imports | hasher.packages),
-        }
-        plan.key = xxhash.xxh3_128(
-            json.dumps(plan.components, sort_keys=True).encode()).hexdigest()
+        plan.components = key_components(source_digest, inputs,
+                                         package_versions(analysis.imports | hasher.packages))
+        plan.key = cell_key(plan.components)
         plan.action = RECORD
         if directive == "rerun":
-            plan.reason = "forced with %%incrcell rerun"
+            plan.reason = FORCED
             return
         entry = self.store.get(plan.key)
         if entry is None:
             plan.reason = explain_miss(self._lineage(plan.identity), plan.components)
             return
-        if entry.files and entry.cwd != os.getcwd():
-            # the same relative path may name another file from here
-            plan.reason = f"it read files from another working directory ({entry.cwd})"
-            return
-        changed = changed_files(entry.files)
-        if changed:
-            gone = entry.files[changed[0]] != MISSING and file_digest(changed[0]) == MISSING
-            plan.reason = (f"file `{os.path.relpath(changed[0])}` "
-                           f"{'was deleted' if gone else 'changed'}")
+        plan.reason = files_changed(entry)
+        if plan.reason:
             return
         try:
             self._load(plan, entry, namespace, hasher)
@@ -252,6 +293,19 @@ class Engine:
             plan.reason = f"its cache entry could not be read ({exc.reason})"
             return
         plan.action, plan.entry, plan.reason = RESTORE, entry, ""
+
+    def refusal(self, analysis: CellAnalysis | None, directive: str | None = None,
+                refusal: str = "") -> str:
+        """Why a cell is not cached, before its inputs are even looked at ('' when it may be).
+
+        ``analysis`` is None for a cell that does not parse; ``directive`` and
+        ``refusal`` are as for :meth:`plan`.  The sidebar's predictions use it too.
+        """
+        if analysis is None:
+            return "the cell has a syntax error"
+        if directive == "nocache":
+            return "excluded with %%incrcell nocache"
+        return refusal or self._refusal(analysis)
 
     def _refusal(self, analysis: CellAnalysis) -> str:
         """Why a cell is uncacheable from its code alone ('' when it is not)."""
@@ -271,48 +325,44 @@ class Engine:
 
     def _load(self, plan: Plan, entry: Entry, namespace: MutableMapping[str, Any],
               hasher: ValueHasher) -> None:
-        """Load every value a hit binds; values already in the namespace are reused.
+        """Load every value a hit binds, unless the namespace already holds them all.
 
-        Values may refer to notebook definitions by name (see serialise): a
-        name the entry binds itself resolves to the value it restores; any
-        other must be in the namespace with the content it had when recorded.
+        Values may refer by name to objects the cell did not write (notebook
+        definitions, and values it aliased, see :meth:`_store_entry`): each
+        must be in the namespace with the content it had when recorded.
         """
         for name, digest in entry.requires.items():
-            current = namespace.get(name)
+            current = namespace.get(name, _ABSENT)
             try:
-                same = current is not None and hasher.hash(current).hex() == digest
+                same = current is not _ABSENT and hasher.hash(current).hex() == digest
             except Unhashable:
                 same = False
             if not same:
                 raise StoreError(f"it needs `{name}` as it was when recorded")
-        loaded: dict[str, Any] = {}
+        if entry.bundle is None or (entry.result is None and all(
+                self._holds(namespace, name, digest, hasher)
+                for name, digest in entry.variables.items())):
+            # Already there, unchanged, and nothing else refers to them: keeping them is
+            # indistinguishable from binding the fresh objects a real run would make.
+            return
+        loaded = self.store.get_value(entry.bundle, namespace.__getitem__)
+        if not (isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[0], dict)
+                and loaded[0].keys() == entry.variables.keys()):
+            raise StoreError("its cached values do not match its entry")
+        plan.values, plan.result = loaded
 
-        def value(name: str) -> Any:
-            if name not in loaded:
-                digest = entry.variables[name]
-                current = namespace.get(name, _ABSENT)
-                # Already there, unchanged, and nothing else refers to it: keeping it is
-                # indistinguishable from binding the fresh object a real run would make.
-                keep = current is not _ABSENT and _unshared(current, hasher)
-                try:
-                    keep = keep and hasher.hash(current).hex() == digest
-                except Unhashable:
-                    keep = False
-                loaded[name] = current if keep else self.store.get_value(digest, resolve)
-                if not keep:
-                    plan.values[name] = loaded[name]
-            return loaded[name]
-
-        def resolve(name: str) -> Any:
-            return value(name) if name in entry.variables else namespace[name]
-
+    @staticmethod
+    def _holds(namespace: MutableMapping[str, Any], name: str, digest: str,
+               hasher: ValueHasher) -> bool:
+        """True when ``name`` is bound to an unshared value with content ``digest``."""
+        current = namespace.get(name, _ABSENT)
+        if current is _ABSENT or not (isinstance(current, _NO_IDENTITY)
+                                      or _unshared(current, hasher)):
+            return False
         try:
-            for name in entry.variables:
-                value(name)
-            if entry.result is not None:
-                plan.result = self.store.get_value(entry.result, resolve)
-        finally:
-            loaded.clear()  # value and resolve refer to each other: do not keep values alive
+            return hasher.hash(current).hex() == digest
+        except Unhashable:
+            return False
 
     def _lineage(self, identity: str) -> dict[str, Any] | None:
         note = self.store.get_note(f"lineage:{identity}")
@@ -357,9 +407,9 @@ class Engine:
                                           files or FileWatch())
             if failure:
                 state, reason = UNCACHEABLE, failure
-        record = CellRecord(plan.identity, _label(plan.source), plan.execution_count, state,
+        record = CellRecord(plan.identity, cell_label(plan.source), plan.execution_count, state,
                             reason, duration, saved, plan.key, plan.reads,
-                            plan.writes | written)
+                            plan.writes | written, plan.source_digest)
         self.records[plan.identity] = record
         if plan.execution_count is not None:
             self.by_count[plan.execution_count] = record
@@ -383,7 +433,13 @@ class Engine:
               ) -> tuple[set[str], str]:
         """Store what a successful miss wrote; returns (names written, failure reason)."""
         names = set(plan.writes) | self._rebound(plan, namespace)
-        names |= self._mutated(plan, namespace, known=names)
+        mutated = self._mutated(plan, namespace, known=names)
+        names |= mutated
+        sharers = self._sharers(plan, namespace, mutated, known=names)
+        if sharers is None:
+            return names, (f"changes `{sorted(mutated)[0]}` in place, and too many other "
+                           "objects refer to it to find every value that changed with it")
+        names |= sharers
         if files.writes:
             shown = os.path.relpath(sorted(files.writes)[0])
             return names, f"writes files (`{shown}`): restoring it would not recreate them"
@@ -407,24 +463,98 @@ class Engine:
                         changed.add(name)
         return changed
 
+    def _sharers(self, plan: Plan, namespace: MutableMapping[str, Any], mutated: set[str],
+                 known: set[str]) -> set[str] | None:
+        """Names outside ``known`` whose values changed with the ``mutated`` inputs.
+
+        ``b`` after ``b = a; a.append(1)``, ``z`` bound to an object inside
+        ``a``, ``c`` after ``c = [a]``: a plain run leaves them changed, so
+        they are written too (and stored together with ``a``, which keeps them
+        shared).  Holders are found by walking the garbage collector's
+        referrers up through plain containers and notebook objects; None when
+        there are too many to be sure (the cell is then not cached).
+        """
+        if not mutated:
+            return set()
+        bound = self._bound(namespace, exclude=known)
+        changed = [namespace[name] for name in mutated if name in namespace]
+        inside = set().union(*(plan.inner.get(name, set()) for name in mutated))
+        found = {bound[i] for i in inside | set(map(id, changed)) if i in bound}
+        seen = set(map(id, changed)) | {id(namespace), id(changed)}
+        level = changed
+        while level:
+            upper: list[object] = []
+            for holder in gc.get_referrers(*level):
+                if id(holder) in seen:
+                    continue
+                seen.add(id(holder))
+                if id(holder) in bound:
+                    found.add(bound[id(holder)])
+                if type(holder) in _CONTAINERS or _is_notebook_object(holder):
+                    upper.append(holder)
+            if len(seen) > _HOLDERS_LIMIT:
+                return None
+            seen.add(id(upper))
+            level = upper
+        return found
+
+    def _bound(self, namespace: MutableMapping[str, Any], exclude: set[str]) -> dict[int, str]:
+        """``id() -> name`` of the user's values with identity (not code, modules, atoms)."""
+        return {id(value): name for name, value in namespace.items()
+                if name not in exclude and not isinstance(value, _NO_IDENTITY)
+                and not _HISTORY_NAME.match(name) and not self.is_session_name(name)}
+
     def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],
                      outputs: list[dict[str, Any]], result: Any, duration: float,
                      hasher: ValueHasher) -> str:
-        """Store the values and the entry; returns why the cell is uncacheable ('' if stored)."""
-        variables: dict[str, str] = {}
+        """Store the values and the entry; returns why the cell is uncacheable ('' if stored).
+
+        All written values (and the Out value) are pickled together, so objects
+        shared between them stay shared.  An object the cell did not write but
+        that a written value is or contains (``b = a``, ``pair = [a, a2]``, a
+        view of ``arr``) is stored as a reference to its name, keyed like a
+        notebook definition in ``requires``.  An object found *inside* another
+        value the cell did not write (``x = lst[0]``) has no name to refer to:
+        the cell is then not cached.
+        """
+        values = {name: namespace[name] for name in sorted(names) if name in namespace}
         deleted = sorted(n for n in names if n not in namespace)
+        hasher.watch = {i: _INSIDE + name for name, ids in plan.inner.items()
+                        if name not in names for i in ids}
+        hasher.watch.update(self._bound(namespace, exclude=names))
         try:
-            for name in sorted(n for n in names if n in namespace):
-                variables[name] = self._put_value(namespace[name], hasher, f"`{name}`")
-            result_digest = None if result is None else self._put_value(
-                result, hasher, "its result")
+            variables = {name: self._digest(value, hasher, f"`{name}`").hex()
+                         for name, value in values.items()}
+            result_digest = (None if result is None
+                             else self._digest(result, hasher, "its result").hex())
+            named = {name for name in hasher.met if not name.startswith(_INSIDE)}
+            refs = {id(namespace[name]): name for name in named}
+            inside = ({i: name[1:] for i, name in hasher.watch.items() if name.startswith(_INSIDE)}
+                      if len(named) < len(hasher.met) else None)
+            hasher.watch = {}
+            needed = {**hasher.definitions, **{name: namespace[name] for name in named}}
             requires = {name: self._digest(obj, hasher, f"`{name}`").hex()
-                        for name, obj in hasher.definitions.items()
-                        if name not in variables or namespace.get(name) is not obj}
+                        for name, obj in needed.items()
+                        if name not in values or values[name] is not obj}
             assert plan.key is not None and plan.components is not None
+            bundle = None
+            if values or result is not None:
+                bundle = xxhash.xxh3_128(json.dumps(
+                    [plan.key, variables, result_digest, requires]).encode()).hexdigest()
+                if not self.store.has_value(bundle):
+                    try:
+                        serialised = dumps((values, result), own=[*values.values(), result],
+                                           refs=refs, inside=inside)
+                    except Shared as exc:
+                        raise _Uncacheable(
+                            f"writes a value that shares objects with `{exc.name}`, which it "
+                            "does not write: a restore would copy them") from None
+                    except Unpicklable as exc:
+                        raise _Uncacheable(self._unpicklable(values, result, refs, exc)) from None
+                    self.store.put_value(bundle, serialised)
             self.store.put(Entry(key=plan.key, source=plan.source, variables=variables,
                                  deleted=deleted, outputs=outputs, result=result_digest,
-                                 duration=duration, created=time.time(),
+                                 bundle=bundle, duration=duration, created=time.time(),
                                  components=plan.components, requires=requires,
                                  files=plan.files, cwd=os.getcwd()))
             self.store.put_note(f"lineage:{plan.identity}",
@@ -438,6 +568,18 @@ class Engine:
         return ""
 
     @staticmethod
+    def _unpicklable(values: dict[str, Any], result: Any, refs: dict[int, str],
+                     exc: Unpicklable) -> str:
+        """Which written value could not be pickled, as a reason."""
+        for what, value in [*((f"`{n}`", v) for n, v in values.items()), ("its result", result)]:
+            try:
+                dumps(value, refs=refs)
+            except Unpicklable as inner:
+                return (f"writes {what} ({_type_name(value)}), which cannot be pickled: "
+                        f"{inner.reason}")
+        return f"writes values that cannot be pickled together: {exc.reason}"
+
+    @staticmethod
     def _digest(value: Any, hasher: ValueHasher, what: str) -> bytes:
         try:
             return hasher.hash(value)
@@ -445,21 +587,11 @@ class Engine:
             raise _Uncacheable(f"writes {what} ({_type_name(value)}), which cannot be hashed: "
                                f"{exc.reason}") from None
 
-    def _put_value(self, value: Any, hasher: ValueHasher, what: str) -> str:
-        digest = self._digest(value, hasher, what).hex()
-        if not self.store.has_value(digest):
-            try:
-                serialised = dumps(value)
-            except Unpicklable as exc:
-                raise _Uncacheable(f"writes {what} ({_type_name(value)}), which cannot be "
-                                   f"pickled: {exc.reason}") from None
-            self.store.put_value(digest, serialised)
-        return digest
-
     # -- housekeeping ------------------------------------------------------------
-    def clear_session(self) -> int:
-        """Delete the entries of the cells seen in this session; returns how many."""
-        keys = {r.key for r in self.records.values() if r.key}
+    def clear_session(self, also: Iterable[str] = ()) -> int:
+        """Delete the entries of the cells seen in this session, and the entries
+        ``also``; returns how many."""
+        keys = {r.key for r in self.records.values() if r.key} | set(also)
         removed = self.store.delete(keys)
         self.graph.forget(self.records)
         self.records.clear()

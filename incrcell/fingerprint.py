@@ -198,6 +198,13 @@ class ValueHasher:
         self._visits: dict[int, int] = {}
         self._keep: list[object] = []
         self._owners: dict[int, tuple[object, int, int]] = {}
+        # Sharing between values, for the engine (see ``watch`` / ``collect``).
+        # ``watch`` maps id() of objects bound to notebook names to those names;
+        # hashing a value that is, contains, or (arrays) views one adds its name
+        # to ``met``: a stored value must then refer to that object, not copy it.
+        self.watch: dict[int, str] = {}
+        self.met: set[str] = set()
+        self.collected: set[int] | None = None
 
     def hash(self, obj: object) -> bytes:
         """Return the 16-byte content digest of ``obj``.
@@ -205,6 +212,8 @@ class ValueHasher:
         Raises :class:`Unhashable` (with a one-line ``reason``) when some part
         of the value cannot be hashed by content.
         """
+        if self.watch:
+            self._check_watch(obj)
         entry = self.memo.get(id(obj))
         if entry is not None:
             return entry[1]
@@ -219,7 +228,13 @@ class ValueHasher:
                 parts = _pandas_parts(obj)
             except Exception as exc:  # an exotic subclass: fail safe
                 raise Unhashable(_reason(obj, exc)) from exc
-            digest = hash_bytes(b"pandas\0" + self._isolated(parts, obj))
+            # pandas copies on write: objects shared inside frames are not aliases
+            saved = self.watch, self.collected
+            self.watch, self.collected = {}, None
+            try:
+                digest = hash_bytes(b"pandas\0" + self._isolated(parts, obj))
+            finally:
+                self.watch, self.collected = saved
         else:
             digest = self._isolated(obj, obj)
         self.memo[id(obj)] = (obj, digest)
@@ -236,6 +251,18 @@ class ValueHasher:
         (and look shared to a reference count).
         """
         self.memo.clear()
+
+    def collect(self) -> set[int]:
+        """Start collecting the ids of the mutable objects inside the values hashed from now on.
+
+        Lists, dicts, sets, bytearrays, numpy arrays and instances of other
+        classes: the objects whose sharing between two names matters, because
+        an in-place change through one name shows through the other.  The
+        returned set fills up as values are hashed; values already memoised
+        are not walked again.
+        """
+        self.collected = set()
+        return self.collected
 
     def remember(self, obj: object, digest: bytes) -> None:
         """Record that ``obj`` hashes to ``digest`` (e.g. a value just restored
@@ -305,6 +332,9 @@ class ValueHasher:
         try:
             return self._stream(obj, subject)
         finally:
+            if self.collected is not None:
+                kinds = self._kinds
+                self.collected.update(id(o) for o in self._keep if kinds[type(o)][1] in _MUTABLE)
             self._visits, self._keep, self._owners = saved
 
     def _stream(self, obj: object, subject: object) -> bytes:
@@ -354,6 +384,14 @@ class ValueHasher:
         # registered in an order that depends on the set's iteration order.
         return self._isolated(obj, obj)
 
+    def _check_watch(self, obj: object) -> None:
+        """Note ``obj`` in :attr:`met` if it is watched, or is an array viewing a watched one."""
+        name = self.watch.get(id(obj))
+        if name is None and self._kind(type(obj))[1] is _pid_ndarray:
+            name = self.watch.get(id(array_owner(obj)))
+        if name is not None:
+            self.met.add(name)
+
     def _note_definition(self, obj: type | types.FunctionType) -> None:
         name = notebook_definition(obj)
         if name is not None:
@@ -396,6 +434,7 @@ class _HashPickler(pickle.Pickler):
         self._kinds = hasher._kinds
         self._visits = hasher._visits
         self._keep = hasher._keep
+        self._watch = hasher.watch
 
     def persistent_id(self, obj: object) -> object:
         cls = type(obj)
@@ -403,6 +442,8 @@ class _HashPickler(pickle.Pickler):
             return None
         register, handler = self._kinds.get(cls) or self._hasher._kind(cls)
         if register:
+            if self._watch and id(obj) in self._watch:
+                self._hasher.met.add(self._watch[id(obj)])
             visits = self._visits
             index = visits.get(id(obj))
             if index is not None:
@@ -580,9 +621,7 @@ def _pid_ndarray(hasher: ValueHasher, arr: Any) -> object:
     digest = hasher.hash(arr)
     # Arrays viewing the same memory are aliases too: record which earlier
     # array of this value shares the buffer, and at which byte offset.
-    owner = arr
-    while isinstance(owner.base, np.ndarray):
-        owner = owner.base
+    owner = array_owner(arr)
     if owner.base is not None:
         owner = owner.base
     pointer = arr.__array_interface__["data"][0]
@@ -591,6 +630,14 @@ def _pid_ndarray(hasher: ValueHasher, arr: Any) -> object:
         hasher._owners[id(owner)] = (owner, len(hasher._keep) - 1, pointer)
         return ("ndarray", digest)
     return ("ndarray", digest, first[1], pointer - first[2])
+
+
+def array_owner(arr: Any) -> Any:
+    """The array whose memory ``arr`` views (``arr`` itself if it owns its memory)."""
+    ndarray = sys.modules["numpy"].ndarray
+    while isinstance(arr.base, ndarray):
+        arr = arr.base
+    return arr
 
 
 def _pid_numpy_scalar(hasher: ValueHasher, obj: Any) -> object:
@@ -632,6 +679,9 @@ _BASE_KINDS: dict[type, _Kind] = {
     memoryview: (True, _pid_memoryview),
     weakref.ref: (True, _pid_weakref),
 }
+
+# Kinds (by handler) whose instances can be changed in place, for ValueHasher.collect.
+_MUTABLE = frozenset({None, _pid_set, _pid_ndarray})
 
 # Immutable stdlib types (by top-level module and qualname, so that nothing is
 # imported for them): hashed by value, like atoms, and sortable inside sets.

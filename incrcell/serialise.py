@@ -58,12 +58,14 @@ import sys
 import types
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dill
 
 from .analysis import notebook_definition
+from .fingerprint import array_owner
 
 PROTOCOL = 5
 
@@ -88,6 +90,18 @@ class Unpicklable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Shared(Unpicklable):
+    """A value contains (or views) an object found inside a value that is not stored with it.
+
+    Pickling would copy the object, and a restore would quietly break the
+    sharing a plain run has.  ``name`` names the value the object lies in.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"it shares objects with `{name}`")
+        self.name = name
 
 
 @dataclass
@@ -203,19 +217,28 @@ def _main_reference(name: str) -> object:
 
 
 class _Pickler(pickle.Pickler):
-    """The C pickler, pickling notebook code by name or by value, and modules by name."""
+    """The C pickler, pickling notebook code by name or by value, and modules by name.
 
-    def __init__(self, file: io.BytesIO, root: object,
+    ``own`` holds the ids of the values being stored together: a notebook
+    definition among them is stored by value (the load creates it), any other
+    by reference to its name.  A numpy array that views the memory of another
+    array stored here (or referred to by name, see :class:`_RefPickler`) is
+    stored as that view, so writes through one stay visible through the other.
+    """
+
+    def __init__(self, file: io.BytesIO, own: frozenset[int],
                  buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
         super().__init__(file, PROTOCOL, buffer_callback=buffer_callback)
-        self._root = root  # the value being stored: a definition is stored by value itself
+        self._own = own
+        self._owners = own
 
     def reducer_override(self, obj: object) -> object:
         if _is_code_by_value(obj):
-            if obj is not self._root and notebook_definition(obj):
+            if id(obj) not in self._own and notebook_definition(obj):
                 return _main_reference, (obj.__qualname__,)  # type: ignore[union-attr]
             return _code_by_value(obj)
-        if _is_code_by_value(type(obj)):
+        cls = type(obj)
+        if _is_code_by_value(cls):
             reduced = obj.__reduce_ex__(PROTOCOL)
             if isinstance(reduced, str):  # "the global called ...": a reference into __main__
                 raise pickle.PicklingError(f"{_type_name(obj)} would be pickled by reference")
@@ -223,7 +246,71 @@ class _Pickler(pickle.Pickler):
         if isinstance(obj, types.ModuleType) and sys.modules.get(obj.__name__) is obj:
             # A module is its import name; the C pickler can't pickle modules at all.
             return importlib.import_module, (obj.__name__,)
+        if cls.__name__ == "ndarray" and cls.__module__ == "numpy" and obj.base is not None:
+            return _view_reduction(obj, self._owners) or NotImplemented
         return NotImplemented
+
+
+class _RefPickler(_Pickler):
+    """A :class:`_Pickler` that stores the objects in ``refs`` (id -> name) as
+    references to the notebook names bound to them, resolved on load, and
+    raises :class:`Shared` on meeting an object of ``inside`` (id -> name of
+    the value it lies in), which no name refers to.
+
+    Only used when a stored value does contain such objects: ``persistent_id``
+    costs a Python call for every object pickled.
+    """
+
+    def __init__(self, file: io.BytesIO, own: frozenset[int], refs: Mapping[int, str],
+                 inside: Mapping[int, str],
+                 buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
+        super().__init__(file, own, buffer_callback)
+        self._refs = refs
+        self._inside = inside
+        self._owners = own | frozenset(refs)
+
+    def persistent_id(self, obj: object) -> str | None:
+        name = self._refs.get(id(obj))
+        if name is None and id(obj) in self._inside:
+            raise Shared(self._inside[id(obj)])
+        return name
+
+    def reducer_override(self, obj: object) -> object:
+        cls = type(obj)
+        if cls.__name__ == "ndarray" and cls.__module__ == "numpy" and obj.base is not None:
+            owner = id(array_owner(obj))
+            if owner in self._inside and owner not in self._refs:
+                raise Shared(self._inside[owner])
+        return super().reducer_override(obj)
+
+
+def _view_reduction(view: Any, owners: frozenset[int]) -> tuple[object, ...] | None:
+    """``view`` as (its owner array, byte offset, shape, strides), if the owner is stored too."""
+    owner = array_owner(view)
+    if id(owner) not in owners or not (
+            owner.flags.c_contiguous or owner.flags.f_contiguous):
+        return None
+    offset = view.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    return _load_view, (owner, offset, view.shape, view.strides, view.dtype, view.flags.writeable)
+
+
+def _load_view(owner: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
+               dtype: Any, writeable: bool) -> Any:
+    """Rebuild an array view on ``owner``'s memory (see :func:`_view_reduction`)."""
+    ndarray = sys.modules["numpy"].ndarray
+    view = ndarray(shape, dtype, buffer=owner.reshape(-1, order="A").view("u1"),
+                   offset=offset, strides=strides)
+    view.flags.writeable = writeable and owner.flags.writeable
+    return view
+
+
+class _Unpickler(pickle.Unpickler):
+    """Resolves the references :class:`_RefPickler` wrote, like notebook code by name."""
+
+    def persistent_load(self, pid: object) -> object:
+        if not isinstance(pid, str):
+            raise pickle.UnpicklingError("unsupported persistent reference")
+        return _main_reference(pid)
 
 
 def _type_name(obj: object) -> str:
@@ -238,15 +325,30 @@ def one_line(exc: BaseException) -> str:
     return line if len(line) <= 200 else line[:199] + "…"
 
 
-def dumps(obj: object) -> Serialised:
+def dumps(obj: object, *, own: Iterable[object] = (), refs: Mapping[int, str] | None = None,
+          inside: Mapping[int, str] | None = None) -> Serialised:
     """Serialise ``obj``; raises :class:`Unpicklable` if it can't be.
 
-    Everything is built in memory, so a failure leaves nothing behind.
+    ``own``: the values stored together in ``obj`` (by default ``obj`` itself);
+    notebook definitions among them go by value.  ``refs`` maps ``id()`` of
+    objects that must be stored as references to the notebook names bound to
+    them, so that a load shares them with the namespace instead of copying;
+    meeting an object of ``inside`` raises :class:`Shared`.  Everything is built in memory, so a failure leaves nothing behind.
     """
     buffers: list[memoryview] = []
     file = io.BytesIO()
+    owned = frozenset(map(id, own)) | {id(obj)}
+
+    def keep(buffer: pickle.PickleBuffer) -> None:
+        buffers.append(buffer.raw())
+
     try:
-        _Pickler(file, obj, buffer_callback=lambda buffer: buffers.append(buffer.raw())).dump(obj)
+        if refs or inside:
+            _RefPickler(file, owned, refs or {}, inside or {}, buffer_callback=keep).dump(obj)
+        else:
+            _Pickler(file, owned, buffer_callback=keep).dump(obj)
+    except Shared:
+        raise
     except Exception as exc:  # any failure of a reducer means: not cacheable
         raise Unpicklable(one_line(exc)) from None
     return Serialised("pickle", file.getvalue(), buffers)
@@ -265,6 +367,6 @@ def loads(method: str, stream: bytes | memoryview, buffers: Sequence[memoryview]
         raise ValueError(f"unknown serialisation method {method!r}")
     token = _RESOLVER.set(resolve)
     try:
-        return pickle.loads(stream, buffers=buffers)
+        return _Unpickler(io.BytesIO(stream), buffers=buffers).load()
     finally:
         _RESOLVER.reset(token)

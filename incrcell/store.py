@@ -70,7 +70,7 @@ from incrcell import serialise
 from incrcell.serialise import Serialised
 from incrcell.signing import Signer, signing_key
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 MAGIC = b"INCRCELL"
 _PREFIX = struct.Struct("<8sHBBIQ")  # magic, version, kind, method, part count, file size
@@ -112,10 +112,10 @@ class Entry:
 
     key: str  # hex cell key
     source: str  # the cell's raw source (for display in status/why)
-    variables: dict[str, str]  # name -> value digest (hex) of the blob holding its value
+    variables: dict[str, str]  # name -> content digest (hex) of the value it bound
     deleted: list[str]  # names the cell unbound
     outputs: list[dict]  # output events in order (JSON dicts; opaque to the store)
-    result: str | None  # value digest of the cell's Out value, if any
+    result: str | None  # content digest of the cell's Out value, if any
     duration: float  # seconds the cell took to run
     created: float  # time.time() when recorded
     components: dict  # what went into the key (opaque JSON, for explaining misses)
@@ -126,12 +126,18 @@ class Entry:
     # working directory they were found from (relative paths resolve against it)
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     cwd: str = ""
+    # the stored value (see Store.put_value) holding ``({name: value}, Out value)``: all
+    # of them in one pickle, so that objects shared between them stay shared
+    bundle: str | None = None
+    # files the cell wrote: path -> stored value holding their bytes (written back on a
+    # hit), or files.MISSING for a file it deleted
+    written: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def digests(self) -> set[str]:
-        """The values this entry needs."""
-        found = set(self.variables.values())
-        if self.result is not None:
-            found.add(self.result)
+        """The stored values this entry needs."""
+        found = {digest for digest in self.written.values() if _NAME.fullmatch(digest)}
+        if self.bundle is not None:
+            found.add(self.bundle)
         return found
 
 
@@ -372,6 +378,7 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
         isinstance(entry.deleted, list) and all(isinstance(name, str) for name in entry.deleted),
         isinstance(entry.outputs, list) and all(isinstance(output, dict) for output in entry.outputs),
         entry.result is None or isinstance(entry.result, str),
+        entry.bundle is None or isinstance(entry.bundle, str),
         isinstance(entry.duration, (int, float)),
         isinstance(entry.created, (int, float)),
         isinstance(entry.components, dict),
@@ -380,6 +387,8 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
         isinstance(entry.files, dict)
         and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.files.items()),
         isinstance(entry.cwd, str),
+        isinstance(entry.written, dict)
+        and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.written.items()),
     ]
     if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
         raise _Unusable("is corrupt (not an entry)")

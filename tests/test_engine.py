@@ -10,15 +10,11 @@ A kernel restart is a new Session on the same cache directory.
 
 from __future__ import annotations
 
-import ast
 import builtins
-import contextlib
-import io
 import os
 import sys
 import types
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,99 +23,14 @@ import pytest
 
 import incrcell.engine as engine_module
 from incrcell.config import Config
-from incrcell.engine import ERROR, RAN, RECORD, RESTORE, RESTORED, RUN, UNCACHEABLE, CellRecord, Engine, Plan
+from incrcell.engine import ERROR, RAN, RECORD, RESTORE, RESTORED, RUN, UNCACHEABLE, Engine
 from incrcell.signing import KEY_ENV, signing_key
-from incrcell.store import CacheWarning
+from incrcell.store import FORMAT_VERSION, CacheWarning
+
+from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
 
 
 # --------------------------------------------------------------------------- harness
-
-
-def execute(source: str, namespace: dict[str, Any], filename: str) -> Any:
-    """Run a cell like IPython does: all statements, and the value of a last expression."""
-    tree = ast.parse(source)
-    last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
-    exec(compile(tree, filename, "exec"), namespace)
-    if last is not None:
-        return eval(compile(last, filename, "eval"), namespace)
-    return None
-
-
-@dataclass
-class Outcome:
-    """What one simulated cell execution did."""
-
-    plan: Plan
-    record: CellRecord
-    value: Any  # the Out value (returned by restore on a hit)
-    stdout: str  # what the cell printed (empty on a restore)
-    error: BaseException | None = None
-
-    @property
-    def ran(self) -> bool:
-        return self.plan.action != RESTORE
-
-    @property
-    def restored(self) -> bool:
-        return self.plan.action == RESTORE
-
-
-def run_cell(engine: Engine, ns: dict[str, Any], source: str, cell_id: str | None = None,
-             execution_count: int | None = None) -> Outcome:
-    """One cell execution, as the IPython hooks drive the engine."""
-    plan = engine.plan(source, ns, cell_id=cell_id, execution_count=execution_count)
-    if plan.action == RESTORE:
-        assert plan.entry is not None
-        value = engine.restore(plan, ns)
-        record = engine.finish(plan, ns, success=True, outputs=list(plan.entry.outputs), result=value)
-        return Outcome(plan, record, value, "")
-    out = io.StringIO()
-    watch = engine.watch_files().start()
-    try:
-        with contextlib.redirect_stdout(out):
-            value = execute(source, ns, f"<cell {execution_count}>")
-    except Exception as exc:
-        record = engine.finish(plan, ns, success=False, files=watch.stop())
-        return Outcome(plan, record, None, out.getvalue(), exc)
-    text = out.getvalue()
-    outputs = [{"type": "stream", "name": "stdout", "text": text}] if text else []
-    record = engine.finish(plan, ns, success=True, outputs=outputs, result=value,
-                           files=watch.stop())
-    return Outcome(plan, record, value, text)
-
-
-class Session:
-    """One kernel: an engine and a fresh ``__main__`` namespace."""
-
-    def __init__(self, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.module = types.ModuleType("__main__")
-        self.module.__dict__["__builtins__"] = builtins
-        monkeypatch.setitem(sys.modules, "__main__", self.module)
-        self.ns: dict[str, Any] = self.module.__dict__
-        self.engine = Engine(Config(cache_dir=cache_dir))
-        self.count = 0
-
-    def run(self, source: str, cell_id: str | None = None) -> Outcome:
-        self.count += 1
-        return run_cell(self.engine, self.ns, source, cell_id, self.count)
-
-    def run_all(self, cells: list[tuple[str, str]]) -> dict[str, Outcome]:
-        return {cell_id: self.run(source, cell_id) for cell_id, source in cells}
-
-    def plan(self, source: str, cell_id: str | None = None) -> Plan:
-        return self.engine.plan(source, self.ns, cell_id=cell_id)
-
-
-@pytest.fixture
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A private cache directory, and a signing key created under tmp_path."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    signing_key.cache_clear()
-    yield tmp_path / "cache"
-    signing_key.cache_clear()
 
 
 @pytest.fixture
@@ -680,7 +591,7 @@ def test_exception_is_never_cached(kernel, probe):
     assert first.record.state == ERROR
     assert first.record.reason == "raised an exception: nothing was cached"
     assert k.engine.store.get(first.plan.key) is None
-    assert not list((k.engine.config.cache_dir / "v1" / "entries").rglob("*"))
+    assert not list((k.engine.config.cache_dir / f"v{FORMAT_VERSION}" / "entries").rglob("*"))
     again = k.run(source, "boom")
     assert again.ran and again.record.state == ERROR and probe == [1, 1]
     after_restart = kernel().run(source, "boom")
@@ -839,7 +750,7 @@ def test_corrupt_store_is_a_miss_then_rerecords(kernel, cache_dir, probe):
 
 def test_corrupt_value_is_a_miss_and_leaves_the_namespace_alone(kernel, cache_dir):
     kernel().run("x = [1, 2, 3]\ny = {'k': 'v'}", "a")
-    for path in (cache_dir / "v1" / "values").rglob("*"):
+    for path in (cache_dir / f"v{FORMAT_VERSION}" / "values").rglob("*"):
         if path.is_file():
             flip_bytes(path)
     second = kernel()
@@ -862,7 +773,7 @@ def test_corrupt_value_is_a_miss_and_leaves_the_namespace_alone(kernel, cache_di
 
 def test_deleted_value_file_is_a_miss(kernel, cache_dir):
     kernel().run("x = 'payload'", "a")
-    for path in (cache_dir / "v1" / "values").rglob("*"):
+    for path in (cache_dir / f"v{FORMAT_VERSION}" / "values").rglob("*"):
         if path.is_file():
             path.unlink()
     with pytest.warns(CacheWarning):
@@ -895,9 +806,10 @@ def test_unchanged_value_in_the_namespace_is_not_reloaded(kernel):
 
     k.ns["y"] = {"a": 2}  # changed behind the engine's back (as another cell would)
     third = k.plan("x = [1, 2, 3]\ny = {'a': 1}", "a")
-    assert third.action == RESTORE and set(third.values) == {"y"}
+    # one value changed: all are loaded again, so that what they share stays shared
+    assert third.action == RESTORE and set(third.values) == {"x", "y"}
     k.engine.restore(third, k.ns)
-    assert id(k.ns["x"]) == x and k.ns["y"] == {"a": 1}
+    assert k.ns["x"] == [1, 2, 3] and k.ns["y"] == {"a": 1}
 
 
 def test_unchanged_but_shared_value_is_reloaded(kernel):
@@ -1083,13 +995,6 @@ def plain_run(cells: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> 
     return module.__dict__
 
 
-ALIASING = pytest.mark.xfail(strict=True, reason=(
-    "engine design: every written value is stored and restored on its own, so objects shared between "
-    "names (or between a name and another value) come back as separate copies, and a later in-place "
-    "change through one name no longer shows through the other"))
-
-
-@ALIASING
 def test_aliasing_within_one_cell_survives_a_restore(kernel, monkeypatch):
     cells = [("a", "data = [1, 2]\nview = {'d': data}"), ("b", "data.append(3)"), ("c", "n = len(view['d'])")]
     kernel().run_all(cells)
@@ -1098,7 +1003,6 @@ def test_aliasing_within_one_cell_survives_a_restore(kernel, monkeypatch):
     assert second.ns["n"] == plain_run(cells, monkeypatch)["n"] == 3
 
 
-@ALIASING
 def test_aliasing_across_cells_survives_a_restore(kernel, monkeypatch):
     cells = [("a", "config = {'opts': {'lr': 1}}"), ("b", "opts = config['opts']"),
              ("c", "opts['lr'] = 2"), ("d", "lr = config['opts']['lr']")]
@@ -1108,7 +1012,6 @@ def test_aliasing_across_cells_survives_a_restore(kernel, monkeypatch):
     assert second.ns["lr"] == plain_run(cells, monkeypatch)["lr"] == 2
 
 
-@ALIASING
 def test_numpy_view_survives_a_restore(kernel, monkeypatch):
     cells = [("a", "import numpy as np\narr = np.zeros(3)\nv = arr[:2]"), ("b", "v[0] = 7"),
              ("c", "s = float(arr.sum())")]
@@ -1118,7 +1021,6 @@ def test_numpy_view_survives_a_restore(kernel, monkeypatch):
     assert second.ns["s"] == plain_run(cells, monkeypatch)["s"] == 7.0
 
 
-@ALIASING
 def test_class_mutated_in_place_keeps_its_instances(kernel, monkeypatch):
     cells = [("a", "class C:\n    rate = 1\n    __slotnames__ = []"), ("b", "c = C()"),
              ("d", "C.rate = 5"), ("e", "r = c.rate")]

@@ -11,6 +11,8 @@ import nbformat
 
 from kernel import Kernel, normalise_outputs, run_notebook
 
+from incrcell.store import FORMAT_VERSION
+
 LOAD = ("load", "%load_ext incrcell")
 
 PIPELINE = [
@@ -249,7 +251,7 @@ def test_magics_help_off_on_config_clear(kernel: Kernel, tmp_path: Path):
     elsewhere = tmp_path / "elsewhere"
     kernel.run(f"%incrcell config cache_dir={elsewhere} marker=on")
     assert not kernel.run("a = 1", "a").restored
-    assert (elsewhere / "v1").is_dir()
+    assert (elsewhere / f"v{FORMAT_VERSION}").is_dir()
 
     assert "cleared" in kernel.run("%incrcell clear").stdout
     assert not kernel.run("a = 1", "a").restored
