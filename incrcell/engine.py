@@ -32,14 +32,15 @@ from typing import Any
 
 import xxhash
 
-from . import fingerprint, store as store_module
+from . import fingerprint, randomness, store as store_module
 from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
 from .config import Config
 from .explain import BOUND, UNBOUND, explain_miss
 from .files import MISSING, FileWatch, changed_files, file_digest
-from .fingerprint import Unhashable, ValueHasher, source_hash
+from .fingerprint import Unhashable, ValueHasher, array_owner, source_hash
 from .graph import CellGraph
 from .packages import package_versions
+from .randomness import SeedWatch
 from .serialise import Shared, Unpicklable, dumps
 from .store import CacheWarning, Entry, FileStore, Store, StoreError
 
@@ -94,6 +95,8 @@ class Plan:
     entry: Entry | None = None
     values: dict[str, Any] = field(default_factory=dict)  # hit: name -> value to bind
     files: dict[str, str] = field(default_factory=dict)  # miss: files read -> content digest
+    random_before: dict[str, Any] = field(default_factory=dict)  # miss: randomness.snapshot()
+    random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
     result: Any = None  # hit: the Out value to return
     started: float = field(default_factory=time.perf_counter)
 
@@ -274,6 +277,7 @@ class Engine:
                                          package_versions(analysis.imports | hasher.packages))
         plan.key = cell_key(plan.components)
         plan.action = RECORD
+        plan.random_before = randomness.snapshot()
         if directive == "rerun":
             plan.reason = FORCED
             return
@@ -283,6 +287,20 @@ class Engine:
             return
         plan.reason = files_changed(entry)
         if plan.reason:
+            return
+        states = plan.random_before
+        for name, before in sorted(entry.random.items()):
+            if before is not None and (
+                    name not in states or randomness.state_digest(states[name]) != before):
+                plan.reason = (f"the global random state of `{name}` is not the one it drew "
+                               "from when recorded (seed it before drawing to make this cell "
+                               "cacheable)")
+                plan.random_before = states
+                return
+        unmet = self._unmet(entry, namespace, hasher)
+        if unmet:
+            plan.reason = (f"its values refer to `{unmet}`, which is not what it was when "
+                           "the cell was recorded")
             return
         try:
             self._load(plan, entry, namespace, hasher)
@@ -328,28 +346,33 @@ class Engine:
         """Load every value a hit binds, unless the namespace already holds them all.
 
         Values may refer by name to objects the cell did not write (notebook
-        definitions, and values it aliased, see :meth:`_store_entry`): each
-        must be in the namespace with the content it had when recorded.
+        definitions, and values it aliased, see :meth:`_store_entry`): the
+        caller checked them with :meth:`_unmet`.
         """
-        for name, digest in entry.requires.items():
-            current = namespace.get(name, _ABSENT)
-            try:
-                same = current is not _ABSENT and hasher.hash(current).hex() == digest
-            except Unhashable:
-                same = False
-            if not same:
-                raise StoreError(f"it needs `{name}` as it was when recorded")
-        if entry.bundle is None or (entry.result is None and all(
+        if entry.bundle is None or (entry.result is None and not entry.random and all(
                 self._holds(namespace, name, digest, hasher)
                 for name, digest in entry.variables.items())):
             # Already there, unchanged, and nothing else refers to them: keeping them is
             # indistinguishable from binding the fresh objects a real run would make.
             return
         loaded = self.store.get_value(entry.bundle, namespace.__getitem__)
-        if not (isinstance(loaded, tuple) and len(loaded) == 2 and isinstance(loaded[0], dict)
-                and loaded[0].keys() == entry.variables.keys()):
+        if not (isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[0], dict)
+                and loaded[0].keys() == entry.variables.keys()
+                and isinstance(loaded[2], dict) and loaded[2].keys() == entry.random.keys()):
             raise StoreError("its cached values do not match its entry")
-        plan.values, plan.result = loaded
+        plan.values, plan.result, plan.random_after = loaded
+
+    @staticmethod
+    def _unmet(entry: Entry, namespace: MutableMapping[str, Any], hasher: ValueHasher) -> str:
+        """The first name the entry's values refer to that is not bound as recorded ('' if none)."""
+        for name, digest in sorted(entry.requires.items()):
+            current = namespace.get(name, _ABSENT)
+            try:
+                if current is _ABSENT or hasher.hash(current).hex() != digest:
+                    return name
+            except Unhashable:
+                return name
+        return ""
 
     @staticmethod
     def _holds(namespace: MutableMapping[str, Any], name: str, digest: str,
@@ -375,6 +398,7 @@ class Engine:
         namespace.update(plan.values)
         for name in plan.entry.deleted:
             namespace.pop(name, None)
+        randomness.restore(plan.random_after)
         return plan.result
 
     # -- after the cell --------------------------------------------------------
@@ -382,12 +406,17 @@ class Engine:
         """A watch over the files a cell opens, ignoring the cache's own (start it yourself)."""
         return FileWatch(ignore=[self.config.cache_dir])
 
+    @staticmethod
+    def watch_seeds(plan: Plan) -> SeedWatch:
+        """A watch over the seeding of global random generators while ``plan``'s cell records."""
+        return SeedWatch(plan.random_before)
+
     def finish(self, plan: Plan, namespace: MutableMapping[str, Any], *, success: bool,
                outputs: list[dict[str, Any]] | None = None, result: Any = None,
-               files: FileWatch | None = None) -> CellRecord:
+               files: FileWatch | None = None, seeds: SeedWatch | None = None) -> CellRecord:
         """Record the outcome of ``plan``; on a successful miss, store what the cell wrote.
 
-        ``files`` is the stopped watch that ran during the cell, if any.
+        ``files`` and ``seeds`` are the stopped watches that ran during the cell, if any.
         """
         duration = time.perf_counter() - plan.started
         state, reason, saved = RAN, plan.reason, 0.0
@@ -404,7 +433,7 @@ class Engine:
             written = self._rebound(plan, namespace)
         else:
             written, failure = self._save(plan, namespace, outputs or [], result, duration,
-                                          files or FileWatch())
+                                          files or FileWatch(), seeds or SeedWatch({}))
             if failure:
                 state, reason = UNCACHEABLE, failure
         record = CellRecord(plan.identity, cell_label(plan.source), plan.execution_count, state,
@@ -429,8 +458,8 @@ class Engine:
                 if not _HISTORY_NAME.match(n) and not self.is_session_name(n)}
 
     def _save(self, plan: Plan, namespace: MutableMapping[str, Any],
-              outputs: list[dict[str, Any]], result: Any, duration: float, files: FileWatch
-              ) -> tuple[set[str], str]:
+              outputs: list[dict[str, Any]], result: Any, duration: float, files: FileWatch,
+              seeds: SeedWatch) -> tuple[set[str], str]:
         """Store what a successful miss wrote; returns (names written, failure reason)."""
         names = set(plan.writes) | self._rebound(plan, namespace)
         mutated = self._mutated(plan, namespace, known=names)
@@ -445,8 +474,15 @@ class Engine:
             return names, f"writes files (`{shown}`): restoring it would not recreate them"
         plan.files = {path: file_digest(path) for path in sorted(files.reads)}
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
+        after = randomness.snapshot()
+        drawn = randomness.changed(plan.random_before, after)
+        # The state before is an input, unless the cell seeded the generator before drawing,
+        # or imported its module: a fresh generator starts from entropy, any state will do.
+        random = {name: None if name in seeds.seeded_first or name not in plan.random_before
+                  else randomness.state_digest(plan.random_before[name]) for name in drawn}
         with ValueHasher() as hasher:
-            failure = self._store_entry(plan, namespace, names, outputs, result, duration, hasher)
+            failure = self._store_entry(plan, namespace, names, outputs, result, duration,
+                                        {name: after[name] for name in drawn}, random, hasher)
         return names, failure
 
     @staticmethod
@@ -480,6 +516,7 @@ class Engine:
         changed = [namespace[name] for name in mutated if name in namespace]
         inside = set().union(*(plan.inner.get(name, set()) for name in mutated))
         found = {bound[i] for i in inside | set(map(id, changed)) if i in bound}
+        found |= self._same_memory(namespace, changed, bound)
         seen = set(map(id, changed)) | {id(namespace), id(changed)}
         level = changed
         while level:
@@ -498,6 +535,17 @@ class Engine:
             level = upper
         return found
 
+    @staticmethod
+    def _same_memory(namespace: MutableMapping[str, Any], changed: list[object],
+                     bound: dict[int, str]) -> set[str]:
+        """Names of numpy arrays sharing memory with the ``changed`` arrays (views, bases)."""
+        np = sys.modules.get("numpy")
+        if np is None:
+            return set()
+        owners = {id(array_owner(v)) for v in changed if isinstance(v, np.ndarray)}
+        return {bound[id(v)] for v in namespace.values()
+                if id(v) in bound and isinstance(v, np.ndarray) and id(array_owner(v)) in owners}
+
     def _bound(self, namespace: MutableMapping[str, Any], exclude: set[str]) -> dict[int, str]:
         """``id() -> name`` of the user's values with identity (not code, modules, atoms)."""
         return {id(value): name for name, value in namespace.items()
@@ -506,6 +554,7 @@ class Engine:
 
     def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],
                      outputs: list[dict[str, Any]], result: Any, duration: float,
+                     states: dict[str, Any], random: dict[str, str | None],
                      hasher: ValueHasher) -> str:
         """Store the values and the entry; returns why the cell is uncacheable ('' if stored).
 
@@ -538,13 +587,15 @@ class Engine:
                         if name not in values or values[name] is not obj}
             assert plan.key is not None and plan.components is not None
             bundle = None
-            if values or result is not None:
+            if values or result is not None or states:
+                after = {name: randomness.state_digest(state) for name, state in states.items()}
                 bundle = xxhash.xxh3_128(json.dumps(
-                    [plan.key, variables, result_digest, requires]).encode()).hexdigest()
+                    [plan.key, variables, result_digest, requires, after]).encode()).hexdigest()
                 if not self.store.has_value(bundle):
                     try:
-                        serialised = dumps((values, result), own=[*values.values(), result],
-                                           refs=refs, inside=inside)
+                        serialised = dumps((values, result, states),
+                                           own=[*values.values(), result], refs=refs,
+                                           inside=inside)
                     except Shared as exc:
                         raise _Uncacheable(
                             f"writes a value that shares objects with `{exc.name}`, which it "
@@ -554,7 +605,8 @@ class Engine:
                     self.store.put_value(bundle, serialised)
             self.store.put(Entry(key=plan.key, source=plan.source, variables=variables,
                                  deleted=deleted, outputs=outputs, result=result_digest,
-                                 bundle=bundle, duration=duration, created=time.time(),
+                                 bundle=bundle, random=random, duration=duration,
+                                 created=time.time(),
                                  components=plan.components, requires=requires,
                                  files=plan.files, cwd=os.getcwd()))
             self.store.put_note(f"lineage:{plan.identity}",

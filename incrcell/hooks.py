@@ -23,8 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import RECORD, RESTORE, Engine, Plan
+from .engine import RECORD, RESTORE, RUN, Engine, Plan
 from .files import FileWatch
+from .randomness import SeedWatch
 from .store import CacheWarning
 from .outputs import OutputRecorder, replay
 from .serialise import one_line
@@ -53,6 +54,7 @@ class _Pending:
     body: str | None = None  # transformed body of a directive cell, run instead of the magic
     recorder: OutputRecorder | None = None
     watch: FileWatch | None = None
+    seeds: SeedWatch | None = None
     substituted: bool = False
 
 
@@ -138,17 +140,27 @@ class KernelHooks:
         return value is hidden[name] and not isinstance(value, str)
 
     # -- events ------------------------------------------------------------------
+    def prepare(self, raw_cell: str, transformed: str | None = None) -> tuple[str | None, str, str]:
+        """(``%%incrcell`` directive or None, body, the Python code IPython runs) of a cell.
+
+        ``transformed`` is IPython's transformation of ``raw_cell`` if known.
+        """
+        directive, body = split_directive(raw_cell)
+        return directive, body, (None if directive else transformed) or self.shell.transform_cell(body)
+
+    def refusal(self) -> str:
+        """Why no cell can be cached under the shell's current settings ('' if they can)."""
+        if self.shell.ast_node_interactivity != "last_expr":
+            return (f"ast_node_interactivity is {self.shell.ast_node_interactivity!r}: "
+                    "only 'last_expr' outputs are replayed")
+        return ""
+
     def pre_run_cell(self, info: Any) -> None:
         self._drop_pending()
-        directive, body = split_directive(info.raw_cell)
-        transformed = (None if directive else getattr(info, "transformed_cell", None)
-                       ) or self.shell.transform_cell(body)
+        directive, body, transformed = self.prepare(info.raw_cell,
+                                                    getattr(info, "transformed_cell", None))
         plan = None
         if self.engine.config.enabled:
-            refusal = ""
-            if self.shell.ast_node_interactivity != "last_expr":
-                refusal = (f"ast_node_interactivity is {self.shell.ast_node_interactivity!r}: "
-                           "only 'last_expr' outputs are replayed")
             try:
                 with _one_line_warnings():
                     plan = self.engine.plan(
@@ -156,21 +168,25 @@ class KernelHooks:
                         cell_id=getattr(info, "cell_id", None),
                         execution_count=(self.shell.execution_count - 1
                                          if info.store_history else None),
-                        directive=directive, refusal=refusal)
+                        directive=directive, refusal=self.refusal())
             except Exception as exc:  # a bug here must not cost the user their cell
                 _warn("could not analyse this cell", exc)
-        recorder = watch = None
+        recorder = watch = seeds = None
         if plan is not None and plan.action == RECORD:
             recorder = OutputRecorder(self.shell.display_pub)
             watch = self.engine.watch_files().start()
-        self.pending = _Pending(plan, transformed if directive else None, recorder, watch)
+            seeds = self.engine.watch_seeds(plan).start()
+        self.pending = _Pending(plan, transformed if directive else None, recorder, watch, seeds)
 
     def post_run_cell(self, result: Any) -> None:
         pending, self.pending = self.pending, None
-        if pending is None:
-            return  # e.g. the cell that ran %load_ext: it had no pre_run_cell
+        if pending is None:  # e.g. the cell that ran %load_ext: it had no pre_run_cell
+            pending = self._loading_cell(result)
+            if pending is None:
+                return
         events = pending.recorder.close() if pending.recorder else []
         files = pending.watch.stop() if pending.watch else None
+        seeds = pending.seeds.stop() if pending.seeds else None
         plan = pending.plan
         if plan is None:
             return
@@ -179,9 +195,26 @@ class KernelHooks:
         try:
             with _one_line_warnings():
                 self.engine.finish(plan, self.shell.user_ns, success=result.success,
-                                   outputs=events, result=result.result, files=files)
+                                   outputs=events, result=result.result, files=files,
+                                   seeds=seeds)
         except (Exception, KeyboardInterrupt) as exc:
             _warn("could not record this cell", exc)
+
+    def _loading_cell(self, result: Any) -> _Pending | None:
+        """The cell that loaded incrcell started before the hooks: plan it now, so that
+        status and the sidebar list it (uncacheable: ``%load_ext`` is a magic).
+
+        Only a plan that just runs is kept: what the cell did cannot be recorded now.
+        """
+        info = getattr(result, "info", None)
+        if info is None:
+            return None
+        self.pre_run_cell(info)
+        if self.pending is None or self.pending.plan is None or self.pending.plan.action != RUN:
+            self._drop_pending()
+            return None
+        pending, self.pending = self.pending, None
+        return pending
 
     def _drop_pending(self) -> None:
         if self.pending is not None:
@@ -189,6 +222,8 @@ class KernelHooks:
                 self.pending.recorder.close()
             if self.pending.watch is not None:
                 self.pending.watch.stop()
+            if self.pending.seeds is not None:
+                self.pending.seeds.stop()
         self.pending = None
 
     # -- the replacement code of a restored cell ----------------------------------

@@ -126,9 +126,12 @@ class Entry:
     # working directory they were found from (relative paths resolve against it)
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     cwd: str = ""
-    # the stored value (see Store.put_value) holding ``({name: value}, Out value)``: all
-    # of them in one pickle, so that objects shared between them stay shared
+    # the stored value (see Store.put_value) holding ``({name: value}, Out value, {generator:
+    # state after})``: all in one pickle, so that objects shared between them stay shared
     bundle: str | None = None
+    # global random generators the cell drew from (see randomness.py) -> digest of the state
+    # it needs before (None: it seeded the generator before drawing)
+    random: dict[str, str | None] = dataclasses.field(default_factory=dict)
     # files the cell wrote: path -> stored value holding their bytes (written back on a
     # hit), or files.MISSING for a file it deleted
     written: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -387,6 +390,9 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
         isinstance(entry.files, dict)
         and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.files.items()),
         isinstance(entry.cwd, str),
+        isinstance(entry.random, dict) and all(
+            isinstance(name, str) and (d is None or isinstance(d, str))
+            for name, d in entry.random.items()),
         isinstance(entry.written, dict)
         and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.written.items()),
     ]

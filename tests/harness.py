@@ -99,15 +99,18 @@ def run_cell(engine: Engine, ns: dict[str, Any], source: str, cell_id: str | Non
         record = engine.finish(plan, ns, success=True, outputs=list(plan.entry.outputs), result=value)
         return Outcome(plan, record, value, "")
     watch = engine.watch_files().start()
+    seeds = engine.watch_seeds(plan).start()
     try:
         ran = run_code(source, ns, f"<cell {execution_count}>")
     finally:
         watch.stop()
+        seeds.stop()
     if ran.error is not None:
-        record = engine.finish(plan, ns, success=False, files=watch)
+        record = engine.finish(plan, ns, success=False, files=watch, seeds=seeds)
         return Outcome(plan, record, None, ran.stdout, ran.error)
     outputs = [{"type": "stream", "name": "stdout", "text": ran.stdout}] if ran.stdout else []
-    record = engine.finish(plan, ns, success=True, outputs=outputs, result=ran.value, files=watch)
+    record = engine.finish(plan, ns, success=True, outputs=outputs, result=ran.value, files=watch,
+                           seeds=seeds)
     return Outcome(plan, record, ran.value, ran.stdout)
 
 

@@ -1038,16 +1038,84 @@ def test_hit_that_keeps_the_namespace_value_does_not_keep_its_aliases(kernel, mo
     assert k.ns["n"] == plain_run(cells, monkeypatch)["n"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine design: state held inside modules (random.seed, np.random.seed, mylib.THRESHOLD = 5) is "
-    "part of no key and is not restored"))
 def test_module_state_set_by_an_earlier_cell(kernel, monkeypatch):
     cells = [("seed", "import random\nrandom.seed(0)"), ("draw", "import random\ny = random.random()")]
     kernel().run_all(cells)
     edited = [("seed", "import random\nrandom.seed(1)"), cells[1]]
     second = kernel()
-    second.run_all(edited)
+    outcomes = second.run_all(edited)
     assert second.ns["y"] == plain_run(edited, monkeypatch)["y"]
+    assert outcomes["draw"].ran and "global random state of `random`" in outcomes["draw"].plan.reason
+
+
+# --------------------------------------------------------------------------- randomness
+
+RANDOM_CELLS = [
+    ("imports", "import random\nimport numpy as np"),
+    ("seed", "random.seed(3)\nnp.random.seed(4)"),
+    ("draw", "a = random.random()\nb = np.random.rand(3)"),
+    ("after", "c = random.random()\nd = np.random.rand(2)"),
+]
+
+
+def test_random_draws_are_restored_with_the_generator_state_after_them(kernel, monkeypatch):
+    """After a restore, the next cells draw exactly the numbers a plain run draws."""
+    kernel().run_all(RANDOM_CELLS)
+    second = kernel()
+    outcomes = second.run_all(RANDOM_CELLS[:3])
+    assert outcomes["seed"].restored and outcomes["draw"].restored
+    second.run("e = random.random()\nf = np.random.rand(2)", "new")  # never recorded: it runs
+    plain = plain_run([*RANDOM_CELLS[:3], ("new", "e = random.random()\nf = np.random.rand(2)")],
+                      monkeypatch)
+    assert second.ns["a"] == plain["a"] and second.ns["e"] == plain["e"]
+    assert (second.ns["b"] == plain["b"]).all() and (second.ns["f"] == plain["f"]).all()
+
+
+def test_a_cell_drawing_from_an_unseeded_generator_reruns(kernel):
+    """The state before a draw is an input: after a restart it is fresh entropy."""
+    cells = [("imports", "import random"), ("draw", "x = random.random()")]
+    kernel().run_all(cells)
+    second = kernel()
+    second.ns["random"] = __import__("random")
+    __import__("random").seed()  # what a fresh kernel has: another state
+    outcomes = second.run_all(cells)
+    assert outcomes["draw"].ran and "global random state" in outcomes["draw"].plan.reason
+
+
+def test_a_cell_that_seeds_before_drawing_does_not_depend_on_the_state_before(kernel):
+    cells = [("imports", "import random"), ("both", "random.seed(7)\nx = random.random()")]
+    kernel().run_all(cells)
+    __import__("random").seed()  # another state before the cell
+    second = kernel()
+    outcomes = second.run_all(cells)
+    assert outcomes["both"].restored
+    assert __import__("random").random() == _after_seed(7, draws=2)
+
+
+def test_a_cell_that_draws_before_seeding_depends_on_the_state_before(kernel):
+    cells = [("imports", "import random"), ("both", "x = random.random()\nrandom.seed(7)")]
+    kernel().run_all(cells)
+    __import__("random").seed()
+    outcomes = kernel().run_all(cells)
+    assert outcomes["both"].ran
+
+
+def _after_seed(seed: int, draws: int) -> float:
+    import random
+    generator = random.Random(seed)
+    for _ in range(draws - 1):
+        generator.random()
+    return generator.random()
+
+
+def test_a_cell_that_does_not_draw_leaves_the_generators_alone(kernel):
+    kernel().run_all(RANDOM_CELLS[:2])
+    second = kernel()
+    second.run_all(RANDOM_CELLS[:2])
+    before = __import__("random").getstate()
+    assert second.run("x = 1", "plain").ran
+    assert second.run("x = 1", "plain").restored
+    assert __import__("random").getstate() == before
 
 
 def test_unusable_cache_directory_runs_cells_and_says_what_to_do(tmp_path, monkeypatch):

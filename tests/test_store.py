@@ -21,48 +21,79 @@ import pandas as pd
 import pytest
 import xxhash
 
+from incrcell import files as files_module
 from incrcell import store as store_module
 from incrcell.serialise import Serialised, dumps
 from incrcell.signing import KEY_ENV, Signer, signing_key
-from incrcell.store import CacheWarning, Entry, FileStore, StoreError
+from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, FileStore, StoreError
 
 KEY = b"k" * 32
 KEY_A = "a1" * 16
 KEY_B = "b2" * 16
+KEY_C = "c3" * 16
 
 
 def digest_of(serialised: Serialised) -> str:
     return xxhash.xxh3_128_hexdigest(serialised.stream + b"".join(serialised.buffers))
 
 
-def make_entry(key: str, variables: dict[str, str], result: str | None = None) -> Entry:
+def make_entry(
+    key: str,
+    bundle: str | None = None,
+    *,
+    variables: dict[str, str] | None = None,
+    result: str | None = None,
+    written: dict[str, str] | None = None,
+) -> Entry:
     return Entry(
         key=key,
         source="x = f(y)",
-        variables=variables,
+        variables=variables or {},
         deleted=["tmp"],
         outputs=[{"output_type": "stream", "name": "stdout", "text": "héllo\n"}],
         result=result,
         duration=0.25,
         created=time.time(),
         components={"source": "abc", "inputs": {"y": "0123"}},
+        bundle=bundle,
+        written=written or {},
     )
 
 
+def bundle_of(**values: object) -> tuple[str, Serialised]:
+    """Digest and pickle of the one stored value holding all of a cell's values, as the engine makes it."""
+    serialised = dumps((values, None), own=[*values.values(), None])
+    return digest_of(serialised), serialised
+
+
 def record(store: FileStore, key: str, **values: object) -> Entry:
-    """What the engine does after running a cell: values first, then the entry."""
-    variables = {}
-    for name, value in values.items():
-        serialised = dumps(value)
-        variables[name] = digest_of(serialised)
-        store.put_value(variables[name], serialised)
-    entry = make_entry(key, variables)
+    """What the engine does after running a cell: the bundle of its values first, then the entry."""
+    bundle, serialised = bundle_of(**values)
+    store.put_value(bundle, serialised)
+    # content digests of the values: the store keeps them but never interprets them
+    variables = {name: digest_of(dumps(value)) for name, value in values.items()}
+    entry = make_entry(key, bundle, variables=variables)
     store.put(entry)
     return entry
 
 
+def values(store: FileStore, entry: Entry) -> dict[str, object]:
+    """The values ``entry`` bound, read back from its bundle."""
+    assert entry.bundle is not None
+    bound, _ = store.get_value(entry.bundle)
+    return bound
+
+
+def file_blob(store: FileStore, data: bytes) -> str:
+    """Store the bytes of a file a cell wrote (see ``Entry.written``); returns the blob's digest."""
+    serialised = dumps(data)
+    digest = digest_of(serialised)
+    store.put_value(digest, serialised)
+    return digest
+
+
 def files(root: Path, kind: str, temp: bool = False) -> list[Path]:
-    found = sorted((root / "v1" / kind).glob("*/*"))
+    found = sorted((root / f"v{FORMAT_VERSION}" / kind).glob("*/*"))
     return [path for path in found if path.name.startswith(".tmp-") == temp]
 
 
@@ -92,7 +123,15 @@ def test_entry_round_trip(store: FileStore, no_warnings: None) -> None:
     assert store.get(KEY_A) == entry
     assert not store.hit(KEY_B)
     assert store.get(KEY_B) is None  # a plain miss is silent
-    assert store.get_value(entry.variables["y"]) == [1, 2, 3]
+    assert values(store, entry)["y"] == [1, 2, 3]
+    assert store.get_value(entry.bundle) == ({"x": 1, "y": [1, 2, 3]}, None)  # one blob for all
+
+
+def test_objects_shared_between_values_stay_shared(store: FileStore) -> None:
+    shared = [1, 2]
+    entry = record(store, KEY_A, a=shared, b={"in": shared})
+    restored = values(store, entry)
+    assert restored["b"]["in"] is restored["a"]
 
 
 def test_restored_arrays_are_equal_writeable_aligned_and_independent(store: FileStore) -> None:
@@ -122,24 +161,29 @@ def test_frames_and_notebook_code_round_trip(store: FileStore) -> None:
     exec("def double(x):\n    return 2 * x\n", namespace)
     frame = pd.DataFrame({"a": np.arange(100), "b": ["s"] * 100})
     entry = record(store, KEY_A, frame=frame, double=namespace["double"])
-    pd.testing.assert_frame_equal(store.get_value(entry.variables["frame"]), frame)
-    assert store.get_value(entry.variables["double"])(21) == 42
+    restored = values(store, entry)
+    pd.testing.assert_frame_equal(restored["frame"], frame)
+    assert restored["double"](21) == 42
 
 
 def test_identical_values_are_stored_once(store: FileStore, root: Path) -> None:
-    serialised = dumps(np.arange(1000))
-    digest = digest_of(serialised)
+    digest, serialised = bundle_of(a=np.arange(1000))
     assert store.put_value(digest, serialised) > 0
     assert store.put_value(digest, serialised) == 0
-    store.put(make_entry(KEY_A, {"a": digest}))
-    store.put(make_entry(KEY_B, {"b": digest}))
+    store.put(make_entry(KEY_A, digest))
+    store.put(make_entry(KEY_B, digest))
     assert len(files(root, "values")) == 1
     assert store.has_value(digest)
+    assert store.get(KEY_A).bundle == store.get(KEY_B).bundle == digest
 
 
 def test_an_entry_is_only_written_once_its_values_are_in(store: FileStore) -> None:
     with pytest.raises(StoreError, match="not in the cache"):
-        store.put(make_entry(KEY_A, {"x": "ff" * 16}))
+        store.put(make_entry(KEY_A, "ff" * 16))
+    assert not store.hit(KEY_A)
+    bundle = record(store, KEY_B, x=1).bundle
+    with pytest.raises(StoreError, match="not in the cache"):  # a file it wrote, whose bytes are not in
+        store.put(make_entry(KEY_A, bundle, written={"/tmp/out.txt": "ee" * 16}))
     assert not store.hit(KEY_A)
 
 
@@ -150,7 +194,18 @@ def test_entry_whose_value_vanished_is_a_miss(store: FileStore, root: Path) -> N
         assert store.get(KEY_A) is None
     assert not store.hit(KEY_A)  # the dangling entry is gone
     with pytest.raises(StoreError, match="not in the cache"):
-        store.get_value(entry.variables["x"])
+        store.get_value(entry.bundle)
+
+
+def test_entry_whose_written_file_vanished_is_a_miss(store: FileStore, root: Path) -> None:
+    bundle, serialised = bundle_of(x=1)
+    store.put_value(bundle, serialised)
+    blob = file_blob(store, b"the bytes a cell wrote")
+    store.put(make_entry(KEY_A, bundle, written={"/tmp/out.txt": blob}))
+    (root / f"v{FORMAT_VERSION}" / "values" / blob[:2] / blob).unlink()
+    with pytest.warns(CacheWarning, match="no longer in the cache"):
+        assert store.get(KEY_A) is None
+    assert not store.hit(KEY_A)
 
 
 def test_files_are_private(store: FileStore, root: Path) -> None:
@@ -167,7 +222,7 @@ def test_names_must_be_hex(store: FileStore) -> None:
 
 
 def test_entries_must_be_json(store: FileStore) -> None:
-    entry = dataclasses.replace(make_entry(KEY_A, {}), outputs=[{"data": object()}])
+    entry = dataclasses.replace(make_entry(KEY_A), outputs=[{"data": object()}])
     with pytest.raises(StoreError, match="JSON"):
         store.put(entry)
 
@@ -209,8 +264,7 @@ def test_corrupt_values_raise_store_error(
     store: FileStore, root: Path, corruption: str, no_warnings: None
 ) -> None:
     mutate, message = CORRUPTIONS[corruption]
-    serialised = dumps(np.arange(10_000))
-    digest = digest_of(serialised)
+    digest, serialised = bundle_of(x=np.arange(10_000))
     store.put_value(digest, serialised)
     path = files(root, "values")[0]
     path.write_bytes(mutate(path.read_bytes()))
@@ -218,7 +272,7 @@ def test_corrupt_values_raise_store_error(
         store.get_value(digest)
     assert "\n" not in raised.value.reason
     assert store.put_value(digest, serialised) > 0  # not deduplicated against the bad file
-    np.testing.assert_array_equal(store.get_value(digest), np.arange(10_000))
+    np.testing.assert_array_equal(store.get_value(digest)[0]["x"], np.arange(10_000))
 
 
 def test_a_corrupt_value_is_not_deduplicated_against(store: FileStore, root: Path) -> None:
@@ -231,11 +285,11 @@ def test_a_corrupt_value_is_not_deduplicated_against(store: FileStore, root: Pat
     fresh = FileStore(root, Signer(KEY))  # the next session
     with pytest.warns(CacheWarning):
         assert fresh.get(KEY_A) is None
-    digest = entry.variables["x"]
+    digest = entry.bundle
     assert not fresh.has_value(digest)  # the checksum caught it...
     assert not value_file.exists()  # ...and the file is gone
     assert record(fresh, KEY_A, x=value) == dataclasses.replace(entry, created=fresh.get(KEY_A).created)
-    np.testing.assert_array_equal(FileStore(root, Signer(KEY)).get_value(digest), value)
+    np.testing.assert_array_equal(values(FileStore(root, Signer(KEY)), entry)["x"], value)
 
 
 def test_has_value_reads_a_file_once_per_store(
@@ -265,7 +319,7 @@ def test_files_signed_with_another_key_are_misses(root: Path) -> None:
     with pytest.warns(CacheWarning, match="signature does not verify"):
         assert ours.get(KEY_A) is None
     with pytest.raises(StoreError, match="signature does not verify"):
-        ours.get_value(entry.variables["x"])
+        ours.get_value(entry.bundle)
     with pytest.warns(CacheWarning, match="signature does not verify"):
         assert ours.get_note("lineage") is None
 
@@ -308,7 +362,7 @@ def test_a_valid_file_under_another_name_is_refused(store: FileStore, root: Path
     first, second = dumps("first"), dumps("second")
     store.put_value(digest_of(first), first)
     store.put_value(digest_of(second), second)
-    source, target = (root / "v1" / "values" / d[:2] / d for d in (digest_of(first), digest_of(second)))
+    source, target = (root / f"v{FORMAT_VERSION}" / "values" / d[:2] / d for d in (digest_of(first), digest_of(second)))
     target.write_bytes(source.read_bytes())
     with pytest.raises(StoreError, match="wrong name"):
         store.get_value(digest_of(second))
@@ -321,7 +375,7 @@ def test_unreadable_files_are_misses_and_left_alone(
     real_open = open
 
     def denied(path, *args, **kwargs):
-        if "v1" in str(path):
+        if f"v{FORMAT_VERSION}" in str(path):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
@@ -329,7 +383,7 @@ def test_unreadable_files_are_misses_and_left_alone(
     with pytest.warns(CacheWarning, match="cannot be read \\(Permission denied\\)"):
         assert store.get(KEY_A) is None
     with pytest.raises(StoreError, match="Permission denied"):
-        store.get_value(entry.variables["x"])
+        store.get_value(entry.bundle)
     monkeypatch.undo()
     assert store.get(KEY_A) == entry
 
@@ -354,7 +408,7 @@ def test_a_value_too_large_for_memory_is_a_miss(store: FileStore, monkeypatch: p
     with pytest.warns(CacheWarning, match="too large for the memory available"):
         assert store.get(KEY_A) is None
     with pytest.raises(StoreError, match="too large for the memory available"):
-        store.get_value(entry.variables["x"])
+        store.get_value(entry.bundle)
 
 
 # -- crashes, full disks and races --------------------------------------------------
@@ -428,7 +482,7 @@ def test_a_full_disk_is_a_store_error_and_leaves_nothing_behind(
     with pytest.raises(StoreError, match="No space left on device"):
         store.put_value(digest, serialised)
     with pytest.raises(StoreError, match="No space left on device"):
-        store.put(make_entry(KEY_A, kept.variables))
+        store.put(make_entry(KEY_A, kept.bundle, variables=kept.variables))
     with pytest.raises(StoreError, match="No space left on device"):
         store.put_note("lineage", {"x": "y" * 20_000})
     monkeypatch.undo()
@@ -451,14 +505,11 @@ def test_an_interrupted_write_cleans_up_and_propagates(
 
 def concurrent_writer(root: str, barrier) -> None:
     store = FileStore(root, Signer(KEY))
-    values = {"big": np.arange(1_000_000.0), "small": list(range(1000))}
-    variables = {}
+    bundle, serialised = bundle_of(big=np.arange(1_000_000.0), small=list(range(1000)))
     barrier.wait()
-    for name, value in values.items():
-        serialised = dumps(value)
-        variables[name] = digest_of(serialised)
-        store.put_value(variables[name], serialised)
-    store.put(make_entry(KEY_A, variables))
+    store.put_value(bundle, serialised)
+    written = {"/tmp/out.bin": file_blob(store, bytes(range(256)) * 1000)}
+    store.put(make_entry(KEY_A, bundle, written=written))
 
 
 def test_concurrent_writers_leave_one_valid_entry(store: FileStore, root: Path) -> None:
@@ -472,9 +523,11 @@ def test_concurrent_writers_leave_one_valid_entry(store: FileStore, root: Path) 
         assert writer.exitcode == 0
     entry = store.get(KEY_A)
     assert entry is not None
-    np.testing.assert_array_equal(store.get_value(entry.variables["big"]), np.arange(1_000_000.0))
-    assert store.get_value(entry.variables["small"]) == list(range(1000))
-    assert len(files(root, "values")) == 2 and len(files(root, "entries")) == 1
+    restored = values(store, entry)
+    np.testing.assert_array_equal(restored["big"], np.arange(1_000_000.0))
+    assert restored["small"] == list(range(1000))
+    assert store.get_value(entry.written["/tmp/out.bin"]) == bytes(range(256)) * 1000
+    assert len(files(root, "values")) == 2 and len(files(root, "entries")) == 1  # the bundle, the file
     assert files(root, "values", temp=True) == files(root, "entries", temp=True) == []
 
 
@@ -483,16 +536,44 @@ def test_concurrent_writers_leave_one_valid_entry(store: FileStore, root: Path) 
 
 def test_delete_collects_values_no_entry_needs(store: FileStore) -> None:
     shared = np.arange(50)
-    first = record(store, KEY_A, shared=shared, own=1)
-    second = record(store, KEY_B, shared=shared, own=2)
+    first = record(store, KEY_A, shared=shared)
+    second = record(store, KEY_B, shared=shared)
+    own = record(store, KEY_C, own=1)
+    assert first.bundle == second.bundle != own.bundle
     orphan = dumps("written, but its entry never was")
     store.put_value(digest_of(orphan), orphan)
-    assert store.delete([KEY_A, "99" * 16]) == 1
-    assert not store.hit(KEY_A)
-    assert not store.has_value(first.variables["own"])
+    assert store.delete([KEY_A, KEY_C, "99" * 16]) == 2
+    assert not store.hit(KEY_A) and not store.hit(KEY_C)
+    assert not store.has_value(own.bundle)
     assert not store.has_value(digest_of(orphan))
     assert store.get(KEY_B) == second
-    np.testing.assert_array_equal(store.get_value(second.variables["shared"]), shared)
+    np.testing.assert_array_equal(values(store, second)["shared"], shared)
+
+
+def test_delete_keeps_the_files_an_entry_wrote(store: FileStore, root: Path, no_warnings: None) -> None:
+    first_bundle, first_values = bundle_of(x=1)
+    second_bundle, second_values = bundle_of(x=2)
+    store.put_value(first_bundle, first_values)
+    store.put_value(second_bundle, second_values)
+    shared = file_blob(store, b"both cells wrote this")
+    own = file_blob(store, b"only the first cell wrote this")
+    deleted = {"/tmp/gone.txt": files_module.MISSING}  # a file the cell deleted: no blob
+    first = make_entry(KEY_A, first_bundle, written={"/tmp/out.txt": shared, "/tmp/own.txt": own, **deleted})
+    second = make_entry(KEY_B, second_bundle, written={"/tmp/out.txt": shared, **deleted})
+    store.put(first)  # MISSING is not taken for a value that must be in the cache
+    store.put(second)
+    assert first.digests() == {first_bundle, shared, own}
+    assert files_module.MISSING not in second.digests()
+    assert store.get(KEY_A) == first and store.get(KEY_B) == second
+    assert store.delete([]) == 0  # a collection keeps both entries (MISSING is no dangling reference)...
+    assert len(files(root, "values")) == 4  # ...and every blob they need
+    assert store.get(KEY_A) == first and store.get(KEY_B) == second
+    assert store.delete([KEY_A]) == 1
+    assert not store.has_value(first_bundle) and not store.has_value(own)
+    assert store.get(KEY_B) == second
+    assert store.get_value(shared) == b"both cells wrote this"
+    assert store.delete([KEY_B]) == 1
+    assert files(root, "values") == []
 
 
 def test_delete_removes_corrupt_entries_and_their_values(store: FileStore, root: Path) -> None:
@@ -501,14 +582,14 @@ def test_delete_removes_corrupt_entries_and_their_values(store: FileStore, root:
     path.write_bytes(flip_middle_byte(path.read_bytes()))
     assert store.delete([]) == 0
     assert not path.exists()
-    assert not store.has_value(entry.variables["x"])
+    assert not store.has_value(entry.bundle)
 
 
 def test_clear_and_size(store: FileStore, root: Path) -> None:
     assert store.size() == 0
     record(store, KEY_A, x=np.arange(10_000))
     store.put_note("lineage", {"a": 1})
-    on_disk = sum(path.stat().st_size for path in (root / "v1").rglob("*") if path.is_file())
+    on_disk = sum(path.stat().st_size for path in (root / f"v{FORMAT_VERSION}").rglob("*") if path.is_file())
     assert store.size() == on_disk > 80_000
     store.clear()
     assert store.size() == 0
@@ -532,7 +613,7 @@ def test_a_note_under_another_notes_name_is_refused(store: FileStore, root: Path
     store.put_note("one", {"n": 1})
     store.put_note("two", {"n": 2})
     one, two = (
-        root / "v1" / "notes" / h[:2] / h
+        root / f"v{FORMAT_VERSION}" / "notes" / h[:2] / h
         for h in (xxhash.xxh3_128_hexdigest(n.encode()) for n in ("one", "two"))
     )
     two.write_bytes(one.read_bytes())
