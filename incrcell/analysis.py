@@ -826,6 +826,7 @@ class Expansion:
     reads: frozenset[str]
     writes: frozenset[str]
     hidden: str = ""
+    codes: tuple[types.CodeType, ...] = ()  # the user code reached (see effects.py)
 
 
 #: Builtins through which code reads globals that no analysis can see.
@@ -857,6 +858,7 @@ def expand_through_callables(
     hidden = ""
     builtin_ids = {id(getattr(builtins, n)): n for n in HIDDEN_READ_BUILTINS}
     seen: dict[int, object] = {}
+    codes: list[types.CodeType] = []
     done: set[str] = set()
     todo = sorted(start, reverse=True)  # sorted: the first hidden read found is reproducible
     while todo:
@@ -871,6 +873,7 @@ def expand_through_callables(
             writes |= deferred_writes
         if name in namespace:
             for code in _user_code(namespace[name], namespace, seen):
+                codes.append(code)
                 code_loads, code_stores = code_globals(code)
                 loads |= code_loads
                 writes |= code_stores
@@ -885,7 +888,7 @@ def expand_through_callables(
         reads |= loads
         todo.extend(sorted(loads - done, reverse=True))
     return Expansion(frozenset(n for n in reads - start if n in namespace), frozenset(writes),
-                     hidden)
+                     hidden, tuple(codes))
 
 
 def notebook_definition(obj: object) -> str | None:

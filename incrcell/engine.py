@@ -35,6 +35,7 @@ import xxhash
 from . import fingerprint, randomness, store as store_module
 from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
 from .config import Config
+from .effects import find_effects
 from .explain import BOUND, UNBOUND, explain_miss
 from .files import MISSING, FileWatch, changed_files, file_digest
 from .fingerprint import Unhashable, ValueHasher, array_owner, source_hash
@@ -221,8 +222,8 @@ class Engine:
              refusal: str = "") -> Plan:
         """Decide what to do with a cell whose (IPython-transformed) code is ``source``.
 
-        ``directive`` is ``"rerun"`` or ``"nocache"`` for cells under those
-        cell magics; ``refusal``, when not empty, is a reason the caller
+        ``directive`` is ``"rerun"``, ``"nocache"`` or ``"cache"`` for cells
+        under those cell magics; ``refusal``, when not empty, is a reason the caller
         already knows the cell cannot be cached.
         """
         raw = raw_source if raw_source is not None else source
@@ -247,16 +248,26 @@ class Engine:
         plan.reason = expansion.hidden
         if plan.reason:
             return plan
+        effects = find_effects(source, reads, namespace, expansion.codes)
+        if effects.reason and directive != "cache":
+            plan.reason = (f"{effects.reason}: its results can change from run to run "
+                           "(start it with %%incrcell cache to cache it anyway)")
+            return plan
         with ValueHasher() as hasher:
             try:
-                self._lookup(plan, digest, namespace, analysis, directive, hasher)
+                self._lookup(plan, digest, namespace, analysis, directive, hasher,
+                             effects.environment)
             except StoreError as exc:  # the cache itself is unusable (e.g. its directory)
                 plan.action, plan.reason = RUN, exc.reason
         return plan
 
     def _lookup(self, plan: Plan, source_digest: str, namespace: MutableMapping[str, Any],
-                analysis: CellAnalysis, directive: str | None, hasher: ValueHasher) -> None:
-        """Key the cell by its source digest and the content of what it reads; look the key up."""
+                analysis: CellAnalysis, directive: str | None, hasher: ValueHasher,
+                environment: frozenset[str] = frozenset()) -> None:
+        """Key the cell by its source digest and the content of what it reads; look the key up.
+
+        ``environment``: the environment variables it reads, inputs like variables.
+        """
         reads = plan.reads
         inputs = {}
         for name in sorted(reads):
@@ -273,6 +284,10 @@ class Engine:
         hasher.collected = None
         for name in sorted(analysis.unbinds - reads):  # ``del x`` raises unless x exists
             inputs[name] = BOUND if name in namespace else UNBOUND
+        for variable in sorted(environment):
+            value = os.environ.get(variable)
+            inputs[f"os.environ[{variable!r}]"] = (
+                UNBOUND if value is None else fingerprint.hash_bytes(value.encode()).hex())
         plan.components = key_components(source_digest, inputs,
                                          package_versions(analysis.imports | hasher.packages))
         plan.key = cell_key(plan.components)

@@ -30,9 +30,9 @@ from .store import CacheWarning
 from .outputs import OutputRecorder, replay
 from .serialise import one_line
 
-#: ``%%incrcell rerun`` / ``%%incrcell nocache`` as the first line of a cell.
+#: ``%%incrcell rerun`` / ``nocache`` / ``cache`` as the first line of a cell.
 DIRECTIVE = re.compile(r"\A[ \t]*%%incrcell[ \t]+(\S+)[^\n]*(?:\n|\Z)")
-DIRECTIVES = ("rerun", "nocache")
+DIRECTIVES = ("rerun", "nocache", "cache")
 _REPLAY = "__import__('incrcell.hooks').hooks._replay()"
 
 _ACTIVE: KernelHooks | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -13,6 +13,9 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from .engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord, Engine
 from .hooks import DIRECTIVES, KernelHooks, format_seconds
 from .store import StoreError
+
+if TYPE_CHECKING:
+    from .comm import Sidebar
 
 USAGE = """\
 %incrcell status          every cell seen in this session: restored, ran or uncacheable, and why
@@ -24,6 +27,8 @@ USAGE = """\
 
 %%incrcell rerun          (first line of a cell) run this cell even if cached, and re-record it
 %%incrcell nocache        (first line of a cell) never cache this cell
+%%incrcell cache          (first line of a cell) cache this cell although it reads the clock,
+                          the network, entropy or other processes (you accept replayed results)
 """
 
 
@@ -75,9 +80,10 @@ def _where(record: CellRecord) -> str:
 class IncrcellMagics(Magics):
     """The ``%incrcell`` line magic and the ``%%incrcell`` cell magic."""
 
-    def __init__(self, shell: Any, hooks: KernelHooks) -> None:
+    def __init__(self, shell: Any, hooks: KernelHooks, sidebar: Sidebar) -> None:
         super().__init__(shell)
         self.hooks = hooks
+        self.sidebar = sidebar  # status shows the sidebar's states, in the same words
 
     @property
     def engine(self) -> Engine:
@@ -146,19 +152,20 @@ class IncrcellMagics(Magics):
         engine = self.engine
         records = sorted(engine.records.values(),
                          key=lambda r: (r.execution_count is None, r.execution_count or 0))
-        counts = {s: sum(r.state == s for r in records) for s in (RESTORED, RAN, UNCACHEABLE, ERROR)}
-        saved = sum(r.saved for r in records)
-        try:
-            size = _size(engine.store.size())
-        except OSError as exc:
-            size = f"unknown ({exc})"
+        report = self.sidebar.report()
+        counts = report.totals
+        current = {cell.identity: cell for cell in report.cells}  # stale cells say so
+        stale = f", {len(report.stale)} stale" if report.stale else ""
         lines = [f"incrcell {'on' if engine.config.enabled else 'OFF'}: "
                  f"{counts[RESTORED]} restored, {counts[RAN]} ran, "
-                 f"{counts[UNCACHEABLE]} uncacheable, {counts[ERROR]} failed; "
-                 f"{format_seconds(saved)} saved; cache {size} in {engine.config.cache_dir}"]
+                 f"{counts[UNCACHEABLE]} uncacheable, {counts[ERROR]} failed{stale}; "
+                 f"{format_seconds(counts['saved'])} saved; "
+                 f"cache {_size(int(counts['cache_bytes']))} in {engine.config.cache_dir}"]
         for r in records:
-            detail = f"saved {format_seconds(r.saved)}" if r.state == RESTORED else r.reason
-            lines.append(f"  {_where(r):>9}  {r.state:<11}  {format_seconds(r.duration):>8}  "
+            cell = current.get(r.identity)
+            state, reason = (cell.state, cell.reason) if cell else (r.state, r.reason)
+            detail = f"saved {format_seconds(r.saved)}" if state == RESTORED else reason
+            lines.append(f"  {_where(r):>9}  {state:<11}  {format_seconds(r.duration):>8}  "
                          f"{r.label[:50]:<50}  {detail}")
         return "\n".join(lines)
 

@@ -144,3 +144,4 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     signing_key.cache_clear()
     yield tmp_path / "cache"
     signing_key.cache_clear()
+

@@ -1,0 +1,252 @@
+"""What a cell reads from the world that no variable holds: the clock, entropy,
+the network, other processes, the keyboard, the environment.
+
+A cell that calls ``time.time()`` or ``requests.get(url)`` gives another
+result each time it runs, and a cell that runs ``subprocess.run(...)`` acts
+on the world: replaying its recorded outputs would be a stale result served
+as fresh, or a side effect silently skipped.  Such cells are uncacheable by
+default, with the reason shown; ``%%incrcell cache`` declares one cacheable
+on purpose (a timing printout nobody minds being replayed, say).
+
+Environment variables are different: their values are plain inputs, so a
+cell reading ``os.environ["DATA_DIR"]`` or ``os.getenv("N")`` with a literal
+name is keyed on those values; reading the environment any other way
+(iterating it, a computed name) is an input incrcell cannot pin down, and
+setting variables is a side effect: both make the cell uncacheable.
+
+How calls are recognised: every call in the cell whose callee is a dotted
+name (``time.time``, ``dt.now``, ``t``) is resolved to a qualified name,
+through the cell's own imports (``import datetime as dt``) and the objects
+the namespace binds (``from time import time`` in an earlier cell), and
+looked up in the tables below.  Code of earlier cells' functions that the
+cell calls is checked by the globals and attribute names it uses.  Calls made
+inside libraries are not seen: a library function that reads the clock is
+not flagged (documented in the README).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+# qualified name (or prefix ending in ".") -> what it reads or does
+_EFFECTS: dict[str, str] = {
+    **{f"time.{name}": "reads the clock" for name in (
+        "time", "time_ns", "localtime", "gmtime", "ctime", "asctime", "strftime", "monotonic",
+        "monotonic_ns", "perf_counter", "perf_counter_ns", "process_time", "process_time_ns",
+        "thread_time", "thread_time_ns")},
+    **{f"datetime.{name}": "reads the clock" for name in (
+        "datetime.now", "datetime.today", "datetime.utcnow", "date.today")},
+    **{f"pandas.Timestamp.{name}": "reads the clock" for name in ("now", "today", "utcnow")},
+    **{f"numpy.random.{name}": "draws from fresh entropy" for name in (
+        "default_rng()", "SeedSequence()", "Generator()")},
+    "os.urandom": "draws from fresh entropy",
+    "os.getrandom": "draws from fresh entropy",
+    "uuid.uuid1": "draws from fresh entropy",
+    "uuid.uuid4": "draws from fresh entropy",
+    "secrets.": "draws from fresh entropy",
+    "random.SystemRandom": "draws from fresh entropy",
+    "socket.": "uses the network",
+    "urllib.request.": "uses the network",
+    "http.client.": "uses the network",
+    "requests.": "uses the network",
+    "httpx.": "uses the network",
+    "aiohttp.": "uses the network",
+    "urllib3.": "uses the network",
+    "ftplib.": "uses the network",
+    "smtplib.": "uses the network",
+    "subprocess.": "runs other processes",
+    "multiprocessing.": "runs other processes",
+    "os.system": "runs other processes",
+    "os.popen": "runs other processes",
+    "os.fork": "runs other processes",
+    "os.kill": "runs other processes",
+    **{f"os.{name}": "runs other processes" for name in (
+        "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe",
+        "spawnv", "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe",
+        "posix_spawn", "posix_spawnp")},
+    "builtins.input": "asks for keyboard input",
+    "getpass.getpass": "asks for keyboard input",
+    "os.putenv": "sets environment variables",
+    "os.unsetenv": "sets environment variables",
+}
+# Modules whose every use counts (by the prefixes above), and the attribute
+# names through which code in earlier cells' functions reaches the others.
+_EFFECT_MODULES = {prefix[:-1] for prefix in _EFFECTS if prefix.endswith(".")}
+_EFFECT_ATTRIBUTES = {
+    name.rsplit(".", 1)[1].rstrip("()"): reason for name, reason in _EFFECTS.items()
+    if not name.endswith(".") and name.split(".")[0] in {"time", "datetime", "os", "uuid"}}
+# Cheap pre-check: a cell that mentions none of these and reads nothing flagged is clean.
+_MENTIONS = re.compile(
+    r"time|date|now|today|rand|uuid|secrets|socket|request|http|urllib|ftp|smtp|subprocess|"
+    r"process|system|popen|fork|kill|exec|spawn|input|getpass|environ|getenv|putenv|rng|"
+    r"Seed|Generator")
+
+_ENV_READS = ("os.getenv", "os.environ.get")
+
+
+@dataclass(frozen=True)
+class Effects:
+    """The world a cell touches: ``reason`` ('' if none) and the environment variables it reads."""
+
+    reason: str = ""
+    environment: frozenset[str] = frozenset()
+
+
+def find_effects(source: str, reads: Iterable[str], namespace: Mapping[str, object],
+                 reached: Iterable[types.CodeType] = ()) -> Effects:
+    """Effects of running ``source`` (IPython-transformed, parseable) in ``namespace``.
+
+    ``reads`` are the globals the cell reads, ``reached`` the code objects of
+    the earlier cells' functions it may call (analysis.expand_through_callables).
+    """
+    reason = _reached_effects(reached, namespace)
+    flagged = any(_qualify_object(namespace.get(name)) in _EFFECTS or
+                  _effect_module(namespace.get(name)) for name in reads)
+    if not flagged and not _MENTIONS.search(source):
+        return Effects(reason)
+    finder = _CallFinder(namespace)
+    finder.visit(ast.parse(source))
+    return Effects(reason or finder.reason, frozenset(finder.environment))
+
+
+def _effect_module(obj: object) -> bool:
+    return isinstance(obj, types.ModuleType) and obj.__name__.partition(".")[0] in _EFFECT_MODULES
+
+
+def _qualify_object(obj: object) -> str | None:
+    """``module.qualname`` of a function, class or module; None for other objects."""
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and callable(obj):
+        if module in ("posix", "nt"):
+            module = "os"
+        elif module.startswith("pandas.") and qualname == "Timestamp":
+            module = "pandas"
+        return f"{module}.{qualname}"
+    return None
+
+
+def _lookup(qualified: str, called_without_arguments: bool) -> str:
+    if called_without_arguments and f"{qualified}()" in _EFFECTS:
+        return _EFFECTS[f"{qualified}()"]
+    if qualified in _EFFECTS:
+        return _EFFECTS[qualified]
+    for prefix in (qualified[:i + 1] for i, c in enumerate(qualified) if c == "."):
+        if prefix in _EFFECTS:
+            return _EFFECTS[prefix]
+    return ""
+
+
+def _reached_effects(codes: Iterable[types.CodeType], namespace: Mapping[str, object]) -> str:
+    """What the code of earlier cells' functions does, judged by the names it uses."""
+    for code in codes:
+        names = set(code.co_names)
+        for name in sorted(names):
+            obj = namespace.get(name)
+            qualified = _qualify_object(obj)
+            if qualified is None:
+                continue
+            if _effect_module(obj):
+                return f"calls `{code.co_name}`, which {_lookup(qualified + '.', False)}"
+            if isinstance(obj, types.ModuleType):
+                hits = sorted(names & _EFFECT_ATTRIBUTES.keys())
+                if hits:
+                    return f"calls `{code.co_name}`, which {_EFFECT_ATTRIBUTES[hits[0]]}"
+            elif _lookup(qualified, False):
+                return f"calls `{code.co_name}`, which {_lookup(qualified, False)}"
+        if "environ" in names or "getenv" in names:
+            return f"calls `{code.co_name}`, which reads environment variables"
+    return ""
+
+
+class _CallFinder(ast.NodeVisitor):
+    """Resolves the cell's calls and environment accesses (see the module docstring)."""
+
+    def __init__(self, namespace: Mapping[str, object]) -> None:
+        self.namespace = namespace
+        self.aliases: dict[str, str] = {}  # names the cell's own imports bind -> qualified
+        self.reason = ""
+        self.environment: set[str] = set()
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            if alias.asname:
+                self.aliases[alias.asname] = alias.name
+            else:
+                top = alias.name.partition(".")[0]
+                self.aliases[top] = top
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if node.module and not node.level:
+            for alias in node.names:
+                self.aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+
+    def qualify(self, node: ast.expr) -> str | None:
+        parts: list[str] = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        root = self.aliases.get(node.id)
+        if root is None:
+            if node.id in self.namespace:
+                root = _qualify_object(self.namespace[node.id])
+            elif node.id == "input":
+                root = "builtins.input"
+        if root is None:
+            return None
+        return ".".join([root, *reversed(parts)])
+
+    def visit_Call(self, node: ast.Call) -> None:
+        qualified = self.qualify(node.func)
+        if qualified is not None:
+            if qualified in _ENV_READS:
+                self._environment(node.args[0] if node.args else None)
+            else:
+                self._flag(qualified, not node.args and not node.keywords)
+        self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        if self.qualify(node.value) == "os.environ":
+            if isinstance(node.ctx, ast.Load):
+                self._environment(node.slice)
+            else:
+                self._flag("os.putenv", False)
+            self.visit(node.slice)
+            return
+        self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        qualified = self.qualify(node)
+        if qualified == "os.environ":
+            self._whole_environment()  # os.environ used otherwise than by a literal key
+        elif qualified is not None and qualified.startswith("os.environ."):
+            if node.attr not in ("get",):
+                self._flag("os.putenv", False) if node.attr in (
+                    "update", "setdefault", "pop", "clear", "popitem") else \
+                    self._whole_environment()
+            return
+        else:
+            self.generic_visit(node)
+
+    def _environment(self, key: ast.expr | None) -> None:
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            self.environment.add(key.value)
+        else:
+            self._whole_environment()
+
+    def _whole_environment(self) -> None:
+        if not self.reason:
+            self.reason = "reads the environment other than by literal variable names"
+
+    def _flag(self, qualified: str, without_arguments: bool) -> None:
+        effect = _lookup(qualified, without_arguments)
+        if effect and not self.reason:
+            self.reason = f"{effect} (`{qualified}`)"
+

@@ -1,0 +1,93 @@
+"""Cells that read the clock, entropy, the network, other processes, the keyboard
+or the environment (incrcell/effects.py, through the engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
+
+
+@pytest.fixture
+def session(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+    """``session()``: a fresh engine and namespace on the shared cache (a kernel restart)."""
+    return lambda: Session(cache_dir, monkeypatch)
+
+from incrcell.effects import find_effects
+from incrcell.engine import RESTORE, RUN
+
+
+@pytest.mark.parametrize("source, effect", [
+    ("import time\nt = time.time()", "reads the clock"),
+    ("import time as tm\nt = tm.perf_counter()", "reads the clock"),
+    ("from time import time\nt = time()", "reads the clock"),
+    ("import datetime\nd = datetime.datetime.now()", "reads the clock"),
+    ("from datetime import date\nd = date.today()", "reads the clock"),
+    ("import pandas as pd\nd = pd.Timestamp.now()", "reads the clock"),
+    ("import os\nkey = os.urandom(8)", "fresh entropy"),
+    ("import uuid\nu = uuid.uuid4()", "fresh entropy"),
+    ("import secrets\nt = secrets.token_hex()", "fresh entropy"),
+    ("import numpy as np\nrng = np.random.default_rng()", "fresh entropy"),
+    ("import socket\ns = socket.create_connection(('127.0.0.1', 1))", "uses the network"),
+    ("import urllib.request\nr = urllib.request.urlopen('http://x')", "uses the network"),
+    ("import subprocess\nsubprocess.run(['true'])", "runs other processes"),
+    ("import os\nos.system('true')", "runs other processes"),
+    ("name = input('name? ')", "keyboard input"),
+    ("import os\nos.environ['X'] = '1'", "sets environment variables"),
+    ("import os\nenv = dict(os.environ)", "reads the environment"),
+    ("import os\nv = os.environ[k]", "reads the environment"),
+])
+def test_effects_are_found(source, effect):
+    assert effect in find_effects(source, (), {}).reason
+
+
+@pytest.mark.parametrize("source", [
+    "import numpy as np\nrng = np.random.default_rng(0)",
+    "import time\ntime.sleep(0)",
+    "import os\np = os.path.join('a', 'b')",
+    "x = update(1)",
+    "import datetime\nd = datetime.date(2020, 1, 1)",
+])
+def test_ordinary_code_is_not_flagged(source):
+    assert find_effects(source, (), {}).reason == ""
+
+
+def test_names_imported_in_an_earlier_cell_are_resolved():
+    import time
+    from datetime import datetime
+    assert "reads the clock" in find_effects("t = now()", ["now"], {"now": time.time}).reason
+    assert "reads the clock" in find_effects("d = dt.now()", ["dt"], {"dt": datetime}).reason
+
+
+def test_literal_environment_reads_are_inputs():
+    effects = find_effects("import os\na = os.environ['A']\nb = os.getenv('B', 'x')\n"
+                           "c = os.environ.get('C')", (), {})
+    assert effects.reason == "" and effects.environment == {"A", "B", "C"}
+
+
+def test_uncacheable_cell_says_why_and_cache_directive_overrides(session):
+    k = session()
+    plan = k.plan("import time\nstarted = time.time()", "a")
+    assert plan.action == RUN and "reads the clock (`time.time`)" in plan.reason
+    assert "%%incrcell cache" in plan.reason
+    assert k.engine.plan("import time\nstarted = time.time()", k.ns, cell_id="a",
+                         directive="cache").action != RUN
+
+
+def test_a_function_from_an_earlier_cell_that_reads_the_clock(session):
+    k = session()
+    k.run("import time\ndef stamp():\n    return time.time()", "a")
+    plan = k.plan("s = stamp()", "b")
+    assert plan.action == RUN and "calls `stamp`, which reads the clock" in plan.reason
+
+
+def test_environment_variables_are_keyed_by_value(session, monkeypatch):
+    cell = "import os\nroot = os.environ.get('INCRCELL_TEST_ROOT')"
+    monkeypatch.setenv("INCRCELL_TEST_ROOT", "/a")
+    session().run(cell, "a")
+    assert session().run(cell, "a").restored
+    monkeypatch.setenv("INCRCELL_TEST_ROOT", "/b")
+    again = session().run(cell, "a")
+    assert again.ran and "os.environ['INCRCELL_TEST_ROOT']" in again.plan.reason
+    assert again.plan.action != RESTORE
