@@ -37,7 +37,7 @@ from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_throu
 from .config import Config
 from .effects import find_effects
 from .explain import BOUND, UNBOUND, explain_miss
-from .files import MISSING, FileWatch, changed_files, file_digest
+from .files import MISSING, FileWatch, changed_files, file_digest, read_output, write_back
 from .fingerprint import Unhashable, ValueHasher, array_owner, source_hash
 from .graph import CellGraph
 from .packages import package_versions
@@ -98,6 +98,7 @@ class Plan:
     files: dict[str, str] = field(default_factory=dict)  # miss: files read -> content digest
     random_before: dict[str, Any] = field(default_factory=dict)  # miss: randomness.snapshot()
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
+    outputs: dict[str, bytes | None] = field(default_factory=dict)  # hit: files to write back
     result: Any = None  # hit: the Out value to return
     started: float = field(default_factory=time.perf_counter)
 
@@ -177,9 +178,9 @@ def unhashable_input(name: str, value: object, exc: Unhashable) -> str:
 
 def files_changed(entry: Entry) -> str:
     """Why the files a cache entry read forbid restoring it now ('' when they do not)."""
-    if entry.files and entry.cwd != os.getcwd():
+    if (entry.files or entry.written) and entry.cwd != os.getcwd():
         # the same relative path may name another file from here
-        return f"it read files from another working directory ({entry.cwd})"
+        return f"it read or wrote files from another working directory ({entry.cwd})"
     changed = changed_files(entry.files)
     if changed:
         gone = entry.files[changed[0]] != MISSING and file_digest(changed[0]) == MISSING
@@ -364,6 +365,11 @@ class Engine:
         definitions, and values it aliased, see :meth:`_store_entry`): the
         caller checked them with :meth:`_unmet`.
         """
+        for path, blob in entry.written.items():
+            data = None if blob == MISSING else self.store.get_value(blob)
+            if not (data is None or isinstance(data, bytes)):
+                raise StoreError("its cached output files do not match its entry")
+            plan.outputs[path] = data
         if entry.bundle is None or (entry.result is None and not entry.random and all(
                 self._holds(namespace, name, digest, hasher)
                 for name, digest in entry.variables.items())):
@@ -408,8 +414,15 @@ class Engine:
 
     # -- on a hit --------------------------------------------------------------
     def restore(self, plan: Plan, namespace: MutableMapping[str, Any]) -> Any:
-        """Bind the values a hit loaded and unbind what the cell deleted; returns its Out value."""
+        """Write back the files a hit wrote, bind the values it loaded and unbind what the
+        cell deleted; returns its Out value."""
         assert plan.entry is not None
+        for path, data in plan.outputs.items():
+            try:
+                write_back(path, data)
+            except OSError as exc:
+                raise OSError(f"incrcell could not write back `{os.path.relpath(path)}` "
+                              f"({exc.strerror or exc}); run the cell with %%incrcell rerun") from None
         namespace.update(plan.values)
         for name in plan.entry.deleted:
             namespace.pop(name, None)
@@ -484,10 +497,15 @@ class Engine:
             return names, (f"changes `{sorted(mutated)[0]}` in place, and too many other "
                            "objects refer to it to find every value that changed with it")
         names |= sharers
-        if files.writes:
-            shown = os.path.relpath(sorted(files.writes)[0])
-            return names, f"writes files (`{shown}`): restoring it would not recreate them"
+        both = sorted(files.updates | (files.reads & files.writes))
+        if both:
+            return names, (f"reads and writes file `{os.path.relpath(both[0])}`: its content "
+                           "before the cell is an input incrcell cannot restore")
         plan.files = {path: file_digest(path) for path in sorted(files.reads)}
+        try:
+            produced = {path: read_output(path) for path in sorted(files.writes)}
+        except OSError as exc:
+            return names, f"wrote a file it cannot read back ({exc.strerror or exc})"
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
         after = randomness.snapshot()
         drawn = randomness.changed(plan.random_before, after)
@@ -497,7 +515,8 @@ class Engine:
                   else randomness.state_digest(plan.random_before[name]) for name in drawn}
         with ValueHasher() as hasher:
             failure = self._store_entry(plan, namespace, names, outputs, result, duration,
-                                        {name: after[name] for name in drawn}, random, hasher)
+                                        {name: after[name] for name in drawn}, random,
+                                        produced, hasher)
         return names, failure
 
     @staticmethod
@@ -570,7 +589,7 @@ class Engine:
     def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],
                      outputs: list[dict[str, Any]], result: Any, duration: float,
                      states: dict[str, Any], random: dict[str, str | None],
-                     hasher: ValueHasher) -> str:
+                     produced: dict[str, bytes | None], hasher: ValueHasher) -> str:
         """Store the values and the entry; returns why the cell is uncacheable ('' if stored).
 
         All written values (and the Out value) are pickled together, so objects
@@ -618,12 +637,13 @@ class Engine:
                     except Unpicklable as exc:
                         raise _Uncacheable(self._unpicklable(values, result, refs, exc)) from None
                     self.store.put_value(bundle, serialised)
+            written = {path: self._put_file(data) for path, data in produced.items()}
             self.store.put(Entry(key=plan.key, source=plan.source, variables=variables,
                                  deleted=deleted, outputs=outputs, result=result_digest,
                                  bundle=bundle, random=random, duration=duration,
                                  created=time.time(),
                                  components=plan.components, requires=requires,
-                                 files=plan.files, cwd=os.getcwd()))
+                                 files=plan.files, cwd=os.getcwd(), written=written))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
         except _Uncacheable as exc:
@@ -633,6 +653,15 @@ class Engine:
                           "it will run again next time.", CacheWarning, stacklevel=2)
             return f"could not be saved: {exc.reason}"
         return ""
+
+    def _put_file(self, data: bytes | None) -> str:
+        """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted)."""
+        if data is None:
+            return MISSING
+        blob = xxhash.xxh3_128_hexdigest(b"file\0" + data)
+        if not self.store.has_value(blob):
+            self.store.put_value(blob, dumps(data))
+        return blob
 
     @staticmethod
     def _unpicklable(values: dict[str, Any], result: Any, refs: dict[int, str],

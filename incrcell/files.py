@@ -2,11 +2,13 @@
 
 A cell that does ``pd.read_csv("data.csv")`` depends on the content of
 ``data.csv`` as much as on any variable.  While a :class:`FileWatch` is
-active, ``builtins.open`` (``io.open``, the same function) and ``os.open``
+active, ``builtins.open`` (``io.open``, the same function), ``os.open`` and the
+functions that delete or rename files (``os.remove``, ``os.rename``...)
 are wrapped so that every file opened through them (``open``, ``pathlib``,
 numpy, pandas...) is recorded with whether it was opened for writing.  The
-engine keys the cell's entry on the content of the files it read, and does
-not cache a cell that wrote files (restoring it would not recreate them).
+engine keys the cell's entry on the content of the files it read, stores
+the files it wrote with its entry, and writes them back when it restores the
+cell (:func:`read_output`, :func:`write_back`).
 
 Why wrappers rather than an audit hook (PEP 578): an audit hook can never be
 removed and runs for *every* audited event, ``id()`` included, which made
@@ -19,9 +21,11 @@ not seen.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import io
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,35 +44,50 @@ _IGNORED_PREFIXES = ("/dev/", "/proc/", "/sys/")
 _RACY_SECONDS = 2.0
 _CHUNK = 1 << 24
 
-_OPEN, _OS_OPEN = io.open, os.open  # the originals, whatever a watch does
+_OPEN = io.open  # the original, whatever a watch does
 _active: FileWatch | None = None
 _digests: dict[str, tuple[tuple[int, int, int], str]] = {}  # path -> (stat, digest)
 
 
-def _watching(original: Callable[..., Any], mode_of: Callable[..., tuple[Any, Any, Any]]
-              ) -> Callable[..., Any]:
+def _watching(original: Callable[..., Any],
+              opened: Callable[..., list[tuple[Any, Any, Any]]]) -> Callable[..., Any]:
+    """``original``, reporting the (path, mode, flags) that ``opened(*args)`` finds to the watch."""
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         watch = _active
         if watch is not None:
             try:
-                watch._opened(*mode_of(*args, **kwargs))
-            except Exception:  # recording must never break the user's open()
+                for found in opened(*args, **kwargs):
+                    watch._opened(*found)
+            except Exception:  # recording must never break the user's call
                 pass
         return original(*args, **kwargs)
     return wrapper
 
 
-def _open_args(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
-    return file, kwargs.get("mode", mode), None
+def _open_args(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> list[tuple[Any, Any, Any]]:
+    return [(file, kwargs.get("mode", mode), None)]
 
 
-def _os_open_args(path: Any, flags: int, *args: Any, **kwargs: Any) -> tuple[Any, Any, Any]:
-    return path, None, flags
+def _os_open_args(path: Any, flags: int, *args: Any, **kwargs: Any) -> list[tuple[Any, Any, Any]]:
+    return [(path, None, flags)]
 
 
-_WATCHING_OPEN = _watching(_OPEN, _open_args)
-_WATCHING_OS_OPEN = _watching(_OS_OPEN, _os_open_args)
+def _remove_args(path: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, Any, Any]]:
+    return [(path, "w", None)]  # deleting is writing: the file is MISSING afterwards
+
+
+def _rename_args(src: Any, dst: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, Any, Any]]:
+    return [(src, "w", None), (dst, "w", None)]
+
+
+# (module, attribute, what a call opens): the functions a watch wraps
+_WRAPPED = [(module, name, _watching(getattr(module, name), opened))
+            for module, name, opened in (
+                (builtins, "open", _open_args), (io, "open", _open_args),
+                (os, "open", _os_open_args), (os, "remove", _remove_args),
+                (os, "unlink", _remove_args), (os, "rename", _rename_args),
+                (os, "replace", _rename_args))]
 
 
 def _tool_directories() -> list[str]:
@@ -97,23 +116,23 @@ class FileWatch:
     def __init__(self, ignore: Iterable[str | os.PathLike[str]] = ()) -> None:
         self.reads: set[str] = set()
         self.writes: set[str] = set()
+        self.updates: set[str] = set()  # written without truncating first ("a", "r+"...)
         self._ignore = _prefixes(tuple(map(os.fspath, ignore)) + tuple(_tool_directories()))
 
     def start(self) -> FileWatch:
         global _active
         _active = self
-        builtins.open = io.open = _WATCHING_OPEN
-        os.open = _WATCHING_OS_OPEN
+        for module, name, wrapper in _WRAPPED:
+            setattr(module, name, wrapper)
         return self
 
     def stop(self) -> FileWatch:
         global _active
         if _active is self:
             _active = None
-            if builtins.open is _WATCHING_OPEN:
-                builtins.open = io.open = _OPEN
-            if os.open is _WATCHING_OS_OPEN:
-                os.open = _OS_OPEN
+            for module, name, wrapper in _WRAPPED:
+                if getattr(module, name) is wrapper:
+                    setattr(module, name, wrapper.__wrapped__)
         return self
 
     def _opened(self, path: Any, mode: Any, flags: Any) -> None:
@@ -128,6 +147,10 @@ class FileWatch:
         if os.path.isdir(path):
             return
         (self.writes if writing else self.reads).add(path)
+        if writing and not (
+                (isinstance(mode, str) and ("w" in mode or "x" in mode))
+                or (mode is None and isinstance(flags, int) and flags & os.O_TRUNC)):
+            self.updates.add(path)
 
 
 def file_digest(path: str) -> str:
@@ -156,6 +179,35 @@ def file_digest(path: str) -> str:
     digest = state.hexdigest()
     _digests[path] = (stamp, digest)
     return digest
+
+
+def read_output(path: str) -> bytes | None:
+    """The bytes a cell left in a file it wrote (None if it deleted it); raises OSError."""
+    try:
+        with _OPEN(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_back(path: str, data: bytes | None) -> None:
+    """Put a recorded output file back: atomically (temp file + rename), or delete it."""
+    if data is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".incrcell-")
+    try:
+        with _OPEN(fd, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _digests.pop(path, None)
 
 
 def changed_files(recorded: dict[str, str]) -> list[str]:

@@ -613,7 +613,6 @@ def _pid_memoryview(hasher: ValueHasher, obj: memoryview) -> object:
 
 
 def _pid_ndarray(hasher: ValueHasher, arr: Any) -> object:
-    np = sys.modules["numpy"]
     if not _raw_dtype(arr.dtype):
         # Object (and other non-raw) dtypes: the elements themselves, so that
         # they get value semantics and identity tracking like any object.

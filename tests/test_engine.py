@@ -1174,14 +1174,36 @@ def test_a_cell_is_keyed_on_the_content_of_the_files_it_reads(kernel, tmp_path):
     assert gone.ran and isinstance(gone.error, FileNotFoundError)
 
 
-def test_a_cell_that_writes_files_is_not_cached(kernel, tmp_path):
-    target = tmp_path / "out.txt"
-    k = kernel()
-    first = k.run(f"open({str(target)!r}, 'w').write('x')", "w")
-    assert first.record.state == "uncacheable" and "writes files" in first.record.reason
-    target.unlink()
-    assert kernel().run(f"open({str(target)!r}, 'w').write('x')", "w").ran
-    assert target.read_text() == "x"  # the file exists again because the cell ran
+def test_files_a_cell_writes_are_written_back_on_a_restore(kernel, tmp_path):
+    """Written files are outputs: a later cell that reads them finds them after a restore."""
+    out, gone = tmp_path / "out.csv", tmp_path / "scratch.txt"
+    gone.write_text("old")
+    cells = [("write", f"import os, numpy as np\nnp.save({str(tmp_path / 'arr.npy')!r}, np.arange(3))\n"
+                       f"open({str(out)!r}, 'w').write('a,b\\n1,2\\n')\nos.remove({str(gone)!r})"),
+             ("read", f"text = open({str(out)!r}).read()")]
+    first = kernel().run_all(cells)
+    assert first["write"].record.state == "ran" and first["read"].record.state == "ran"
+    out.unlink()
+    (tmp_path / "arr.npy").unlink()
+    gone.write_text("back again")
+    second = kernel()
+    runs = second.run_all(cells)
+    assert runs["write"].restored and runs["read"].restored
+    assert out.read_text() == "a,b\n1,2\n" and not gone.exists()
+    import numpy as np
+    assert np.load(tmp_path / "arr.npy").tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("cell", [
+    "open({path!r}, 'a').write('more')",
+    "text = open({path!r}).read()\nopen({path!r}, 'w').write(text + '!')",
+])
+def test_a_cell_that_updates_a_file_in_place_is_not_cached(kernel, tmp_path, cell):
+    """Appending, or reading then rewriting, makes the old content an input it cannot restore."""
+    path = tmp_path / "log.txt"
+    path.write_text("start")
+    record = kernel().run(cell.format(path=str(path)), "w").record
+    assert record.state == "uncacheable" and "reads and writes file" in record.reason
 
 
 def test_files_read_from_another_working_directory_are_not_trusted(kernel, tmp_path, monkeypatch):

@@ -64,16 +64,27 @@ def test_installed_code_system_files_and_ignored_directories_are_not_data(tmp_pa
 
 
 def test_nothing_is_recorded_outside_a_watch_and_open_is_restored(tmp_path) -> None:
-    original_open, original_os_open = builtins.open, os.open
+    originals = builtins.open, io.open, os.open, os.remove, os.rename
     watch = FileWatch()
     (tmp_path / "a").write_text("x")
     open(tmp_path / "a").read()
     assert watch.reads == set()
     watch.start()
-    assert builtins.open is io.open and builtins.open is not original_open
+    assert builtins.open is not originals[0] and os.remove is not originals[3]
     watch.stop()
-    assert builtins.open is original_open and io.open is original_open
-    assert os.open is original_os_open
+    assert (builtins.open, io.open, os.open, os.remove, os.rename) == originals
+
+
+def test_deleting_and_renaming_count_as_writes(tmp_path) -> None:
+    (tmp_path / "a").write_text("x")
+    (tmp_path / "b").write_text("y")
+    watch = FileWatch().start()
+    try:
+        os.remove(tmp_path / "a")
+        os.rename(tmp_path / "b", tmp_path / "c")
+    finally:
+        watch.stop()
+    assert watch.writes == {str(tmp_path / name) for name in "abc"} and watch.reads == set()
 
 
 def test_file_digest_follows_content_not_timestamps(tmp_path: pathlib.Path) -> None:
