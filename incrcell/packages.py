@@ -18,6 +18,7 @@ top-level name only locates it), because importing runs user code.
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib.metadata
 import importlib.util
@@ -26,6 +27,7 @@ import site
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Any
 
 import xxhash
 
@@ -70,21 +72,64 @@ def _distribution_version(dist: str) -> str:
 
 
 def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
-    """Hash of a local module's source: the file, or every ``.py`` file of a package."""
+    """Hash of a local module's source (the file, or every ``.py`` file of a package),
+    and of the sources of the other local modules it imports, transitively: editing
+    ``utils.py`` must rerun the cells that use ``helpers``, which imports it."""
     hasher = xxhash.xxh3_128()
-    if search_locations:
-        files = sorted(
-            p for location in search_locations for p in Path(location).rglob("*.py")
-        )
-    else:
-        files = [Path(origin)]
-    for file in files:
-        hasher.update(str(file).encode("utf-8", "surrogatepass"))
-        try:
-            hasher.update(file.read_bytes())
-        except OSError:
-            hasher.update(b"<unreadable>")
+    seen: set[str] = set()
+    todo = [_source_files(origin, search_locations)]
+    while todo:
+        for file in todo.pop():
+            if str(file) in seen:
+                continue
+            seen.add(str(file))
+            hasher.update(str(file).encode("utf-8", "surrogatepass"))
+            try:
+                source = file.read_bytes()
+            except OSError:
+                hasher.update(b"<unreadable>")
+                continue
+            hasher.update(source)
+            for name in sorted(_imported_tops(source)):  # parsed once per content
+                spec = _find_spec(name)
+                location = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
+                if location and location not in ("built-in", "frozen") and is_local_path(location):
+                    todo.append(_source_files(spec.origin, list(spec.submodule_search_locations or []) or None))
     return LOCAL + hasher.hexdigest()
+
+
+def _source_files(origin: str | None, search_locations: list[str] | None) -> list[Path]:
+    if search_locations:
+        return sorted(p for location in search_locations for p in Path(location).rglob("*.py"))
+    return [Path(origin)] if origin else []
+
+
+@functools.lru_cache(maxsize=4096)
+def _imported_tops(source: bytes) -> frozenset[str]:
+    """Top-level names of the absolute imports in ``source`` (none if it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return frozenset()
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.partition(".")[0])
+    return frozenset(name for name in found
+                     if name not in sys.builtin_module_names and name not in sys.stdlib_module_names)
+
+
+def _find_spec(top: str) -> Any:
+    """The spec of top-level module ``top`` (loaded or not), without importing it; None if absent."""
+    module = sys.modules.get(top)
+    if module is not None and getattr(module, "__spec__", None) is not None:
+        return module.__spec__
+    try:
+        return importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
 
 
 def module_fingerprint(name: str) -> str:
@@ -92,14 +137,7 @@ def module_fingerprint(name: str) -> str:
     top = name.partition(".")[0]
     if top in sys.builtin_module_names or top in getattr(sys, "stdlib_module_names", ()):
         return STDLIB
-    module = sys.modules.get(top)
-    if module is not None and getattr(module, "__spec__", None) is not None:
-        spec = module.__spec__
-    else:
-        try:
-            spec = importlib.util.find_spec(top)
-        except (ImportError, ValueError):
-            spec = None
+    spec = _find_spec(top)
     if spec is None:
         return MISSING
     origin = spec.origin if spec.origin not in (None, "built-in", "frozen") else None

@@ -1219,3 +1219,22 @@ def test_files_read_from_another_working_directory_are_not_trusted(kernel, tmp_p
     run = other.run_all(cell)["read"]
     assert run.ran and "another working directory" in run.plan.reason
     assert other.ns["text"] == "x\n1\n2\n"
+
+
+def test_a_local_module_is_keyed_on_the_local_modules_it_imports(kernel, tmp_path, monkeypatch):
+    """Editing utils.py reruns the cells that use helpers, which imports utils."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "inc_utils.py").write_text("FACTOR = 2\n")
+    (tmp_path / "inc_helpers.py").write_text("import inc_utils\ndef scale(x):\n"
+                                             "    return x * inc_utils.FACTOR\n")
+    cells = [("use", "import inc_helpers\ny = inc_helpers.scale(21)")]
+    kernel().run_all(cells)
+    for name in ("inc_utils", "inc_helpers"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert kernel().run_all(cells)["use"].restored
+    (tmp_path / "inc_utils.py").write_text("FACTOR = 3\n")
+    for name in ("inc_utils", "inc_helpers"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    second = kernel()
+    run = second.run_all(cells)["use"]
+    assert run.ran and "inc_helpers" in run.plan.reason and second.ns["y"] == 63
