@@ -40,7 +40,7 @@ from .explain import BOUND, UNBOUND, explain_miss
 from .files import MISSING, FileWatch, changed_files, file_digest, read_output, write_back
 from .fingerprint import Unhashable, ValueHasher, array_owner, source_hash
 from .graph import CellGraph
-from .packages import package_versions
+from .packages import changed_since_import, package_versions
 from .randomness import SeedWatch
 from .serialise import Shared, Unpicklable, dumps
 from .store import CacheWarning, Entry, FileStore, Store, StoreError
@@ -289,8 +289,14 @@ class Engine:
             value = os.environ.get(variable)
             inputs[f"os.environ[{variable!r}]"] = (
                 UNBOUND if value is None else fingerprint.hash_bytes(value.encode()).hex())
-        plan.components = key_components(source_digest, inputs,
-                                         package_versions(analysis.imports | hasher.packages))
+        versions = package_versions(analysis.imports | hasher.packages)
+        changed = changed_since_import({**hasher.modules, **versions})
+        if changed:
+            plan.reason = (f"local module `{changed}` changed on disk after it was imported: the "
+                           "code in memory is not the code on disk (restart the kernel to cache "
+                           "this cell again)")
+            return
+        plan.components = key_components(source_digest, inputs, versions)
         plan.key = cell_key(plan.components)
         plan.action = RECORD
         plan.random_before = randomness.snapshot()

@@ -193,7 +193,8 @@ class ValueHasher:
         # notebook functions/classes met, by the name the namespace binds them to
         self.definitions: dict[str, object] = {}
         self._kinds: dict[type, _Kind] = dict(_BASE_KINDS)
-        self._files: dict[str, str] = {}  # top-level module -> fingerprint
+        # top-level module -> fingerprint, for the module objects met (local ones by source)
+        self.modules: dict[str, str] = {}
         # State of the value being hashed; swapped out by _isolated().
         self._visits: dict[int, int] = {}
         self._keep: list[object] = []
@@ -400,9 +401,9 @@ class ValueHasher:
     def _module_fingerprint(self, name: str) -> str:
         """What the code of module ``name`` is (see packages.module_fingerprint), once per hasher."""
         top = name.partition(".")[0]
-        if top not in self._files:
-            self._files[top] = module_fingerprint(top)
-        return self._files[top]
+        if top not in self.modules:
+            self.modules[top] = module_fingerprint(top)
+        return self.modules[top]
 
 
 class _Sink:

@@ -146,11 +146,37 @@ def module_fingerprint(name: str) -> str:
     if location is None:
         return STDLIB
     if is_local_path(location):
-        return _local_source_hash(location, locations or None)
+        fingerprint = _local_source_hash(location, locations or None)
+        module = sys.modules.get(top)
+        if module is not None:  # the source it was imported from, as first seen
+            _imported.setdefault(top, (id(module), fingerprint))
+            if _imported[top][0] != id(module):  # imported anew (del sys.modules[...])
+                _imported[top] = (id(module), fingerprint)
+        return fingerprint
     dists = _distributions().get(top)
     if not dists:
         return "unpackaged:" + os.path.realpath(location)
     return ",".join(f"{d}=={_distribution_version(d)}" for d in sorted(set(dists)))
+
+
+# top-level local module -> (id of the module object, fingerprint of its source when first seen
+# loaded): the code that runs is the code that was imported, whatever the disk says now
+_imported: dict[str, tuple[int, str]] = {}
+
+
+def changed_since_import(versions: dict[str, str]) -> str:
+    """A local module among ``versions`` (from :func:`package_versions`) whose source
+    changed on disk after it was imported ('' if none).
+
+    The code in memory is then not the code on disk, so no key can say what
+    runs: cells using it run until the kernel restarts (%autoreload reloads
+    code, but not always all of it).
+    """
+    for top, fingerprint in sorted(versions.items()):
+        seen = _imported.get(top)
+        if fingerprint.startswith(LOCAL) and seen is not None and seen[1] != fingerprint:
+            return top
+    return ""
 
 
 def package_versions(names: set[str] | frozenset[str]) -> dict[str, str]:

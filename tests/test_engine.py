@@ -1238,3 +1238,17 @@ def test_a_local_module_is_keyed_on_the_local_modules_it_imports(kernel, tmp_pat
     second = kernel()
     run = second.run_all(cells)["use"]
     assert run.ran and "inc_helpers" in run.plan.reason and second.ns["y"] == 63
+
+
+def test_a_local_module_edited_after_its_import_makes_its_users_rerun(kernel, tmp_path, monkeypatch):
+    """Without a reload the code in memory is the old one: no key can describe it."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "inc_edited.py").write_text("FACTOR = 2\n")
+    monkeypatch.delitem(sys.modules, "inc_edited", raising=False)
+    k = kernel()
+    k.run("import inc_edited", "import")
+    assert k.run("y = inc_edited.FACTOR * 21", "use").record.state == "ran"
+    (tmp_path / "inc_edited.py").write_text("FACTOR = 3\n")
+    again = k.run("y = inc_edited.FACTOR * 21", "use")
+    assert again.ran and "changed on disk after it was imported" in again.plan.reason
+    assert k.ns["y"] == 42  # what the code in memory computes, as in plain IPython
