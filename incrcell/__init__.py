@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext incrcell``; loading twice keeps the first session."""
-    from . import hooks
+    from . import comm, hooks
     from .config import Config
     from .engine import Engine
     from .magics import IncrcellMagics
@@ -30,16 +30,25 @@ def load_ipython_extension(ipython: Any) -> None:
     kernel_hooks = hooks.KernelHooks(ipython, Engine(Config()))
     kernel_hooks.engine.is_session_name = kernel_hooks.is_session_name
     kernel_hooks.register()
-    ipython.register_magics(IncrcellMagics(ipython, kernel_hooks))
+    sidebar = comm.Sidebar(kernel_hooks)
+    sidebar.open()
+    ipython.register_magics(IncrcellMagics(ipython, kernel_hooks, sidebar))
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds the prebuilt sidebar extension (built from labextension/)."""
+    return [{"src": "labextension", "dest": "incrcell"}]
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Called by ``%unload_ext incrcell``: back to plain IPython, nothing left behind."""
-    from . import hooks
+    from . import comm, hooks
 
     active = hooks._ACTIVE
     if active is None or active.shell is not ipython:
         return
     active.unregister()
+    if comm._ACTIVE is not None:
+        comm._ACTIVE.close()
     for kind in ("line", "cell"):
         ipython.magics_manager.magics[kind].pop("incrcell", None)

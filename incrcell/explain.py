@@ -54,3 +54,12 @@ def explain_miss(previous: Mapping[str, Any] | None, current: Mapping[str, Any])
     if not reasons:
         return "its cache entry was cleared or could not be read"
     return "; ".join(reasons)
+
+
+def explain_upstream(name: str, upstream: str) -> str:
+    """Why a cell will miss when its input ``name`` comes from ``upstream``, a cell that will run.
+
+    Used where the input's new value cannot be known before that cell runs
+    (the sidebar's predictions).
+    """
+    return f"input `{name}` comes from {upstream}, which will run"

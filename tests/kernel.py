@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import queue
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,7 @@ class Kernel:
         self._connect()
 
     def _connect(self) -> None:
+        self.comm_inbox: list[dict[str, Any]] = []  # comm messages seen on iopub, not yet taken
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=TIMEOUT)
@@ -112,6 +115,7 @@ class Kernel:
                 msg = self.kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.1))
             except queue.Empty:
                 raise TimeoutError(f"no reply to {msg_id} within {timeout} s") from None
+            self._keep_comm(msg)
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind, content = msg["msg_type"], msg["content"]
@@ -138,6 +142,41 @@ class Kernel:
     def run_all(self, cells: list[tuple[str, str]]) -> list[Execution]:
         """Run ``(cell_id, source)`` pairs in order, like JupyterLab's Run All."""
         return [self.run(source, cell_id) for cell_id, source in cells]
+
+    # -- comms, driven as a frontend drives them -------------------------------------
+    def _keep_comm(self, msg: dict[str, Any]) -> None:
+        if msg["msg_type"] in ("comm_open", "comm_msg", "comm_close"):
+            self.comm_inbox.append(msg)
+
+    def comm_open(self, target: str, data: dict[str, Any] | None = None) -> str:
+        """Open a comm to ``target`` in the kernel; returns its comm id."""
+        comm_id = uuid.uuid4().hex
+        self.kc.shell_channel.send(self.kc.session.msg(
+            "comm_open", {"comm_id": comm_id, "target_name": target, "data": data or {}}))
+        return comm_id
+
+    def comm_send(self, comm_id: str, data: Any) -> str:
+        """Send ``data`` on a comm; returns the message id its replies have as parent."""
+        msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+        self.kc.shell_channel.send(msg)
+        return msg["header"]["msg_id"]
+
+    def comm_wait(self, predicate: Callable[[dict[str, Any]], bool],
+                  timeout: float = 30) -> dict[str, Any]:
+        """Take the first comm message (comm_open/msg/close, from iopub) matching ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, msg in enumerate(self.comm_inbox):
+                if predicate(msg):
+                    return self.comm_inbox.pop(index)
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    raise queue.Empty
+                msg = self.kc.get_iopub_msg(timeout=remaining)
+            except queue.Empty:
+                raise TimeoutError(f"no such comm message within {timeout} s") from None
+            self._keep_comm(msg)
 
     def value(self, expression: str) -> str:
         """``repr`` of an expression evaluated in the kernel, without touching history."""

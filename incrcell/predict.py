@@ -1,0 +1,467 @@
+"""What the sidebar shows for each cell, and what Run All would do, without running anything.
+
+Two answers per code cell of the notebook (the frontend sends their ids and sources):
+
+* **state**: what happened the last time the cell executed in this session
+  (the engine's records: restored, ran, uncacheable, error), unless it is
+  *stale*: its source changed since (by normalised AST, so comment-only edits
+  do not count), or a cell it reads from is stale or executed again after it.
+  A cell never executed in this session is ``not_run``.
+* **prediction**: would Run All of the current sources, in a fresh kernel,
+  restore it?  It is simulated in notebook order from the cache alone.  A
+  cell's lineage note (the key components it was last recorded with) names
+  what it reads; the digests those names would have come from the entries of
+  the upstream cells predicted to restore, or, for names no cell of the
+  notebook writes, from the live namespace.  With those the cell's key is
+  recomputed exactly as the engine computes it and looked up.  A name an
+  upstream cell will *run* to produce has a value nobody knows yet, so its
+  readers are predicted to run too.  Reasons are the engine's and
+  ``explain.py``'s words, so the sidebar, ``%incrcell status`` and ``why`` agree.
+
+A prediction is advice, never a decision: the engine decides again when the
+cell really runs, so a wrong prediction costs nothing but a wrong hint.  When
+it cannot be made (the cache directory is unusable) it is ``unknown``.
+Nothing here raises for a bad cell, and no cell code runs: namespace values
+are only hashed, as the engine hashes them before every cell.
+
+Speed (a 200-cell notebook is answered on every edit and after every cell):
+each distinct source is transformed and parsed once; lineage notes and
+entries are read once and forgotten when the engine records that cell again;
+digests of namespace values are kept until the glue says user code may have
+run (:meth:`Predictor.forget_namespace`).
+
+No IPython here: the glue passes IPython's transformation of a raw cell
+(``prepare``) and the namespace.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .analysis import CellAnalysis, analyse_cell
+from .engine import (ERROR, FORCED, RAN, RESTORE, RESTORED, RUN, UNCACHEABLE, CellRecord, Engine,
+                     cell_key, cell_label, files_changed, key_components, unhashable_input)
+from .explain import BOUND, UNBOUND, explain_miss, explain_upstream
+from .fingerprint import Unhashable, ValueHasher, source_hash
+from .packages import package_versions
+from .store import CacheWarning, Entry, Store, StoreError
+
+# Session states besides the engine's (RESTORED, RAN, UNCACHEABLE, ERROR).
+STALE, NOT_RUN = "stale", "not_run"
+# Predictions besides the engine's plan actions RESTORE and RUN.
+UNKNOWN = "unknown"
+
+#: A raw cell -> (its ``%%incrcell`` directive or None, its body, the Python IPython runs).
+Prepare = Callable[[str], tuple[str | None, str, str]]
+
+
+def _plain(raw: str) -> tuple[str | None, str, str]:
+    return None, raw, raw
+
+
+@dataclass(frozen=True)
+class NotebookCell:
+    """A code cell as the frontend sees it."""
+
+    id: str
+    source: str
+
+
+@dataclass
+class CellState:
+    """One row of the sidebar (see labextension/PROTOCOL.md for each field)."""
+
+    id: str
+    identity: str  # the engine's identity of the cell ("cell:<id>")
+    execution_count: int | None
+    label: str
+    state: str
+    reason: str
+    prediction: str
+    prediction_reason: str
+    duration: float = 0.0
+    saved: float = 0.0
+    reads: list[str] = field(default_factory=list)
+    writes: list[str] = field(default_factory=list)
+    depends_on: list[tuple[str, list[str]]] = field(default_factory=list)  # (upstream id, names)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "execution_count": self.execution_count, "label": self.label,
+                "state": self.state, "reason": self.reason, "prediction": self.prediction,
+                "prediction_reason": self.prediction_reason, "duration": self.duration,
+                "saved": self.saved, "reads": self.reads, "writes": self.writes,
+                "depends_on": [{"id": cell, "names": names} for cell, names in self.depends_on]}
+
+
+@dataclass
+class Report:
+    """Everything the sidebar shows at one moment."""
+
+    enabled: bool
+    cells: list[CellState]
+    totals: dict[str, int | float]
+
+    @property
+    def stale(self) -> list[str]:
+        """Ids of the stale cells, in notebook order: what 'Run stale cells' runs."""
+        return [c.id for c in self.cells if c.state == STALE]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "cells": [c.to_json() for c in self.cells],
+                "totals": self.totals, "stale": self.stale}
+
+
+def totals(records: Iterable[CellRecord]) -> dict[str, int | float]:
+    """Cells restored, ran, uncacheable and failed in this session, and the seconds saved."""
+    records = list(records)
+    counts: dict[str, int | float] = {
+        state: sum(r.state == state for r in records)
+        for state in (RESTORED, RAN, UNCACHEABLE, ERROR)}
+    counts["saved"] = sum(r.saved for r in records)
+    return counts
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """A cell's source as the engine would see it."""
+
+    directive: str | None
+    body: str
+    digest: str
+    analysis: CellAnalysis | None  # None: it does not parse
+
+
+def _upstream(position: int, label: str) -> str:
+    """How reasons name another cell: its position among the notebook's code cells."""
+    return f"cell {position + 1} `{label[:40]}`"
+
+
+class Predictor:
+    """States and predictions for one notebook, over one engine's session and cache."""
+
+    def __init__(self, engine: Engine, prepare: Prepare = _plain,
+                 refusal: Callable[[], str] = lambda: "") -> None:
+        """``prepare`` transforms a raw cell like the glue does before planning it;
+        ``refusal()`` is the reason the glue currently refuses every cell ('' if none)."""
+        self.engine = engine
+        self.prepare = prepare
+        self.refusal = refusal
+        self.cells: list[NotebookCell] | None = None  # None until the frontend sends them
+        self._parsed: dict[str, _Parsed] = {}  # raw source -> parsed
+        self._digests: dict[str, tuple[object, str | Unhashable]] = {}  # name -> (value, digest)
+        self._store: Store | None = None  # the store the caches below were read from
+        self._notes: dict[str, dict[str, Any] | None] = {}  # identity -> lineage note
+        self._entries: dict[str, Entry | None] = {}  # key -> entry (without outputs)
+        self._seen: dict[str, CellRecord] = {}  # identity -> the record the caches reflect
+        self._keys: dict[str, str] = {}  # identity -> key the last report predicted
+
+    # -- inputs from the glue ---------------------------------------------------------
+    def set_cells(self, cells: Iterable[NotebookCell]) -> None:
+        """The notebook's code cells in order; parses of sources gone are dropped."""
+        self.cells = list(cells)
+        sources = {cell.source for cell in self.cells}
+        self._parsed = {s: p for s, p in self._parsed.items() if s in sources}
+
+    def forget_namespace(self) -> None:
+        """User code may have run: namespace values may have changed."""
+        self._digests.clear()
+
+    def forget_cache(self) -> None:
+        """Entries or notes were deleted: read them again."""
+        self._notes.clear()
+        self._entries.clear()
+
+    def keys(self, ids: Iterable[str]) -> set[str]:
+        """Every key known for these cells: last executed, last recorded, last predicted."""
+        keys = set()
+        for cell_id in ids:
+            identity = f"cell:{cell_id}"
+            record = self.engine.records.get(identity)
+            note = self._lineage(identity)
+            keys |= {record.key if record else None, note.get("key") if note else None,
+                     self._keys.get(identity)}
+        keys.discard(None)
+        return keys
+
+    # -- the report -------------------------------------------------------------------
+    def report(self, namespace: Mapping[str, Any]) -> Report:
+        """States and predictions of every cell (never raises for a bad cell or cache)."""
+        engine = self.engine
+        try:
+            store: Store | None = engine.store
+            failure = ""
+        except StoreError as exc:
+            store, failure = None, exc.reason
+        self._sync(store)
+        # an unusable entry is the engine's to report, when the cell runs, under the cell
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheWarning)
+            if self.cells is None:
+                cells = self._session_states()
+            else:
+                cells = _Simulation(self, namespace, store, failure).run(self.cells)
+            summary = totals(engine.records.values())
+            summary["cache_bytes"] = _size(store)
+            summary["cache_entries"] = sum(self._recorded(c.identity, store) for c in cells)
+        return Report(engine.config.enabled, cells, summary)
+
+    def _sync(self, store: Store | None) -> None:
+        """Forget what the engine changed since the last report: a cell recorded again
+        rewrites its lineage note, and may rewrite its key's entry (``rerun``)."""
+        if store is not self._store:
+            self.forget_cache()
+            self._store = store
+        records = self.engine.records
+        for identity, record in records.items():
+            if self._seen.get(identity) is not record:
+                self._notes.pop(identity, None)
+                self._entries.pop(record.key or "", None)
+                self._seen[identity] = record
+        for identity in self._seen.keys() - records.keys():
+            del self._seen[identity]
+
+    def _session_states(self) -> list[CellState]:
+        """Before the frontend sent the notebook: the cells executed, in execution order."""
+        records, rows = self.engine.records, []
+        nodes = self.engine.graph.nodes()
+        order = {node.cell: index for index, node in enumerate(nodes)}
+        for index, node in enumerate(nodes):
+            record = records[node.cell]
+            producers: dict[str, list[str]] = {}
+            for name, producer in sorted(node.producers.items()):
+                producers.setdefault(producer, []).append(name)
+            state, reason = record.state, record.reason
+            for producer in producers:
+                if producer not in order:
+                    continue
+                label = records[producer].label[:40]
+                if order[producer] > index:
+                    state, reason = STALE, f"`{label}` ran again after it"
+                    break
+                if rows[order[producer]].state == STALE:
+                    state, reason = STALE, f"`{label}` is stale"
+                    break
+            rows.append(CellState(
+                _cell_id(node.cell), node.cell, record.execution_count, record.label, state,
+                reason, UNKNOWN, "the notebook's cells have not been received",
+                record.duration, record.saved, sorted(record.reads), sorted(record.writes),
+                [(_cell_id(p), names) for p, names in producers.items()]))
+        return rows
+
+    # -- cached reads -----------------------------------------------------------------
+    def _parse(self, source: str) -> _Parsed:
+        parsed = self._parsed.get(source)
+        if parsed is None:
+            try:
+                directive, body, python = self.prepare(source)
+            except Exception:  # IPython refuses to transform it: it will run as typed
+                directive, body, python = None, source, source
+            try:
+                analysis: CellAnalysis | None = analyse_cell(python)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                analysis = None
+            parsed = self._parsed[source] = _Parsed(directive, body, source_hash(python), analysis)
+        return parsed
+
+    def _lineage(self, identity: str) -> dict[str, Any] | None:
+        """The cell's lineage note: ``{"key", "components"}`` when it was last recorded."""
+        if identity not in self._notes:
+            try:
+                note = self.engine.store.get_note(f"lineage:{identity}")
+            except StoreError:
+                note = None
+            valid = isinstance(note, dict) and isinstance(note.get("components"), dict)
+            self._notes[identity] = note if valid else None
+        return self._notes[identity]
+
+    def _entry(self, key: str, store: Store) -> Entry | None:
+        """The entry under ``key`` if it is there (its outputs dropped: not needed here)."""
+        if not store.hit(key):
+            return None
+        if key not in self._entries:
+            entry = store.get(key)
+            self._entries[key] = (dataclasses.replace(entry, outputs=[], source="")
+                                  if entry is not None else None)
+        return self._entries[key]
+
+    def _recorded(self, identity: str, store: Store | None) -> bool:
+        """Whether the cell's last recorded entry is still in the cache."""
+        note = self._lineage(identity) if store is not None else None
+        return bool(note and isinstance(note.get("key"), str) and store.hit(note["key"]))
+
+    def _digest(self, name: str, value: object) -> str | Unhashable:
+        cached = self._digests.get(name)
+        if cached is None or cached[0] is not value:
+            with ValueHasher() as hasher:
+                try:
+                    digest: str | Unhashable = hasher.hash(value).hex()
+                except Unhashable as exc:
+                    digest = exc
+            cached = self._digests[name] = (value, digest)
+        return cached[1]
+
+
+def _cell_id(identity: str) -> str:
+    return identity.removeprefix("cell:")
+
+
+def _size(store: Store | None) -> int:
+    try:
+        return store.size() if store is not None else 0
+    except OSError:  # an unreadable cache directory: its size is not worth an error
+        return 0
+
+
+class _Simulation:
+    """One Run All of the notebook, in a fresh kernel, from the cache alone."""
+
+    def __init__(self, predictor: Predictor, namespace: Mapping[str, Any], store: Store | None,
+                 failure: str) -> None:
+        self.predictor = predictor
+        self.engine = predictor.engine
+        self.namespace = namespace
+        self.store = store
+        self.failure = failure
+        self.refusal = predictor.refusal()
+        # name -> digest hex or UNBOUND; or the position of the cell that will run and set it
+        self.values: dict[str, str | int] = {}
+        self.written: set[str] = set()  # names some cell of the notebook writes
+        self.packages: dict[frozenset[str], dict[str, str]] = {}
+        self.labels: list[str] = []  # by position
+        self.order = {node.cell: i for i, node in enumerate(self.engine.graph.nodes())}
+
+    def run(self, cells: list[NotebookCell]) -> list[CellState]:
+        predictor = self.predictor
+        parsed = [predictor._parse(cell.source) for cell in cells]
+        self.labels = [cell_label(p.body) for p in parsed]
+        for p in parsed:
+            if p.analysis is not None:
+                self.written |= p.analysis.writes
+        states: list[CellState] = []
+        writers: dict[str, int] = {}  # name -> position of the nearest earlier cell writing it
+        for position, (cell, p) in enumerate(zip(cells, parsed)):
+            identity = f"cell:{cell.id}"
+            record = self.engine.records.get(identity)
+            current = record if record is not None and record.source_digest == p.digest else None
+            note = predictor._lineage(identity) if self.store is not None else None
+            components = note["components"] if note else None
+            same = components is not None and components.get("source") == p.digest
+            reads = set(p.analysis.reads) if p.analysis else set()
+            writes = set(p.analysis.writes) if p.analysis else set()
+            if current is not None:
+                reads |= current.reads
+                writes |= current.writes
+            if same:
+                reads |= set(components.get("inputs", {}))
+            prediction, why, entry = self.predict(identity, p, current, components)
+            if entry is not None:  # a restore binds exactly what the entry holds
+                self.values.update(dict.fromkeys(entry.deleted, UNBOUND))
+                self.values.update(entry.variables)
+                writes |= set(entry.variables) | set(entry.deleted)
+            else:
+                if same and isinstance(note.get("key"), str) and self.store is not None:
+                    last = predictor._entry(note["key"], self.store)
+                    if last is not None:
+                        writes |= set(last.variables) | set(last.deleted)
+                self.values.update(dict.fromkeys(writes, position))
+            depends: dict[int, list[str]] = {}
+            for name in sorted(reads):
+                if name in writers:
+                    depends.setdefault(writers[name], []).append(name)
+            state, reason = self.state(identity, record, current, depends, states)
+            if state == NOT_RUN and prediction != RESTORE:
+                reason = why
+            states.append(CellState(
+                cell.id, identity, record.execution_count if record else None,
+                self.labels[position], state, reason, prediction, why,
+                record.duration if record else 0.0, record.saved if record else 0.0,
+                sorted(reads), sorted(writes),
+                [(cells[j].id, names) for j, names in sorted(depends.items())]))
+            writers.update(dict.fromkeys(writes, position))
+        return states
+
+    def state(self, identity: str, record: CellRecord | None, current: CellRecord | None,
+              depends: dict[int, list[str]], states: list[CellState]) -> tuple[str, str]:
+        """The cell's session state and why: what its last execution did, unless stale."""
+        if record is None:
+            return NOT_RUN, ""
+        if current is None:
+            return STALE, "source changed since it ran"
+        for j in sorted(depends):
+            upstream = states[j]
+            if upstream.state == STALE:
+                return STALE, f"{_upstream(j, upstream.label)} is stale"
+            if self.order.get(upstream.identity, -1) > self.order.get(identity, -1):
+                return STALE, f"{_upstream(j, upstream.label)} ran again after it"
+        return record.state, record.reason
+
+    def predict(self, identity: str, p: _Parsed, current: CellRecord | None,
+                components: dict[str, Any] | None) -> tuple[str, str, Entry | None]:
+        """(prediction, why, the entry a restore would use) for one cell; records its key."""
+        if self.store is None:
+            return UNKNOWN, self.failure, None
+        refusal = self.engine.refusal(p.analysis, p.directive, self.refusal)
+        if refusal:
+            return RUN, refusal, None
+        if p.directive == "rerun":
+            return RUN, FORCED, None
+        # why it was not stored last time, if it was not: better than "nothing recorded"
+        unstored = current.reason if current and current.state in (UNCACHEABLE, ERROR) else ""
+        if components is None:
+            return RUN, unstored or explain_miss(None, {}), None
+        assert p.analysis is not None
+        recorded = components.get("inputs", {})
+        inputs: dict[str, str] = {}
+        for name in sorted(set(recorded) | p.analysis.reads | p.analysis.unbinds):
+            if not name.isidentifier():
+                # not a variable (e.g. an environment variable the cell reads): the
+                # engine alone knows how to read it; assume it is as recorded
+                inputs[name] = recorded[name]
+                continue
+            existence = (name in p.analysis.unbinds and name not in p.analysis.reads
+                         and recorded.get(name, UNBOUND) in (BOUND, UNBOUND))
+            value = self.input(name, existence)
+            if isinstance(value, int):
+                return RUN, explain_upstream(name, _upstream(value, self.labels[value])), None
+            if isinstance(value, Unhashable):
+                return RUN, unhashable_input(name, self.namespace[name], value), None
+            if value is not None:
+                inputs[name] = value
+        names = frozenset(components.get("packages", {})) | p.analysis.imports
+        if names not in self.packages:
+            self.packages[names] = package_versions(names)
+        now = key_components(p.digest, inputs, self.packages[names])
+        key = self.predictor._keys[identity] = cell_key(now)
+        entry = self.predictor._entry(key, self.store)
+        if entry is None:
+            return RUN, unstored or explain_miss(components, now), None
+        changed = files_changed(entry)
+        if changed:
+            return RUN, changed, None
+        return RESTORE, "source and inputs unchanged", entry
+
+    def input(self, name: str, existence: bool) -> str | int | Unhashable | None:
+        """What the key would hold for ``name`` at this point of the Run All.
+
+        A digest hex, UNBOUND or BOUND; the position of the cell that will run
+        and set it (unknown until then); an Unhashable namespace value; None
+        when it is no input at all (an unbound builtin), as in the engine.
+        """
+        if name in self.values:
+            value = self.values[name]
+            if existence:
+                return UNBOUND if value == UNBOUND else BOUND
+            return None if value == UNBOUND and hasattr(builtins, name) else value
+        # In a fresh kernel a name some cell writes is unbound until that cell runs;
+        # a name no cell writes can only come from outside the notebook, as it is now.
+        bound = name not in self.written and name in self.namespace
+        if existence:
+            return BOUND if bound else UNBOUND
+        if bound:
+            return self.predictor._digest(name, self.namespace[name])
+        return None if hasattr(builtins, name) else UNBOUND
