@@ -26,6 +26,7 @@ import os
 import site
 import sys
 import sysconfig
+import types
 from pathlib import Path
 from typing import Any
 
@@ -148,10 +149,10 @@ def module_fingerprint(name: str) -> str:
     if is_local_path(location):
         fingerprint = _local_source_hash(location, locations or None)
         module = sys.modules.get(top)
-        if module is not None:  # the source it was imported from, as first seen
-            _imported.setdefault(top, (id(module), fingerprint))
-            if _imported[top][0] != id(module):  # imported anew (del sys.modules[...])
-                _imported[top] = (id(module), fingerprint)
+        if module is not None:  # the source it was (re)loaded from, as first seen
+            loaded = _load_signature(module)
+            if _imported.get(top, (None,))[0] != loaded:
+                _imported[top] = (loaded, fingerprint)
         return fingerprint
     dists = _distributions().get(top)
     if not dists:
@@ -159,9 +160,29 @@ def module_fingerprint(name: str) -> str:
     return ",".join(f"{d}=={_distribution_version(d)}" for d in sorted(set(dists)))
 
 
-# top-level local module -> (id of the module object, fingerprint of its source when first seen
-# loaded): the code that runs is the code that was imported, whatever the disk says now
-_imported: dict[str, tuple[int, str]] = {}
+# top-level local module -> (its _load_signature, fingerprint of its source when first seen
+# so): the code that runs is the code that was loaded, whatever the disk says now
+_imported: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def _load_signature(module: Any) -> tuple[int, ...]:
+    """Identifies one loading of ``module``'s code.
+
+    A reload (``importlib.reload``, %autoreload's superreload) executes the
+    module again and creates new functions and classes; %autoreload's
+    deduperreload patches the code objects of the existing ones.  Either way
+    some id below changes.  Changes to module-level data alone are not seen:
+    such a module stays "changed" until the kernel restarts, which fails safe.
+    """
+    name = module.__name__
+    ids = [id(module)]
+    for value in list(vars(module).values()):
+        if isinstance(value, (type, types.FunctionType)) and getattr(
+                value, "__module__", None) == name:
+            members = vars(value).values() if isinstance(value, type) else [value]
+            ids.append(id(value))
+            ids.extend(id(m.__code__) for m in members if isinstance(m, types.FunctionType))
+    return tuple(ids)
 
 
 def changed_since_import(versions: dict[str, str]) -> str:
@@ -169,8 +190,8 @@ def changed_since_import(versions: dict[str, str]) -> str:
     changed on disk after it was imported ('' if none).
 
     The code in memory is then not the code on disk, so no key can say what
-    runs: cells using it run until the kernel restarts (%autoreload reloads
-    code, but not always all of it).
+    runs: cells using it run until the module is reloaded (%autoreload) or the
+    kernel restarts.
     """
     for top, fingerprint in sorted(versions.items()):
         seen = _imported.get(top)

@@ -333,3 +333,20 @@ def test_changing_a_data_file_reruns_the_cells_that_read_it(kernel: Kernel, work
     assert (workdir / "copy.csv").read_text().count("\n") == 4
     assert runs[2].result == "9"
     assert "file `data.csv` changed" in kernel.run("%incrcell why 2").stdout
+
+
+def test_editing_a_local_module_under_autoreload(kernel: Kernel, workdir: Path):
+    """%autoreload keeps working: the edited code runs, and is cached once it is loaded."""
+    (workdir / "inc_auto.py").write_text("def f(x):\n    return x * 2\n")
+    cells = [LOAD, ("auto", "%load_ext autoreload\n%autoreload 2"), ("import", "import inc_auto"),
+             ("use", "y = inc_auto.f(21)\ny")]
+    assert kernel.run_all(cells)[3].result == "42"
+    time.sleep(1.1)  # a new mtime, as an editor would leave
+    (workdir / "inc_auto.py").write_text("def f(x):\n    return x * 3\n")
+    first = kernel.run(cells[3][1], "use")
+    assert first.result == "63" and not first.restored
+    assert "changed on disk after it was imported" in kernel.run("%incrcell why").stdout
+    assert kernel.run(cells[3][1], "use").result == "63"  # reloaded: cacheable again
+    kernel.restart()
+    runs = kernel.run_all(cells)
+    assert runs[3].restored and runs[3].result == "63"
