@@ -87,7 +87,16 @@ def state_digest(state: Any) -> str:
 def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """Names of the generators whose state differs between two snapshots."""
     return [name for name, state in after.items()
-            if name not in before or state_digest(state) != state_digest(before[name])]
+            if name not in before or not _same(state, before[name])]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether two generator states are equal (tuples of ints, arrays, tensors)."""
+    if type(a) is tuple and type(b) is tuple:
+        return len(a) == len(b) and all(map(_same, a, b))
+    if hasattr(a, "tobytes") or type(a).__module__.startswith("torch"):
+        return state_digest(a) == state_digest(b)
+    return type(a) is type(b) and a == b
 
 
 def restore(states: dict[str, Any]) -> None:
