@@ -162,7 +162,9 @@ class KernelHooks:
         plan = None
         if self.engine.config.enabled:
             try:
-                with _one_line_warnings():
+                # Loading a hit's values may import libraries (pandas...) that look for
+                # get_ipython in builtins, as they would find it while the cell runs.
+                with _one_line_warnings(), self.shell.builtin_trap:
                     plan = self.engine.plan(
                         transformed, self.shell.user_ns, raw_source=body,
                         cell_id=getattr(info, "cell_id", None),

@@ -350,3 +350,14 @@ def test_editing_a_local_module_under_autoreload(kernel: Kernel, workdir: Path):
     kernel.restart()
     runs = kernel.run_all(cells)
     assert runs[3].restored and runs[3].result == "63"
+
+
+def test_a_restore_that_imports_pandas_sees_ipython(kernel: Kernel):
+    """pandas configures its display when imported: under IPython, not as in a terminal."""
+    cells = [LOAD, ("a", "import pandas as pd\ndf = pd.DataFrame({f'column_{i}': range(3) "
+                         "for i in range(12)})\ndf")]
+    first = kernel.run_all(cells)
+    kernel.restart()
+    second = kernel.run_all(cells)
+    assert second[1].restored and second[1].result == first[1].result
+    assert kernel.run("pd.get_option('display.max_columns')").result == "20"
