@@ -38,7 +38,7 @@ from .config import Config
 from .effects import find_effects
 from .explain import BOUND, UNBOUND, explain_miss
 from .files import MISSING, FileWatch, changed_files, file_digest, read_output, write_back
-from .fingerprint import Unhashable, ValueHasher, array_owner, source_hash
+from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_hash
 from .graph import CellGraph
 from .packages import changed_since_import, package_versions
 from .randomness import SeedWatch
@@ -200,6 +200,22 @@ class Engine:
         self.graph = CellGraph()
         self.records: dict[str, CellRecord] = {}  # identity -> latest
         self.by_count: dict[int, CellRecord] = {}
+        # id -> (value, digest, packages) of arrays and frames a cell just wrote or restored:
+        # while no user code runs, their digests stand (see forget_digests)
+        self.known: dict[int, tuple[object, bytes, frozenset[str]]] = {}
+
+    def forget_digests(self) -> None:
+        """Drop the digests of values just written or restored: user code may have run.
+
+        The engine calls it before every cell whose code runs; the IPython glue
+        calls it when anything else may have run user code between two cells
+        (a silent execution, a widget's comm message).
+        """
+        self.known.clear()
+
+    def _remember(self, value: object, digest: bytes, packages: frozenset[str]) -> None:
+        if is_leaf(value):
+            self.known[id(value)] = (value, digest, packages)
 
     # -- store ---------------------------------------------------------------
     @property
@@ -255,11 +271,19 @@ class Engine:
                            "(start it with %%incrcell cache to cache it anyway)")
             return plan
         with ValueHasher() as hasher:
+            bound = {id(value) for value in namespace.values()}
+            for key, known in list(self.known.items()):
+                if key in bound:
+                    hasher.memo[key] = known
+                else:  # rebound since: do not keep it alive
+                    del self.known[key]
             try:
                 self._lookup(plan, digest, namespace, analysis, directive, hasher,
                              effects.environment)
             except StoreError as exc:  # the cache itself is unusable (e.g. its directory)
                 plan.action, plan.reason = RUN, exc.reason
+        if plan.action != RESTORE:
+            self.forget_digests()
         return plan
 
     def _lookup(self, plan: Plan, source_digest: str, namespace: MutableMapping[str, Any],
@@ -430,6 +454,9 @@ class Engine:
                 raise OSError(f"incrcell could not write back `{os.path.relpath(path)}` "
                               f"({exc.strerror or exc}); run the cell with %%incrcell rerun") from None
         namespace.update(plan.values)
+        for name, value in plan.values.items():
+            self._remember(value, bytes.fromhex(plan.entry.variables[name]),
+                           frozenset(plan.entry.packages.get(name, ())))
         for name in plan.entry.deleted:
             namespace.pop(name, None)
         randomness.restore(plan.random_after)
@@ -614,6 +641,7 @@ class Engine:
         try:
             variables = {name: self._digest(value, hasher, f"`{name}`").hex()
                          for name, value in values.items()}
+            packages = {name: sorted(hasher.packages_of(value)) for name, value in values.items()}
             result_digest = (None if result is None
                              else self._digest(result, hasher, "its result").hex())
             named = {name for name in hasher.met if not name.startswith(_INSIDE)}
@@ -646,12 +674,16 @@ class Engine:
             written = {path: self._put_file(data) for path, data in produced.items()}
             self.store.put(Entry(key=plan.key, source=plan.source, variables=variables,
                                  deleted=deleted, outputs=outputs, result=result_digest,
-                                 bundle=bundle, random=random, duration=duration,
+                                 bundle=bundle, random=random, packages=packages,
+                                 duration=duration,
                                  created=time.time(),
                                  components=plan.components, requires=requires,
                                  files=plan.files, cwd=os.getcwd(), written=written))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
+            for name, value in values.items():
+                self._remember(value, bytes.fromhex(variables[name]),
+                               frozenset(packages[name]))
         except _Uncacheable as exc:
             return str(exc)
         except StoreError as exc:

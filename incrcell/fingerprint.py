@@ -188,7 +188,7 @@ class ValueHasher:
     """
 
     def __init__(self) -> None:
-        self.memo: dict[int, tuple[object, bytes]] = {}
+        self.memo: dict[int, tuple[object, bytes, frozenset[str]]] = {}
         self.packages: set[str] = set()
         # notebook functions/classes met, by the name the namespace binds them to
         self.definitions: dict[str, object] = {}
@@ -217,7 +217,20 @@ class ValueHasher:
             self._check_watch(obj)
         entry = self.memo.get(id(obj))
         if entry is not None:
+            self.packages |= entry[2]
+            if self.collected is not None and self._kind(type(obj))[1] is _pid_ndarray:
+                self.collected.add(id(obj))  # what walking the array would have collected
             return entry[1]
+        outer, self.packages = self.packages, set()  # what this value alone notes
+        try:
+            digest = self._digest(obj)
+        finally:
+            noted, self.packages = self.packages, outer
+            outer |= noted
+        self.memo[id(obj)] = (obj, digest, frozenset(noted))
+        return digest
+
+    def _digest(self, obj: object) -> bytes:
         handler = self._kind(type(obj))[1]
         if handler is _pid_ndarray and _raw_dtype(obj.dtype):
             self._note("numpy")
@@ -238,7 +251,6 @@ class ValueHasher:
                 self.watch, self.collected = saved
         else:
             digest = self._isolated(obj, obj)
-        self.memo[id(obj)] = (obj, digest)
         return digest
 
     def __enter__(self) -> ValueHasher:
@@ -265,15 +277,19 @@ class ValueHasher:
         self.collected = set()
         return self.collected
 
-    def remember(self, obj: object, digest: bytes) -> None:
-        """Record that ``obj`` hashes to ``digest`` (e.g. a value just restored
-        from the cache), so that :meth:`hash` does not recompute it.
+    def remember(self, obj: object, digest: bytes, packages: frozenset[str]) -> None:
+        """Record that ``obj`` hashes to ``digest``, noting ``packages``, so that
+        :meth:`hash` does not walk it again (e.g. a value just restored from the
+        cache, see :func:`is_leaf`).
 
-        The digest must come from :meth:`hash` of an equal value under the same
-        ``HASH_FORMAT``. ``packages`` is not updated: the engine should keep
-        the packages recorded with the digest.
+        Both must come from :meth:`hash` (and :meth:`packages_of`) of an equal
+        value under the same ``HASH_FORMAT``.
         """
-        self.memo[id(obj)] = (obj, digest)
+        self.memo[id(obj)] = (obj, digest, packages)
+
+    def packages_of(self, obj: object) -> frozenset[str]:
+        """The packages hashing ``obj`` noted (it must have been hashed by this hasher)."""
+        return self.memo[id(obj)][2]
 
     # -- internals ---------------------------------------------------------
 
@@ -630,6 +646,17 @@ def _pid_ndarray(hasher: ValueHasher, arr: Any) -> object:
         hasher._owners[id(owner)] = (owner, len(hasher._keep) - 1, pointer)
         return ("ndarray", digest)
     return ("ndarray", digest, first[1], pointer - first[2])
+
+
+def is_leaf(obj: object) -> bool:
+    """True for numpy arrays of raw dtypes, pandas DataFrames and Series: values whose
+    digest says everything a cell's key needs (no Python object inside whose identity
+    matters), so a known digest can stand in for walking them again."""
+    np = sys.modules.get("numpy")
+    if np is not None and type(obj) is np.ndarray:
+        return _raw_dtype(obj.dtype)  # type: ignore[attr-defined]
+    pd = sys.modules.get("pandas")
+    return pd is not None and type(obj) in (pd.DataFrame, pd.Series)
 
 
 def array_owner(arr: Any) -> Any:

@@ -108,19 +108,19 @@ class KernelHooks:
         self.engine = engine
         self.pending: _Pending | None = None
         self._transformer = _CellSubstitution(self)
+        self._executions = 0  # pre_execute events since the last pre_run_cell
 
     def register(self) -> None:
         global _ACTIVE
-        self.shell.events.register("pre_run_cell", self.pre_run_cell)
-        self.shell.events.register("post_run_cell", self.post_run_cell)
+        for event, callback in self._events():
+            self.shell.events.register(event, callback)
         self.shell.ast_transformers.append(self._transformer)
         _ACTIVE = self
 
     def unregister(self) -> None:
         """Undo :meth:`register` completely; safe to call from inside a cell."""
         global _ACTIVE
-        for event, callback in (("pre_run_cell", self.pre_run_cell),
-                                ("post_run_cell", self.post_run_cell)):
+        for event, callback in self._events():
             try:
                 self.shell.events.unregister(event, callback)
             except ValueError:
@@ -155,7 +155,19 @@ class KernelHooks:
                     "only 'last_expr' outputs are replayed")
         return ""
 
+    def _events(self) -> tuple[tuple[str, Any], ...]:
+        return (("pre_execute", self.pre_execute), ("pre_run_cell", self.pre_run_cell),
+                ("post_run_cell", self.post_run_cell))
+
+    def pre_execute(self) -> None:
+        self._executions += 1
+
     def pre_run_cell(self, info: Any) -> None:
+        if self._executions != 1:
+            # something ran between two cells (a silent execution, a widget's comm
+            # message): the digests of the values the last cells left may be stale
+            self.engine.forget_digests()
+        self._executions = 0
         self._drop_pending()
         directive, body, transformed = self.prepare(info.raw_cell,
                                                     getattr(info, "transformed_cell", None))

@@ -132,6 +132,9 @@ class Entry:
     # global random generators the cell drew from (see randomness.py) -> digest of the state
     # it needs before (None: it seeded the generator before drawing)
     random: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    # name -> the packages hashing its value noted (ValueHasher.packages_of), so that a
+    # restored value's digest can key the next cells without hashing it again
+    packages: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     # files the cell wrote: path -> stored value holding their bytes (written back on a
     # hit), or files.MISSING for a file it deleted
     written: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -393,6 +396,9 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
         isinstance(entry.random, dict) and all(
             isinstance(name, str) and (d is None or isinstance(d, str))
             for name, d in entry.random.items()),
+        isinstance(entry.packages, dict) and all(
+            isinstance(name, str) and isinstance(p, list) and all(isinstance(t, str) for t in p)
+            for name, p in entry.packages.items()),
         isinstance(entry.written, dict)
         and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.written.items()),
     ]

@@ -304,12 +304,26 @@ def test_memo_and_remember() -> None:
     hasher = ValueHasher()
     value = [1, 2, 3]
     digest = hasher.hash(value)
-    assert hasher.memo[id(value)] == (value, digest)
+    assert hasher.memo[id(value)] == (value, digest, frozenset())
     value.append(4)  # values must not change during a hasher's life: memo wins
     assert hasher.hash(value) == digest
     restored = {"restored": True}
-    hasher.remember(restored, b"x" * 16)
+    hasher.remember(restored, b"x" * 16, frozenset({"somepackage"}))
     assert hasher.hash(restored) == b"x" * 16
+    assert "somepackage" in hasher.packages  # a remembered value notes its packages
+
+
+def test_packages_are_noted_per_value() -> None:
+    """What hashing one value notes, even when parts of it were hashed (memoised) before."""
+    hasher = ValueHasher()
+    arr = np.arange(3.0)
+    hasher.hash(arr)
+    hasher.hash([arr])
+    assert hasher.packages_of(arr) == {"numpy"} and hasher.packages_of([arr][0]) == {"numpy"}
+    holder = [arr]
+    fresh = ValueHasher()
+    fresh.hash(holder)
+    assert hasher.packages_of(arr) == fresh.packages_of(holder) == {"numpy"}
 
 
 def test_memoised_arrays_are_reused_inside_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,7 +345,7 @@ def test_memoised_arrays_are_reused_inside_values(monkeypatch: pytest.MonkeyPatc
     assert first == H([arr, {"x": arr}])
     # A pre-seeded digest of an array is used inside other values too.
     other = ValueHasher()
-    other.remember(arr, b"\0" * 16)
+    other.remember(arr, b"\0" * 16, frozenset({"numpy"}))
     assert other.hash([arr]) != H([arr])
 
 

@@ -361,3 +361,18 @@ def test_a_restore_that_imports_pandas_sees_ipython(kernel: Kernel):
     second = kernel.run_all(cells)
     assert second[1].restored and second[1].result == first[1].result
     assert kernel.run("pd.get_option('display.max_columns')").result == "20"
+
+
+def test_a_silent_execution_between_cells_is_not_missed(kernel: Kernel):
+    """The digests of values a restore just bound stand only while no user code runs:
+    a silent execution (as a widget or an extension sends) may change them."""
+    cells = [LOAD, ("a", "import numpy as np\narr = np.zeros(3)"), ("b", "s = float(arr.sum())\ns")]
+    kernel.run_all(cells)
+    kernel.restart()
+    assert kernel.run(cells[0][1], "load") and kernel.run(cells[1][1], "a").restored
+    msg_id = kernel.kc.execute("arr[0] = 5", silent=True)
+    reply = kernel.kc.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kernel.kc.get_shell_msg(timeout=60)
+    after = kernel.run(cells[2][1], "b")
+    assert not after.restored and after.result == "5.0"
