@@ -1252,3 +1252,42 @@ def test_a_local_module_edited_after_its_import_makes_its_users_rerun(kernel, tm
     again = k.run("y = inc_edited.FACTOR * 21", "use")
     assert again.ran and "changed on disk after it was imported" in again.plan.reason
     assert k.ns["y"] == 42  # what the code in memory computes, as in plain IPython
+
+
+def test_a_cell_holding_an_object_from_inside_another_value_is_not_cached(kernel, monkeypatch):
+    """``first = rows[0]``: no name refers to that object, so a restore would copy it."""
+    cells = [("rows", "rows = [[1], [2]]"), ("first", "first = rows[0]"),
+             ("change", "first.append(9)"), ("read", "total = sum(map(len, rows))")]
+    run = kernel().run_all(cells)
+    assert run["first"].record.state == UNCACHEABLE
+    assert "shares objects with `rows`" in run["first"].record.reason
+    second = kernel()
+    second.run_all(cells)
+    assert second.ns["total"] == plain_run(cells, monkeypatch)["total"] == 3
+    assert second.ns["first"] is second.ns["rows"][0]
+
+
+def test_values_holding_a_mutated_object_are_written_with_it(kernel, monkeypatch):
+    """``c = [a]`` in one cell, ``a.append(..)`` in another: c changed too."""
+    cells = [("a", "a = [1]"), ("c", "c = {'k': a}\nb = a"), ("mutate", "a.append(2)"),
+             ("read", "seen = (len(c['k']), len(b), c['k'] is a, b is a)")]
+    first = kernel().run_all(cells)
+    assert {"a", "b", "c"} <= first["mutate"].record.writes
+    second = kernel()
+    runs = second.run_all(cells)
+    assert all(o.restored for o in runs.values())
+    assert second.ns["seen"] == plain_run(cells, monkeypatch)["seen"] == (2, 2, True, True)
+    assert second.ns["c"]["k"] is second.ns["a"] is second.ns["b"]
+
+
+def test_downstream_cells_do_not_restore_on_top_of_a_half_run_upstream(kernel, monkeypatch):
+    """The upstream cell changed ``lst`` then raised: what follows sees what a plain run sees."""
+    cells = [("make", "lst = [1]"), ("grow", "lst.append(2)"), ("use", "snapshot = list(lst)")]
+    kernel().run_all(cells)
+    second = kernel()
+    second.run("lst = [1]", "make")
+    half = second.run("lst.append('half')\nraise ValueError('half way')", "grow")
+    assert half.error is not None and half.record.state == ERROR
+    use = second.run("snapshot = list(lst)", "use")
+    assert use.ran and "input `lst` changed" in use.plan.reason
+    assert second.ns["snapshot"] == [1, "half"]
