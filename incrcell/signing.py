@@ -104,9 +104,13 @@ class Signer:
             raise ValueError("a signing key must not be empty")
         self._key = bytes(key)
 
+    def mac(self) -> hmac.HMAC:
+        """A fresh MAC to feed the parts to, for callers that have them one at a time."""
+        return hmac.new(self._key, digestmod="sha256")
+
     def sign(self, *parts: bytes | bytearray | memoryview) -> bytes:
         """The 32-byte tag of the concatenated parts."""
-        mac = hmac.new(self._key, digestmod="sha256")
+        mac = self.mac()
         for part in parts:
             mac.update(part)
         return mac.digest()

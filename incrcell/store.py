@@ -48,9 +48,11 @@ numpy arrays restored from them are aligned::
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import dataclasses
 import errno
+import hmac
 import json
 import os
 import re
@@ -62,7 +64,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import xxhash
 
@@ -199,6 +201,11 @@ class _Unusable(Exception):
     """A file that is not a valid, authentic cache file of the kind and name asked for."""
 
 
+# Reading a large file overlaps with hashing and signing the part already read.
+_READ_CHUNK = 32 << 20
+_HASHING = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="incrcell-verify")
+
+
 def _aligned(offset: int) -> int:
     return -(-offset // _ALIGN) * _ALIGN
 
@@ -242,19 +249,39 @@ def _check_header(header: memoryview | bytes, file_size: int) -> tuple[int, int,
     return kind, method, count
 
 
-def _unframe(data: memoryview, kind: int, name: str, signer: Signer) -> tuple[int, list[memoryview]]:
+class _Digests:
+    """The checksum and the signature of a file's signed bytes, fed in order.
+
+    The signed bytes are the prefix and everything after the header (the
+    checksum and signature fields themselves are skipped).
+    """
+
+    def __init__(self, signer: Signer) -> None:
+        self.checksum = xxhash.xxh3_128()
+        self.mac = signer.mac()
+
+    def update(self, chunk: memoryview) -> None:
+        self.checksum.update(chunk)
+        self.mac.update(chunk)
+
+
+def _unframe(data: memoryview, kind: int, name: str, signer: Signer,
+             digests: _Digests | None = None) -> tuple[int, list[memoryview]]:
     """Check a whole file's integrity, authenticity and identity; returns (method, body parts).
 
-    Only the fixed-size prefix is looked at before the checksum and the
-    signature have verified; nothing else is interpreted until then.
+    ``digests``: those of ``data``'s signed bytes if the caller computed them
+    already (see :func:`_read`).  Only the fixed-size prefix is looked at
+    before the checksum and the signature have verified; nothing else is
+    interpreted until then.
     """
     file_kind, method, count = _check_header(data, len(data))
-    signed = (data[: _PREFIX.size], data[_HEADER_SIZE:])
-    checksum = xxhash.xxh3_128(signed[0])
-    checksum.update(signed[1])
-    if checksum.digest() != data[_CHECKSUM]:
+    if digests is None:
+        digests = _Digests(signer)
+        digests.update(data[: _PREFIX.size])
+        digests.update(data[_HEADER_SIZE:])
+    if digests.checksum.digest() != data[_CHECKSUM]:
         raise _Unusable("is corrupt (checksum mismatch)")
-    if not signer.verify(data[_SIGNATURE], *signed):
+    if not hmac.compare_digest(digests.mac.digest(), bytes(data[_SIGNATURE])):
         raise _Unusable("signature does not verify (written with another signing key)")
     if file_kind != kind:
         raise _Unusable("is corrupt (a different kind of cache file)")
@@ -282,8 +309,13 @@ def _aligned_buffer(size: int) -> memoryview:
     return memoryview(raw)[start : start + size]
 
 
-def _read(path: str) -> tuple[memoryview, tuple[int, int]]:
-    """The whole file, read with one readinto into a fresh buffer, and its identity.
+def _read(path: str, signer: Signer) -> tuple[memoryview, tuple[int, int], _Digests | None]:
+    """The whole file, read into a fresh buffer, its identity, and its digests.
+
+    A large file is read in chunks while a worker thread hashes and signs the
+    chunks already read (both release the GIL), so verifying costs little
+    more than reading.  The digests are None if the file is too short to
+    have a header (``_unframe`` then says it is truncated).
 
     Not mmap: the checksum reads every byte anyway, and a mapping of a file
     another process truncates kills the kernel with SIGBUS.
@@ -294,13 +326,38 @@ def _read(path: str) -> tuple[memoryview, tuple[int, int]]:
             data = _aligned_buffer(stat.st_size)
         except MemoryError:  # a huge value on a small machine, or a huge stray file
             raise OSError(errno.ENOMEM, "too large for the memory available") from None
-        done = 0
-        while done < len(data):  # one call, except for files over 2 GiB
-            count = file.readinto(data[done:])
+        done = _read_into(file, data[:_HEADER_SIZE])
+        if done < _HEADER_SIZE:
+            return data[:done], (stat.st_dev, stat.st_ino), None
+        digests = _Digests(signer)
+        digests.update(data[: _PREFIX.size])
+        pending = None
+        while done < len(data):
+            count = _read_into(file, data[done: done + _READ_CHUNK])
             if not count:
                 break
+            chunk = data[done: done + count]
             done += count
-    return data[:done], (stat.st_dev, stat.st_ino)
+            if len(data) <= _READ_CHUNK:
+                digests.update(chunk)
+                continue
+            if pending is not None:
+                pending.result()
+            pending = _HASHING.submit(digests.update, chunk)
+        if pending is not None:
+            pending.result()
+    return data[:done], (stat.st_dev, stat.st_ino), digests
+
+
+def _read_into(file: Any, buffer: memoryview) -> int:
+    """Fill ``buffer`` from ``file`` as far as the file goes; returns the bytes read."""
+    done = 0
+    while done < len(buffer):
+        count = file.readinto(buffer[done:])
+        if not count:
+            break
+        done += count
+    return done
 
 
 def _check_integrity(path: str, kind: int) -> None:
@@ -445,9 +502,9 @@ class FileStore(Store):
         _Unusable if corrupt or not authentic.
         """
         path = self._note_path(name) if kind == _NOTE else self._path(kind, name)
-        data, identity = _read(path)
+        data, identity, digests = _read(path, self._signer)
         try:
-            return parse(*_unframe(data, kind, name, self._signer))
+            return parse(*_unframe(data, kind, name, self._signer, digests))
         except _Unusable:
             _remove_if_same(path, identity)
             raise

@@ -275,6 +275,26 @@ def test_corrupt_values_raise_store_error(
     np.testing.assert_array_equal(store.get_value(digest)[0]["x"], np.arange(10_000))
 
 
+@pytest.mark.parametrize("where", [0.01, 0.5, 0.99])
+def test_large_values_are_verified_while_they_are_read(
+    store: FileStore, root: Path, where: float, no_warnings: None
+) -> None:
+    """Files over one read chunk are hashed and signed chunk by chunk as they are read:
+    a flipped byte anywhere is still caught, and an intact file loads."""
+    big = np.arange(12_000_000, dtype=np.float64)  # 96 MB: several chunks
+    digest, serialised = bundle_of(big=big)
+    store.put_value(digest, serialised)
+    np.testing.assert_array_equal(store.get_value(digest)[0]["big"], big)
+    path = files(root, "values")[0]
+    with open(path, "r+b") as file:
+        file.seek(int(path.stat().st_size * where))
+        byte = file.read(1)
+        file.seek(-1, 1)
+        file.write(bytes([byte[0] ^ 0x01]))
+    with pytest.raises(StoreError, match="checksum mismatch"):
+        store.get_value(digest)
+
+
 def test_a_corrupt_value_is_not_deduplicated_against(store: FileStore, root: Path) -> None:
     """After a corrupt entry, the engine re-records the cell: the value must be rewritten."""
     value = np.arange(10_000)
