@@ -1,5 +1,8 @@
-"""What a cell reads from the world that no variable holds: the clock, entropy,
-the network, other processes, the keyboard, the environment.
+"""What a cell reads from the world that no variable holds (the clock, entropy,
+the network, other processes, the keyboard, the environment), and state it
+changes that no variable holds (settings such as ``np.set_printoptions`` or
+``warnings.filterwarnings``, attributes of modules such as ``helpers.LEVEL = 0``
+or ``plt.rcParams[...] = ...``: a restore could not bring them back).
 
 A cell that calls ``time.time()`` or ``requests.get(url)`` gives another
 result each time it runs, and a cell that runs ``subprocess.run(...)`` acts
@@ -27,7 +30,6 @@ not flagged (documented in the README).
 from __future__ import annotations
 
 import ast
-import re
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -72,6 +74,14 @@ _EFFECTS: dict[str, str] = {
     "getpass.getpass": "asks for keyboard input",
     "os.putenv": "sets environment variables",
     "os.unsetenv": "sets environment variables",
+    **{name: "changes process-wide settings" for name in (
+        "numpy.set_printoptions", "numpy.seterr", "numpy.seterrcall", "numpy.printoptions",
+        "pandas.set_option", "pandas.reset_option", "pandas.option_context",
+        "matplotlib.use", "matplotlib.rc", "matplotlib.rcdefaults", "matplotlib.style.use",
+        "matplotlib.pyplot.rc", "matplotlib.pyplot.rcdefaults", "matplotlib.pyplot.style.use",
+        "warnings.filterwarnings", "warnings.simplefilter", "warnings.resetwarnings",
+        "os.chdir", "sys.setrecursionlimit", "locale.setlocale", "logging.basicConfig",
+        "torch.set_default_dtype", "torch.set_num_threads", "torch.set_printoptions")},
 }
 # Modules whose every use counts (by the prefixes above), and the attribute
 # names through which code in earlier cells' functions reaches the others.
@@ -79,12 +89,6 @@ _EFFECT_MODULES = {prefix[:-1] for prefix in _EFFECTS if prefix.endswith(".")}
 _EFFECT_ATTRIBUTES = {
     name.rsplit(".", 1)[1].rstrip("()"): reason for name, reason in _EFFECTS.items()
     if not name.endswith(".") and name.split(".")[0] in {"time", "datetime", "os", "uuid"}}
-# Cheap pre-check: a cell that mentions none of these and reads nothing flagged is clean.
-_MENTIONS = re.compile(
-    r"time|date|now|today|rand|uuid|secrets|socket|request|http|urllib|ftp|smtp|subprocess|"
-    r"process|system|popen|fork|kill|exec|spawn|input|getpass|environ|getenv|putenv|rng|"
-    r"Seed|Generator")
-
 _ENV_READS = ("os.getenv", "os.environ.get")
 
 
@@ -96,21 +100,17 @@ class Effects:
     environment: frozenset[str] = frozenset()
 
 
-def find_effects(source: str, reads: Iterable[str], namespace: Mapping[str, object],
+def find_effects(source: str, namespace: Mapping[str, object],
                  reached: Iterable[types.CodeType] = ()) -> Effects:
     """Effects of running ``source`` (IPython-transformed, parseable) in ``namespace``.
 
-    ``reads`` are the globals the cell reads, ``reached`` the code objects of
-    the earlier cells' functions it may call (analysis.expand_through_callables).
+    ``reached`` are the code objects of the earlier cells' functions the cell
+    may call (analysis.expand_through_callables).
     """
-    reason = _reached_effects(reached, namespace)
-    flagged = any(_qualify_object(namespace.get(name)) in _EFFECTS or
-                  _effect_module(namespace.get(name)) for name in reads)
-    if not flagged and not _MENTIONS.search(source):
-        return Effects(reason)
     finder = _CallFinder(namespace)
     finder.visit(ast.parse(source))
-    return Effects(reason or finder.reason, frozenset(finder.environment))
+    return Effects(_reached_effects(reached, namespace) or finder.reason,
+                   frozenset(finder.environment))
 
 
 def _effect_module(obj: object) -> bool:
@@ -164,6 +164,11 @@ def _reached_effects(codes: Iterable[types.CodeType], namespace: Mapping[str, ob
     return ""
 
 
+def _is_environ(finder: _CallFinder, target: ast.expr) -> bool:
+    """``os.environ[...] = ...``: reported as setting environment variables instead."""
+    return isinstance(target, ast.Subscript) and finder.qualify(target.value) == "os.environ"
+
+
 class _CallFinder(ast.NodeVisitor):
     """Resolves the cell's calls and environment accesses (see the module docstring)."""
 
@@ -211,6 +216,37 @@ class _CallFinder(ast.NodeVisitor):
             else:
                 self._flag(qualified, not node.args and not node.keywords)
         self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for target in node.targets:
+            self._store(target)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._store(node.target)
+        self.generic_visit(node)
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            self._store(target)
+        self.generic_visit(node)
+
+    def _store(self, target: ast.expr) -> None:
+        """``helpers.LEVEL = 0``, ``plt.rcParams["x"] = 1``: state kept in a module."""
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for element in target.elts:
+                self._store(element)
+            return
+        node = target
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        if node is target or not isinstance(node, ast.Name) or self.qualify(target) == "os.environ":
+            return
+        obj = self.namespace.get(node.id)
+        module = self.aliases.get(node.id) or (
+            obj.__name__ if isinstance(obj, types.ModuleType) else None)
+        if module is not None and not self.reason and not _is_environ(self, target):
+            self.reason = f"changes the state of module `{module}`, which a restore cannot bring back"
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if self.qualify(node.value) == "os.environ":

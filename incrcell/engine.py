@@ -37,10 +37,10 @@ from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_throu
 from .config import Config
 from .effects import find_effects
 from .explain import BOUND, UNBOUND, explain_miss
-from .files import MISSING, FileWatch, changed_files, file_digest, read_output, write_back
+from .files import EXISTS, MISSING, FileWatch, changed_files, file_digest, read_output, write_back
 from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_hash
 from .graph import CellGraph
-from .packages import changed_since_import, package_versions
+from .packages import changed_since_import, note_loaded, package_versions
 from .randomness import SeedWatch
 from .serialise import Shared, Unpicklable, dumps
 from .store import CacheWarning, Entry, FileStore, Store, StoreError
@@ -265,7 +265,7 @@ class Engine:
         plan.reason = expansion.hidden
         if plan.reason:
             return plan
-        effects = find_effects(source, reads, namespace, expansion.codes)
+        effects = find_effects(source, namespace, expansion.codes)
         if effects.reason and directive != "cache":
             plan.reason = (f"{effects.reason}: its results can change from run to run "
                            "(start it with %%incrcell cache to cache it anyway)")
@@ -400,11 +400,14 @@ class Engine:
             if not (data is None or isinstance(data, bytes)):
                 raise StoreError("its cached output files do not match its entry")
             plan.outputs[path] = data
-        if entry.bundle is None or (entry.result is None and not entry.random and all(
+        if entry.bundle is None or (entry.result is None and not entry.random
+                                    and not entry.requires and all(
                 self._holds(namespace, name, digest, hasher)
                 for name, digest in entry.variables.items())):
             # Already there, unchanged, and nothing else refers to them: keeping them is
             # indistinguishable from binding the fresh objects a real run would make.
+            # (Not when a value refers to another name's object: ``xs = ys`` must
+            # follow ``ys`` if that was bound anew.)
             return
         loaded = self.store.get_value(entry.bundle, namespace.__getitem__)
         if not (isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[0], dict)
@@ -430,7 +433,9 @@ class Engine:
                hasher: ValueHasher) -> bool:
         """True when ``name`` is bound to an unshared value with content ``digest``."""
         current = namespace.get(name, _ABSENT)
-        if current is _ABSENT or not (isinstance(current, _NO_IDENTITY)
+        # a function or class defined anew is a new object (isinstance of older instances
+        # fails): only modules and atoms may stand for themselves whoever refers to them
+        if current is _ABSENT or not (isinstance(current, _ATOMS + (types.ModuleType,))
                                       or _unshared(current, hasher)):
             return False
         try:
@@ -480,6 +485,8 @@ class Engine:
         ``files`` and ``seeds`` are the stopped watches that ran during the cell, if any.
         """
         duration = time.perf_counter() - plan.started
+        if plan.analysis is not None:
+            note_loaded(plan.analysis.imports)
         state, reason, saved = RAN, plan.reason, 0.0
         written: set[str] = set()
         if plan.action == RESTORE:
@@ -535,13 +542,16 @@ class Engine:
             return names, (f"reads and writes file `{os.path.relpath(both[0])}`: its content "
                            "before the cell is an input incrcell cannot restore")
         plan.files = {path: file_digest(path) for path in sorted(files.reads)}
+        plan.files.update({path: EXISTS if existed else MISSING
+                           for path, existed in files.existed.items()})
         try:
             produced = {path: read_output(path) for path in sorted(files.writes)}
         except OSError as exc:
             return names, f"wrote a file it cannot read back ({exc.strerror or exc})"
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
         after = randomness.snapshot()
-        drawn = randomness.changed(plan.random_before, after)
+        # a seeded generator is an output even if seeding left it as it was
+        drawn = sorted(set(randomness.changed(plan.random_before, after)) | seeds.seeded & set(after))
         # The state before is an input, unless the cell seeded the generator before drawing,
         # or imported its module: a fresh generator starts from entropy, any state will do.
         random = {name: None if name in seeds.seeded_first or name not in plan.random_before
@@ -637,7 +647,14 @@ class Engine:
         deleted = sorted(n for n in names if n not in namespace)
         hasher.watch = {i: _INSIDE + name for name, ids in plan.inner.items()
                         if name not in names for i in ids}
-        hasher.watch.update(self._bound(namespace, exclude=names))
+        bound = self._bound(namespace, exclude=names)
+        np = sys.modules.get("numpy")
+        if np is not None:  # a view of a bound array has that array's owner as its base
+            for name in list(bound.values()):
+                value = namespace[name]
+                if isinstance(value, np.ndarray) and value.base is not None:
+                    bound.setdefault(id(array_owner(value)), name)
+        hasher.watch.update(bound)
         try:
             variables = {name: self._digest(value, hasher, f"`{name}`").hex()
                          for name, value in values.items()}
@@ -645,7 +662,7 @@ class Engine:
             result_digest = (None if result is None
                              else self._digest(result, hasher, "its result").hex())
             named = {name for name in hasher.met if not name.startswith(_INSIDE)}
-            refs = {id(namespace[name]): name for name in named}
+            refs = {name: namespace[name] for name in named}
             inside = ({i: name[1:] for i, name in hasher.watch.items() if name.startswith(_INSIDE)}
                       if len(named) < len(hasher.met) else None)
             hasher.watch = {}
@@ -702,7 +719,7 @@ class Engine:
         return blob
 
     @staticmethod
-    def _unpicklable(values: dict[str, Any], result: Any, refs: dict[int, str],
+    def _unpicklable(values: dict[str, Any], result: Any, refs: dict[str, Any],
                      exc: Unpicklable) -> str:
         """Which written value could not be pickled, as a reason."""
         for what, value in [*((f"`{n}`", v) for n, v in values.items()), ("its result", result)]:

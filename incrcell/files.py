@@ -35,11 +35,15 @@ import xxhash
 from .packages import is_local_path
 
 MISSING = "<missing>"
+EXISTS = "<exists>"  # recorded for a file whose existence, not content, a cell depended on
+_REMOVE = "remove"  # the "mode" of a delete, or of the source of a rename
 # Opened for writing when the mode has one of these, or the flags one of _WRITE_FLAGS.
 _WRITE_MODES = frozenset("wax+")
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
-# System files whose content is not data (cgroup limits, devices, caches of compiled code).
+# System files whose content is not data (cgroup limits, devices, caches of compiled code);
+# /dev/shm is ordinary storage.
 _IGNORED_PREFIXES = ("/dev/", "/proc/", "/sys/")
+_DATA_UNDER_IGNORED = ("/dev/shm/",)
 # A file modified this recently may still change within the same timestamp: hash it again.
 _RACY_SECONDS = 2.0
 _CHUNK = 1 << 24
@@ -74,11 +78,11 @@ def _os_open_args(path: Any, flags: int, *args: Any, **kwargs: Any) -> list[tupl
 
 
 def _remove_args(path: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, Any, Any]]:
-    return [(path, "w", None)]  # deleting is writing: the file is MISSING afterwards
+    return [(path, _REMOVE, None)]  # deleting is writing: the file is MISSING afterwards
 
 
 def _rename_args(src: Any, dst: Any, *args: Any, **kwargs: Any) -> list[tuple[Any, Any, Any]]:
-    return [(src, "w", None), (dst, "w", None)]
+    return [(src, _REMOVE, None), (dst, "w", None)]
 
 
 # (module, attribute, what a call opens): the functions a watch wraps
@@ -117,6 +121,8 @@ class FileWatch:
         self.reads: set[str] = set()
         self.writes: set[str] = set()
         self.updates: set[str] = set()  # written without truncating first ("a", "r+"...)
+        # removed, renamed away or created exclusively ("x"): whether it existed before
+        self.existed: dict[str, bool] = {}
         self._ignore = _prefixes(tuple(map(os.fspath, ignore)) + tuple(_tool_directories()))
 
     def start(self) -> FileWatch:
@@ -139,9 +145,14 @@ class FileWatch:
         if isinstance(path, int) or path is None:
             return  # a file descriptor: its path was seen when it was opened
         path = os.path.abspath(os.fsdecode(path))
-        if (path.startswith(_IGNORED_PREFIXES) or f"{os.sep}__pycache__{os.sep}" in path
+        if ((path.startswith(_IGNORED_PREFIXES) and not path.startswith(_DATA_UNDER_IGNORED))
+                or f"{os.sep}__pycache__{os.sep}" in path
                 or path.startswith(self._ignore) or not is_local_path(path)):
             return
+        if mode == _REMOVE or (isinstance(mode, str) and "x" in mode) or (
+                mode is None and isinstance(flags, int) and flags & os.O_EXCL):
+            self.existed.setdefault(path, os.path.lexists(path))  # raises or not: an input
+            mode = "w"
         writing = (isinstance(mode, str) and not _WRITE_MODES.isdisjoint(mode)) or (
             mode is None and isinstance(flags, int) and bool(flags & _WRITE_FLAGS))
         if os.path.isdir(path):
@@ -211,5 +222,11 @@ def write_back(path: str, data: bytes | None) -> None:
 
 
 def changed_files(recorded: dict[str, str]) -> list[str]:
-    """Which of the recorded ``{path: digest}`` no longer have that content."""
-    return [path for path, digest in sorted(recorded.items()) if file_digest(path) != digest]
+    """Which of the recorded ``{path: digest}`` no longer have that content (for
+    EXISTS and MISSING: no longer exist, or exist)."""
+    return [path for path, digest in sorted(recorded.items())
+            if (_existence(path) if digest == EXISTS else file_digest(path)) != digest]
+
+
+def _existence(path: str) -> str:
+    return EXISTS if os.path.lexists(path) else MISSING

@@ -82,7 +82,7 @@ import struct
 import sys
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from operator import itemgetter
 from typing import Any
 
@@ -103,7 +103,7 @@ __all__ = [
 
 #: Bump whenever the scheme changes, so that old cache entries can never be
 #: matched by keys computed under different rules.
-HASH_FORMAT = 1
+HASH_FORMAT = 2
 
 
 class Unhashable(Exception):
@@ -405,14 +405,17 @@ class ValueHasher:
         """Note ``obj`` in :attr:`met` if it is watched, or is an array viewing a watched one."""
         name = self.watch.get(id(obj))
         if name is None and self._kind(type(obj))[1] is _pid_ndarray:
-            name = self.watch.get(id(array_owner(obj)))
+            name = next((self.watch[id(base)] for base in array_bases(obj)
+                         if id(base) in self.watch), None)
         if name is not None:
             self.met.add(name)
 
-    def _note_definition(self, obj: type | types.FunctionType) -> None:
+    def _note_definition(self, obj: type | types.FunctionType) -> bool:
+        """Note a notebook definition; True if the notebook binds it under its name."""
         name = notebook_definition(obj)
         if name is not None:
             self.definitions[name] = obj
+        return name is not None
 
     def _module_fingerprint(self, name: str) -> str:
         """What the code of module ``name`` is (see packages.module_fingerprint), once per hasher."""
@@ -511,10 +514,11 @@ def _pid_function(hasher: ValueHasher, fn: types.FunctionType) -> object:
     if _is_importable(fn):
         hasher._note(fn.__module__)
         return None
-    hasher._note_definition(fn)
+    bound = hasher._note_definition(fn)
     namespace = fn.__globals__
     return (
         "function",
+        bound,
         fn.__qualname__,
         fn.__code__,
         fn.__defaults__,
@@ -565,12 +569,14 @@ def _pid_class(hasher: ValueHasher, cls: type) -> object:
         return None
     if cls.__module__ == "builtins":  # e.g. NoneType, function: not importable
         return ("builtin type", cls.__qualname__)
-    hasher._note_definition(cls)
+    bound = hasher._note_definition(cls)
     items = sorted(
         ((name, value) for name, value in vars(cls).items() if name not in _CLASS_SKIP),
         key=itemgetter(0),
     )
-    return ("class", cls.__qualname__, type(cls), cls.__bases__, tuple(items))
+    # ``bound``: an instance of a class since defined anew is not an instance of the class
+    # its name now means (isinstance fails), however equal the two definitions
+    return ("class", cls.__qualname__, type(cls), cls.__bases__, tuple(items), bound)
 
 
 def _pid_module(hasher: ValueHasher, module: types.ModuleType) -> object:
@@ -659,12 +665,18 @@ def is_leaf(obj: object) -> bool:
     return pd is not None and type(obj) in (pd.DataFrame, pd.Series)
 
 
-def array_owner(arr: Any) -> Any:
-    """The array whose memory ``arr`` views (``arr`` itself if it owns its memory)."""
+def array_bases(arr: Any) -> Iterator[Any]:
+    """The arrays whose memory ``arr`` views, nearest first (``arr.base``, its base...)."""
     ndarray = sys.modules["numpy"].ndarray
     while isinstance(arr.base, ndarray):
         arr = arr.base
-    return arr
+        yield arr
+
+
+def array_owner(arr: Any) -> Any:
+    """The array whose memory ``arr`` views (``arr`` itself if it owns its memory)."""
+    bases = list(array_bases(arr))
+    return bases[-1] if bases else arr
 
 
 def _pid_numpy_scalar(hasher: ValueHasher, obj: Any) -> object:

@@ -27,6 +27,7 @@ import site
 import sys
 import sysconfig
 import types
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,18 @@ def _load_signature(module: Any) -> tuple[int, ...]:
             ids.append(id(value))
             ids.extend(id(m.__code__) for m in members if isinstance(m, types.FunctionType))
     return tuple(ids)
+
+
+def note_loaded(names: Iterable[str]) -> None:
+    """Remember the source the local modules among ``names`` were just loaded from.
+
+    Called right after a cell that imports them ran, before anyone can edit
+    them: a later edit is then seen as a change since the import.
+    """
+    for name in names:
+        top = name.partition(".")[0]
+        if top in sys.modules:
+            module_fingerprint(top)
 
 
 def changed_since_import(versions: dict[str, str]) -> str:

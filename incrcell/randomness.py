@@ -112,7 +112,7 @@ class SeedWatch:
     def __init__(self, before: dict[str, Any]) -> None:
         self.before = before
         self.seeded_first: set[str] = set()
-        self._seen: set[str] = set()  # generators seeded at least once
+        self.seeded: set[str] = set()  # generators seeded at least once
         self._saved: list[tuple[Any, str, Any]] = []
 
     def start(self) -> SeedWatch:
@@ -137,11 +137,11 @@ class SeedWatch:
         def seed(*args: Any, **kwargs: Any) -> Any:
             name = generator.name
             try:
-                if name not in self._seen and (
+                if name not in self.seeded and (
                         state_digest(generator.get()) == state_digest(self.before[name])):
                     self.seeded_first.add(name)
             except Exception:  # noting must never break the user's call
                 pass
-            self._seen.add(name)
+            self.seeded.add(name)
             return original(*args, **kwargs)
         return seed

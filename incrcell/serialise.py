@@ -65,7 +65,7 @@ from typing import Any
 import dill
 
 from .analysis import notebook_definition
-from .fingerprint import array_owner
+from .fingerprint import array_bases, array_owner
 
 PROTOCOL = 5
 
@@ -226,11 +226,11 @@ class _Pickler(pickle.Pickler):
     stored as that view, so writes through one stay visible through the other.
     """
 
-    def __init__(self, file: io.BytesIO, own: frozenset[int],
+    def __init__(self, file: io.BytesIO, own: frozenset[int], anchors: dict[int, list[Any]],
                  buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
         super().__init__(file, PROTOCOL, buffer_callback=buffer_callback)
         self._own = own
-        self._owners = own
+        self._anchors = anchors  # id of the memory's owner -> arrays stored (or referred to)
 
     def reducer_override(self, obj: object) -> object:
         if _is_code_by_value(obj):
@@ -247,7 +247,7 @@ class _Pickler(pickle.Pickler):
             # A module is its import name; the C pickler can't pickle modules at all.
             return importlib.import_module, (obj.__name__,)
         if cls.__name__ == "ndarray" and cls.__module__ == "numpy" and obj.base is not None:
-            return _view_reduction(obj, self._owners) or NotImplemented
+            return _view_reduction(obj, self._anchors) or NotImplemented
         return NotImplemented
 
 
@@ -261,13 +261,12 @@ class _RefPickler(_Pickler):
     costs a Python call for every object pickled.
     """
 
-    def __init__(self, file: io.BytesIO, own: frozenset[int], refs: Mapping[int, str],
-                 inside: Mapping[int, str],
+    def __init__(self, file: io.BytesIO, own: frozenset[int], anchors: dict[int, list[Any]],
+                 refs: Mapping[int, str], inside: Mapping[int, str],
                  buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
-        super().__init__(file, own, buffer_callback)
+        super().__init__(file, own, anchors, buffer_callback)
         self._refs = refs
         self._inside = inside
-        self._owners = own | frozenset(refs)
 
     def persistent_id(self, obj: object) -> str | None:
         name = self._refs.get(id(obj))
@@ -278,29 +277,62 @@ class _RefPickler(_Pickler):
     def reducer_override(self, obj: object) -> object:
         cls = type(obj)
         if cls.__name__ == "ndarray" and cls.__module__ == "numpy" and obj.base is not None:
-            owner = id(array_owner(obj))
-            if owner in self._inside and owner not in self._refs:
-                raise Shared(self._inside[owner])
+            for base in map(id, array_bases(obj)):
+                if base in self._refs:
+                    break
+                if base in self._inside:
+                    raise Shared(self._inside[base])
         return super().reducer_override(obj)
 
 
-def _view_reduction(view: Any, owners: frozenset[int]) -> tuple[object, ...] | None:
-    """``view`` as (its owner array, byte offset, shape, strides), if the owner is stored too."""
-    owner = array_owner(view)
-    if id(owner) not in owners or not (
-            owner.flags.c_contiguous or owner.flags.f_contiguous):
+def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, ...] | None:
+    """``view`` as a view of an array stored too (or None if it shares no stored memory).
+
+    numpy points ``view.base`` at the array owning the memory, so the anchor
+    is found by owner: a stored array viewing the same memory, contiguous (so
+    that, stored by value, it comes back with the same layout and the view's
+    byte offset and strides still mean the same elements) and spanning every
+    byte the view covers.  A view sharing memory with stored arrays of which
+    none qualifies cannot stay shared: it is refused rather than copied.
+    """
+    candidates = [a for a in anchors.get(id(array_owner(view)), ()) if a is not view]
+    if not candidates:
         return None
-    offset = view.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
-    return _load_view, (owner, offset, view.shape, view.strides, view.dtype, view.flags.writeable)
+    low, high = _byte_bounds(view)
+    for anchor in candidates:
+        start, end = _byte_bounds(anchor)
+        if (anchor.flags.c_contiguous or anchor.flags.f_contiguous) and start <= low and high <= end:
+            offset = view.__array_interface__["data"][0] - anchor.__array_interface__["data"][0]
+            return _load_view, (anchor, offset, view.shape, view.strides, view.dtype,
+                                view.flags.writeable, anchor.strides)
+    raise pickle.PicklingError("an array view shares memory with another stored array "
+                               "in a way that cannot be stored shared")
 
 
-def _load_view(owner: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
-               dtype: Any, writeable: bool) -> Any:
-    """Rebuild an array view on ``owner``'s memory (see :func:`_view_reduction`)."""
+def _byte_bounds(arr: Any) -> tuple[int, int]:
+    """First and one-past-last byte addresses an array's elements occupy."""
+    low = high = arr.__array_interface__["data"][0]
+    if arr.size:
+        for extent, stride in zip(arr.shape, arr.strides):
+            low += min(0, (extent - 1) * stride)
+            high += max(0, (extent - 1) * stride)
+        high += arr.itemsize
+    return low, high
+
+
+def _load_view(anchor: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
+               dtype: Any, writeable: bool, anchor_strides: tuple[int, ...]) -> Any:
+    """Rebuild an array view on ``anchor``'s memory (see :func:`_view_reduction`)."""
+    if anchor.strides != anchor_strides:
+        raise pickle.UnpicklingError("the array a view refers to has another layout now")
+    owner = array_owner(anchor)
+    if not (owner.flags.c_contiguous or owner.flags.f_contiguous):
+        raise pickle.UnpicklingError("the array a view refers to is not contiguous")
+    start = anchor.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
     ndarray = sys.modules["numpy"].ndarray
     view = ndarray(shape, dtype, buffer=owner.reshape(-1, order="A").view("u1"),
-                   offset=offset, strides=strides)
-    view.flags.writeable = writeable and owner.flags.writeable
+                   offset=start + offset, strides=strides)
+    view.flags.writeable = writeable and anchor.flags.writeable
     return view
 
 
@@ -325,28 +357,34 @@ def one_line(exc: BaseException) -> str:
     return line if len(line) <= 200 else line[:199] + "…"
 
 
-def dumps(obj: object, *, own: Iterable[object] = (), refs: Mapping[int, str] | None = None,
+def dumps(obj: object, *, own: Iterable[object] = (), refs: Mapping[str, object] | None = None,
           inside: Mapping[int, str] | None = None) -> Serialised:
     """Serialise ``obj``; raises :class:`Unpicklable` if it can't be.
 
     ``own``: the values stored together in ``obj`` (by default ``obj`` itself);
-    notebook definitions among them go by value.  ``refs`` maps ``id()`` of
-    objects that must be stored as references to the notebook names bound to
-    them, so that a load shares them with the namespace instead of copying;
+    notebook definitions among them go by value.  ``refs`` maps notebook names
+    to the objects bound to them that must be stored as references to those
+    names, so that a load shares them with the namespace instead of copying;
     meeting an object of ``inside`` raises :class:`Shared`.  Everything is built in memory, so a failure leaves nothing behind.
     """
     buffers: list[memoryview] = []
     file = io.BytesIO()
-    owned = frozenset(map(id, own)) | {id(obj)}
+    own = [*own, obj]
+    owned = frozenset(map(id, own))
+    by_id = {id(value): name for name, value in (refs or {}).items()}
+    anchors: dict[int, list[Any]] = {}
+    for value in [*own, *(refs or {}).values()]:
+        if type(value).__name__ == "ndarray" and type(value).__module__ == "numpy":
+            anchors.setdefault(id(array_owner(value)), []).append(value)
 
     def keep(buffer: pickle.PickleBuffer) -> None:
         buffers.append(buffer.raw())
 
     try:
         if refs or inside:
-            _RefPickler(file, owned, refs or {}, inside or {}, buffer_callback=keep).dump(obj)
+            _RefPickler(file, owned, anchors, by_id, inside or {}, buffer_callback=keep).dump(obj)
         else:
-            _Pickler(file, owned, buffer_callback=keep).dump(obj)
+            _Pickler(file, owned, anchors, buffer_callback=keep).dump(obj)
     except Shared:
         raise
     except Exception as exc:  # any failure of a reducer means: not cacheable

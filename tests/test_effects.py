@@ -37,9 +37,14 @@ from incrcell.engine import RESTORE, RUN
     ("import os\nos.environ['X'] = '1'", "sets environment variables"),
     ("import os\nenv = dict(os.environ)", "reads the environment"),
     ("import os\nv = os.environ[k]", "reads the environment"),
+    ("import numpy as np\nnp.set_printoptions(precision=2)", "process-wide settings"),
+    ("import warnings\nwarnings.filterwarnings('ignore')", "process-wide settings"),
+    ("import matplotlib.pyplot as plt\nplt.rcParams['figure.dpi'] = 80", "state of module"),
+    ("import helpers\nhelpers.LEVEL = 0", "state of module `helpers`"),
+    ("import os\nos.chdir('/')", "process-wide settings"),
 ])
 def test_effects_are_found(source, effect):
-    assert effect in find_effects(source, (), {}).reason
+    assert effect in find_effects(source, {}).reason
 
 
 @pytest.mark.parametrize("source", [
@@ -48,21 +53,28 @@ def test_effects_are_found(source, effect):
     "import os\np = os.path.join('a', 'b')",
     "x = update(1)",
     "import datetime\nd = datetime.date(2020, 1, 1)",
+    "obj.attr = 1\nd['k'] = 2\ndf.loc[0, 'a'] = 3",
 ])
 def test_ordinary_code_is_not_flagged(source):
-    assert find_effects(source, (), {}).reason == ""
+    assert find_effects(source, {}).reason == ""
+
+
+def test_module_state_set_through_a_name_bound_earlier():
+    import types
+    helpers = types.ModuleType("helpers")
+    assert "state of module `helpers`" in find_effects("helpers.LEVEL = 0", {"helpers": helpers}).reason
 
 
 def test_names_imported_in_an_earlier_cell_are_resolved():
     import time
     from datetime import datetime
-    assert "reads the clock" in find_effects("t = now()", ["now"], {"now": time.time}).reason
-    assert "reads the clock" in find_effects("d = dt.now()", ["dt"], {"dt": datetime}).reason
+    assert "reads the clock" in find_effects("t = now()", {"now": time.time}).reason
+    assert "reads the clock" in find_effects("d = dt.now()", {"dt": datetime}).reason
 
 
 def test_literal_environment_reads_are_inputs():
     effects = find_effects("import os\na = os.environ['A']\nb = os.getenv('B', 'x')\n"
-                           "c = os.environ.get('C')", (), {})
+                           "c = os.environ.get('C')", {})
     assert effects.reason == "" and effects.environment == {"A", "B", "C"}
 
 

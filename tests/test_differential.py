@@ -1,0 +1,316 @@
+"""incrcell against plain runs, on random notebooks and edit sequences (see differential.py).
+
+- the self-test: a plain run is deterministic (plain against plain finds nothing);
+- thousands of random sequences in simulated kernels, for the mechanisms
+  that hold today, and for all of them (expected to fail until the missing
+  mechanisms land);
+- a named regression test for each mechanism;
+- a few sequences through real kernels, to cover the IPython glue.
+
+``INCRCELL_DIFF_EXAMPLES`` sets how many sequences each large test draws
+(default 2000).  The draws are derandomized: a failure reproduces by running
+the same test again, and hypothesis prints the shrunk sequence.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from differential import (
+    KINDS, MECHANISMS, CellResult, Cells, Divergence, Edit, Sequence, Step, cell_sources, check,
+    check_in_process, first_cell, sequences,
+)
+from harness import cache_dir  # noqa: F401  (a fixture, used below)
+from kernel import Execution, Kernel
+
+# A signing key of our own for the caches of every test here.
+pytestmark = pytest.mark.usefixtures("cache_dir")
+
+EXAMPLES = int(os.environ.get("INCRCELL_DIFF_EXAMPLES", "2000"))
+
+
+
+def _settings(examples: int, shrink: bool = True) -> settings:
+    """Reproducible draws (derandomized, no example database); no deadline: sequences
+    touch the disk; the fixtures (signing key, base directory) serve all examples."""
+    return settings(
+        max_examples=examples, derandomize=True, database=None, deadline=None, print_blob=True,
+        phases=(Phase.explicit, Phase.generate, Phase.shrink) if shrink
+        else (Phase.explicit, Phase.generate),
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                               HealthCheck.data_too_large],
+    )
+
+
+def _verify(sequence: Sequence, base: Path, incrcell: bool = True) -> None:
+    """:func:`check_in_process` in a directory of its own under ``base``, removed after."""
+    root = Path(tempfile.mkdtemp(dir=base))
+    try:
+        check_in_process(sequence, root, incrcell)
+    finally:
+        shutil.rmtree(root)
+
+
+# --------------------------------------------------------------------------- self-tests
+
+
+@_settings(300)
+@given(st.data())
+def test_generated_cells_are_valid_python(data):
+    names = sorted(name for names in KINDS.values() for name in names)
+    source = data.draw(cell_sources(MECHANISMS, set(data.draw(st.sets(st.sampled_from(names))))))
+    ast.parse(source)
+
+
+@_settings(max(EXAMPLES // 10, 20))
+@given(sequence=sequences(MECHANISMS))
+def test_plain_runs_are_deterministic(sequence, tmp_path):
+    """Plain against plain: anything found here is a false divergence of the generator."""
+    _verify(sequence, tmp_path, incrcell=False)
+
+
+# --------------------------------------------------------------------------- random sequences
+
+
+@_settings(EXAMPLES)
+@given(sequence=sequences(MECHANISMS))
+def test_incrcell_matches_plain_with_every_mechanism(sequence, tmp_path):
+    _verify(sequence, tmp_path)
+
+
+# --------------------------------------------------------------------------- one regression test a mechanism
+
+FILES = (("data.txt", b"1 2 3"), ("table.csv", b"x,y\n1,2\n3,4\n"), ("out.txt", b""), ("log.txt", b""),
+         ("helpers.py", b"LEVEL = 2\n\n\ndef scale(x):\n    return x * LEVEL\n"))
+
+
+def notebook(*sources: str) -> Cells:
+    """Cells c1, c2... after the usual first cell (imports, seeds)."""
+    return [("c0", first_cell(MECHANISMS))] + [(f"c{n}", s) for n, s in enumerate(sources, 1)]
+
+
+def runs(cells: Cells, *later: Step, files: tuple[tuple[str, bytes], ...] = FILES) -> Sequence:
+    """A first Run All of ``cells``, then the ``later`` steps."""
+    return Sequence(files, tuple(cells), (Step(()), *later))
+
+
+def restart(*edits: Edit, same_kernel: bool = False, continue_on_error: bool = False) -> Step:
+    return Step(edits, same_kernel, continue_on_error)
+
+
+def replace(cell: int, source: str) -> Edit:
+    """Replace cell ``c{cell}`` (c1 is the first after the imports)."""
+    return Edit("replace", cell - 1, source=source)
+
+
+def write(name: str, content: bytes) -> Edit:
+    return Edit("write", file=name, content=content)
+
+
+def test_in_place_mutation(tmp_path):
+    cells = notebook("xs = [1]\narr = np.zeros(3)\ndf = pd.DataFrame({'x': [1, 2]})",
+                     "def g(seq):\n    seq.append(len(seq))",
+                     "xs.append(2)\ng(xs)\narr[0] = 5\narr += 1\ndf['y'] = df['x'] * 2",
+                     "print(len(xs), arr, df)")
+    _verify(runs(cells, restart(), restart(replace(1, "xs = [7]\narr = np.ones(3)\n"
+                                              "df = pd.DataFrame({'x': [3]})"))), tmp_path)
+
+
+@pytest.mark.parametrize("cells", [
+    ["xs = [0]", "ys = xs", "xs.append(1)"],
+    ["xs = [0]\nys = xs"],
+    ["xs = [0]", "d = {'v': xs}", "xs.append(1)"],
+    ["arr = np.zeros(3)", "view = arr[::2]", "view += 1"],
+    ["arr = np.arange(4.0)\nview = arr[1:]"],
+    ["class K:\n    scale = 1", "obj = K()", "K.scale = 5", "print(obj.scale)"],
+], ids=["names", "names-one-cell", "container", "view", "view-one-cell", "class-and-instance"])
+def test_aliasing_survives_a_restore(tmp_path, cells):
+    _verify(runs(notebook(*cells), restart()), tmp_path)
+
+
+@pytest.mark.parametrize("array", ["np.linspace(0, 1, 3)", "np.arange(6.0).reshape(2, 3)"])
+def test_view_of_an_array_that_is_a_view(tmp_path, array):
+    _verify(runs(notebook(f"arr = {array}", "view = arr[1:]"), restart()), tmp_path)
+
+
+def test_in_place_change_through_a_view_of_a_view(tmp_path):
+    cells = notebook("arr = np.linspace(0, 1, 6)", "view = arr[1:]", "view += 1")
+    _verify(runs(cells, restart(replace(1, "arr = np.linspace(0, 1, 6)\nb = 1"))), tmp_path)
+
+
+def test_run_all_again_in_the_same_kernel_keeps_aliases(tmp_path):
+    _verify(runs(notebook("ys = [1]", "xs = ys"), restart(same_kernel=True)), tmp_path)
+
+
+def test_class_redefined_in_the_same_kernel(tmp_path):
+    cells = notebook("class K:\n    pass", "obj = K()", "ok = isinstance(obj, K)")
+    _verify(runs(cells, restart(Edit("delete", 1), same_kernel=True)), tmp_path)
+
+
+def test_files_read_are_inputs(tmp_path):
+    cells = notebook("text = open('data.txt').read()", "n = len(text.split())\nn",
+                     "df = pd.read_csv('table.csv')\nprint(df)")
+    _verify(runs(cells, restart(), restart(Edit("touch", file="data.txt")),
+                 restart(write("data.txt", b"4 5"), write("table.csv", b"x,y\n9,9\n")),
+                 restart(Edit("remove", file="data.txt"))), tmp_path)
+
+
+def test_files_written_are_outputs(tmp_path):
+    cells = notebook("a = 3", "open('out.txt', 'w').write(str(a))", "np.save('arr.npy', np.arange(a))",
+                     "open('log.txt', 'a').write('line\\n')", "print(open('out.txt').read())")
+    _verify(runs(cells, restart(), restart(Edit("remove", file="out.txt")),
+                 restart(write("arr.npy", b"")), restart(replace(1, "a = 4"))), tmp_path)
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no /dev/shm")
+def test_files_read_in_a_working_directory_under_dev_shm():
+    root = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    try:
+        check_in_process(runs(notebook("text = open('data.txt').read()"),
+                              restart(write("data.txt", b"4 5"))), root)
+    finally:
+        shutil.rmtree(root)
+
+
+def test_a_cell_that_deletes_a_file(tmp_path):
+    _verify(runs(notebook("os.remove('out.txt')"), restart()), tmp_path)
+
+
+def test_local_modules_are_inputs(tmp_path):
+    cells = notebook("import helpers\nfrom helpers import scale", "y = helpers.scale(3)\ny", "z = scale(2)")
+    _verify(runs(cells, restart(),
+                 restart(write("helpers.py", b"LEVEL = 5\n\n\ndef scale(x):\n    return x + LEVEL\n"))),
+            tmp_path)
+
+
+def test_module_edited_while_imported(tmp_path):
+    cells = notebook("from helpers import scale\na = scale(1)")
+    edited = write("helpers.py", b"LEVEL = 2\n\n\ndef scale(x):\n    return x + LEVEL\n")
+    _verify(runs(cells, restart(edited, same_kernel=True), restart()), tmp_path)
+
+
+def test_module_attribute_set_by_a_cell(tmp_path):
+    _verify(runs(notebook("import helpers", "helpers.LEVEL = 0", "a = helpers.scale(3)"), restart()),
+            tmp_path)
+
+
+def test_random_state_is_an_input_and_an_output(tmp_path):
+    cells = notebook("x = random.random()\narr = np.random.rand(2)", "y = random.randint(0, 9)",
+                     "rng = np.random.default_rng(1)", "z = float(rng.random())\nprint(x, y, z)")
+    _verify(runs(cells, restart(), restart(replace(1, "random.seed(5)\nx = random.random()")),
+                 restart(replace(2, "np.random.seed(2)\ny = 0"))), tmp_path)
+
+
+def test_a_seed_that_leaves_the_state_unchanged(tmp_path):
+    cells = notebook("random.seed(7)", "random.seed(7)\ny = 1", "x = random.random()")
+    _verify(runs(cells, restart(Edit("delete", 0))), tmp_path)
+
+
+def test_uncapturable_side_effects(tmp_path):
+    cells = notebook("os.environ['INCRCELL_DIFF_MODE'] = 'fast'",
+                     "mode = os.environ.get('INCRCELL_DIFF_MODE', 'unset')",
+                     "os.system('echo 1 > shell.txt')", "print(open('shell.txt').read())")
+    _verify(runs(cells, restart(), restart(replace(1, "os.environ['INCRCELL_DIFF_MODE'] = 'slow'")),
+                 restart(Edit("remove", file="shell.txt"))), tmp_path)
+
+
+def test_numpy_print_options_set_by_a_cell(tmp_path):
+    cells = notebook("np.set_printoptions(precision=2)", "print(np.linspace(0, 1, 4))")
+    _verify(runs(cells, restart()), tmp_path)
+
+
+def test_dynamic_namespace_access(tmp_path):
+    cells = notebook("globals()['a'] = 3", "b = eval('a + 1')", "xs = [1]", "exec('xs.append(b)')",
+                     "print(xs)")
+    _verify(runs(cells, restart(), restart(replace(1, "globals()['a'] = 4"))), tmp_path)
+
+
+def test_unpicklable_values(tmp_path):
+    cells = notebook("gen = (i * 2 for i in range(3))", "a = next(gen)",
+                     "lock = threading.Lock()", "lock.acquire(blocking=False)", "print(a, lock.locked())")
+    _verify(runs(cells, restart(), restart(same_kernel=True)), tmp_path)
+
+
+def test_errors_are_never_cached(tmp_path):
+    cells = notebook("xs = [1]\na = 1", "xs.append(2)\nraise ValueError('boom')",
+                     "a += 1\nraise RuntimeError('after partial work')", "print(xs, a)")
+    later = restart(continue_on_error=True), restart(), restart(same_kernel=True, continue_on_error=True)
+    _verify(runs(cells, *later), tmp_path)
+
+
+# --------------------------------------------------------------------------- real kernels
+
+#: The last cell of every run in a real kernel: the state, printed for the test to compare.
+DIGEST = ("print(repr(__import__('differential').describe_state("
+          "globals(), hidden=get_ipython().user_ns_hidden)))")
+REAL_EXAMPLES = 10
+# Two kernels are read from two threads, and parsing in both at once fails in CPython 3.11
+# ("SystemError: AST constructor recursion depth mismatch").
+_PARSING = threading.Lock()
+
+
+class RealKernel:
+    """An executor over a real kernel (tests/kernel.py); ``incrcell`` loads the extension."""
+
+    parallel = True  # another process: two of them run side by side
+
+    def __init__(self, kernel: Kernel, incrcell: bool) -> None:
+        self.kernel, self.incrcell = kernel, incrcell
+
+    def restart(self) -> None:
+        self.kernel.restart()
+        if self.incrcell:
+            loaded = self.kernel.run("%load_ext incrcell")
+            assert loaded.status == "ok", loaded.error
+
+    def run_all(self, cells: Cells, continue_on_error: bool) -> list[CellResult]:
+        results = []
+        for cell_id, source in cells:
+            results.append(_cell_result(cell_id, self.kernel.run(source, cell_id)))
+            if results[-1].error and not continue_on_error:
+                break
+        return results
+
+    def state(self) -> dict[str, Any]:
+        execution = self.kernel.run(DIGEST)
+        assert execution.status == "ok", execution.error
+        with _PARSING:
+            return ast.literal_eval(execution.stdout)
+
+
+def _cell_result(cell_id: str, execution: Execution) -> CellResult:
+    return CellResult(cell_id, execution.stdout, execution.result,
+                      execution.error["ename"] if execution.error else None,
+                      "restored" if execution.restored else "")
+
+
+@pytest.fixture
+def real_kernels(tmp_path: Path, cache_env: dict[str, str]):
+    """(incrcell kernel, plain kernel, incrcell's working directory, plain's), started once."""
+    env = {**cache_env, "PYTHONPATH": str(Path(__file__).parent)}
+    work, mirror = tmp_path / "work", tmp_path / "plain"
+    work.mkdir()
+    mirror.mkdir()
+    kernels = Kernel(work, env), Kernel(mirror, env)
+    yield (RealKernel(kernels[0], True), RealKernel(kernels[1], False), work, mirror,
+           Path(cache_env["INCRCELL_CACHE_DIR"]))
+    for kernel in kernels:
+        kernel.shutdown()
+
+
+@_settings(REAL_EXAMPLES, shrink=False)  # each example takes seconds: report it as drawn
+@given(sequence=sequences(MECHANISMS, max_cells=5, max_steps=2))
+def test_real_kernels_match(real_kernels, sequence):
+    tested, plain, work, mirror, cache = real_kernels
+    shutil.rmtree(cache, ignore_errors=True)  # each sequence starts with an empty cache
+    check(sequence, work, mirror, tested, plain)
