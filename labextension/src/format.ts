@@ -1,0 +1,167 @@
+/**
+ * Human-readable text for cell states, durations and sizes, shared by the
+ * sidebar rows, the graph and the badges on the cells.  Pure.
+ */
+
+import type { CacheModel } from './model';
+import type { CellState, CellStateName, Totals } from './protocol';
+
+/** The longest label kept from a cell's first line (the view ellipsises it further). */
+const LABEL_MAX = 120;
+
+/** The first non-empty line of a cell's source, trimmed. */
+export function firstLine(source: string): string {
+  for (const line of source.split('\n')) {
+    const trimmed = line.trim();
+    if (trimmed) {
+      return trimmed.length > LABEL_MAX ? trimmed.slice(0, LABEL_MAX - 1) + '…' : trimmed;
+    }
+  }
+  return '';
+}
+
+export function formatSeconds(seconds: number): string {
+  if (seconds < 1) {
+    return `${Math.round(seconds * 1000)} ms`;
+  }
+  if (seconds < 10) {
+    return `${seconds.toFixed(1)} s`;
+  }
+  if (seconds < 60) {
+    return `${Math.round(seconds)} s`;
+  }
+  const minutes = Math.floor(seconds / 60);
+  return `${minutes} min ${Math.round(seconds - minutes * 60)} s`;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const digits = unit === 0 || value >= 100 ? 0 : 1;
+  return `${value.toFixed(digits)} ${units[unit]}`;
+}
+
+/** How a cell is shown: its visual state, a one-line summary, a tooltip, a badge. */
+export interface Description {
+  /** The state to colour by: a cell state, or 'running' while it executes. */
+  state: CellStateName | 'running';
+  summary: string;
+  tooltip: string;
+  /** Short text for the badge on the cell in the notebook; '' for no badge. */
+  badge: string;
+}
+
+/** Describe a cell from what the kernel reported (undefined: nothing yet). */
+export function describeCell(cell: CellState | undefined, running: boolean): Description {
+  if (running) {
+    return { state: 'running', summary: 'running…', tooltip: 'running now', badge: 'running' };
+  }
+  if (!cell) {
+    return { state: 'not_run', summary: 'not run yet', tooltip: 'not run in this session', badge: '' };
+  }
+  const summary = summarise(cell);
+  return { state: cell.state, summary, tooltip: tooltip(cell, summary), badge: BADGES[cell.state] };
+}
+
+const BADGES: Record<CellStateName, string> = {
+  restored: 'restored',
+  ran: 'ran',
+  stale: 'stale',
+  uncacheable: 'no cache', // fits the prompt column
+  error: 'error',
+  not_run: ''
+};
+
+function summarise(cell: CellState): string {
+  const why = (prefix: string, reason: string) => (reason ? `${prefix}: ${reason}` : prefix);
+  switch (cell.state) {
+    case 'restored':
+      return `restored, saved ${formatSeconds(cell.saved)}`;
+    case 'ran':
+      return why('ran', cell.reason);
+    case 'stale':
+      return why('stale', cell.reason || cell.prediction_reason);
+    case 'uncacheable':
+      return why('uncacheable', cell.reason);
+    case 'error':
+      return why('error', cell.reason);
+    case 'not_run':
+      if (cell.prediction === 'restore') {
+        return 'not run yet, will restore';
+      }
+      return cell.prediction === 'run'
+        ? why('not run yet, will run', cell.prediction_reason)
+        : 'not run yet';
+  }
+}
+
+function tooltip(cell: CellState, summary: string): string {
+  const lines = [summary];
+  if (cell.duration > 0) {
+    lines.push(`took ${formatSeconds(cell.duration)}`);
+  }
+  if (cell.prediction !== 'unknown') {
+    const reason = cell.prediction_reason ? ` (${cell.prediction_reason})` : '';
+    lines.push(`next run: will ${cell.prediction}${reason}`);
+  }
+  if (cell.reads.length) {
+    lines.push(`reads ${cell.reads.join(', ')}`);
+  }
+  if (cell.writes.length) {
+    lines.push(`writes ${cell.writes.join(', ')}`);
+  }
+  return lines.join('\n');
+}
+
+/** The totals line of the panel. */
+export function formatTotals(totals: Totals): string {
+  const parts = [`${totals.restored} restored`, `${totals.ran} ran`];
+  if (totals.uncacheable) {
+    parts.push(`${totals.uncacheable} uncacheable`);
+  }
+  if (totals.error) {
+    parts.push(`${totals.error} failed`);
+  }
+  parts.push(`saved ${formatSeconds(totals.saved)}`);
+  const entries = `${totals.cache_entries} ${totals.cache_entries === 1 ? 'entry' : 'entries'}`;
+  parts.push(`cache ${formatBytes(totals.cache_bytes)} (${entries})`);
+  return parts.join(' · ');
+}
+
+/** What the panel says above the cells, if anything. */
+export function bannerText(model: CacheModel | null): string {
+  if (!model) {
+    return 'Open a notebook to see the cache state of its cells.';
+  }
+  switch (model.connection) {
+    case 'no-kernel':
+      return 'No kernel: start one, then run %load_ext incrcell in the first cell.';
+    case 'connecting':
+      return 'Connecting to the kernel…';
+    case 'unavailable':
+      return 'incrcell is not enabled in this kernel: run %load_ext incrcell in the first cell.';
+    case 'unsupported':
+      return 'incrcell works with Python (IPython) kernels; this notebook uses another language.';
+    case 'ready':
+      return model.enabled ? '' : 'Caching is off in this kernel: every cell runs. Turn it on with the switch above.';
+  }
+}
+
+/** What editing `id` would invalidate, in words: "Editing [3] makes 2 cells stale: [4], [6]". */
+export function impactText(model: CacheModel, id: string, affected: Set<string>): string {
+  const name = (cell: string) => {
+    const count = model.state(cell)?.execution_count;
+    return count === null || count === undefined ? `cell ${model.indexOf(cell) + 1}` : `[${count}]`;
+  };
+  if (!affected.size) {
+    return `Editing ${name(id)} makes no other cell stale.`;
+  }
+  const cells = [...affected].sort((a, b) => model.indexOf(a) - model.indexOf(b)).map(name);
+  const count = cells.length === 1 ? '1 cell' : `${cells.length} cells`;
+  return `Editing ${name(id)} makes ${count} stale: ${cells.join(', ')}`;
+}

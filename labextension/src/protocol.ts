@@ -1,0 +1,248 @@
+/**
+ * The incrcell comm protocol, version 1 (labextension/PROTOCOL.md).
+ *
+ * Types of the messages both sides exchange, builders for the ones the
+ * frontend sends, and a validator for the ones the kernel sends.  Pure: no
+ * JupyterLab imports, so the unit tests exercise it directly.
+ */
+
+export const PROTOCOL_VERSION = 1;
+export const COMM_TARGET = 'incrcell';
+
+export const CELL_STATES = [
+  'restored',
+  'ran',
+  'stale',
+  'uncacheable',
+  'error',
+  'not_run'
+] as const;
+export type CellStateName = (typeof CELL_STATES)[number];
+
+export const PREDICTIONS = ['restore', 'run', 'unknown'] as const;
+export type Prediction = (typeof PREDICTIONS)[number];
+
+/** One upstream cell a cell reads from, and the names it reads. */
+export interface Dependency {
+  id: string;
+  names: string[];
+}
+
+/** What the kernel knows about one code cell. */
+export interface CellState {
+  id: string;
+  execution_count: number | null;
+  label: string;
+  state: CellStateName;
+  reason: string;
+  prediction: Prediction;
+  prediction_reason: string;
+  duration: number;
+  saved: number;
+  reads: string[];
+  writes: string[];
+  depends_on: Dependency[];
+}
+
+export interface Totals {
+  restored: number;
+  ran: number;
+  uncacheable: number;
+  error: number;
+  saved: number;
+  cache_bytes: number;
+  cache_entries: number;
+}
+
+export const EMPTY_TOTALS: Readonly<Totals> = Object.freeze({
+  restored: 0,
+  ran: 0,
+  uncacheable: 0,
+  error: 0,
+  saved: 0,
+  cache_bytes: 0,
+  cache_entries: 0
+});
+
+export interface HelloMessage {
+  type: 'hello';
+  version: string;
+}
+
+export interface RunningMessage {
+  type: 'running';
+  id: string;
+}
+
+export interface ErrorMessage {
+  type: 'error';
+  message: string;
+}
+
+export interface StateMessage {
+  type: 'state';
+  enabled: boolean;
+  cells: CellState[];
+  totals: Totals;
+  stale: string[];
+}
+
+export type KernelMessage =
+  | HelloMessage
+  | RunningMessage
+  | ErrorMessage
+  | StateMessage;
+
+/** A code cell as the frontend sends it: JupyterLab's cell id and source. */
+export interface CellSource {
+  id: string;
+  source: string;
+}
+
+type Envelope<T> = T & { protocol: typeof PROTOCOL_VERSION };
+
+export type FrontendMessage = Envelope<
+  | { type: 'cells'; cells: CellSource[] }
+  | { type: 'request_state' }
+  | { type: 'invalidate'; id: string }
+  | { type: 'clear' }
+  | { type: 'enable'; enabled: boolean }
+>;
+
+type FrontendOf<T extends FrontendMessage['type']> = Extract<FrontendMessage, { type: T }>;
+
+export function cellsMessage(cells: readonly CellSource[]): FrontendOf<'cells'> {
+  return {
+    type: 'cells',
+    protocol: PROTOCOL_VERSION,
+    cells: cells.map(c => ({ id: c.id, source: c.source }))
+  };
+}
+
+export function invalidateMessage(id: string): FrontendOf<'invalidate'> {
+  return { type: 'invalidate', protocol: PROTOCOL_VERSION, id };
+}
+
+export function clearMessage(): FrontendOf<'clear'> {
+  return { type: 'clear', protocol: PROTOCOL_VERSION };
+}
+
+export function enableMessage(enabled: boolean): FrontendOf<'enable'> {
+  return { type: 'enable', protocol: PROTOCOL_VERSION, enabled };
+}
+
+/** A kernel message, or why it was not accepted. */
+export type Parsed = { message: KernelMessage } | { ignored: string };
+
+/**
+ * Validate a message from the kernel.
+ *
+ * The envelope (protocol, type) and the fields a view cannot do without (ids,
+ * states) are checked strictly; descriptive fields missing from an otherwise
+ * valid message get neutral defaults, so a kernel that adds or omits detail
+ * never breaks the panel.
+ */
+export function parseKernelMessage(data: unknown): Parsed {
+  if (!isObject(data)) {
+    return { ignored: 'not a JSON object' };
+  }
+  if (data.protocol !== PROTOCOL_VERSION) {
+    return {
+      ignored: `protocol ${JSON.stringify(data.protocol)}, expected ${PROTOCOL_VERSION}`
+    };
+  }
+  try {
+    switch (data.type) {
+      case 'hello':
+        return { message: { type: 'hello', version: str(data.version) } };
+      case 'running':
+        return { message: { type: 'running', id: requiredId(data.id) } };
+      case 'error':
+        return { message: { type: 'error', message: str(data.message) } };
+      case 'state':
+        return { message: parseState(data) };
+      default:
+        return { ignored: `unknown message type ${JSON.stringify(data.type)}` };
+    }
+  } catch (error) {
+    return { ignored: `invalid ${String(data.type)} message: ${(error as Error).message}` };
+  }
+}
+
+function parseState(data: Record<string, unknown>): StateMessage {
+  if (!Array.isArray(data.cells)) {
+    throw new Error('cells is not a list');
+  }
+  const totals = isObject(data.totals) ? data.totals : {};
+  return {
+    type: 'state',
+    enabled: data.enabled !== false,
+    cells: data.cells.map(parseCellState),
+    totals: {
+      restored: num(totals.restored),
+      ran: num(totals.ran),
+      uncacheable: num(totals.uncacheable),
+      error: num(totals.error),
+      saved: num(totals.saved),
+      cache_bytes: num(totals.cache_bytes),
+      cache_entries: num(totals.cache_entries)
+    },
+    stale: Array.isArray(data.stale) ? data.stale.map(requiredId) : []
+  };
+}
+
+function parseCellState(data: unknown): CellState {
+  if (!isObject(data)) {
+    throw new Error('a cell is not an object');
+  }
+  const state = data.state as CellStateName;
+  if (!CELL_STATES.includes(state)) {
+    throw new Error(`unknown cell state ${JSON.stringify(data.state)}`);
+  }
+  const prediction = PREDICTIONS.includes(data.prediction as Prediction)
+    ? (data.prediction as Prediction)
+    : 'unknown';
+  const count = data.execution_count;
+  return {
+    id: requiredId(data.id),
+    execution_count: typeof count === 'number' ? count : null,
+    label: str(data.label),
+    state,
+    reason: str(data.reason),
+    prediction,
+    prediction_reason: str(data.prediction_reason),
+    duration: num(data.duration),
+    saved: num(data.saved),
+    reads: strings(data.reads),
+    writes: strings(data.writes),
+    depends_on: Array.isArray(data.depends_on)
+      ? data.depends_on.filter(isObject).map(d => ({
+          id: requiredId(d.id),
+          names: strings(d.names)
+        }))
+      : []
+  };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function requiredId(value: unknown): string {
+  if (typeof value !== 'string' || value === '') {
+    throw new Error(`cell id ${JSON.stringify(value)} is not a non-empty string`);
+  }
+  return value;
+}
+
+function str(value: unknown): string {
+  return typeof value === 'string' ? value : '';
+}
+
+function num(value: unknown): number {
+  return typeof value === 'number' && Number.isFinite(value) ? value : 0;
+}
+
+function strings(value: unknown): string[] {
+  return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
+}

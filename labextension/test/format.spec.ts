@@ -1,0 +1,118 @@
+import {
+  bannerText,
+  describeCell,
+  firstLine,
+  formatBytes,
+  formatSeconds,
+  formatTotals,
+  impactText
+} from '../src/format';
+import { CacheModel } from '../src/model';
+import { parseKernelMessage } from '../src/protocol';
+import { cell, CELLS, stateMessage } from './fixtures';
+
+describe('firstLine', () => {
+  it('is the first non-empty line, trimmed', () => {
+    expect(firstLine('\n   \n  df = load()  \nmore')).toBe('df = load()');
+    expect(firstLine('')).toBe('');
+    expect(firstLine('x'.repeat(500))).toHaveLength(120);
+  });
+});
+
+describe('formatSeconds and formatBytes', () => {
+  it('pick a readable unit', () => {
+    expect(formatSeconds(0.0042)).toBe('4 ms');
+    expect(formatSeconds(1.234)).toBe('1.2 s');
+    expect(formatSeconds(42.4)).toBe('42 s');
+    expect(formatSeconds(125)).toBe('2 min 5 s');
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(1536)).toBe('1.5 KiB');
+    expect(formatBytes(577 * 1024 * 1024)).toBe('577 MiB');
+  });
+});
+
+describe('describeCell', () => {
+  it('says what happened and why', () => {
+    expect(describeCell(cell('a', { state: 'restored', saved: 1.5 }), false)).toMatchObject({
+      state: 'restored',
+      summary: 'restored, saved 1.5 s',
+      badge: 'restored'
+    });
+    expect(describeCell(cell('a', { state: 'ran', reason: 'source changed' }), false).summary).toBe(
+      'ran: source changed'
+    );
+    expect(describeCell(cell('a', { state: 'ran' }), false).summary).toBe('ran');
+    expect(
+      describeCell(cell('a', { state: 'stale', prediction: 'run', prediction_reason: 'input `y` changed' }), false)
+        .summary
+    ).toBe('stale: input `y` changed');
+    expect(describeCell(cell('a', { state: 'uncacheable', reason: 'uses a magic' }), false).summary).toBe(
+      'uncacheable: uses a magic'
+    );
+    expect(describeCell(cell('a', { state: 'error', reason: 'ZeroDivisionError' }), false).badge).toBe('error');
+  });
+
+  it('predicts for cells not run yet', () => {
+    expect(describeCell(cell('a', { prediction: 'restore' }), false).summary).toBe('not run yet, will restore');
+    expect(
+      describeCell(cell('a', { prediction: 'run', prediction_reason: 'not in the cache' }), false).summary
+    ).toBe('not run yet, will run: not in the cache');
+    expect(describeCell(cell('a'), false)).toMatchObject({ state: 'not_run', summary: 'not run yet', badge: '' });
+    expect(describeCell(undefined, false)).toMatchObject({ state: 'not_run', badge: '' });
+  });
+
+  it('shows running over any state', () => {
+    expect(describeCell(cell('a', { state: 'restored' }), true)).toMatchObject({ state: 'running', badge: 'running' });
+  });
+
+  it('puts timing, prediction, reads and writes in the tooltip', () => {
+    const tooltip = describeCell(
+      cell('a', {
+        state: 'ran',
+        reason: 'source changed',
+        duration: 2.5,
+        prediction: 'restore',
+        reads: ['x', 'y'],
+        writes: ['z']
+      }),
+      false
+    ).tooltip;
+    expect(tooltip.split('\n')).toEqual(['ran: source changed', 'took 2.5 s', 'next run: will restore', 'reads x, y', 'writes z']);
+  });
+});
+
+describe('formatTotals', () => {
+  it('summarises the session', () => {
+    const totals = { restored: 3, ran: 2, uncacheable: 0, error: 1, saved: 12.3, cache_bytes: 2048, cache_entries: 1 };
+    expect(formatTotals(totals)).toBe('3 restored · 2 ran · 1 failed · saved 12 s · cache 2.0 KiB (1 entry)');
+  });
+});
+
+describe('bannerText', () => {
+  it('tells how to enable incrcell, and stays quiet when all is well', () => {
+    const model = new CacheModel();
+    expect(bannerText(null)).toMatch(/Open a notebook/);
+    expect(bannerText(model)).toMatch(/No kernel/);
+    model.setConnection('unavailable');
+    expect(bannerText(model)).toBe(
+      'incrcell is not enabled in this kernel: run %load_ext incrcell in the first cell.'
+    );
+    model.setConnection('unsupported');
+    expect(bannerText(model)).toMatch(/Python/);
+    model.setConnection('ready');
+    expect(bannerText(model)).toBe('');
+  });
+});
+
+describe('impactText', () => {
+  it('names what an edit would make stale, by In[n] or position', () => {
+    const model = new CacheModel();
+    model.setCells(CELLS);
+    model.apply((parseKernelMessage(stateMessage()) as any).message);
+    expect(impactText(model, 'a', model.dependents('a'))).toBe('Editing [1] makes 3 cells stale: [2], [3], [4]');
+    expect(impactText(model, 'b', model.dependents('b'))).toBe('Editing [2] makes 1 cell stale: [3]');
+    expect(impactText(model, 'c', model.dependents('c'))).toBe('Editing [3] makes no other cell stale.');
+    model.setConnection('connecting');
+    expect(impactText(model, 'b', new Set(['c']))).toBe('Editing cell 2 makes 1 cell stale: cell 3');
+  });
+});
