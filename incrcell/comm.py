@@ -128,6 +128,12 @@ class Sidebar:
 
     # -- comms -----------------------------------------------------------------------
     def _on_open(self, channel: Any, msg: dict[str, Any]) -> None:
+        data = msg.get("content", {}).get("data")
+        if isinstance(data, dict) and data.get("type") == "cells":
+            try:  # the frontend may send its cells with the open message (PROTOCOL.md)
+                self.handle(data)
+            except Exception:  # a bad open message: the comm still opens; state tells the rest
+                pass
         self._attach(channel)
 
     def _attach(self, channel: Any) -> None:
