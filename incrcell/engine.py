@@ -401,13 +401,16 @@ class Engine:
                 raise StoreError("its cached output files do not match its entry")
             plan.outputs[path] = data
         if entry.bundle is None or (entry.result is None and not entry.random
-                                    and not entry.requires and all(
+                                    and not entry.requires
+                                    and self._identities(namespace, entry) <= 1 and all(
                 self._holds(namespace, name, digest, hasher)
                 for name, digest in entry.variables.items())):
             # Already there, unchanged, and nothing else refers to them: keeping them is
             # indistinguishable from binding the fresh objects a real run would make.
-            # (Not when a value refers to another name's object: ``xs = ys`` must
-            # follow ``ys`` if that was bound anew.)
+            # Not when a value refers to another name's object (``xs = ys`` must
+            # follow ``ys`` if that was bound anew), nor for several values, which
+            # may have shared objects when recorded (``df = df2``): modules and atoms
+            # aside, at most one.
             return
         loaded = self.store.get_value(entry.bundle, namespace.__getitem__)
         if not (isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[0], dict)
@@ -415,6 +418,13 @@ class Engine:
                 and isinstance(loaded[2], dict) and loaded[2].keys() == entry.random.keys()):
             raise StoreError("its cached values do not match its entry")
         plan.values, plan.result, plan.random_after = loaded
+
+    @staticmethod
+    def _identities(namespace: MutableMapping[str, Any], entry: Entry) -> int:
+        """How many of the entry's names hold values whose identity matters (not modules,
+        not atoms): two such values may have shared objects when recorded."""
+        plain = _ATOMS + (types.ModuleType,)
+        return sum(not isinstance(namespace.get(name), plain) for name in entry.variables)
 
     @staticmethod
     def _unmet(entry: Entry, namespace: MutableMapping[str, Any], hasher: ValueHasher) -> str:

@@ -152,6 +152,11 @@ def test_run_all_again_in_the_same_kernel_keeps_aliases(tmp_path):
     _verify(runs(notebook("ys = [1]", "xs = ys"), restart(same_kernel=True)), tmp_path)
 
 
+def test_two_names_one_cell_binds_to_one_object_in_the_same_kernel(tmp_path):
+    """Found by the generator: ``df2 = df2; df = df2`` run again held the old df."""
+    _verify(runs(notebook("ys = [1]", "ys = ys\nxs = ys"), restart(same_kernel=True)), tmp_path)
+
+
 def test_class_redefined_in_the_same_kernel(tmp_path):
     cells = notebook("class K:\n    pass", "obj = K()", "ok = isinstance(obj, K)")
     _verify(runs(cells, restart(Edit("delete", 1), same_kernel=True)), tmp_path)
