@@ -693,13 +693,25 @@ class _Walker:
         self._comprehension(node.generators, [node.key, node.value])
 
 
+@functools.lru_cache(maxsize=512)
+def parse_cell(source: str) -> ast.Module:
+    """The AST of a cell, top-level ``await`` allowed as in IPython; raises SyntaxError
+    (or ValueError, RecursionError) for code that does not parse.
+
+    Cached: the engine parses each cell for its key, its analysis and its effects,
+    and Run All parses the same cells again.  Callers must not modify the tree.
+    """
+    return compile(source, "<cell>", "exec",
+                   flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+
+
 def analyse_cell(source: str) -> CellAnalysis:
     """Statically analyse one cell of (IPython-transformed) Python source.
 
     Top-level ``await``/``async for``/``async with`` are accepted, as IPython
     runs them.  Raises SyntaxError for code that does not parse.
     """
-    tree = compile(source, "<cell>", "exec", flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    tree = parse_cell(source)
     def_names = {
         n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
     }

@@ -34,6 +34,8 @@ import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from .analysis import parse_cell
+
 # qualified name (or prefix ending in ".") -> what it reads or does
 _EFFECTS: dict[str, str] = {
     **{f"time.{name}": "reads the clock" for name in (
@@ -108,7 +110,7 @@ def find_effects(source: str, namespace: Mapping[str, object],
     may call (analysis.expand_through_callables).
     """
     finder = _CallFinder(namespace)
-    finder.visit(ast.parse(source))
+    finder.visit(parse_cell(source))
     return Effects(_reached_effects(reached, namespace) or finder.reason,
                    frozenset(finder.environment))
 

@@ -62,6 +62,7 @@ _ABSENT = object()
 _NO_IDENTITY = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
                 types.ModuleType, int, float, complex, str, bytes, bool, type(None), tuple,
                 frozenset)
+_ATOM_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, frozenset})
 # Objects through which the holders of a mutated object are searched (see _sharers).
 _CONTAINERS = frozenset({list, dict, set, tuple, frozenset, types.SimpleNamespace})
 _HOLDERS_LIMIT = 10_000
@@ -271,7 +272,7 @@ class Engine:
                            "(start it with %%incrcell cache to cache it anyway)")
             return plan
         with ValueHasher() as hasher:
-            bound = {id(value) for value in namespace.values()}
+            bound = {id(value) for value in namespace.values()} if self.known else set()
             for key, known in list(self.known.items()):
                 if key in bound:
                     hasher.memo[key] = known
@@ -636,7 +637,8 @@ class Engine:
     def _bound(self, namespace: MutableMapping[str, Any], exclude: set[str]) -> dict[int, str]:
         """``id() -> name`` of the user's values with identity (not code, modules, atoms)."""
         return {id(value): name for name, value in namespace.items()
-                if name not in exclude and not isinstance(value, _NO_IDENTITY)
+                if type(value) not in _ATOM_TYPES and name not in exclude
+                and not isinstance(value, _NO_IDENTITY)
                 and not _HISTORY_NAME.match(name) and not self.is_session_name(name)}
 
     def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],

@@ -88,7 +88,7 @@ from typing import Any
 
 import xxhash
 
-from .analysis import notebook_definition, referenced_globals
+from .analysis import notebook_definition, parse_cell, referenced_globals
 from .packages import LOCAL, module_fingerprint
 
 __all__ = [
@@ -145,14 +145,7 @@ def normalise_source(source: str) -> str:
     this function must never raise.
     """
     try:
-        tree = compile(
-            source,
-            "<cell>",
-            "exec",
-            flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-            dont_inherit=True,
-        )
-        return ast.dump(tree, annotate_fields=True, include_attributes=False)
+        return ast.dump(parse_cell(source), annotate_fields=True, include_attributes=False)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         # ValueError: null bytes (before 3.12); RecursionError/MemoryError:
         # pathologically nested code that the parser refuses.
