@@ -71,6 +71,9 @@ class Sidebar:
         self.engine = hooks.engine
         self.predictor = Predictor(hooks.engine, prepare=hooks.prepare, refusal=hooks.refusal)
         self.comms: dict[str, Any] = {}  # comm id -> comm
+        # comms a frontend answers on: the ones it opened, and the kernel's once it sent a
+        # message (a client without the extension never does: no state is computed for it)
+        self.live: set[str] = set()
         self._executions = 0  # pre_execute events: user code may have run
         self._accounted = 0  # ... of which the predictor's namespace digests know
         self._next_push = 0.0  # monotonic time before which pushes wait
@@ -123,6 +126,7 @@ class Sidebar:
             except Exception:  # a dead comm: nothing to tell
                 pass
         self.comms.clear()
+        self.live.clear()
         if _ACTIVE is self:
             _ACTIVE = None
 
@@ -134,16 +138,22 @@ class Sidebar:
                 self.handle(data)
             except Exception:  # a bad open message: the comm still opens; state tells the rest
                 pass
+        self.live.add(channel.comm_id)
         self._attach(channel)
 
     def _attach(self, channel: Any) -> None:
         self.comms[channel.comm_id] = channel
         channel.on_msg(lambda msg: self._on_msg(channel, msg))
-        channel.on_close(lambda msg: self.comms.pop(channel.comm_id, None))
+        channel.on_close(lambda msg: self._forget(channel))
         self._send(channel, {"type": "hello", "version": __version__})
         self._send(channel, self._state())
 
+    def _forget(self, channel: Any) -> None:
+        self.comms.pop(channel.comm_id, None)
+        self.live.discard(channel.comm_id)
+
     def _on_msg(self, channel: Any, msg: dict[str, Any]) -> None:
+        self.live.add(channel.comm_id)
         # comm dispatch fired pre_execute for this very message: it ran no user code
         if self._executions == self._accounted + 1:
             self._accounted = self._executions
@@ -190,11 +200,12 @@ class Sidebar:
         try:
             channel.send({"protocol": PROTOCOL, **message})
         except Exception:  # closed under us: forget it
-            self.comms.pop(channel.comm_id, None)
+            self._forget(channel)
 
     def _broadcast(self, message: dict[str, Any]) -> None:
-        for channel in list(self.comms.values()):
-            self._send(channel, message)
+        for comm_id in list(self.live):
+            if comm_id in self.comms:
+                self._send(self.comms[comm_id], message)
 
     # -- states ----------------------------------------------------------------------
     def report(self) -> Report:
@@ -241,11 +252,11 @@ class Sidebar:
 
     def _pre_run_cell(self, info: Any) -> None:
         cell_id = getattr(info, "cell_id", None)
-        if self.comms and cell_id:
+        if self.live and cell_id:
             self._broadcast({"type": "running", "id": cell_id})
 
     def _post_run_cell(self, result: Any) -> None:
-        if self.comms:
+        if self.live:
             self._schedule()
 
 
