@@ -58,11 +58,13 @@ _DYNAMIC = (DYNAMIC_BUILTINS - {"getattr"}) | {"*"}
 
 _ABSENT = object()
 
-# Values whose identity never matters to a user: code, modules and immutable atoms.
+# Immutable values without parts: keeping one is the same as binding an equal one anew.
+_ATOMS = (int, float, complex, str, bytes, bool, type(None))
+_IMMUTABLE = frozenset((*_ATOMS, tuple, frozenset))
+# Values whose identity never matters when stored as another name's reference: code,
+# modules and immutable values.
 _NO_IDENTITY = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
-                types.ModuleType, int, float, complex, str, bytes, bool, type(None), tuple,
-                frozenset)
-_ATOM_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), tuple, frozenset})
+                types.ModuleType, *_IMMUTABLE)
 # Objects through which the holders of a mutated object are searched (see _sharers).
 _CONTAINERS = frozenset({list, dict, set, tuple, frozenset, types.SimpleNamespace})
 _HOLDERS_LIMIT = 10_000
@@ -120,8 +122,6 @@ class CellRecord:
     writes: frozenset[str] = frozenset()
     source_digest: str = ""  # source_hash of the code it executed (the sidebar's "stale")
 
-
-_ATOMS = (int, float, complex, str, bytes, bool, type(None))
 
 
 def _unshared(value: object, hasher: ValueHasher) -> bool:
@@ -637,7 +637,7 @@ class Engine:
     def _bound(self, namespace: MutableMapping[str, Any], exclude: set[str]) -> dict[int, str]:
         """``id() -> name`` of the user's values with identity (not code, modules, atoms)."""
         return {id(value): name for name, value in namespace.items()
-                if type(value) not in _ATOM_TYPES and name not in exclude
+                if type(value) not in _IMMUTABLE and name not in exclude
                 and not isinstance(value, _NO_IDENTITY)
                 and not _HISTORY_NAME.match(name) and not self.is_session_name(name)}
 
