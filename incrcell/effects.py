@@ -219,19 +219,13 @@ class _CallFinder(ast.NodeVisitor):
                 self._flag(qualified, not node.args and not node.keywords)
         self.generic_visit(node)
 
-    def visit_Assign(self, node: ast.Assign) -> None:
-        for target in node.targets:
+    def visit_Assign(self, node: ast.Assign | ast.AugAssign | ast.Delete) -> None:
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+        for target in targets:
             self._store(target)
         self.generic_visit(node)
 
-    def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        self._store(node.target)
-        self.generic_visit(node)
-
-    def visit_Delete(self, node: ast.Delete) -> None:
-        for target in node.targets:
-            self._store(target)
-        self.generic_visit(node)
+    visit_AugAssign = visit_Delete = visit_Assign
 
     def _store(self, target: ast.expr) -> None:
         """``helpers.LEVEL = 0``, ``plt.rcParams["x"] = 1``: state kept in a module."""

@@ -61,6 +61,9 @@ _ABSENT = object()
 # Immutable values without parts: keeping one is the same as binding an equal one anew.
 _ATOMS = (int, float, complex, str, bytes, bool, type(None))
 _IMMUTABLE = frozenset((*_ATOMS, tuple, frozenset))
+# Values that may stand for themselves whoever else refers to them: a module is the
+# same object however often it is imported, an atom has no identity worth keeping.
+_SELF_STANDING = (*_ATOMS, types.ModuleType)
 # Values whose identity never matters when stored as another name's reference: code,
 # modules and immutable values.
 _NO_IDENTITY = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
@@ -424,8 +427,8 @@ class Engine:
     def _identities(namespace: MutableMapping[str, Any], entry: Entry) -> int:
         """How many of the entry's names hold values whose identity matters (not modules,
         not atoms): two such values may have shared objects when recorded."""
-        plain = _ATOMS + (types.ModuleType,)
-        return sum(not isinstance(namespace.get(name), plain) for name in entry.variables)
+        return sum(not isinstance(namespace.get(name), _SELF_STANDING)
+                   for name in entry.variables)
 
     @staticmethod
     def _unmet(entry: Entry, namespace: MutableMapping[str, Any], hasher: ValueHasher) -> str:
@@ -446,7 +449,7 @@ class Engine:
         current = namespace.get(name, _ABSENT)
         # a function or class defined anew is a new object (isinstance of older instances
         # fails): only modules and atoms may stand for themselves whoever refers to them
-        if current is _ABSENT or not (isinstance(current, _ATOMS + (types.ModuleType,))
+        if current is _ABSENT or not (isinstance(current, _SELF_STANDING)
                                       or _unshared(current, hasher)):
             return False
         try:

@@ -134,6 +134,11 @@ def _is_code_by_value(obj: object) -> bool:
     return getattr(obj, "__module__", None) == "__main__" or "<locals>" in qualname or "<lambda>" in qualname
 
 
+def _is_ndarray(cls: type) -> bool:
+    """``cls`` is exactly numpy's ndarray (checked by name: numpy need not be imported)."""
+    return cls.__name__ == "ndarray" and cls.__module__ == "numpy"
+
+
 class _Dispatch(dict):
     """dill's dispatch table, minus dill's reducer for numpy arrays.
 
@@ -142,7 +147,7 @@ class _Dispatch(dict):
     """
 
     def get(self, cls: type, default: object = None) -> object:
-        if cls.__module__ == "numpy" and cls.__name__ == "ndarray":
+        if _is_ndarray(cls):
             return default
         return dill.Pickler.dispatch.get(cls, default)
 
@@ -246,7 +251,7 @@ class _Pickler(pickle.Pickler):
         if isinstance(obj, types.ModuleType) and sys.modules.get(obj.__name__) is obj:
             # A module is its import name; the C pickler can't pickle modules at all.
             return importlib.import_module, (obj.__name__,)
-        if cls.__name__ == "ndarray" and cls.__module__ == "numpy" and obj.base is not None:
+        if _is_ndarray(cls) and obj.base is not None:
             return _view_reduction(obj, self._anchors) or NotImplemented
         return NotImplemented
 
@@ -275,8 +280,7 @@ class _RefPickler(_Pickler):
         return name
 
     def reducer_override(self, obj: object) -> object:
-        cls = type(obj)
-        if cls.__name__ == "ndarray" and cls.__module__ == "numpy" and obj.base is not None:
+        if _is_ndarray(type(obj)) and obj.base is not None:
             for base in map(id, array_bases(obj)):
                 if base in self._refs:
                     break
@@ -374,7 +378,7 @@ def dumps(obj: object, *, own: Iterable[object] = (), refs: Mapping[str, object]
     by_id = {id(value): name for name, value in (refs or {}).items()}
     anchors: dict[int, list[Any]] = {}
     for value in [*own, *(refs or {}).values()]:
-        if type(value).__name__ == "ndarray" and type(value).__module__ == "numpy":
+        if _is_ndarray(type(value)):
             anchors.setdefault(id(array_owner(value)), []).append(value)
 
     def keep(buffer: pickle.PickleBuffer) -> None:

@@ -21,6 +21,8 @@ from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 TIMEOUT = 120
+#: The first cell of a notebook that uses incrcell.
+LOAD = ("load", "%load_ext incrcell")
 
 
 @dataclass

@@ -10,9 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kernel import Kernel
+from kernel import LOAD, Kernel
 
-LOAD = ("load", "%load_ext incrcell")
 CELLS = [
     LOAD,
     ("data", "data = list(range(1000))"),

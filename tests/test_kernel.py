@@ -9,11 +9,10 @@ from pathlib import Path
 
 import nbformat
 
-from kernel import Kernel, normalise_outputs, run_notebook
+from kernel import LOAD, Kernel, normalise_outputs, run_notebook
 
 from incrcell.store import FORMAT_VERSION
 
-LOAD = ("load", "%load_ext incrcell")
 
 PIPELINE = [
     LOAD,
