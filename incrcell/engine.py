@@ -32,7 +32,7 @@ from typing import Any
 
 import xxhash
 
-from . import fingerprint, randomness, store as store_module
+from . import fingerprint, nativeio, randomness, store as store_module
 from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
 from .config import Config
 from .effects import find_effects
@@ -555,6 +555,8 @@ class Engine:
         if both:
             return names, (f"reads and writes file `{os.path.relpath(both[0])}`: its content "
                            "before the cell is an input incrcell cannot restore")
+        if refused := nativeio.refusal(files):
+            return names, refused
         plan.files = {path: file_digest(path) for path in sorted(files.reads)}
         plan.files.update({path: EXISTS if existed else MISSING
                            for path, existed in files.existed.items()})
