@@ -19,14 +19,18 @@ active only while a :class:`~incrcell.files.FileWatch` records a cell
    for quoted paths, compared before and after the call.  A lazy polars
    query reads its files when it is collected: its plan names them.
 
-   Why wrappers of entry points: they are exact (the path, the mode), cost
-   nothing outside recorded cells and a few setattrs per recorded cell.
-   Libraries imported *during* the cell are patched as soon as they finish
-   importing, by a finder at the front of ``sys.meta_path`` that only looks
-   at the table's module names.  A wrapper is pickled and fingerprinted by
-   its own stable name (``incrcell.nativeio._native_<module>_<attr>``), so a
-   ``from pyarrow.parquet import read_table`` run while it is installed keeps
-   working, and hashing the same, after the cell.
+   Why wrappers of entry points: they are exact (the path, the mode) and
+   cost nothing outside recorded cells.  A module's entry points are wrapped
+   by the first recorded cell that finds it imported, and stay wrapped (idle:
+   one global read a call) until :func:`restore` (unloading incrcell): putting
+   them back after every cell cost 0.1-0.3 ms a cell, most of it in
+   ``setattr`` on classes such as ``DataFrame``.  A wrapper keeps the
+   original's module and qualified name, which now name it, so pickling and
+   fingerprinting by name treat ``from pyarrow.parquet import read_table``
+   the same whether it bound the wrapper or the original.  Libraries imported
+   *during* a recorded cell are wrapped as soon as they finish importing, by
+   a finder at the front of ``sys.meta_path`` (only while recording; it only
+   answers for the table's module names).
 
 2. **Files the cell leaves open** (``/proc/self/fd`` after the cell, for the
    descriptors it opened): opened read-only, they are reads (a reader
@@ -47,6 +51,7 @@ cannot tell a cell's native reads: not used.
 
 from __future__ import annotations
 
+import functools
 import glob
 import importlib.abc
 import os
@@ -152,20 +157,9 @@ _TABLE: tuple[_Spec, ...] = (
 )
 _BY_MODULE: dict[str, tuple[_Spec, ...]] = {
     name: tuple(s for s in _TABLE if s.module == name) for name in dict.fromkeys(s.module for s in _TABLE)}
-# wrapper name (a global of this module, see _wrapper_name) -> its spec
-_BY_WRAPPER_NAME: dict[str, _Spec] = {}
-
 _GLOB = re.compile(r"[*?\[]")
 _QUOTED = re.compile(r"'((?:[^']|'')+)'")  # SQL string literals
 _SCANNED = re.compile(r"SCAN \[([^\]]*)\]")  # the sources in a polars plan
-
-
-def _wrapper_name(spec: _Spec) -> str:
-    return "_native_" + re.sub(r"\W", "_", f"{spec.module}.{spec.attribute}")
-
-
-for _spec in _TABLE:
-    _BY_WRAPPER_NAME[_wrapper_name(_spec)] = _spec
 
 
 class _Recording:
@@ -186,9 +180,8 @@ class _Recording:
 
 _recording: _Recording | None = None
 _refusals: weakref.WeakKeyDictionary[files.FileWatch, str] = weakref.WeakKeyDictionary()
-# module name -> (the module object, [(owner, attribute, original, wrapper)]): prepared once
-_prepared: dict[str, tuple[types.ModuleType, list[tuple[Any, str, Any, Any]]]] = {}
-_patched: list[tuple[Any, str, Any, Any]] = []
+# module name -> (the module, [(owner, attribute, original, wrapper)]) whose wrappers are in place
+_patched: dict[str, tuple[types.ModuleType, list[tuple[Any, str, Any, Any]]]] = {}
 
 
 # -- start / stop ------------------------------------------------------------------
@@ -201,7 +194,7 @@ def start(watch: files.FileWatch) -> None:
             sys.meta_path.insert(0, _FINDER)
         for name in _BY_MODULE:
             module = sys.modules.get(name)
-            if module is not None:
+            if module is not None and (name not in _patched or _patched[name][0] is not module):
                 _patch(name, module)
     except Exception:  # watching must never break the user's cell: fail towards a rerun
         if _recording is not None:
@@ -209,15 +202,11 @@ def start(watch: files.FileWatch) -> None:
 
 
 def stop(watch: files.FileWatch) -> None:
-    """Put every entry point back; settle handles and descriptors left open by the cell."""
+    """Settle the handles and descriptors the cell left open (the wrappers stay, idle)."""
     global _recording
     recording, _recording = _recording, None
     while _FINDER in sys.meta_path:
         sys.meta_path.remove(_FINDER)
-    while _patched:
-        owner, attribute, original, wrapper = _patched.pop()
-        if _own(owner, attribute) is wrapper:
-            setattr(owner, attribute, original)
     if recording is None or recording.watch is not watch:
         return
     try:
@@ -226,6 +215,15 @@ def stop(watch: files.FileWatch) -> None:
         recording.refuse("native file access could not be checked")
     if recording.refusals:
         _refusals[watch] = recording.refusals[0]
+
+
+def restore() -> None:
+    """Put every entry point back (when incrcell is unloaded)."""
+    while _patched:
+        _, (_, wrapped) = _patched.popitem()
+        for owner, attribute, original, wrapper in wrapped:
+            if _own(owner, attribute) is wrapper:
+                setattr(owner, attribute, original)
 
 
 def refusal(watch: files.FileWatch) -> str:
@@ -261,11 +259,17 @@ def _descriptors() -> set[str]:
     """The numbers of this process's open file descriptors.
 
     Listing ``/proc/self/fd`` opens one more descriptor, the lowest free
-    number, which is closed again at once: found by taking that number first.
+    number, which is closed again at once: found by taking that number first
+    (by duplicating a descriptor: ``os.open`` may be the watch's wrapper).
     """
     try:
-        free = os.open("/", os.O_RDONLY)
-        os.close(free)
+        try:
+            free = os.dup(2)
+            os.close(free)
+        except OSError:  # no stderr
+            ends = os.pipe()
+            for free in sorted(ends, reverse=True):
+                os.close(free)
         return set(os.listdir("/proc/self/fd")) - {str(free)}
     except OSError:
         return set()
@@ -277,19 +281,19 @@ def _own(owner: Any, attribute: str) -> Any:
 
 
 def _patch(name: str, module: types.ModuleType) -> None:
-    prepared = _prepared.get(name)
-    if prepared is None or prepared[0] is not module:
-        prepared = (module, [found for spec in _BY_MODULE[name]
-                             if (found := _resolve(spec, module)) is not None])
-        _prepared[name] = prepared
-    for owner, attribute, original, wrapper in prepared[1]:
-        if _own(owner, attribute) is original:
-            setattr(owner, attribute, wrapper)
-            _patched.append((owner, attribute, original, wrapper))
+    wrapped = []
+    for spec in _BY_MODULE[name]:
+        for owner, attribute, original, wrapper in _resolve(spec, module):
+            if _own(owner, attribute) is original:
+                setattr(owner, attribute, wrapper)
+                wrapped.append((owner, attribute, original, wrapper))
+    _patched[name] = (module, wrapped)
 
 
-def _resolve(spec: _Spec, module: types.ModuleType) -> tuple[Any, str, Any, Any] | None:
-    """(owner, attribute, original, wrapper) for ``spec`` in ``module`` (None if absent)."""
+def _resolve(spec: _Spec, module: types.ModuleType) -> list[tuple[Any, str, Any, Any]]:
+    """Where to put the wrapper of ``spec`` in ``module``: [(owner, attribute, original,
+    wrapper)], the table's place and the original's home (``__module__`` plus
+    ``__qualname__``), which pickle and fingerprint look up."""
     *path, attribute = spec.attribute.split(".")
     owner: Any = module
     try:
@@ -299,18 +303,28 @@ def _resolve(spec: _Spec, module: types.ModuleType) -> tuple[Any, str, Any, Any]
             owner = next(k for k in owner.__mro__ if attribute in vars(k))
         original = _own(owner, attribute)
     except (AttributeError, StopIteration, ImportError):
-        return None
+        return []
     if original is None or not callable(original):
-        return None
-    return owner, attribute, original, _wrap(spec, original)
+        return []
+    wrapper = _wrap(spec, original)
+    places = [(owner, attribute, original, wrapper)]
+    home: Any = sys.modules.get(getattr(original, "__module__", None) or "")
+    *parts, name = str(getattr(original, "__qualname__", "")).split(".")
+    try:
+        for part in parts:
+            home = getattr(home, part)
+    except AttributeError:
+        return places
+    if home is not None and home is not owner and _own(home, name) is original:
+        places.append((home, name, original, wrapper))
+    return places
 
 
 def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
-    name = _wrapper_name(spec)
-    known = globals().get(name)
-    if known is not None and getattr(known, "__wrapped__", None) is original:
-        return known  # one wrapper per original: pickles refer to it by name
-
+    """``original``, reporting its files while a cell records; it keeps the original's
+    module and qualified name, which now name it: pickles and fingerprints by name
+    are the same as the original's."""
+    @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # noqa: F841  (IPython hides this frame)
         recording = _recording
@@ -328,32 +342,7 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
             except Exception:
                 recording.refuse(f"could not see the files `{spec.attribute}` uses")
         return result
-    for field in ("__name__", "__doc__", "__dict__"):
-        try:
-            if field == "__dict__":
-                wrapper.__dict__.update(getattr(original, "__dict__", {}))
-            else:
-                setattr(wrapper, field, getattr(original, field))
-        except (AttributeError, TypeError):
-            pass
-    wrapper.__wrapped__ = original  # type: ignore[attr-defined]
-    # pickled and fingerprinted by a name that always resolves to it (see __getattr__)
-    wrapper.__module__ = __name__
-    wrapper.__qualname__ = name
-    globals()[name] = wrapper
     return wrapper
-
-
-def __getattr__(name: str) -> Any:
-    """A wrapper unpickled in a kernel that has not prepared it yet (PEP 562)."""
-    spec = _BY_WRAPPER_NAME.get(name)
-    if spec is None:
-        raise AttributeError(name)
-    module = importlib.import_module(spec.module)
-    found = _resolve(spec, module)
-    if found is None:
-        raise AttributeError(name)
-    return found[3]
 
 
 class _Finder(importlib.abc.MetaPathFinder):
