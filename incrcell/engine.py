@@ -102,6 +102,7 @@ class Plan:
     entry: Entry | None = None
     values: dict[str, Any] = field(default_factory=dict)  # hit: name -> value to bind
     files: dict[str, str] = field(default_factory=dict)  # miss: files read -> content digest
+    codes: tuple[types.CodeType, ...] = ()  # miss: code of the functions it calls
     random_before: dict[str, Any] = field(default_factory=dict)  # miss: randomness.snapshot()
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
     outputs: dict[str, bytes | None] = field(default_factory=dict)  # hit: files to write back
@@ -266,6 +267,7 @@ class Engine:
         reads |= expansion.reads
         writes |= expansion.writes
         plan.reads, plan.writes = frozenset(reads), frozenset(writes)
+        plan.codes = expansion.codes
         plan.reason = expansion.hidden
         if plan.reason:
             return plan
@@ -551,6 +553,7 @@ class Engine:
             return names, (f"changes `{sorted(mutated)[0]}` in place, and too many other "
                            "objects refer to it to find every value that changed with it")
         names |= sharers
+        nativeio.literal_reads(files, plan.source, plan.codes)
         both = sorted(files.updates | (files.reads & files.writes))
         if both:
             return names, (f"reads and writes file `{os.path.relpath(both[0])}`: its content "

@@ -589,3 +589,33 @@ def _lazy_sources(recording: _Recording, spec: _Spec, frame: Any) -> None:
                                  "cannot find")
                 return
             _read(recording, spec, os.path.abspath(name))
+
+
+# -- paths named in the code ---------------------------------------------------------
+# a quoted string on one line that could be a path: with a dot or a slash in it
+_LITERAL = re.compile(r"""(['"])([^'"\n\\]{0,1000}[./][^'"\n\\]{0,1000})\1""")
+
+
+def literal_reads(watch: files.FileWatch, source: str,
+                  codes: Iterable[types.CodeType] = ()) -> None:
+    """Existing files named by a string literal of the cell (``source``) or of the
+    functions it calls (``codes``), which the cell did not write: reads.
+
+    Conservative, for readers outside the table (``netCDF4.Dataset("x.nc")``,
+    any C extension given a literal path): the cell is keyed on their content
+    whether or not it opened them.  A path computed at run time is not found.
+    """
+    names = {match.group(2) for match in _LITERAL.finditer(source)}
+    todo = list(codes)
+    while todo:
+        for constant in todo.pop().co_consts:
+            if isinstance(constant, str) and ("." in constant or "/" in constant):
+                names.add(constant)
+            elif isinstance(constant, types.CodeType):
+                todo.append(constant)
+    for name in names:
+        if len(name) > 4096 or "\0" in name:
+            continue
+        path = os.path.abspath(os.path.expanduser(name))
+        if path not in watch.writes and path not in watch.existed and os.path.isfile(path):
+            watch._opened(path, "r", None)

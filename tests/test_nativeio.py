@@ -275,3 +275,52 @@ def test_a_library_imported_during_the_recording_is_watched(here: Path, monkeypa
         feather.write_feather(_frame(1), "f.feather")
     watch = _watch(cell)
     assert str(here / "f.feather") in watch.writes
+
+
+_NATIVE_READER = (
+    "import ctypes\n"
+    "def read_native(path):\n"
+    "    # fopen in C: no Python open, no table entry\n"
+    "    libc = ctypes.CDLL(None)\n"
+    "    libc.fopen.restype = ctypes.c_void_p\n"
+    "    libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]\n"
+    "    libc.fread.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_void_p]\n"
+    "    libc.fclose.argtypes = [ctypes.c_void_p]\n"
+    "    handle = libc.fopen(path.encode(), b'rb')\n"
+    "    buffer = ctypes.create_string_buffer(64)\n"
+    "    size = libc.fread(buffer, 1, 64, handle)\n"
+    "    libc.fclose(handle)\n"
+    "    return buffer.raw[:size].decode()\n"
+    "def load():\n"
+    "    return read_native('inner.txt')")
+
+
+def test_files_named_by_literals_are_inputs_of_native_readers(kernel: Kernel, workdir: Path):
+    (workdir / "blob.txt").write_text("one")
+    (workdir / "inner.txt").write_text("uno")
+    cells = [LOAD, ("reader", _NATIVE_READER),
+             ("direct", "text = read_native('blob.txt')\ntext"),
+             ("through", "inner = load()\ninner")]
+    first = _ok(kernel.run_all(cells))
+    assert first[2].result == "'one'" and first[3].result == "'uno'"
+    kernel.restart()
+    assert _states(_ok(kernel.run_all(cells)))[2:] == ["restored", "restored"]
+    (workdir / "blob.txt").write_text("two")
+    (workdir / "inner.txt").write_text("dos")
+    kernel.restart()
+    third = _ok(kernel.run_all(cells))
+    assert _states(third)[2:] == ["ran", "ran"]
+    assert third[2].result == "'two'" and third[3].result == "'dos'"
+
+
+def test_literal_reads_skip_what_the_cell_wrote_and_what_does_not_exist(here: Path):
+    Path("in.csv").write_text("a")
+    Path("out.csv").write_text("b")
+    watch = FileWatch()
+    watch.writes.add(str(here / "out.csv"))
+
+    def helper():
+        return "sub/in.csv", 'in.csv'
+    nativeio.literal_reads(watch, "x = f('in.csv', \"out.csv\", 'missing.csv', 'plain')",
+                           [helper.__code__])
+    assert watch.reads == {str(here / "in.csv")}
