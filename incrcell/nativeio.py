@@ -3,9 +3,10 @@
 ``pd.read_parquet("t.parquet")`` never calls Python's ``open``: pyarrow opens
 the file in C++, and so do SQLite, HDF5, DuckDB and polars.  The wrappers of
 :mod:`incrcell.files` cannot see these reads, and a cell restored after the
-file gained a row would be stale.  This module sees them in two layers, both
+file gained a row would be stale.  This module sees them in three layers,
 active only while a :class:`~incrcell.files.FileWatch` records a cell
-(:func:`start` / :func:`stop`, called by the watch):
+(:func:`start` / :func:`stop`, called by the watch; :func:`literal_reads`,
+called by the engine when it stores the cell):
 
 1. **The entry points of the data libraries** (:data:`_TABLE`, like the
    effects table): their path arguments are reported to the watch.  Readers
@@ -28,25 +29,33 @@ active only while a :class:`~incrcell.files.FileWatch` records a cell
    original's module and qualified name, which now name it, so pickling and
    fingerprinting by name treat ``from pyarrow.parquet import read_table``
    the same whether it bound the wrapper or the original.  Libraries imported
-   *during* a recorded cell are wrapped as soon as they finish importing, by
-   a finder at the front of ``sys.meta_path`` (only while recording; it only
-   answers for the table's module names).
+   later (in a recorded cell or not) are wrapped as soon as they finish
+   importing, by a finder at the front of ``sys.meta_path`` that only answers
+   for the table's module names (installed by the first recorded cell).
 
 2. **Files the cell leaves open** (``/proc/self/fd`` after the cell, for the
    descriptors it opened): opened read-only, they are reads (a reader
    outside the table that keeps its file open, ``netCDF4.Dataset``); open for
    writing, what is written after the cell cannot be stored: uncacheable.
+   Costs two listings of ``/proc/self/fd`` a recorded cell.
+
+3. **Files named by string literals** of the cell or of the functions it
+   calls, which exist and which the cell did not write: reads.  Conservative
+   (a cell is keyed on a file it may not have opened), it covers native
+   readers outside the table given a literal path.
 
 What fails safe: a path that cannot be keyed (a remote URL, a directory whose
 listing the watch cannot key, a lazy plan whose sources cannot be found)
 makes the cell uncacheable with the reason (:func:`refusal`).  Not seen (the
 README's limits): native code outside the table that opens and closes a file
-within the cell (a C extension calling ``fopen``), entry points bound by name
-before the watch was installed (``from pyarrow.parquet import read_table``
-before ``%load_ext incrcell``), connection methods of libraries other than
-DuckDB, and descriptors reused by number during the cell.  Measured audit
-counters (``/proc/self/io``) count the kernel's own messages too, so they
-cannot tell a cell's native reads: not used.
+whose path is computed at run time; entry points bound by name before they
+were wrapped (``from pyarrow.parquet import read_table`` run before the
+first recorded cell) and connection methods of libraries other than DuckDB, except
+through layers 2 and 3; descriptors whose number was freed and reused during
+the cell.  The process's I/O counters (``/proc/self/io``) cannot single out a
+cell's native reads: they also count imports and the kernel's own reads
+(``import pandas``: 16 MB; a first ``pq.read_table`` of a 5 kB file: 64 kB),
+so they are not used.
 """
 
 from __future__ import annotations
@@ -205,8 +214,6 @@ def stop(watch: files.FileWatch) -> None:
     """Settle the handles and descriptors the cell left open (the wrappers stay, idle)."""
     global _recording
     recording, _recording = _recording, None
-    while _FINDER in sys.meta_path:
-        sys.meta_path.remove(_FINDER)
     if recording is None or recording.watch is not watch:
         return
     try:
@@ -219,6 +226,8 @@ def stop(watch: files.FileWatch) -> None:
 
 def restore() -> None:
     """Put every entry point back (when incrcell is unloaded)."""
+    while _FINDER in sys.meta_path:
+        sys.meta_path.remove(_FINDER)
     while _patched:
         _, (_, wrapped) = _patched.popitem()
         for owner, attribute, original, wrapper in wrapped:
@@ -346,7 +355,8 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Patches a table module as soon as it is imported during a recorded cell."""
+    """Wraps a table module's entry points as soon as it is imported (installed by the
+    first recorded cell, until :func:`restore`)."""
 
     def __init__(self) -> None:
         self._busy = threading.local()
@@ -383,10 +393,10 @@ class _PatchingLoader(importlib.abc.Loader):
         module.__spec__.loader = self._loader  # the module keeps the real loader
         module.__loader__ = self._loader
         self._loader.exec_module(module)
-        if _recording is not None:
-            try:
-                _patch(self._name, module)
-            except Exception:
+        try:
+            _patch(self._name, module)
+        except Exception:
+            if _recording is not None:
                 _recording.refuse(f"could not watch the file access of `{self._name}`")
 
     def __getattr__(self, name: str) -> Any:
