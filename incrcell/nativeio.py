@@ -602,8 +602,8 @@ def _lazy_sources(recording: _Recording, spec: _Spec, frame: Any) -> None:
 
 
 # -- paths named in the code ---------------------------------------------------------
-# a quoted string on one line that could be a path: with a dot or a slash in it
-_LITERAL = re.compile(r"""(['"])([^'"\n\\]{0,1000}[./][^'"\n\\]{0,1000})\1""")
+# a quoted string on one line (one that could be a path has a dot or a slash in it)
+_LITERAL = re.compile(r"""(['"])([^'"\n\\]{1,4096})\1""")
 
 
 def literal_reads(watch: files.FileWatch, source: str,
@@ -615,7 +615,7 @@ def literal_reads(watch: files.FileWatch, source: str,
     any C extension given a literal path): the cell is keyed on their content
     whether or not it opened them.  A path computed at run time is not found.
     """
-    names = {match.group(2) for match in _LITERAL.finditer(source)}
+    names = {text for _, text in _LITERAL.findall(source) if "." in text or "/" in text}
     todo = list(codes)
     while todo:
         for constant in todo.pop().co_consts:
@@ -624,7 +624,7 @@ def literal_reads(watch: files.FileWatch, source: str,
             elif isinstance(constant, types.CodeType):
                 todo.append(constant)
     for name in names:
-        if len(name) > 4096 or "\0" in name:
+        if len(name) > 4096 or "\0" in name or name.strip(".") == "":
             continue
         path = os.path.abspath(os.path.expanduser(name))
         if path not in watch.writes and path not in watch.existed and os.path.isfile(path):
