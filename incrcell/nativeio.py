@@ -132,6 +132,7 @@ _TABLE: tuple[_Spec, ...] = (
     _Spec("pyarrow", "output_stream", _WRITE, 0, "source"),
     # databases and scientific formats
     _Spec("sqlite3", "connect", _OPEN, 0, "database", companions=_SQLITE),
+    _Spec("sqlite3.dbapi2", "connect", _OPEN, 0, "database", companions=_SQLITE),  # SQLAlchemy's
     _Spec("h5py", "File.__init__", _OPEN, 1, "name", mode=(2, "mode", "r")),
     _Spec("tables", "open_file", _OPEN, 0, "filename", mode=(1, "mode", "r")),
     *_entries("xarray", _READ, ("open_dataset", "open_dataarray", "load_dataset",
