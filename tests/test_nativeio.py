@@ -326,3 +326,13 @@ def test_literal_reads_skip_what_the_cell_wrote_and_what_does_not_exist(here: Pa
     nativeio.literal_reads(watch, "x = f('in.csv', \"out.csv\", 'missing.csv', 'plain')",
                            [helper.__code__])
     assert watch.reads == {str(here / "in.csv")}
+
+
+def test_a_file_opened_between_cells_is_not_the_next_cells(here: Path):
+    _watch(lambda: None)
+    kept = os.open("log.txt", os.O_WRONLY | os.O_CREAT)  # e.g. by a cell that is not recorded
+    try:
+        watch = _watch(lambda: None)
+    finally:
+        os.close(kept)
+    assert nativeio.refusal(watch) == "" and not watch.writes
