@@ -32,7 +32,7 @@ from typing import Any
 
 import xxhash
 
-from . import fingerprint, randomness, store as store_module
+from . import fingerprint, nativeio, randomness, store as store_module
 from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
 from .config import Config
 from .effects import find_effects
@@ -102,6 +102,7 @@ class Plan:
     entry: Entry | None = None
     values: dict[str, Any] = field(default_factory=dict)  # hit: name -> value to bind
     files: dict[str, str] = field(default_factory=dict)  # miss: files read -> content digest
+    codes: tuple[types.CodeType, ...] = ()  # miss: code of the functions it calls
     random_before: dict[str, Any] = field(default_factory=dict)  # miss: randomness.snapshot()
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
     outputs: dict[str, bytes | None] = field(default_factory=dict)  # hit: files to write back
@@ -266,6 +267,7 @@ class Engine:
         reads |= expansion.reads
         writes |= expansion.writes
         plan.reads, plan.writes = frozenset(reads), frozenset(writes)
+        plan.codes = expansion.codes
         plan.reason = expansion.hidden
         if plan.reason:
             return plan
@@ -551,10 +553,13 @@ class Engine:
             return names, (f"changes `{sorted(mutated)[0]}` in place, and too many other "
                            "objects refer to it to find every value that changed with it")
         names |= sharers
+        nativeio.literal_reads(files, plan.source, plan.codes)
         both = sorted(files.updates | (files.reads & files.writes))
         if both:
             return names, (f"reads and writes file `{os.path.relpath(both[0])}`: its content "
                            "before the cell is an input incrcell cannot restore")
+        if refused := nativeio.refusal(files):
+            return names, refused
         plan.files = {path: file_digest(path) for path in sorted(files.reads)}
         plan.files.update({path: EXISTS if existed else MISSING
                            for path, existed in files.existed.items()})

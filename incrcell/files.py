@@ -130,10 +130,14 @@ class FileWatch:
         _active = self
         for module, name, wrapper in _WRAPPED:
             setattr(module, name, wrapper)
+        from . import nativeio  # imports this module: bound here, not at import time
+        nativeio.start(self)
         return self
 
     def stop(self) -> FileWatch:
         global _active
+        from . import nativeio
+        nativeio.stop(self)
         if _active is self:
             _active = None
             for module, name, wrapper in _WRAPPED:
