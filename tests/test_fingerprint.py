@@ -53,7 +53,7 @@ def run_cell(source: str, namespace: dict[str, object] | None = None, filename: 
 
 
 def test_api_shapes() -> None:
-    assert HASH_FORMAT == 2
+    assert HASH_FORMAT == 3
     digest = H([1, "a"])
     assert isinstance(digest, bytes) and len(digest) == 16
     assert hash_bytes(b"abc") == hash_bytes(memoryview(b"abc"))
