@@ -626,11 +626,14 @@ class Engine:
 
     @staticmethod
     def _mutated(plan: Plan, namespace: MutableMapping[str, Any], known: set[str]) -> set[str]:
-        """Inputs not in ``known`` whose content changed while the cell ran (``f(df)``)."""
+        """Inputs whose content changed while the cell ran (``f(df)``), in ``known`` too when
+        still bound to the same object (``col *= 3`` changes ``col`` in place): what shares
+        their objects changed with them."""
         changed = set()
         with ValueHasher() as hasher:
             for name, before in plan.digests.items():
-                if name not in known and name in namespace:
+                if name in namespace and (name not in known
+                                          or plan.bindings.get(name) == id(namespace[name])):
                     try:
                         if hasher.hash(namespace[name]) != before:
                             changed.add(name)

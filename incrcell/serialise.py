@@ -296,8 +296,9 @@ def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, .
     is found by owner: a stored array viewing the same memory, contiguous (so
     that, stored by value, it comes back with the same layout and the view's
     byte offset and strides still mean the same elements) and spanning every
-    byte the view covers.  A view sharing memory with stored arrays of which
-    none qualifies cannot stay shared: it is refused rather than copied.
+    byte the view covers; or, if the view itself could be theirs, by value.  A view
+    sharing memory with stored arrays of which none qualifies cannot stay shared: it
+    is refused rather than copied.
     """
     candidates = [a for a in anchors.get(id(array_owner(view)), ()) if a is not view]
     if not candidates:
@@ -309,6 +310,11 @@ def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, .
             offset = view.__array_interface__["data"][0] - anchor.__array_interface__["data"][0]
             return _load_view, (anchor, offset, view.shape, view.strides, view.dtype,
                                 view.flags.writeable, anchor.strides)
+    if (view.flags.c_contiguous or view.flags.f_contiguous) and all(
+            low <= start and end <= high for start, end in map(_byte_bounds, candidates)):
+        # the view is the anchor of the others (``m`` restored, viewing an unnamed buffer,
+        # and ``col = m[:, 1]``): stored by value, they are stored as views of it
+        return None
     raise pickle.PicklingError("an array view shares memory with another stored array "
                                "in a way that cannot be stored shared")
 
