@@ -699,22 +699,29 @@ class Engine:
         """
         counts: dict[int, int] = {}
         inner: dict[int, object] = {}
+        walked: dict[type, bool] = {}  # per type: is it walked (counted, entered)?
         stack = list(changed)
         while stack:
             parts = stack.pop()
             parts = (parts.__closure__ or () if type(parts) is types.FunctionType
                      else gc.get_referents(parts))
             for part in parts:
-                if isinstance(part, _NOT_WALKED) and type(part) is not types.FunctionType:
+                kind = type(part)
+                walk = walked.get(kind)
+                if walk is None:
+                    walk = walked[kind] = kind is types.FunctionType or not issubclass(
+                        kind, _NOT_WALKED)
+                if not walk:
                     continue
                 key = id(part)
                 counts[key] = counts.get(key, 0) + 1
                 if key not in inner and key not in seen:
                     inner[key] = part
-                    stack.append(part)
+                    if gc.is_tracked(part):  # untracked containers hold atoms only
+                        stack.append(part)
             if len(inner) > _INNER_LIMIT:
                 return None
-        del parts, stack
+        parts = part = None  # no reference of ours may count as a holder
         # the references besides the counted ones: ``inner``'s and getrefcount's argument
         shared = [inner[key] for key in inner if sys.getrefcount(inner[key]) - 2 > counts[key]]
         seen.update(inner)

@@ -147,3 +147,30 @@ def test_closures_sharing_a_nonlocal_stay_shared(kernel: Kernel):
         assert runs["step"].result == "1" and kernel.value("(x, get(), inc(), get())") == "(1, 1, 2, 2)"
     assert "uncacheable" in why(kernel, runs["make"])
     assert normalise_outputs(runs["step"].outputs) == normalise_outputs(first["step"].outputs)
+
+
+# -- in-process: what a faithful custom pickle and plain aliases keep --------------------
+
+from harness import Session, cache_dir  # noqa: E402,F401  (cache_dir is a fixture)
+
+
+def test_a_faithful_custom_pickle_is_cached_and_restored(cache_dir, monkeypatch):
+    cells = [("define", "class Box:\n    def __init__(self, items):\n        self.items = items\n"
+                        "    def __getstate__(self):\n        return dict(self.__dict__)\n"
+                        "    def __setstate__(self, state):\n        self.__dict__.update(state)"),
+             ("make", "box = Box([1, 2])\nbox.items.append(3)"),
+             ("use", "n = len(box.items)")]
+    first = Session(cache_dir, monkeypatch).run_all(cells)
+    assert all(o.record.state == "ran" for o in first.values()), {c: o.record.reason for c, o in first.items()}
+    second = Session(cache_dir, monkeypatch)
+    assert all(o.restored for o in second.run_all(cells).values())
+    assert second.ns["box"].items == [1, 2, 3] and second.ns["n"] == 3
+
+
+def test_an_alias_of_a_mutated_input_is_cached_on_its_first_run(cache_dir, monkeypatch):
+    cells = [("make", "a = [1]\nb = a"), ("grow", "a.append(2)"), ("read", "n = len(b)")]
+    first = Session(cache_dir, monkeypatch).run_all(cells)
+    assert first["grow"].record.state == "ran" and "b" in first["grow"].record.writes
+    second = Session(cache_dir, monkeypatch)
+    assert all(o.restored for o in second.run_all(cells).values())
+    assert second.ns["b"] is second.ns["a"] and second.ns["n"] == 2
