@@ -59,8 +59,15 @@ Known limits (the engine author must know these)
 * Module objects are hashed by name (library) or by the bytes of their file
   (local), never by their live attributes: a runtime assignment such as
   ``mylib.THRESHOLD = 5`` is invisible here.
-* Other objects are hashed through their pickle reduction; state that an
-  object's ``__reduce__``/``__getstate__`` leaves out is not hashed.
+* Other objects are hashed through their pickle reduction. Instances of the
+  user's own classes (``__main__`` or local modules) that customise pickling
+  are hashed by what they hold (``__dict__``, slots) as well, and mark the
+  hasher :attr:`ValueHasher.doubtful`, like closure cells shared by two
+  functions: the engine then proves that a stored copy reloads to the same
+  digest. Library classes are trusted: state their reduction leaves out is
+  not hashed.
+* A notebook function's ``functools.lru_cache`` memo cannot be read: a
+  wrapper whose memo holds results is :class:`Unhashable`.
 * Sets hash independently of iteration order when all elements are
   value-like (atoms, tuples/frozensets of them, library classes/functions);
   sets of objects with identity are hashed in iteration order (may differ
