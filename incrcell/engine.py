@@ -811,8 +811,7 @@ class Engine:
                     except Unpicklable as exc:
                         raise _Uncacheable(self._unpicklable(values, result, refs, exc)) from None
                     if doubtful:
-                        self._prove_round_trip(serialised, values, result, variables,
-                                               result_digest, namespace)
+                        self._prove_round_trip(serialised, values, result, namespace)
                     self.store.put_value(bundle, serialised)
             written = {path: self._put_file(data) for path, data in produced.items()}
             self.store.put(Entry(key=plan.key, source=plan.source, variables=variables,
@@ -869,14 +868,15 @@ class Engine:
 
     @staticmethod
     def _prove_round_trip(serialised: Any, values: dict[str, Any], result: Any,
-                          variables: dict[str, str], result_digest: str | None,
                           namespace: MutableMapping[str, Any]) -> None:
         """Load what was just pickled and hash it; raises :class:`_Uncacheable` unless it is
         what was stored, sharing included.
 
         Only for values whose pickle may leave out what they hold (see
         ``ValueHasher.doubtful``): a ``__getstate__`` dropping a field, closures
-        sharing a cell, which pickling copies apart.
+        sharing a cell, which pickling copies apart.  Both sides are hashed
+        skimming numpy arrays and pandas objects (``ValueHasher.skim``): their
+        pickles are faithful, and a large one is never read again here.
         """
         try:
             loaded, loaded_result, _ = loads(serialised.method, serialised.stream,
@@ -886,26 +886,23 @@ class Engine:
                                f"({one_line(exc)})") from None
         aliases = {id(loaded[name]): name for name, value in values.items()
                    if notebook_definition(value) == name}
-        pairs = [*((f"`{name}`", values[name], loaded[name], variables[name]) for name in values),
-                 ("its result", result, loaded_result, result_digest)]
-        for what, value, copy, digest in pairs:
-            if digest is None:
-                continue
-            with ValueHasher() as fresh:
-                fresh.aliases = aliases
+        lossy = ("`{}` ({}), which its pickle does not bring back as it was (its __reduce__ or "
+                 "__getstate__ leaves out part of what it holds)")
+        pairs = [*((lossy.format(name, _type_name(values[name])), values[name], loaded[name])
+                   for name in values),
+                 (lossy.format("its result", _type_name(result)), result, loaded_result),
+                 ("values sharing objects (closure cells...) that pickling copies apart",
+                  (values, result), (loaded, loaded_result))]
+        with ValueHasher() as original, ValueHasher() as copied:
+            original.skim = copied.skim = True  # arrays and frames come back as they were
+            copied.aliases = aliases
+            for what, value, copy in pairs:
                 try:
-                    same = fresh.hash(copy).hex() == digest
+                    same = original.hash(value) == copied.hash(copy)
                 except Unhashable:
                     same = False
-            if not same:
-                raise _Uncacheable(f"writes {what} ({_type_name(value)}), which its pickle does "
-                                   "not bring back as it was (its __reduce__ or __getstate__ "
-                                   "leaves out part of what it holds)")
-        with ValueHasher() as original, ValueHasher() as fresh:
-            fresh.aliases = aliases
-            if original.hash((values, result)) != fresh.hash((loaded, loaded_result)):
-                raise _Uncacheable("writes values sharing objects (closure cells, ...) that "
-                                   "pickling copies apart")
+                if not same:
+                    raise _Uncacheable(f"writes {what}")
 
     def _put_file(self, data: bytes | None) -> str:
         """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted)."""
