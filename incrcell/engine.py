@@ -886,10 +886,10 @@ class Engine:
                                f"({one_line(exc)})") from None
         aliases = {id(loaded[name]): name for name, value in values.items()
                    if notebook_definition(value) == name}
-        lossy = ("`{}` ({}), which its pickle does not bring back as it was (its __reduce__ or "
+        lossy = ("{} ({}), which its pickle does not bring back as it was (its __reduce__ or "
                  "__getstate__ leaves out part of what it holds)")
-        pairs = [*((lossy.format(name, _type_name(values[name])), values[name], loaded[name])
-                   for name in values),
+        pairs = [*((lossy.format(f"`{name}`", _type_name(values[name])), values[name],
+                    loaded[name]) for name in values),
                  (lossy.format("its result", _type_name(result)), result, loaded_result),
                  ("values sharing objects (closure cells...) that pickling copies apart",
                   (values, result), (loaded, loaded_result))]
