@@ -82,6 +82,7 @@ Known limits (the engine author must know these)
 from __future__ import annotations
 
 import ast
+import builtins
 import copyreg
 import functools
 import pickle
@@ -553,7 +554,10 @@ def _pid_function(hasher: ValueHasher, fn: types.FunctionType) -> object:
         fn.__kwdefaults__,
         fn.__closure__,
         fn.__dict__ or None,
-        tuple((name, namespace[name]) for name in sorted(referenced_globals(fn))),
+        # a global that is the builtin of its name behaves as no global at all (dill's
+        # private globals for a function of another module's namespace hold such copies)
+        tuple((name, namespace[name]) for name in sorted(referenced_globals(fn))
+              if namespace[name] is not getattr(builtins, name, _ABSENT)),
     )
 
 
@@ -762,6 +766,8 @@ def _pid_numpy_scalar(hasher: ValueHasher, obj: Any) -> object:
 def _pid_pandas(hasher: ValueHasher, obj: object) -> object:
     return ("pandas", hasher.hash(obj))
 
+
+_ABSENT = object()
 
 # (register identity, handler); handler None means "pickle normally".
 _Kind = tuple[bool, "Callable[[ValueHasher, object], object] | None"]

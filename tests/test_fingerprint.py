@@ -1103,3 +1103,27 @@ def test_closure_cells_are_collected_as_mutable_inner_objects() -> None:
     collected = hasher.collect()
     hasher.hash(ns["get"])
     assert id(ns["get"].__closure__[0]) in collected
+
+
+def test_a_global_bound_to_its_own_builtin_hashes_as_no_global() -> None:
+    # dill restores a function of another module's namespace (a dataclass's __repr__) with
+    # private globals that hold the builtins it uses: that must not change its digest
+    code = compile("def f(x):\n    return id(x)", "<cell>", "exec")
+    plain: dict[str, object] = {"__name__": "__main__"}
+    exec(code, plain)
+    copied = {"__name__": "__main__", "id": id}
+    exec(code, copied)
+    assert hash_value(plain["f"]) == hash_value(copied["f"])
+    shadowed = {"__name__": "__main__", "id": len}
+    exec(code, shadowed)
+    assert hash_value(shadowed["f"]) != hash_value(plain["f"])
+
+
+def test_a_dataclass_restored_from_its_pickle_hashes_the_same() -> None:
+    from incrcell.serialise import dumps, loads
+    ns = run_cell("from dataclasses import dataclass\n@dataclass(frozen=True, slots=True)\n"
+                  "class P:\n    x: int")
+    stored = dumps(ns["P"], own=[ns["P"]])
+    copy = loads(stored.method, stored.stream, stored.buffers)
+    assert copy is not ns["P"]
+    assert hash_value(copy) == hash_value(ns["P"])
