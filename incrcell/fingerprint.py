@@ -800,9 +800,8 @@ _BASE_KINDS: dict[type, _Kind] = {
     weakref.ref: (True, _pid_weakref),
 }
 
-# Kinds (by handler) whose instances can be changed in place, for ValueHasher.collect
-# (closure cells too: functions sharing one see each other's ``nonlocal`` writes).
-_MUTABLE = frozenset({None, _pid_set, _pid_ndarray, _pid_cell, _pid_custom_pickled})
+# Kinds (by handler) whose instances can be changed in place, for ValueHasher.collect.
+_MUTABLE = frozenset({None, _pid_set, _pid_ndarray, _pid_custom_pickled})
 
 _PICKLING_HOOKS = ("__reduce_ex__", "__reduce__", "__getstate__", "__setstate__",
                    "__getnewargs_ex__", "__getnewargs__")

@@ -309,3 +309,17 @@ def test_pickles_that_leave_state_out_lose_it() -> None:
     _, (inc2, get2) = roundtrip((inc, get))
     inc2()
     assert get2() == 1  # the two closures no longer share `n`
+
+
+def test_a_notebook_base_class_is_referred_to_by_name_inside_a_class_stored_by_value() -> None:
+    import types as _types
+    main = _types.ModuleType("__main__")
+    exec("class Base:\n    pass\nclass Sub(Base):\n    pass", main.__dict__)
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = main
+    try:
+        stored = dumps(main.Sub, own=[main.Sub])
+        copy = loads(stored.method, stored.stream, stored.buffers)
+    finally:
+        sys.modules["__main__"] = saved
+    assert copy is not main.Sub and copy.__bases__ == (main.Base,)  # not a copy of Base
