@@ -33,7 +33,8 @@ from typing import Any
 import xxhash
 
 from . import fingerprint, nativeio, randomness, store as store_module
-from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
+from .analysis import (DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables,
+                       notebook_definition)
 from .config import Config
 from .effects import find_effects
 from .explain import BOUND, UNBOUND, explain_miss
@@ -42,7 +43,7 @@ from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_h
 from .graph import CellGraph
 from .packages import changed_since_import, note_loaded, package_versions
 from .randomness import SeedWatch
-from .serialise import Shared, Unpicklable, dumps
+from .serialise import Shared, Unpicklable, dumps, loads, one_line
 from .store import CacheWarning, Entry, FileStore, Store, StoreError
 
 #: Bumped whenever what goes into a key changes; old entries then simply miss.
@@ -71,6 +72,13 @@ _NO_IDENTITY = (type, types.FunctionType, types.BuiltinFunctionType, types.Metho
 # Objects through which the holders of a mutated object are searched (see _sharers).
 _CONTAINERS = frozenset({list, dict, set, tuple, frozenset, types.SimpleNamespace})
 _HOLDERS_LIMIT = 10_000
+# Objects inside mutated values walked to find those held elsewhere, and how many of those
+# may be searched for holders (each costs a pass over the heap; see Engine._held_elsewhere).
+_INNER_LIMIT = 1_000_000
+_SHARED_LIMIT = 1_000
+# What that walk does not enter: values without parts, code (whose globals are the whole
+# namespace: only a function's closure cells are walked), modules.
+_NOT_WALKED = (*_NO_IDENTITY, types.CodeType)
 # Marks, in ValueHasher.watch, objects found inside a value rather than bound to a name.
 _INSIDE = "\0"
 
@@ -107,6 +115,7 @@ class Plan:
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
     outputs: dict[str, bytes | None] = field(default_factory=dict)  # hit: files to write back
     result: Any = None  # hit: the Out value to return
+    through: dict[str, str | None] = field(default_factory=dict)  # miss: see Engine._through
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -330,39 +339,78 @@ class Engine:
         plan.key = cell_key(plan.components)
         plan.action = RECORD
         plan.random_before = randomness.snapshot()
-        if directive == "rerun":
-            plan.reason = FORCED
-            return
-        entry = self.store.get(plan.key)
-        if entry is None:
-            plan.reason = explain_miss(self._lineage(plan.identity), plan.components)
-            return
-        plan.reason = files_changed(entry)
+        entry = None if directive == "rerun" else self.store.get(plan.key)
+        plan.reason = FORCED if directive == "rerun" else self._unusable(plan, entry, namespace,
+                                                                         hasher)
         if plan.reason:
+            plan.through = self._through(plan, entry, namespace, hasher)
             return
+        plan.action, plan.entry = RESTORE, entry
+
+    def _unusable(self, plan: Plan, entry: Entry | None, namespace: MutableMapping[str, Any],
+                  hasher: ValueHasher) -> str:
+        """Why ``entry`` (looked up under the plan's key) cannot be restored now ('' if it can,
+        with its values loaded into the plan)."""
+        if entry is None:
+            return explain_miss(self._lineage(plan.identity), plan.components)
+        reason = files_changed(entry)
+        if reason:
+            return reason
         states = plan.random_before
         for name, before in sorted(entry.random.items()):
             if before is not None and (
                     name not in states or randomness.state_digest(states[name]) != before):
-                plan.reason = (f"the global random state of `{name}` is not the one it drew "
-                               "from when recorded (seed it before drawing to make this cell "
-                               "cacheable)")
-                plan.random_before = states
-                return
+                return (f"the global random state of `{name}` is not the one it drew "
+                        "from when recorded (seed it before drawing to make this cell "
+                        "cacheable)")
         unmet = self._unmet(entry, namespace, hasher)
         if unmet:
-            plan.reason = (f"its values refer to `{unmet}`, which is not what it was when "
-                           "the cell was recorded")
-            return
+            return (f"its values refer to `{unmet}`, which is not what it was when "
+                    "the cell was recorded")
+        for name, before in sorted(entry.through.items()):
+            try:
+                now = self._content(namespace, name, hasher)
+            except Unhashable:
+                now = None
+            if now != before:
+                return (f"it changes `{name}` through an object they share, and `{name}` is "
+                        "not what it was when the cell was recorded")
         try:
             self._load(plan, entry, namespace, hasher)
         except StoreError as exc:
             warnings.warn(f"incrcell: could not restore the cell ({exc.reason}); running it instead.",
-                          CacheWarning, stacklevel=2)
+                          CacheWarning, stacklevel=3)
             plan.values, plan.result = {}, None
-            plan.reason = f"its cache entry could not be read ({exc.reason})"
-            return
-        plan.action, plan.entry, plan.reason = RESTORE, entry, ""
+            return f"its cache entry could not be read ({exc.reason})"
+        return ""
+
+    def _through(self, plan: Plan, entry: Entry | None, namespace: MutableMapping[str, Any],
+                 hasher: ValueHasher) -> dict[str, str | None]:
+        """The content before the cell runs of the names it may change through shared objects.
+
+        A cell that changes an object in place also changes every name sharing it
+        (``m`` for ``col *= 3`` after ``col = m[:, 1]``; ``c`` holding a mutated
+        list): those names are written, and a restore brings their content after
+        back, so it needs their content before to be what it was when recorded.
+        Which names these are is only known once the cell ran: the names found
+        by earlier runs of the same source (a note) and by the entry under this
+        key are hashed now, before it runs (None: not hashable).
+        """
+        note = self.store.get_note(f"through:{plan.source_digest}") or {}
+        names = set(note.get("names", ())) | set(entry.through if entry else ())
+        through: dict[str, str | None] = {}
+        for name in sorted(names - plan.digests.keys()):
+            try:
+                through[name] = self._content(namespace, name, hasher)
+            except Unhashable:
+                through[name] = None
+        return through
+
+    @staticmethod
+    def _content(namespace: MutableMapping[str, Any], name: str, hasher: ValueHasher) -> str:
+        """The digest of what ``name`` holds (UNBOUND if nothing); raises Unhashable."""
+        value = namespace.get(name, _ABSENT)
+        return UNBOUND if value is _ABSENT else hasher.hash(value).hex()
 
     def refusal(self, analysis: CellAnalysis | None, directive: str | None = None,
                 refusal: str = "") -> str:
@@ -583,11 +631,14 @@ class Engine:
 
     @staticmethod
     def _mutated(plan: Plan, namespace: MutableMapping[str, Any], known: set[str]) -> set[str]:
-        """Inputs not in ``known`` whose content changed while the cell ran (``f(df)``)."""
+        """Inputs whose content changed while the cell ran (``f(df)``), in ``known`` too when
+        still bound to the same object (``col *= 3`` changes ``col`` in place): what shares
+        their objects changed with them."""
         changed = set()
         with ValueHasher() as hasher:
             for name, before in plan.digests.items():
-                if name not in known and name in namespace:
+                if name in namespace and (name not in known
+                                          or plan.bindings.get(name) == id(namespace[name])):
                     try:
                         if hasher.hash(namespace[name]) != before:
                             changed.add(name)
@@ -609,12 +660,19 @@ class Engine:
         if not mutated:
             return set()
         bound = self._bound(namespace, exclude=known)
+        # functions see the closure cells they share with a changed one (``inc, get = make()``)
+        bound.update({id(value): name for name, value in namespace.items()
+                      if type(value) is types.FunctionType and name not in known
+                      and not self.is_session_name(name)})
         changed = [namespace[name] for name in mutated if name in namespace]
         inside = set().union(*(plan.inner.get(name, set()) for name in mutated))
         found = {bound[i] for i in inside | set(map(id, changed)) if i in bound}
         found |= self._same_memory(namespace, changed, bound)
         seen = set(map(id, changed)) | {id(namespace), id(changed)}
-        level = changed
+        shared = self._held_elsewhere(changed, seen)
+        if shared is None:
+            return None
+        level = [*changed, *shared]
         while level:
             upper: list[object] = []
             for holder in gc.get_referrers(*level):
@@ -630,6 +688,49 @@ class Engine:
             seen.add(id(upper))
             level = upper
         return found
+
+    @staticmethod
+    def _held_elsewhere(changed: list[object], seen: set[int]) -> list[object] | None:
+        """The objects inside the ``changed`` values that something outside them refers to too.
+
+        A change to ``a`` may be a change to an object inside it (``a[0].append(1)``)
+        that another value holds as well (``c = {'k': a[0]}``): the holders must be
+        walked up from those objects too.  The values are walked down (through
+        containers, instances and closure cells, not through code or modules), counting
+        the references they hold to each object inside; an object with more references
+        than that is held elsewhere.  Their ids are added to ``seen``, so that the walk
+        up does not come back through the values themselves.  None when there are too
+        many to search.
+        """
+        counts: dict[int, int] = {}
+        inner: dict[int, object] = {}
+        walked: dict[type, bool] = {}  # per type: is it walked (counted, entered)?
+        stack = list(changed)
+        while stack:
+            parts = stack.pop()
+            parts = (parts.__closure__ or () if type(parts) is types.FunctionType
+                     else gc.get_referents(parts))
+            for part in parts:
+                kind = type(part)
+                walk = walked.get(kind)
+                if walk is None:
+                    walk = walked[kind] = kind is types.FunctionType or not issubclass(
+                        kind, _NOT_WALKED)
+                if not walk:
+                    continue
+                key = id(part)
+                counts[key] = counts.get(key, 0) + 1
+                if key not in inner and key not in seen:
+                    inner[key] = part
+                    if gc.is_tracked(part):  # untracked containers hold atoms only
+                        stack.append(part)
+            if len(inner) > _INNER_LIMIT:
+                return None
+        parts = part = None  # no reference of ours may count as a holder
+        # the references besides the counted ones: ``inner``'s and getrefcount's argument
+        shared = [inner[key] for key in inner if sys.getrefcount(inner[key]) - 2 > counts[key]]
+        seen.update(inner)
+        return None if len(shared) > _SHARED_LIMIT else shared
 
     @staticmethod
     def _same_memory(namespace: MutableMapping[str, Any], changed: list[object],
@@ -665,6 +766,12 @@ class Engine:
         """
         values = {name: namespace[name] for name in sorted(names) if name in namespace}
         deleted = sorted(n for n in names if n not in namespace)
+        try:
+            through = self._written_through(plan, values)
+        except _Uncacheable as exc:
+            return str(exc)
+        except StoreError as exc:
+            return f"could not be saved: {exc.reason}"
         hasher.watch = {i: _INSIDE + name for name, ids in plan.inner.items()
                         if name not in names for i in ids}
         bound = self._bound(namespace, exclude=names)
@@ -681,6 +788,7 @@ class Engine:
             packages = {name: sorted(hasher.packages_of(value)) for name, value in values.items()}
             result_digest = (None if result is None
                              else self._digest(result, hasher, "its result").hex())
+            doubtful = hasher.doubtful
             named = {name for name in hasher.met if not name.startswith(_INSIDE)}
             refs = {name: namespace[name] for name in named}
             inside = ({i: name[1:] for i, name in hasher.watch.items() if name.startswith(_INSIDE)}
@@ -707,6 +815,8 @@ class Engine:
                             "does not write: a restore would copy them") from None
                     except Unpicklable as exc:
                         raise _Uncacheable(self._unpicklable(values, result, refs, exc)) from None
+                    if doubtful:
+                        self._prove_round_trip(serialised, values, result, namespace)
                     self.store.put_value(bundle, serialised)
             written = {path: self._put_file(data) for path, data in produced.items()}
             self.store.put(Entry(key=plan.key, source=plan.source, variables=variables,
@@ -715,7 +825,8 @@ class Engine:
                                  duration=duration,
                                  created=time.time(),
                                  components=plan.components, requires=requires,
-                                 files=plan.files, cwd=os.getcwd(), written=written))
+                                 files=plan.files, cwd=os.getcwd(), written=written,
+                                 through=through))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
             for name, value in values.items():
@@ -728,6 +839,75 @@ class Engine:
                           "it will run again next time.", CacheWarning, stacklevel=2)
             return f"could not be saved: {exc.reason}"
         return ""
+
+    def _written_through(self, plan: Plan, values: dict[str, Any]) -> dict[str, str]:
+        """The names among ``values`` the cell changed through objects they share with what
+        it changed (not inputs, not bound anew), with their content before it ran.
+
+        Raises :class:`_Uncacheable` when that content is unknown: the name is then
+        noted for the cell's source, and hashed before its next run (see :meth:`_through`).
+        An alias of an input (the same object) had the input's content.
+        """
+        inputs = {plan.bindings[name]: digest.hex() for name, digest in plan.digests.items()
+                  if name in plan.bindings}
+        through: dict[str, str] = {}
+        unknown = []
+        for name, value in values.items():
+            if name in plan.digests or name in plan.writes or plan.bindings.get(name) != id(value):
+                continue
+            before = plan.through.get(name, inputs.get(id(value), _ABSENT))
+            if before is None:
+                raise _Uncacheable(f"changes `{name}` through an object they share, and what "
+                                   f"`{name}` held before cannot be hashed")
+            if before is _ABSENT:
+                unknown.append(name)
+            else:
+                through[name] = before
+        if unknown:
+            self.store.put_note(f"through:{plan.source_digest}",
+                                {"names": sorted({*plan.through, *through, *unknown})})
+            raise _Uncacheable(
+                f"changes `{unknown[0]}` through an object they share, which was not known "
+                "before it ran: what it held before is part of the key from the next run on")
+        return through
+
+    @staticmethod
+    def _prove_round_trip(serialised: Any, values: dict[str, Any], result: Any,
+                          namespace: MutableMapping[str, Any]) -> None:
+        """Load what was just pickled and hash it; raises :class:`_Uncacheable` unless it is
+        what was stored, sharing included.
+
+        Only for values whose pickle may leave out what they hold (see
+        ``ValueHasher.doubtful``): a ``__getstate__`` dropping a field, closures
+        sharing a cell, which pickling copies apart.  Both sides are hashed
+        skimming numpy arrays and pandas objects (``ValueHasher.skim``): their
+        pickles are faithful, and a large one is never read again here.
+        """
+        try:
+            loaded, loaded_result, _ = loads(serialised.method, serialised.stream,
+                                             serialised.buffers, namespace.__getitem__)
+        except Exception as exc:  # user __setstate__ & co.: any failure means not cacheable
+            raise _Uncacheable(f"writes values that cannot be loaded back from their pickle "
+                               f"({one_line(exc)})") from None
+        aliases = {id(loaded[name]): name for name, value in values.items()
+                   if notebook_definition(value) == name}
+        lossy = ("{} ({}), which its pickle does not bring back as it was (its __reduce__ or "
+                 "__getstate__ leaves out part of what it holds)")
+        pairs = [*((lossy.format(f"`{name}`", _type_name(values[name])), values[name],
+                    loaded[name]) for name in values),
+                 (lossy.format("its result", _type_name(result)), result, loaded_result),
+                 ("values sharing objects (closure cells...) that pickling copies apart",
+                  (values, result), (loaded, loaded_result))]
+        with ValueHasher() as original, ValueHasher() as copied:
+            original.skim = copied.skim = True  # arrays and frames come back as they were
+            copied.aliases = aliases
+            for what, value, copy in pairs:
+                try:
+                    same = original.hash(value) == copied.hash(copy)
+                except Unhashable:
+                    same = False
+                if not same:
+                    raise _Uncacheable(f"writes {what}")
 
     def _put_file(self, data: bytes | None) -> str:
         """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted)."""

@@ -59,8 +59,15 @@ Known limits (the engine author must know these)
 * Module objects are hashed by name (library) or by the bytes of their file
   (local), never by their live attributes: a runtime assignment such as
   ``mylib.THRESHOLD = 5`` is invisible here.
-* Other objects are hashed through their pickle reduction; state that an
-  object's ``__reduce__``/``__getstate__`` leaves out is not hashed.
+* Other objects are hashed through their pickle reduction. Instances of the
+  user's own classes (``__main__`` or local modules) that customise pickling
+  are hashed by what they hold (``__dict__``, slots) as well, and mark the
+  hasher :attr:`ValueHasher.doubtful`, like closure cells shared by two
+  functions: the engine then proves that a stored copy reloads to the same
+  digest. Library classes are trusted: state their reduction leaves out is
+  not hashed.
+* A notebook function's ``functools.lru_cache`` memo cannot be read: a
+  wrapper whose memo holds results is :class:`Unhashable`.
 * Sets hash independently of iteration order when all elements are
   value-like (atoms, tuples/frozensets of them, library classes/functions);
   sets of objects with identity are hashed in iteration order (may differ
@@ -75,6 +82,7 @@ Known limits (the engine author must know these)
 from __future__ import annotations
 
 import ast
+import builtins
 import copyreg
 import functools
 import pickle
@@ -103,7 +111,7 @@ __all__ = [
 
 #: Bump whenever the scheme changes, so that old cache entries can never be
 #: matched by keys computed under different rules.
-HASH_FORMAT = 2
+HASH_FORMAT = 3
 
 
 class Unhashable(Exception):
@@ -199,6 +207,17 @@ class ValueHasher:
         self.watch: dict[int, str] = {}
         self.met: set[str] = set()
         self.collected: set[int] | None = None
+        # Set when a hashed value holds something whose pickle may not bring back what it
+        # holds (see _pid_custom_pickled, closures, memos): the engine then proves a stored
+        # copy reloads to the same content before trusting it.
+        self.doubtful = False
+        # id -> notebook name of objects to hash as if the notebook bound them under that name
+        # (a round trip's copies of the definitions it stored, see ``_note_definition``)
+        self.aliases: dict[int, str] = {}
+        self._cells: dict[int, tuple[object, object]] = {}  # closure cell id -> (cell, first function)
+        # Hash raw numpy arrays and pandas objects by type and shape only: enough to compare
+        # a value with its own pickled copy, whose buffers are faithful by construction.
+        self.skim = False
 
     def hash(self, obj: object) -> bytes:
         """Return the 16-byte content digest of ``obj``.
@@ -225,7 +244,10 @@ class ValueHasher:
 
     def _digest(self, obj: object) -> bytes:
         handler = self._kind(type(obj))[1]
-        if handler is _pid_ndarray and _raw_dtype(obj.dtype):
+        if self.skim and (handler is _pid_pandas or handler is _pid_ndarray
+                          and _raw_dtype(obj.dtype)):
+            digest = hash_bytes(f"skimmed\0{type(obj)}\0{obj.shape}".encode())
+        elif handler is _pid_ndarray and _raw_dtype(obj.dtype):
             self._note("numpy")
             digest = _array_digest(obj)
         elif handler is _pid_pandas:
@@ -257,6 +279,7 @@ class ValueHasher:
         (and look shared to a reference count).
         """
         self.memo.clear()
+        self._cells.clear()
 
     def collect(self) -> set[int]:
         """Start collecting the ids of the mutable objects inside the values hashed from now on.
@@ -320,7 +343,16 @@ class ValueHasher:
         if (str(module).partition(".")[0], cls.__qualname__) in _STDLIB_VALUES:
             return _VALUE
         self._note(module)
+        if _customises_pickling(cls) and self._is_user_code(module):
+            return (True, _pid_custom_pickled)
         return _PLAIN
+
+    def _is_user_code(self, module: object) -> bool:
+        """True for the notebook's own code and the user's local modules (not installed
+        libraries, whose pickling is their authors' promise)."""
+        if module == "__main__":
+            return True
+        return isinstance(module, str) and self._module_fingerprint(module).startswith(LOCAL)
 
     def _note(self, module: object) -> None:
         """Record the top-level package of ``module`` if it is non-stdlib code
@@ -405,7 +437,7 @@ class ValueHasher:
 
     def _note_definition(self, obj: type | types.FunctionType) -> bool:
         """Note a notebook definition; True if the notebook binds it under its name."""
-        name = notebook_definition(obj)
+        name = notebook_definition(obj) or self.aliases.get(id(obj))
         if name is not None:
             self.definitions[name] = obj
         return name is not None
@@ -508,6 +540,10 @@ def _pid_function(hasher: ValueHasher, fn: types.FunctionType) -> object:
         hasher._note(fn.__module__)
         return None
     bound = hasher._note_definition(fn)
+    for cell in fn.__closure__ or ():
+        # a closure cell shared by two functions is shared no more once each is pickled
+        first = hasher._cells.setdefault(id(cell), (cell, fn))[1]
+        hasher.doubtful |= first is not fn
     namespace = fn.__globals__
     return (
         "function",
@@ -518,7 +554,10 @@ def _pid_function(hasher: ValueHasher, fn: types.FunctionType) -> object:
         fn.__kwdefaults__,
         fn.__closure__,
         fn.__dict__ or None,
-        tuple((name, namespace[name]) for name in sorted(referenced_globals(fn))),
+        # a global that is the builtin of its name behaves as no global at all (dill's
+        # private globals for a function of another module's namespace hold such copies)
+        tuple((name, namespace[name]) for name in sorted(referenced_globals(fn))
+              if namespace[name] is not getattr(builtins, name, _ABSENT)),
     )
 
 
@@ -611,7 +650,54 @@ def _pid_lru_cache(hasher: ValueHasher, obj: Any) -> object:
     if _is_importable(obj):
         hasher._note(obj.__module__)
         return None
+    filled = obj.cache_info().currsize
+    if filled:
+        # The memo decides what later calls return (an impure function keeps old results),
+        # but its content cannot be read, nor pickled: nothing can stand for it.
+        raise Unhashable(f"the functools.lru_cache memo of {obj.__qualname__}() holds {filled} "
+                         "result(s) that cannot be read (call its cache_clear() to cache cells "
+                         "using it)")
     return ("lru_cache", obj.__wrapped__, obj.cache_parameters())
+
+
+def _pid_custom_pickled(hasher: ValueHasher, obj: Any) -> object:
+    # The user's own __reduce__/__getstate__ may leave out part of what the object holds
+    # (a cache, a handle, a field it calls transient): hash what it holds as well, so that
+    # a loss shows as a different digest, and have a stored copy proven (hasher.doubtful).
+    hasher.doubtful = True
+    reduced = obj.__reduce_ex__(5)
+    if isinstance(reduced, str):
+        raise Unhashable(f"{type(obj).__qualname__} would be hashed by its name {reduced}, "
+                         "not by its content")
+    parts = tuple(list(part) if isinstance(part, Iterator) else part for part in reduced)
+    return ("custom pickled", parts, _held_state(obj))
+
+
+def _held_state(obj: object) -> tuple[object, tuple[object, ...]]:
+    """What an instance holds: its ``__dict__`` and the values of its slots (unset ones marked)."""
+    try:
+        attributes = object.__getattribute__(obj, "__dict__")
+    except AttributeError:
+        attributes = None
+    slots = []
+    for klass in type(obj).__mro__:
+        names = klass.__dict__.get("__slots__", ())
+        for name in (names,) if isinstance(names, str) else names:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            attribute = (f"_{klass.__name__.lstrip('_')}{name}"
+                         if name.startswith("__") and not name.endswith("__") else name)
+            try:
+                slots.append((name, object.__getattribute__(obj, attribute)))
+            except AttributeError:
+                slots.append((name,))
+    return attributes, tuple(slots)
+
+
+def _customises_pickling(cls: type) -> bool:
+    """True when a class (or a non-builtin base) defines how its instances pickle."""
+    return any(hook in vars(klass) for klass in cls.__mro__
+               if klass.__module__ != "builtins" for hook in _PICKLING_HOOKS)
 
 
 def _pid_mappingproxy(hasher: ValueHasher, obj: Any) -> object:
@@ -681,6 +767,8 @@ def _pid_pandas(hasher: ValueHasher, obj: object) -> object:
     return ("pandas", hasher.hash(obj))
 
 
+_ABSENT = object()
+
 # (register identity, handler); handler None means "pickle normally".
 _Kind = tuple[bool, "Callable[[ValueHasher, object], object] | None"]
 _PLAIN: _Kind = (True, None)
@@ -713,7 +801,10 @@ _BASE_KINDS: dict[type, _Kind] = {
 }
 
 # Kinds (by handler) whose instances can be changed in place, for ValueHasher.collect.
-_MUTABLE = frozenset({None, _pid_set, _pid_ndarray})
+_MUTABLE = frozenset({None, _pid_set, _pid_ndarray, _pid_custom_pickled})
+
+_PICKLING_HOOKS = ("__reduce_ex__", "__reduce__", "__getstate__", "__setstate__",
+                   "__getnewargs_ex__", "__getnewargs__")
 
 # Immutable stdlib types (by top-level module and qualname, so that nothing is
 # imported for them): hashed by value, like atoms, and sortable inside sets.

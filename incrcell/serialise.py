@@ -157,11 +157,24 @@ class _DillPickler(dill.Pickler):
 
     dispatch = _Dispatch()
 
-    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
+    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None],
+                 root: object, own: frozenset[int]) -> None:
         # Explicit options: the user's global dill.settings must not change what we write.
         super().__init__(file, PROTOCOL, buffer_callback=buffer_callback, byref=False, recurse=False)
         # dill remembers the __main__ of the moment it was imported; IPython replaces it later.
         self._main = sys.modules["__main__"]
+        self._root = root
+        self._own = own
+
+    def reducer_override(self, obj: object) -> object:
+        # Another notebook definition the namespace binds (a base class, a function a
+        # method calls) is referred to by name, as the outer pickler does: a copy of it
+        # would not be the class the namespace means (``issubclass`` fails).
+        if obj is not self._root and id(obj) not in self._own and _is_code_by_value(obj):
+            name = notebook_definition(obj)
+            if name is not None:
+                return _main_reference, (name,)
+        return NotImplemented
 
     def save(self, obj: object, save_persistent_id: bool = True) -> None:
         if isinstance(obj, _RESOURCES) and not isinstance(obj, _VALUE_IO):
@@ -184,7 +197,8 @@ class _DillUnpickler(dill.Unpickler):
         self._main = sys.modules["__main__"]
 
 
-def _code_by_value(obj: type | types.FunctionType) -> tuple[Callable[..., object], tuple[object, ...]]:
+def _code_by_value(obj: type | types.FunctionType,
+                   own: frozenset[int]) -> tuple[Callable[..., object], tuple[object, ...]]:
     """A reduction that rebuilds ``obj`` from a dill pickle of its definition.
 
     Buffers inside it (say a closure over an array) become arguments, so that
@@ -196,7 +210,7 @@ def _code_by_value(obj: type | types.FunctionType) -> tuple[Callable[..., object
         # dill warns, then pickles by reference, when it can't pickle a class
         # by value (e.g. an Enum): the stale-definition bug again.
         warnings.simplefilter("error", dill.PicklingWarning)
-        _DillPickler(file, buffer_callback=buffers.append).dump(obj)
+        _DillPickler(file, buffers.append, obj, own).dump(obj)
     return _load_code, (file.getvalue(), *buffers)
 
 
@@ -241,7 +255,7 @@ class _Pickler(pickle.Pickler):
         if _is_code_by_value(obj):
             if id(obj) not in self._own and notebook_definition(obj):
                 return _main_reference, (obj.__qualname__,)  # type: ignore[union-attr]
-            return _code_by_value(obj)
+            return _code_by_value(obj, self._own)
         cls = type(obj)
         if _is_code_by_value(cls):
             reduced = obj.__reduce_ex__(PROTOCOL)
@@ -296,8 +310,9 @@ def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, .
     is found by owner: a stored array viewing the same memory, contiguous (so
     that, stored by value, it comes back with the same layout and the view's
     byte offset and strides still mean the same elements) and spanning every
-    byte the view covers.  A view sharing memory with stored arrays of which
-    none qualifies cannot stay shared: it is refused rather than copied.
+    byte the view covers; or, if the view itself could be theirs, by value.  A view
+    sharing memory with stored arrays of which none qualifies cannot stay shared: it
+    is refused rather than copied.
     """
     candidates = [a for a in anchors.get(id(array_owner(view)), ()) if a is not view]
     if not candidates:
@@ -309,6 +324,11 @@ def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, .
             offset = view.__array_interface__["data"][0] - anchor.__array_interface__["data"][0]
             return _load_view, (anchor, offset, view.shape, view.strides, view.dtype,
                                 view.flags.writeable, anchor.strides)
+    if (view.flags.c_contiguous or view.flags.f_contiguous) and all(
+            low <= start and end <= high for start, end in map(_byte_bounds, candidates)):
+        # the view is the anchor of the others (``m`` restored, viewing an unnamed buffer,
+        # and ``col = m[:, 1]``): stored by value, they are stored as views of it
+        return None
     raise pickle.PicklingError("an array view shares memory with another stored array "
                                "in a way that cannot be stored shared")
 

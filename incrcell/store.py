@@ -72,7 +72,7 @@ from incrcell import serialise
 from incrcell.serialise import Serialised
 from incrcell.signing import Signer, signing_key
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 MAGIC = b"INCRCELL"
 _PREFIX = struct.Struct("<8sHBBIQ")  # magic, version, kind, method, part count, file size
@@ -140,6 +140,10 @@ class Entry:
     # files the cell wrote: path -> stored value holding their bytes (written back on a
     # hit), or files.MISSING for a file it deleted
     written: dict[str, str] = dataclasses.field(default_factory=dict)
+    # names the cell changed through objects they share with what it changed, not inputs
+    # (``m`` when it writes ``col = m[:, 1]`` in place): name -> digest of their content
+    # before it ran, which a restore requires (a restore brings their content after back)
+    through: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def digests(self) -> set[str]:
         """The stored values this entry needs."""

@@ -1281,6 +1281,9 @@ def test_values_holding_a_mutated_object_are_written_with_it(kernel, monkeypatch
              ("read", "seen = (len(c['k']), len(b), c['k'] is a, b is a)")]
     first = kernel().run_all(cells)
     assert {"a", "b", "c"} <= first["mutate"].record.writes
+    # what `c` held before is only known to matter once the cell ran: keyed from its next run on
+    assert first["mutate"].record.state == UNCACHEABLE and "`c`" in first["mutate"].record.reason
+    assert not kernel().run_all(cells)["mutate"].restored
     second = kernel()
     runs = second.run_all(cells)
     assert all(o.restored for o in runs.values())

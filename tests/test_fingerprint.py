@@ -53,7 +53,7 @@ def run_cell(source: str, namespace: dict[str, object] | None = None, filename: 
 
 
 def test_api_shapes() -> None:
-    assert HASH_FORMAT == 2
+    assert HASH_FORMAT == 3
     digest = H([1, "a"])
     assert isinstance(digest, bytes) and len(digest) == 16
     assert hash_bytes(b"abc") == hash_bytes(memoryview(b"abc"))
@@ -1021,3 +1021,101 @@ def test_dataclass_and_enum_module_level() -> None:
     assert H(Frozen(1)) == H(Frozen(1))
     assert H(Frozen(1)) != H(Frozen(2))
     assert H(Flag.A | Flag.B) != H(Flag.A)
+
+
+# -- what a pickle may leave out (issue 9: lossy pickles, state inside functions) --
+
+
+LOSSY = """
+class Memo:
+    def __init__(self):
+        self.weights = [1, 2]
+        self.cache = {}
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["cache"] = {}  # "transient": but a plain run keeps it
+        return state
+
+class Handle:
+    __slots__ = ("path", "size")
+    def __init__(self, path, size):
+        self.path, self.size = path, size
+    def __reduce__(self):
+        return (Handle, (self.path, 0))
+"""
+
+
+def test_a_field_that_getstate_drops_is_still_hashed() -> None:
+    ns = run_cell(LOSSY)
+    empty, filled = ns["Memo"](), ns["Memo"]()
+    filled.cache["k"] = 42
+    assert hash_value(empty) != hash_value(filled)
+    hasher = ValueHasher()
+    hasher.hash(filled)
+    assert hasher.doubtful  # its stored copy must be proven
+
+
+def test_slots_that_reduce_drops_are_still_hashed() -> None:
+    ns = run_cell(LOSSY)
+    assert hash_value(ns["Handle"]("a", 1)) != hash_value(ns["Handle"]("a", 2))
+    assert hash_value(ns["Handle"]("a", 1)) == hash_value(ns["Handle"]("a", 1))
+
+
+def test_plain_and_library_classes_are_not_doubtful() -> None:
+    ns = run_cell("class Plain:\n    def __init__(self):\n        self.x = [1]")
+    for value in (ns["Plain"](), collections.OrderedDict(a=1), np.arange(3), pd.DataFrame({"a": [1]})):
+        hasher = ValueHasher()
+        hasher.hash(value)
+        assert not hasher.doubtful, value
+
+
+def test_a_filled_lru_cache_memo_cannot_be_hashed() -> None:
+    ns = run_cell("import functools\nK = 2\n@functools.lru_cache\ndef g(x):\n    return x * K")
+    g = ns["g"]
+    before = hash_value(g)
+    g(1)
+    with pytest.raises(Unhashable, match="lru_cache memo"):
+        hash_value(g)
+    g.cache_clear()
+    assert hash_value(g) == before
+
+
+def test_closure_cells_shared_by_two_functions_are_doubtful() -> None:
+    ns = run_cell("def make():\n    n = 0\n    def inc():\n        nonlocal n\n        n += 1\n"
+                  "    def get():\n        return n\n    return inc, get\ninc, get = make()\n"
+                  "lone = make()[0]")
+    hasher = ValueHasher()
+    hasher.hash(ns["lone"])
+    assert not hasher.doubtful
+    hasher.hash(ns["inc"])
+    assert not hasher.doubtful
+    hasher.hash(ns["get"])
+    assert hasher.doubtful
+    # a change through one of them shows in the other's digest
+    before = hash_value(ns["get"])
+    ns["inc"]()
+    assert hash_value(ns["get"]) != before
+
+
+def test_a_global_bound_to_its_own_builtin_hashes_as_no_global() -> None:
+    # dill restores a function of another module's namespace (a dataclass's __repr__) with
+    # private globals that hold the builtins it uses: that must not change its digest
+    code = compile("def f(x):\n    return id(x)", "<cell>", "exec")
+    plain: dict[str, object] = {"__name__": "__main__"}
+    exec(code, plain)
+    copied = {"__name__": "__main__", "id": id}
+    exec(code, copied)
+    assert hash_value(plain["f"]) == hash_value(copied["f"])
+    shadowed = {"__name__": "__main__", "id": len}
+    exec(code, shadowed)
+    assert hash_value(shadowed["f"]) != hash_value(plain["f"])
+
+
+def test_a_dataclass_restored_from_its_pickle_hashes_the_same() -> None:
+    from incrcell.serialise import dumps, loads
+    ns = run_cell("from dataclasses import dataclass\n@dataclass(frozen=True, slots=True)\n"
+                  "class P:\n    x: int")
+    stored = dumps(ns["P"], own=[ns["P"]])
+    copy = loads(stored.method, stored.stream, stored.buffers)
+    assert copy is not ns["P"]
+    assert hash_value(copy) == hash_value(ns["P"])

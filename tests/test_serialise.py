@@ -275,3 +275,51 @@ def test_main_function_round_trips_across_processes_by_value(tmp_path) -> None:
         [sys.executable, str(reader), str(stream)], check=True, capture_output=True, text=True
     )
     assert result.stdout.split() == ["NameError", "3", "7"]
+
+
+def test_an_array_viewing_an_unnamed_buffer_is_the_anchor_of_its_views() -> None:
+    # a restored `m` views the buffer it was loaded on; `col = m[:, 1]` views the same memory
+    _, m = roundtrip(np.arange(16.0).reshape(4, 4))
+    assert m.base is not None
+    col = m[:, 1]
+    values = {"col": col, "m": m}
+    serialised = dumps(values, own=[col, m])
+    loaded = loads(serialised.method, serialised.stream, serialised.buffers)
+    loaded["col"] *= 3
+    assert loaded["m"][1, 1] == 15.0 and np.shares_memory(loaded["col"], loaded["m"])
+
+
+def test_pickles_that_leave_state_out_lose_it() -> None:
+    """What the engine's record-time round trip exists for: pickle itself does not complain."""
+    ns = notebook("""
+        class Memo:
+            def __init__(self):
+                self.cache = {}
+            def __getstate__(self):
+                return {"cache": {}}
+        def make():
+            n = [0]
+            return (lambda: n.append(1)), (lambda: len(n))
+        """)
+    memo = ns["Memo"]()
+    memo.cache["k"] = 1
+    _, restored = roundtrip(memo)
+    assert restored.cache == {}
+    inc, get = ns["make"]()
+    _, (inc2, get2) = roundtrip((inc, get))
+    inc2()
+    assert get2() == 1  # the two closures no longer share `n`
+
+
+def test_a_notebook_base_class_is_referred_to_by_name_inside_a_class_stored_by_value() -> None:
+    import types as _types
+    main = _types.ModuleType("__main__")
+    exec("class Base:\n    pass\nclass Sub(Base):\n    pass", main.__dict__)
+    saved = sys.modules["__main__"]
+    sys.modules["__main__"] = main
+    try:
+        stored = dumps(main.Sub, own=[main.Sub])
+        copy = loads(stored.method, stored.stream, stored.buffers)
+    finally:
+        sys.modules["__main__"] = saved
+    assert copy is not main.Sub and copy.__bases__ == (main.Base,)  # not a copy of Base
