@@ -486,10 +486,6 @@ def test_class_and_instance_in_one_cell(kernel):
     assert ns["items"][0] is ns["items"][1]  # sharing within a value survives
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "serialise/fingerprint bug: a dataclass's __repr__ is a reprlib wrapper whose __globals__ are "
-    "dataclasses' module dict; dill restores it with a private globals copy that also holds the "
-    "builtin `id`, so referenced_globals() and the class digest differ after a restore"))
 def test_dataclass_and_subclass_across_cells(kernel):
     cells = [
         ("base", "from dataclasses import dataclass\n@dataclass\nclass Point:\n    x: int\n    y: int"),
