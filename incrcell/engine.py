@@ -37,7 +37,8 @@ from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_throu
 from .config import Config
 from .effects import find_effects
 from .explain import BOUND, UNBOUND, explain_miss
-from .files import EXISTS, MISSING, FileWatch, changed_files, file_digest, read_output, write_back
+from .files import (EXISTS, MISSING, SPECIAL, FileWatch, changed_files, file_digest, is_state,
+                    probe_changed, write_back)
 from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_hash
 from .graph import CellGraph
 from .packages import changed_since_import, note_loaded, package_versions
@@ -182,14 +183,14 @@ def unhashable_input(name: str, value: object, exc: Unhashable) -> str:
 
 def files_changed(entry: Entry) -> str:
     """Why the files a cache entry read forbid restoring it now ('' when they do not)."""
-    if (entry.files or entry.written) and entry.cwd != os.getcwd():
+    if (entry.files or entry.written or entry.probes) and entry.cwd != os.getcwd():
         # the same relative path may name another file from here
         return f"it read or wrote files from another working directory ({entry.cwd})"
     changed = changed_files(entry.files)
     if changed:
         gone = entry.files[changed[0]] != MISSING and file_digest(changed[0]) == MISSING
         return f"file `{os.path.relpath(changed[0])}` {'was deleted' if gone else 'changed'}"
-    return ""
+    return probe_changed(entry.probes)
 
 
 class Engine:
@@ -400,8 +401,9 @@ class Engine:
         caller checked them with :meth:`_unmet`.
         """
         for path, blob in entry.written.items():
-            data = None if blob == MISSING else self.store.get_value(blob)
-            if not (data is None or isinstance(data, bytes)):
+            data = (blob if is_state(blob) else None if blob == MISSING
+                    else self.store.get_value(blob))
+            if not (data is None or isinstance(data, (bytes, str))):
                 raise StoreError("its cached output files do not match its entry")
             plan.outputs[path] = data
         if entry.bundle is None or (entry.result is None and not entry.random
@@ -551,17 +553,28 @@ class Engine:
             return names, (f"changes `{sorted(mutated)[0]}` in place, and too many other "
                            "objects refer to it to find every value that changed with it")
         names |= sharers
+        if files.bypassed:
+            return names, (f"file `{os.path.relpath(files.bypassed[0])}` changed while it ran "
+                           "without being opened by it (a stream or memory map opened before "
+                           "the cell): incrcell cannot store or replay that write")
+        if files.unseen:
+            return names, f"{files.unseen}: its reads and writes cannot be seen"
         both = sorted(files.updates | (files.reads & files.writes))
         if both:
             return names, (f"reads and writes file `{os.path.relpath(both[0])}`: its content "
                            "before the cell is an input incrcell cannot restore")
         plan.files = {path: file_digest(path) for path in sorted(files.reads)}
+        special = sorted(path for path, digest in plan.files.items() if digest == SPECIAL)
+        if special:
+            return names, (f"reads `{os.path.relpath(special[0])}`, which is not a regular file "
+                           "(a pipe, device or socket): its content cannot be keyed")
         plan.files.update({path: EXISTS if existed else MISSING
                            for path, existed in files.existed.items()})
         try:
-            produced = {path: read_output(path) for path in sorted(files.writes)}
-        except OSError as exc:
-            return names, f"wrote a file it cannot read back ({exc.strerror or exc})"
+            produced = files.outputs()
+        except (OSError, ValueError) as exc:
+            return names, (f"wrote a file it cannot read back "
+                           f"({getattr(exc, 'strerror', None) or exc})")
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
         after = randomness.snapshot()
         # a seeded generator is an output even if seeding left it as it was
@@ -573,7 +586,7 @@ class Engine:
         with ValueHasher() as hasher:
             failure = self._store_entry(plan, namespace, names, outputs, result, duration,
                                         {name: after[name] for name in drawn}, random,
-                                        produced, hasher)
+                                        produced, files.probes, hasher)
         return names, failure
 
     @staticmethod
@@ -647,7 +660,8 @@ class Engine:
     def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],
                      outputs: list[dict[str, Any]], result: Any, duration: float,
                      states: dict[str, Any], random: dict[str, str | None],
-                     produced: dict[str, bytes | None], hasher: ValueHasher) -> str:
+                     produced: dict[str, bytes | str | None], probes: dict[str, str],
+                     hasher: ValueHasher) -> str:
         """Store the values and the entry; returns why the cell is uncacheable ('' if stored).
 
         All written values (and the Out value) are pickled together, so objects
@@ -710,7 +724,8 @@ class Engine:
                                  duration=duration,
                                  created=time.time(),
                                  components=plan.components, requires=requires,
-                                 files=plan.files, cwd=os.getcwd(), written=written))
+                                 files=plan.files, cwd=os.getcwd(), written=written,
+                                 probes=probes))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
             for name, value in values.items():
@@ -724,10 +739,13 @@ class Engine:
             return f"could not be saved: {exc.reason}"
         return ""
 
-    def _put_file(self, data: bytes | None) -> str:
-        """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted)."""
+    def _put_file(self, data: bytes | str | None) -> str:
+        """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted;
+        a directory's or symlink's state is kept as is, see files.FileWatch.outputs)."""
         if data is None:
             return MISSING
+        if isinstance(data, str):
+            return data
         blob = xxhash.xxh3_128_hexdigest(b"file\0" + data)
         if not self.store.has_value(blob):
             self.store.put_value(blob, dumps(data))
