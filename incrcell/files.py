@@ -280,34 +280,57 @@ class _WatchedFileIO(_FILEIO, metaclass=_FileIOType):
 _WatchedFileIO.__name__ = _WatchedFileIO.__qualname__ = "FileIO"
 _WatchedFileIO.__module__ = "io"
 
+# (owner, attribute, what a call touches, quiet: see _watching): the functions wrapped
+_TABLE = (
+    (io, "open", _open_seen, False), (builtins, "open", _open_seen, False),
+    (os, "open", _os_open_seen, False), (os, "remove", _remove_seen, False),
+    (os, "unlink", _remove_seen, False), (os, "rename", _rename_seen, False),
+    (os, "replace", _rename_seen, False), (os, "mkdir", _mkdir_seen, False),
+    (os, "rmdir", _rmtree_seen, False), (os, "makedirs", _makedirs_seen, True),
+    (os, "symlink", _link_seen, False), (os, "link", _hardlink_seen, False),
+    (shutil, "rmtree", _rmtree_seen, True),
+    (os, "listdir", _probe_seen("list"), False), (os, "scandir", _probe_seen("list"), False),
+    (os, "stat", _probe_seen("stat"), False), (os, "lstat", _probe_seen("lstat"), False),
+    (posixpath, "exists", _probe_seen("kind"), True),
+    (posixpath, "lexists", _probe_seen("lkind"), True),
+    (posixpath, "isfile", _probe_seen("kind"), True),
+    (posixpath, "isdir", _probe_seen("kind"), True),
+    (posixpath, "islink", _probe_seen("lkind"), True),
+    (posixpath, "getsize", _probe_seen("size"), True),
+    (posixpath, "getmtime", _probe_seen("stat"), True),
+    (posixpath, "getctime", _probe_seen("stat"), True),
+    (posixpath, "realpath", _nothing, True),
+    (glob, "glob", _glob_seen, True), (glob, "iglob", _glob_seen, True),
+    (pathlib.Path, "exists", _probe_seen("kind"), True),
+    (pathlib.Path, "is_file", _probe_seen("kind"), True),
+    (pathlib.Path, "is_dir", _probe_seen("kind"), True),
+    (pathlib.Path, "is_symlink", _probe_seen("lkind"), True),
+    (pathlib.Path, "glob", _path_glob_seen("pglob"), True),
+    (pathlib.Path, "rglob", _path_glob_seen("prglob"), True))
+
+
+def _wrappers() -> list[tuple[Any, str, Any]]:
+    """The (owner, attribute, replacement) of _TABLE: one wrapper per original (``open``
+    is ``builtins.open`` and ``io.open``), named after where it is found, so that pickle
+    finds it there (a pickled ``os.remove`` loads as ``os.remove``, wrapped or not)."""
+    made: dict[int, Any] = {}
+    found: list[tuple[Any, str, Any]] = [(io, "FileIO", _WatchedFileIO)]
+    for owner, name, observe, quiet in _TABLE:
+        original = getattr(owner, name)
+        if id(original) not in made:
+            wrapper = made[id(original)] = _watching(original, observe, quiet)
+            if isinstance(owner, type):
+                wrapper.__module__ = owner.__module__
+                wrapper.__qualname__ = f"{owner.__qualname__}.{name}"
+            else:
+                wrapper.__module__, wrapper.__qualname__ = owner.__name__, name
+        found.append((owner, name, made[id(original)]))
+    return found
+
+
 # (owner, attribute, replacement): what a watch replaces, until uninstall()
-_WRAPPED: list[tuple[Any, str, Any]] = [(io, "FileIO", _WatchedFileIO)] + [
-    (owner, name, _watching(getattr(owner, name), observe, quiet))
-    for owner, name, observe, quiet in (
-        (builtins, "open", _open_seen, False), (io, "open", _open_seen, False),
-        (os, "open", _os_open_seen, False), (os, "remove", _remove_seen, False),
-        (os, "unlink", _remove_seen, False), (os, "rename", _rename_seen, False),
-        (os, "replace", _rename_seen, False), (os, "mkdir", _mkdir_seen, False),
-        (os, "rmdir", _rmtree_seen, False), (os, "makedirs", _makedirs_seen, True), (os, "symlink", _link_seen, False),
-        (os, "link", _hardlink_seen, False), (shutil, "rmtree", _rmtree_seen, True),
-        (os, "listdir", _probe_seen("list"), False), (os, "scandir", _probe_seen("list"), False),
-        (os, "stat", _probe_seen("stat"), False), (os, "lstat", _probe_seen("lstat"), False),
-        (posixpath, "exists", _probe_seen("kind"), True),
-        (posixpath, "lexists", _probe_seen("lkind"), True),
-        (posixpath, "isfile", _probe_seen("kind"), True),
-        (posixpath, "isdir", _probe_seen("kind"), True),
-        (posixpath, "islink", _probe_seen("lkind"), True),
-        (posixpath, "getsize", _probe_seen("size"), True),
-        (posixpath, "getmtime", _probe_seen("stat"), True),
-        (posixpath, "getctime", _probe_seen("stat"), True),
-        (posixpath, "realpath", _nothing, True),
-        (glob, "glob", _glob_seen, True), (glob, "iglob", _glob_seen, True),
-        (pathlib.Path, "exists", _probe_seen("kind"), True),
-        (pathlib.Path, "is_file", _probe_seen("kind"), True),
-        (pathlib.Path, "is_dir", _probe_seen("kind"), True),
-        (pathlib.Path, "is_symlink", _probe_seen("lkind"), True),
-        (pathlib.Path, "glob", _path_glob_seen("pglob"), True),
-        (pathlib.Path, "rglob", _path_glob_seen("prglob"), True))]
+_WRAPPED = _wrappers()
+
 _ORIGINALS = {id(getattr(owner, name)): replacement for owner, name, replacement in _WRAPPED}
 # Modules whose own references are the originals by design.
 _UNSCANNED = frozenset({"builtins", "io", "_io", "os", "posix", "posixpath", "genericpath",
