@@ -37,8 +37,8 @@ from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_throu
 from .config import Config
 from .effects import find_effects
 from .explain import BOUND, UNBOUND, explain_miss
-from .files import (EXISTS, MISSING, SPECIAL, FileWatch, changed_files, file_digest, is_state,
-                    probe_changed, write_back)
+from .files import (EXISTS, MISSING, SPECIAL, FileWatch, changed_files, file_digest, install,
+                    is_state, probe_changed, write_back)
 from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_hash
 from .graph import CellGraph
 from .packages import changed_since_import, note_loaded, package_versions
@@ -105,7 +105,7 @@ class Plan:
     files: dict[str, str] = field(default_factory=dict)  # miss: files read -> content digest
     random_before: dict[str, Any] = field(default_factory=dict)  # miss: randomness.snapshot()
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
-    outputs: dict[str, bytes | None] = field(default_factory=dict)  # hit: files to write back
+    outputs: dict[str, bytes | str | None] = field(default_factory=dict)  # hit: paths to put back
     result: Any = None  # hit: the Out value to return
     started: float = field(default_factory=time.perf_counter)
 
@@ -249,6 +249,7 @@ class Engine:
         already knows the cell cannot be cached.
         """
         raw = raw_source if raw_source is not None else source
+        install()  # the file wrappers, before any input is hashed (see files.install)
         digest = source_hash(source)  # parses the source: once per cell
         identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
         plan = Plan(identity, raw, execution_count, RUN, "", source_digest=digest)

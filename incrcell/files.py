@@ -91,6 +91,7 @@ _MAPPED_LIMIT = 64 << 20
 
 # The originals, whatever the wrappers do (incrcell's own file access is never recorded).
 _OPEN = io.open
+_OPEN_MODULE = _OPEN.__module__
 _stat, _lstat, _scandir, _readlink = os.stat, os.lstat, os.scandir, os.readlink
 _glob, _path_glob, _path_rglob = glob.glob, pathlib.Path.glob, pathlib.Path.rglob
 _rmtree = shutil.rmtree
@@ -340,12 +341,20 @@ _scanned: set[str] = set()
 _patched: list[tuple[dict[str, Any], str, Any]] = []  # (module dict, name, original)
 
 
-def _install() -> None:
-    """Put the wrappers in place (once), and into the modules imported since last time."""
+def install() -> None:
+    """Put the wrappers in place (once), and into the modules imported since last time.
+
+    The engine calls it before it hashes a cell's inputs, so that a function's
+    digest (which covers the globals it refers to) does not change because a scan
+    replaced an original in its module while the cell ran.
+    """
     global _installed
     if not _installed:
         for owner, name, replacement in _WRAPPED:
             setattr(owner, name, replacement)
+        # ``io.open`` is now the wrapper: the original pickles as ``_io.open`` (the same
+        # object) meanwhile, e.g. as the ``__wrapped__`` of IPython's ``open``
+        _OPEN.__module__ = "_io"
         _installed = True
     if len(_scanned) != len(sys.modules):
         for name, module in list(sys.modules.items()):
@@ -371,6 +380,7 @@ def uninstall() -> None:
         for owner, name, replacement in _WRAPPED:
             if owner.__dict__.get(name) is replacement:
                 setattr(owner, name, _original(replacement))
+        _OPEN.__module__ = _OPEN_MODULE
         for namespace, key, original in _patched:
             if namespace.get(key) is _ORIGINALS.get(id(original)):
                 namespace[key] = original
@@ -422,7 +432,7 @@ class FileWatch:
 
     def start(self) -> FileWatch:
         global _active
-        _install()
+        install()
         self._open_before = self._open_files()
         _active = self
         return self
