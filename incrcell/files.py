@@ -59,6 +59,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -93,6 +94,7 @@ _MAPPED_LIMIT = 64 << 20
 _OPEN = io.open
 _OPEN_MODULE = _OPEN.__module__
 _stat, _lstat, _scandir, _readlink = os.stat, os.lstat, os.scandir, os.readlink
+_listdir = os.listdir
 _glob, _path_glob, _path_rglob = glob.glob, pathlib.Path.glob, pathlib.Path.rglob
 _rmtree = shutil.rmtree
 
@@ -338,7 +340,8 @@ _UNSCANNED = frozenset({"builtins", "io", "_io", "os", "posix", "posixpath", "ge
                         "glob", "shutil", "pathlib", __name__})
 _installed = False
 _scanned: set[str] = set()
-_patched: list[tuple[dict[str, Any], str, Any]] = []  # (module dict, name, original)
+_modules_seen: tuple[int, str | None] = (0, None)  # sys.modules' size and last name when scanned
+_patched: list[tuple[Any, str, Any, Any]] = []  # (module or class, name, original, replacement)
 
 
 def install() -> None:
@@ -348,7 +351,7 @@ def install() -> None:
     digest (which covers the globals it refers to) does not change because a scan
     replaced an original in its module while the cell ran.
     """
-    global _installed
+    global _installed, _modules_seen
     if not _installed:
         for owner, name, replacement in _WRAPPED:
             setattr(owner, name, replacement)
@@ -356,34 +359,52 @@ def install() -> None:
         # object) meanwhile, e.g. as the ``__wrapped__`` of IPython's ``open``
         _OPEN.__module__ = "_io"
         _installed = True
-    if len(_scanned) != len(sys.modules):
+    seen = (len(sys.modules), next(reversed(sys.modules), None))  # new modules come last
+    if seen != _modules_seen:
+        _modules_seen = seen
         for name, module in list(sys.modules.items()):
-            if name in _scanned:
-                continue
-            _scanned.add(name)
-            namespace = getattr(module, "__dict__", None)
-            if name in _UNSCANNED or name.startswith(("importlib", "_frozen_importlib")) \
-                    or not isinstance(namespace, dict):
-                continue
-            for key, value in list(namespace.items()):
-                replacement = _ORIGINALS.get(id(value))
-                if replacement is not None and value is not replacement:
-                    namespace[key] = replacement
-                    _patched.append((namespace, key, value))
+            if name not in _scanned:
+                _scanned.add(name)
+                if not (name in _UNSCANNED or name.startswith(("importlib", "_frozen_importlib"))):
+                    _patch_module(name, module)
+
+
+def _patch_module(name: str, module: Any) -> None:
+    """Replace the originals a module holds in its globals, or in its classes' attributes
+    (``logging.FileHandler._builtin_open``), by their wrappers."""
+    namespace = getattr(module, "__dict__", None)
+    if not isinstance(namespace, dict):
+        return
+    for key, value in list(namespace.items()):
+        replacement = _ORIGINALS.get(id(value))
+        if replacement is not None and value is not replacement:
+            namespace[key] = replacement
+            _patched.append((module, key, value, replacement))
+        elif isinstance(value, type) and value.__module__ == name:
+            for attribute, held in list(vars(value).items()):
+                wrapper = _ORIGINALS.get(id(held))
+                if wrapper is not None and held is not wrapper:
+                    # a builtin held by a class is not bound to instances; a wrapper would be
+                    replacement = (wrapper if isinstance(held, types.FunctionType)
+                                   else staticmethod(wrapper))
+                    with contextlib.suppress(TypeError, AttributeError):
+                        setattr(value, attribute, replacement)
+                        _patched.append((value, attribute, held, replacement))
 
 
 def uninstall() -> None:
     """Put every original back (``%unload_ext incrcell``); a later watch installs anew."""
-    global _installed, _active
+    global _installed, _active, _modules_seen
     _active = None
+    _modules_seen = (0, None)
     if _installed:
         for owner, name, replacement in _WRAPPED:
             if owner.__dict__.get(name) is replacement:
                 setattr(owner, name, _original(replacement))
         _OPEN.__module__ = _OPEN_MODULE
-        for namespace, key, original in _patched:
-            if namespace.get(key) is _ORIGINALS.get(id(original)):
-                namespace[key] = original
+        for owner, key, original, replacement in _patched:
+            if vars(owner).get(key) is replacement:
+                setattr(owner, key, original)
     _patched.clear()
     _scanned.clear()
     _installed = False
@@ -456,6 +477,8 @@ class FileWatch:
     def _opened(self, path: Any, mode: Any, flags: Any) -> None:
         """A file opened with ``mode`` (``open``'s) or ``flags`` (``os.open``'s): mode "r"
         reads it, "w" writes it whole, _REMOVE deletes it."""
+        global _descriptors
+        _descriptors = None  # a descriptor may have been reused: list them anew
         if isinstance(path, int) or path is None:
             return  # a file descriptor: its path was seen when it was opened
         path = os.path.abspath(os.fsdecode(path))
@@ -519,34 +542,53 @@ class FileWatch:
         return found
 
     def _open_files(self) -> dict[str, tuple[Any, ...]]:
-        """The data files this process has open now (``/proc/self/fd``), with their size
-        and mtime, and their content digest if they are mapped into memory for writing."""
+        """The data files this process has open now, with their size and mtime, and their
+        content digest if they are mapped into memory for writing (see _open_regular)."""
         found: dict[str, tuple[Any, ...]] = {}
-        try:
-            descriptors = os.listdir("/proc/self/fd") if _installed else []
-        except OSError:
-            return found
         writable = []
-        for name in descriptors:
-            fd = int(name)
-            try:
-                if not stat_module.S_ISREG(os.fstat(fd).st_mode):
-                    continue
-                access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
-            except OSError:
-                continue
-            path = _fd_path(fd)
-            if path is None or not path.startswith("/") or not self._data(path):
-                continue
-            found[path] = _open_state(path, False)
-            if access == os.O_RDWR:
-                writable.append(path)
+        for path, read_write in _open_regular():
+            if self._data(path):
+                found[path] = _open_state(path, False)
+                if read_write:
+                    writable.append(path)
         if writable:
             mapped = _mapped_for_writing()
             for path in writable:
                 if path in mapped:
                     found[path] = _open_state(path, True)
         return found
+
+
+# The regular files open in this process, as (path, opened read-write), when last listed,
+# and the descriptors listed then: a cell starts with a listing of /proc/self/fd (about
+# 10 us); the descriptors are only examined again (about 2 us each, and a kernel has
+# dozens of sockets) when that set changed or a cell opened a file since.
+_regular: list[tuple[str, bool]] = []
+_descriptors: list[str] | None = None
+
+
+def _open_regular() -> list[tuple[str, bool]]:
+    global _regular, _descriptors
+    try:
+        names = _listdir("/proc/self/fd")
+    except OSError:
+        return []
+    if names == _descriptors:
+        return _regular
+    found = []
+    for name in names:
+        fd = int(name)
+        try:
+            if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            continue
+        path = _fd_path(fd)
+        if path is not None and path.startswith("/"):
+            found.append((path, access == os.O_RDWR))
+    _regular, _descriptors = found, names
+    return found
 
 
 def _open_state(path: str, content: bool) -> tuple[Any, ...]:

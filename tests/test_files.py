@@ -232,3 +232,25 @@ def test_special_files_are_never_opened(tmp_path: pathlib.Path) -> None:
         pass
     else:
         raise AssertionError("a named pipe was read")
+
+
+def test_a_class_holding_the_original_open_is_patched(tmp_path: pathlib.Path, monkeypatch) -> None:
+    import logging
+    import sys
+    import types
+
+    module = types.ModuleType("kept_in_class")
+    module.Reader = type("Reader", (), {"opener": files._OPEN, "__module__": "kept_in_class"})
+    monkeypatch.setitem(sys.modules, "kept_in_class", module)
+    (tmp_path / "a.txt").write_text("a")
+
+    def read_and_log() -> None:
+        module.Reader().opener(tmp_path / "a.txt").close()  # not bound to the instance
+        handler = logging.FileHandler(tmp_path / "run.log")  # takes open when created
+        handler.emit(logging.makeLogRecord({"msg": "hello"}))
+        handler.close()
+
+    watch = watched(tmp_path, read_and_log)
+    assert watch.reads == {str(tmp_path / "a.txt")} and watch.writes == {str(tmp_path / "run.log")}
+    files.uninstall()
+    assert module.Reader.opener is files._OPEN
