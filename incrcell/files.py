@@ -165,11 +165,6 @@ def _os_open_seen(watch: FileWatch, path: Any, flags: int, *args: Any,
     watch._opened(_resolve(path, dir_fd), None, flags)
 
 
-def _fileio_seen(watch: FileWatch, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> None:
-    if not isinstance(file, int):
-        watch._opened(file, kwargs.get("mode", mode), None)
-
-
 def _remove_seen(watch: FileWatch, path: Any, *args: Any, dir_fd: int | None = None,
                  **kwargs: Any) -> None:
     watch._opened(_resolve(path, dir_fd), _REMOVE, None)  # deleting is writing
@@ -272,7 +267,7 @@ class _WatchedFileIO(_FILEIO, metaclass=_FileIOType):
         if watch is not None and not _local.quiet:
             _local.quiet = True
             try:
-                _fileio_seen(watch, file, mode, *args, **kwargs)
+                _open_seen(watch, file, mode, *args, **kwargs)
             except Exception:
                 pass
             finally:
