@@ -196,9 +196,21 @@ def _makedirs_seen(watch: FileWatch, name: Any, mode: int = 0o777,
         return
     if not exist_ok:
         watch._changed(path, existed=True)  # raises if it exists: an input
-    while path != os.path.dirname(path) and not os.path.isdir(path):
-        watch._changed(path)  # created, whether or not it was there before
+    # Exists afterwards, whether or not it was there before (a restore into a fresh
+    # directory creates it), and so do its parents: those below the working directory, or
+    # those missing now.
+    here = os.path.join(os.getcwd(), "")
+    while path != os.path.dirname(path) and (path.startswith(here) or not os.path.isdir(path)):
+        watch._changed(path)
         path = os.path.dirname(path)
+
+
+def _path_mkdir_seen(watch: FileWatch, path: pathlib.Path, mode: int = 0o777,
+                     parents: bool = False, exist_ok: bool = False) -> None:
+    if parents:
+        _makedirs_seen(watch, path, mode, exist_ok)
+    else:
+        watch._changed(_resolve(path), existed=not exist_ok)
 
 
 def _rmtree_seen(watch: FileWatch, path: Any, *args: Any, dir_fd: int | None = None,
@@ -303,6 +315,7 @@ _TABLE = (
     (pathlib.Path, "is_file", _probe_seen("kind"), True),
     (pathlib.Path, "is_dir", _probe_seen("kind"), True),
     (pathlib.Path, "is_symlink", _probe_seen("lkind"), True),
+    (pathlib.Path, "mkdir", _path_mkdir_seen, True),
     (pathlib.Path, "glob", _path_glob_seen("pglob"), True),
     (pathlib.Path, "rglob", _path_glob_seen("prglob"), True))
 

@@ -254,3 +254,21 @@ def test_a_class_holding_the_original_open_is_patched(tmp_path: pathlib.Path, mo
     assert watch.reads == {str(tmp_path / "a.txt")} and watch.writes == {str(tmp_path / "run.log")}
     files.uninstall()
     assert module.Reader.opener is files._OPEN
+
+
+def test_creating_a_directory_that_may_exist_does_not_depend_on_whether_it_did(
+        tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    def make() -> None:
+        os.makedirs(tmp_path / "a" / "b", exist_ok=True)
+        (tmp_path / "c" / "d").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "e").mkdir(exist_ok=True)
+
+    cold, warm = watched(tmp_path, make), watched(tmp_path, make)
+    assert cold.existed == warm.existed == {}
+    made = {str(tmp_path / p) for p in ("a", "a/b", "c", "c/d", "e")}
+    assert cold.writes == warm.writes == made  # a restore into a fresh directory makes them
+    assert files.probe_changed(cold.probes) == ""
+    strict = watched(tmp_path, lambda: (tmp_path / "f").mkdir())
+    assert strict.existed == {str(tmp_path / "f"): False}
