@@ -42,12 +42,13 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Called by ``%unload_ext incrcell``: back to plain IPython, nothing left behind."""
-    from . import comm, hooks
+    from . import comm, files, hooks
 
     active = hooks._ACTIVE
     if active is None or active.shell is not ipython:
         return
     active.unregister()
+    files.uninstall()  # the file wrappers stay in place while incrcell is loaded
     if comm._ACTIVE is not None:
         comm._ACTIVE.close()
     for kind in ("line", "cell"):

@@ -38,7 +38,8 @@ from .analysis import (DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_thro
 from .config import Config
 from .effects import find_effects
 from .explain import BOUND, UNBOUND, explain_miss
-from .files import EXISTS, MISSING, FileWatch, changed_files, file_digest, read_output, write_back
+from .files import (EXISTS, MISSING, SPECIAL, FileWatch, changed_files, file_digest, install,
+                    is_state, probe_changed, write_back)
 from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_hash
 from .graph import CellGraph
 from .packages import changed_since_import, note_loaded, package_versions
@@ -113,7 +114,7 @@ class Plan:
     codes: tuple[types.CodeType, ...] = ()  # miss: code of the functions it calls
     random_before: dict[str, Any] = field(default_factory=dict)  # miss: randomness.snapshot()
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
-    outputs: dict[str, bytes | None] = field(default_factory=dict)  # hit: files to write back
+    outputs: dict[str, bytes | str | None] = field(default_factory=dict)  # hit: paths to put back
     result: Any = None  # hit: the Out value to return
     through: dict[str, str | None] = field(default_factory=dict)  # miss: see Engine._through
     started: float = field(default_factory=time.perf_counter)
@@ -192,14 +193,14 @@ def unhashable_input(name: str, value: object, exc: Unhashable) -> str:
 
 def files_changed(entry: Entry) -> str:
     """Why the files a cache entry read forbid restoring it now ('' when they do not)."""
-    if (entry.files or entry.written) and entry.cwd != os.getcwd():
+    if (entry.files or entry.written or entry.probes) and entry.cwd != os.getcwd():
         # the same relative path may name another file from here
         return f"it read or wrote files from another working directory ({entry.cwd})"
     changed = changed_files(entry.files)
     if changed:
         gone = entry.files[changed[0]] != MISSING and file_digest(changed[0]) == MISSING
         return f"file `{os.path.relpath(changed[0])}` {'was deleted' if gone else 'changed'}"
-    return ""
+    return probe_changed(entry.probes)
 
 
 class Engine:
@@ -258,6 +259,7 @@ class Engine:
         already knows the cell cannot be cached.
         """
         raw = raw_source if raw_source is not None else source
+        install()  # the file wrappers, before any input is hashed (see files.install)
         digest = source_hash(source)  # parses the source: once per cell
         identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
         plan = Plan(identity, raw, execution_count, RUN, "", source_digest=digest)
@@ -450,8 +452,9 @@ class Engine:
         caller checked them with :meth:`_unmet`.
         """
         for path, blob in entry.written.items():
-            data = None if blob == MISSING else self.store.get_value(blob)
-            if not (data is None or isinstance(data, bytes)):
+            data = (blob if is_state(blob) else None if blob == MISSING
+                    else self.store.get_value(blob))
+            if not (data is None or isinstance(data, (bytes, str))):
                 raise StoreError("its cached output files do not match its entry")
             plan.outputs[path] = data
         if entry.bundle is None or (entry.result is None and not entry.random
@@ -602,6 +605,12 @@ class Engine:
                            "objects refer to it to find every value that changed with it")
         names |= sharers
         nativeio.literal_reads(files, plan.source, plan.codes)
+        if files.bypassed:
+            return names, (f"file `{os.path.relpath(files.bypassed[0])}` changed while it ran "
+                           "without being opened by it (a stream or memory map opened before "
+                           "the cell): incrcell cannot store or replay that write")
+        if files.unseen:
+            return names, f"{files.unseen}: its reads and writes cannot be seen"
         both = sorted(files.updates | (files.reads & files.writes))
         if both:
             return names, (f"reads and writes file `{os.path.relpath(both[0])}`: its content "
@@ -609,12 +618,17 @@ class Engine:
         if refused := nativeio.refusal(files):
             return names, refused
         plan.files = {path: file_digest(path) for path in sorted(files.reads)}
+        special = sorted(path for path, digest in plan.files.items() if digest == SPECIAL)
+        if special:
+            return names, (f"reads `{os.path.relpath(special[0])}`, which is not a regular file "
+                           "(a pipe, device or socket): its content cannot be keyed")
         plan.files.update({path: EXISTS if existed else MISSING
                            for path, existed in files.existed.items()})
         try:
-            produced = {path: read_output(path) for path in sorted(files.writes)}
-        except OSError as exc:
-            return names, f"wrote a file it cannot read back ({exc.strerror or exc})"
+            produced = files.outputs()
+        except (OSError, ValueError) as exc:
+            return names, (f"wrote a file it cannot read back "
+                           f"({getattr(exc, 'strerror', None) or exc})")
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
         after = randomness.snapshot()
         # a seeded generator is an output even if seeding left it as it was
@@ -626,7 +640,7 @@ class Engine:
         with ValueHasher() as hasher:
             failure = self._store_entry(plan, namespace, names, outputs, result, duration,
                                         {name: after[name] for name in drawn}, random,
-                                        produced, hasher)
+                                        produced, files.probes, hasher)
         return names, failure
 
     @staticmethod
@@ -753,7 +767,8 @@ class Engine:
     def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],
                      outputs: list[dict[str, Any]], result: Any, duration: float,
                      states: dict[str, Any], random: dict[str, str | None],
-                     produced: dict[str, bytes | None], hasher: ValueHasher) -> str:
+                     produced: dict[str, bytes | str | None], probes: dict[str, str],
+                     hasher: ValueHasher) -> str:
         """Store the values and the entry; returns why the cell is uncacheable ('' if stored).
 
         All written values (and the Out value) are pickled together, so objects
@@ -826,7 +841,7 @@ class Engine:
                                  created=time.time(),
                                  components=plan.components, requires=requires,
                                  files=plan.files, cwd=os.getcwd(), written=written,
-                                 through=through))
+                                 through=through, probes=probes))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
             for name, value in values.items():
@@ -909,10 +924,13 @@ class Engine:
                 if not same:
                     raise _Uncacheable(f"writes {what}")
 
-    def _put_file(self, data: bytes | None) -> str:
-        """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted)."""
+    def _put_file(self, data: bytes | str | None) -> str:
+        """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted;
+        a directory's or symlink's state is kept as is, see files.FileWatch.outputs)."""
         if data is None:
             return MISSING
+        if isinstance(data, str):
+            return data
         blob = xxhash.xxh3_128_hexdigest(b"file\0" + data)
         if not self.store.has_value(blob):
             self.store.put_value(blob, dumps(data))

@@ -137,13 +137,17 @@ class Entry:
     # name -> the packages hashing its value noted (ValueHasher.packages_of), so that a
     # restored value's digest can key the next cells without hashing it again
     packages: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-    # files the cell wrote: path -> stored value holding their bytes (written back on a
-    # hit), or files.MISSING for a file it deleted
+    # paths the cell wrote: path -> stored value holding a file's bytes (written back on a
+    # hit), files.MISSING for a path it deleted, or a directory's or symlink's state
+    # (files.DIRECTORY, TREE, LINK + target)
     written: dict[str, str] = dataclasses.field(default_factory=dict)
     # names the cell changed through objects they share with what it changed, not inputs
     # (``m`` when it writes ``col = m[:, 1]`` in place): name -> digest of their content
     # before it ran, which a restore requires (a restore brings their content after back)
     through: dict[str, str] = dataclasses.field(default_factory=dict)
+    # directory listings, globs and existence/size/stat checks it made ("<what> <path>", see
+    # files.observe) -> what they showed: inputs like the files it read
+    probes: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def digests(self) -> set[str]:
         """The stored values this entry needs."""
@@ -462,6 +466,10 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
             for name, p in entry.packages.items()),
         isinstance(entry.written, dict)
         and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.written.items()),
+        isinstance(entry.probes, dict)
+        and all(isinstance(probe, str) and isinstance(d, str) for probe, d in entry.probes.items()),
+        isinstance(entry.through, dict)
+        and all(isinstance(name, str) and isinstance(d, str) for name, d in entry.through.items()),
     ]
     if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
         raise _Unusable("is corrupt (not an entry)")
