@@ -48,7 +48,7 @@ def unload_ipython_extension(ipython: Any) -> None:
     if active is None or active.shell is not ipython:
         return
     active.unregister()
-    files.uninstall()  # the file wrappers stay in place while incrcell is loaded
+    files.uninstall()  # the file and native I/O wrappers stay in place while incrcell is loaded
     if comm._ACTIVE is not None:
         comm._ACTIVE.close()
     for kind in ("line", "cell"):

@@ -416,6 +416,8 @@ def uninstall() -> None:
     _patched.clear()
     _scanned.clear()
     _installed = False
+    from . import nativeio  # imports this module: bound here, not at import time
+    nativeio.restore()  # the native entry points' wrappers and their import hook
 
 
 def _original(replacement: Any) -> Any:
