@@ -60,7 +60,9 @@ so they are not used.
 
 from __future__ import annotations
 
+import ast
 import functools
+import inspect
 import glob
 import importlib.abc
 import os
@@ -635,6 +637,15 @@ def _lazy_sources(recording: _Recording, spec: _Spec, frame: Any) -> None:
 _LITERAL = re.compile(r"""(['"])([^'"\n\\]{1,4096})\1""")
 
 
+_COMPREHENSIONS = frozenset({"<listcomp>", "<dictcomp>", "<setcomp>", "<genexpr>"})
+
+
+def _deferred(code: types.CodeType) -> bool:
+    """Whether ``code``, defined by code that runs, runs only when called later: a function's
+    body (optimised locals), not a class body or a comprehension, which run right away."""
+    return bool(code.co_flags & inspect.CO_OPTIMIZED) and code.co_name not in _COMPREHENSIONS
+
+
 def literal_reads(watch: files.FileWatch, source: str,
                   codes: Iterable[types.CodeType] = ()) -> None:
     """Existing files named by a string literal of the cell (``source``) or of the
@@ -644,13 +655,27 @@ def literal_reads(watch: files.FileWatch, source: str,
     any C extension given a literal path): the cell is keyed on their content
     whether or not it opened them.  A path computed at run time is not found.
     """
-    names = {text for _, text in _LITERAL.findall(source) if "." in text or "/" in text}
+    names: set[str] = set()
     todo = list(codes)
+    try:
+        # the code the cell runs itself: not the bodies of the functions it only defines
+        # (a cell defining ``load()`` does not read what ``load`` opens; its callers do)
+        todo.append(compile(source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                            dont_inherit=True))
+        executed_only = {id(todo[-1])}
+    except (SyntaxError, ValueError):  # IPython syntax (``!ls``): every literal of its text
+        names = {text for _, text in _LITERAL.findall(source) if "." in text or "/" in text}
+        executed_only = set()
     while todo:
-        for constant in todo.pop().co_consts:
+        code = todo.pop()
+        for constant in code.co_consts:
             if isinstance(constant, str) and ("." in constant or "/" in constant):
                 names.add(constant)
             elif isinstance(constant, types.CodeType):
+                if id(code) in executed_only and _deferred(constant):
+                    continue
+                if id(code) in executed_only:
+                    executed_only.add(id(constant))
                 todo.append(constant)
     for name in names:
         if len(name) > 4096 or "\0" in name or name.strip(".") == "":
