@@ -18,8 +18,10 @@ value it cannot pickle), the cell runs, and the reason is kept for
 from __future__ import annotations
 
 import builtins
+import functools
 import gc
 import json
+import linecache
 import os
 import re
 import sys
@@ -178,6 +180,67 @@ def cell_key(components: dict[str, Any]) -> str:
 def unhashable_input(name: str, value: object, exc: Unhashable) -> str:
     """Why a cell reading ``value`` as ``name`` is uncacheable."""
     return f"input `{name}` ({_type_name(value)}) cannot be hashed: {exc.reason}"
+
+
+#: How many objects :func:`code_sources` looks at in a cell's values, at most.
+_SOURCES_LIMIT = 10_000
+
+
+def code_sources(values: Iterable[object]) -> dict[str, str]:
+    """The source of the in-memory files the functions among ``values`` were compiled from.
+
+    A function defined in a cell names its cell's file (``/tmp/ipykernel_<pid>/…py``),
+    which exists only in this kernel's ``linecache``; after a restart, a restored
+    function would have no source for tracebacks, the debugger or ``inspect``.
+    Functions, methods, partials and classes defined in the notebook are looked
+    for in the values, in plain containers and notebook objects, up to
+    ``_SOURCES_LIMIT`` objects (a function deeper than that keeps no source:
+    a poorer traceback, never a different result).
+    """
+    filenames: set[str] = set()
+    seen: set[int] = set()
+    stack = list(values)
+    while stack and len(seen) < _SOURCES_LIMIT:
+        obj = stack.pop()
+        if id(obj) in seen or type(obj) in _ATOMS:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, types.FunctionType):
+            filenames.add(obj.__code__.co_filename)
+            stack.extend(cell.cell_contents for cell in obj.__closure__ or ()
+                         if cell.cell_contents is not None)
+        elif isinstance(obj, (types.MethodType, staticmethod, classmethod)):
+            stack.append(obj.__func__)
+        elif isinstance(obj, property):
+            stack.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
+        elif isinstance(obj, functools.partial):
+            stack.append(obj.func)
+        elif isinstance(obj, type):
+            if obj.__module__ == "__main__":
+                stack.extend(vars(obj).values())
+        elif type(obj) in (list, tuple, set, frozenset):
+            stack.extend(obj)  # type: ignore[call-overload]
+        elif type(obj) is dict:
+            stack.extend(obj.values())  # type: ignore[union-attr]
+        elif _is_notebook_object(obj):
+            stack.append(type(obj))
+            stack.extend(getattr(obj, "__dict__", {}).values())
+    sources = {}
+    for filename in sorted(filenames):
+        cached = linecache.cache.get(filename)
+        # registered in memory (no modification time), not a file on disk
+        if cached is not None and len(cached) == 4 and cached[1] is None:
+            sources[filename] = "".join(cached[2])
+    return sources
+
+
+def register_sources(sources: dict[str, str]) -> None:
+    """Make the recorded sources of :func:`code_sources` visible to tracebacks,
+    ``inspect`` and the debugger, under their original names (kept if already there)."""
+    for filename, text in sources.items():
+        if filename not in linecache.cache:
+            lines = text.splitlines(keepends=True)
+            linecache.cache[filename] = (len(text), None, lines, filename)
 
 
 def files_changed(entry: Entry) -> str:
@@ -472,6 +535,7 @@ class Engine:
             except OSError as exc:
                 raise OSError(f"incrcell could not write back `{os.path.relpath(path)}` "
                               f"({exc.strerror or exc}); run the cell with %%incrcell rerun") from None
+        register_sources(plan.entry.sources)
         namespace.update(plan.values)
         for name, value in plan.values.items():
             self._remember(value, bytes.fromhex(plan.entry.variables[name]),
@@ -503,10 +567,12 @@ class Engine:
             note_loaded(plan.analysis.imports)
         state, reason, saved = RAN, plan.reason, 0.0
         written: set[str] = set()
-        if plan.action == RESTORE:
+        if plan.action == RESTORE and success:
             assert plan.entry is not None
             state, saved = RESTORED, max(plan.entry.duration - duration, 0.0)
             written = set(plan.entry.variables) | set(plan.entry.deleted)
+        elif plan.action == RESTORE:  # interrupted, or a file could not be written back
+            state, reason = ERROR, "failed or was interrupted while incrcell restored it"
         elif not success:
             state = ERROR
             reason = "raised an exception: nothing was cached"
@@ -514,8 +580,16 @@ class Engine:
             state = UNCACHEABLE
             written = self._rebound(plan, namespace)
         else:
-            written, failure = self._save(plan, namespace, outputs or [], result, duration,
-                                          files or FileWatch(), seeds or SeedWatch({}))
+            try:
+                written, failure = self._save(plan, namespace, outputs or [], result, duration,
+                                              files or FileWatch(), seeds or SeedWatch({}))
+            except KeyboardInterrupt:  # the cell ran; only its recording stops (nothing half
+                # written: the store writes every file atomically)
+                written, failure = self._rebound(plan, namespace), ""
+                reason = "incrcell was interrupted while recording it: it ran, but is not cached"
+                warnings.warn("incrcell: interrupted while recording this cell: it ran, but "
+                              "is not in the cache (it will run again next time).",
+                              CacheWarning, stacklevel=2)
             if failure:
                 state, reason = UNCACHEABLE, failure
         record = CellRecord(plan.identity, cell_label(plan.source), plan.execution_count, state,
@@ -710,7 +784,8 @@ class Engine:
                                  duration=duration,
                                  created=time.time(),
                                  components=plan.components, requires=requires,
-                                 files=plan.files, cwd=os.getcwd(), written=written))
+                                 files=plan.files, cwd=os.getcwd(), written=written,
+                                 sources=code_sources([*values.values(), result])))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
             for name, value in values.items():
