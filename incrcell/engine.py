@@ -108,6 +108,7 @@ class Plan:
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
     outputs: dict[str, bytes | None] = field(default_factory=dict)  # hit: files to write back
     result: Any = None  # hit: the Out value to return
+    cache_anyway: bool = False  # %%incrcell cache: fresh entropy is accepted
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -270,6 +271,9 @@ class Engine:
         # id -> (value, digest, packages) of arrays and frames a cell just wrote or restored:
         # while no user code runs, their digests stand (see forget_digests)
         self.known: dict[int, tuple[object, bytes, frozenset[str]]] = {}
+        # global random generator -> whether it holds fresh entropy (see randomness.py);
+        # absent: as its module left it on import
+        self.fresh: dict[str, bool] = {}
 
     def forget_digests(self) -> None:
         """Drop the digests of values just written or restored: user code may have run.
@@ -313,7 +317,8 @@ class Engine:
         raw = raw_source if raw_source is not None else source
         digest = source_hash(source)  # parses the source: once per cell
         identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
-        plan = Plan(identity, raw, execution_count, RUN, "", source_digest=digest)
+        plan = Plan(identity, raw, execution_count, RUN, "", source_digest=digest,
+                    cache_anyway=directive == "cache")
         plan.bindings = {name: id(value) for name, value in namespace.items()}
         try:
             plan.analysis = analysis = analyse_cell(source)
@@ -543,6 +548,7 @@ class Engine:
         for name in plan.entry.deleted:
             namespace.pop(name, None)
         randomness.restore(plan.random_after)
+        self.fresh.update(dict.fromkeys(plan.random_after, False))  # recorded states are seeded
         return plan.result
 
     # -- after the cell --------------------------------------------------------
@@ -550,10 +556,11 @@ class Engine:
         """A watch over the files a cell opens, ignoring the cache's own (start it yourself)."""
         return FileWatch(ignore=[self.config.cache_dir])
 
-    @staticmethod
-    def watch_seeds(plan: Plan) -> SeedWatch:
+    def watch_seeds(self, plan: Plan) -> SeedWatch:
         """A watch over the seeding of global random generators while ``plan``'s cell records."""
-        return SeedWatch(plan.random_before)
+        return SeedWatch(plan.random_before, frozenset(
+            name for name in plan.random_before
+            if self.fresh.get(name, randomness.entropy_on_import(name))))
 
     def finish(self, plan: Plan, namespace: MutableMapping[str, Any], *, success: bool,
                outputs: list[dict[str, Any]] | None = None, result: Any = None,
@@ -565,6 +572,8 @@ class Engine:
         duration = time.perf_counter() - plan.started
         if plan.analysis is not None:
             note_loaded(plan.analysis.imports)
+        if seeds is not None:  # how the cell left the generators, whether it succeeded or not
+            self.fresh.update({name: name in seeds.fresh for name in seeds.before})
         state, reason, saved = RAN, plan.reason, 0.0
         written: set[str] = set()
         if plan.action == RESTORE and success:
@@ -637,11 +646,19 @@ class Engine:
         except OSError as exc:
             return names, f"wrote a file it cannot read back ({exc.strerror or exc})"
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
+        fresh = sorted(seeds.drew_fresh)
+        if fresh and not plan.cache_anyway:
+            return names, (f"draws from the global random generator of `{fresh[0]}`, which "
+                           "holds fresh entropy (the notebook did not seed it): its results "
+                           "change from run to run (seed it first, or start the cell with "
+                           "%%incrcell cache to cache it anyway)")
         after = randomness.snapshot()
-        # a seeded generator is an output even if seeding left it as it was
-        drawn = sorted(set(randomness.changed(plan.random_before, after)) | seeds.seeded & set(after))
+        # A seeded generator is an output even if seeding left it as it was; one holding
+        # fresh entropy is not (setting its state again would replay what should be fresh).
+        drawn = sorted((set(randomness.changed(seeds.before, after)) | seeds.seeded & set(after))
+                       - seeds.fresh)
         # The state before is an input, unless the cell seeded the generator before drawing,
-        # or imported its module: a fresh generator starts from entropy, any state will do.
+        # or imported its module (torch's, which starts from a fixed seed).
         random = {name: None if name in seeds.seeded_first or name not in plan.random_before
                   else randomness.state_digest(plan.random_before[name]) for name in drawn}
         with ValueHasher() as hasher:
