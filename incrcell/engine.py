@@ -646,17 +646,17 @@ class Engine:
         except OSError as exc:
             return names, f"wrote a file it cannot read back ({exc.strerror or exc})"
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
-        fresh = sorted(seeds.drew_fresh)
+        after = randomness.snapshot()
+        changed = randomness.changed(seeds.before, after)
+        fresh = sorted(seeds.fresh_draws(after, changed))
         if fresh and not plan.cache_anyway:
             return names, (f"draws from the global random generator of `{fresh[0]}`, which "
                            "holds fresh entropy (the notebook did not seed it): its results "
                            "change from run to run (seed it first, or start the cell with "
                            "%%incrcell cache to cache it anyway)")
-        after = randomness.snapshot()
         # A seeded generator is an output even if seeding left it as it was; one holding
         # fresh entropy is not (setting its state again would replay what should be fresh).
-        drawn = sorted((set(randomness.changed(seeds.before, after)) | seeds.seeded & set(after))
-                       - seeds.fresh)
+        drawn = sorted((set(changed) | seeds.seeded & set(after)) - seeds.fresh)
         # The state before is an input, unless the cell seeded the generator before drawing,
         # or imported its module (torch's, which starts from a fixed seed).
         random = {name: None if name in seeds.seeded_first or name not in plan.random_before

@@ -40,7 +40,7 @@ import importlib
 import importlib.abc
 import pickle
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,10 +123,17 @@ def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 def _same(a: Any, b: Any) -> bool:
     """Whether two generator states are equal: tuples of ints compare directly (fast);
-    states holding arrays or tensors, whose ``==`` is element-wise, by digest."""
+    states holding arrays, whose ``==`` is element-wise, part by part; anything else
+    (tensors) by digest."""
     try:
         return bool(a == b)
     except (ValueError, TypeError, RuntimeError):
+        pass
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    try:
+        return bool((a == b).all())
+    except Exception:
         return state_digest(a) == state_digest(b)
 
 
@@ -146,8 +153,12 @@ class SeedWatch:
       imported, as it was right after the import;
     * ``seeded_first``: generators seeded before anything drew from them;
     * ``seeded``: generators seeded at least once;
-    * ``drew_fresh``: generators drawn from while they held fresh entropy;
-    * ``fresh``: the generators that hold fresh entropy now.
+    * ``fresh``: the generators that hold fresh entropy now;
+    * :meth:`fresh_draws`: the generators drawn from while they held fresh entropy.
+
+    Reading a generator's state costs (numpy's: tens of microseconds), so the
+    watch reads states only when a seeding function is called; the end of the
+    cell is judged from the states the engine reads anyway.
     """
 
     def __init__(self, before: dict[str, Any], fresh: frozenset[str] = frozenset()) -> None:
@@ -155,8 +166,8 @@ class SeedWatch:
         self.fresh = {name for name in fresh if name in before}
         self.seeded_first: set[str] = set()
         self.seeded: set[str] = set()
-        self.drew_fresh: set[str] = set()
-        self._reference: dict[str, Any] = dict(before)  # state at the last seeding (or start)
+        self._drew_fresh: set[str] = set()  # seen when a seeding function was called
+        self._reference: dict[str, Any] = {}  # state right after the cell last seeded it
         self._saved: list[tuple[Any, str, Any]] = []
         self._finder: _ImportFinder | None = None
 
@@ -179,9 +190,18 @@ class SeedWatch:
         for module, attribute, original in reversed(self._saved):
             setattr(module, attribute, original)
         self._saved.clear()
-        for name in list(self.fresh):
-            self._check_drawn(_BY_NAME[name])
         return self
+
+    def fresh_draws(self, after: dict[str, Any], changed: Iterable[str]) -> set[str]:
+        """The generators drawn from while they held fresh entropy, given the states
+        ``after`` the cell and the generators whose state ``changed`` from ``before``."""
+        drew = set(self._drew_fresh)
+        changed = set(changed)
+        for name in self.fresh & after.keys():
+            reference = self._reference.get(name)
+            if (name in changed if reference is None else not _same(after[name], reference)):
+                drew.add(name)
+        return drew
 
     def _imported(self, generator: Generator) -> None:
         """Right after the import of ``generator``'s module, before the cell can draw."""
@@ -189,7 +209,7 @@ class SeedWatch:
             state = generator.get()
         except Exception:  # an unusual module: untracked, its draws key on nothing
             return
-        self.before[generator.name] = self._reference[generator.name] = state
+        self.before[generator.name] = state
         if generator.entropy_on_import:
             self.fresh.add(generator.name)
         self._wrap_seeders(generator)
@@ -206,12 +226,12 @@ class SeedWatch:
     def _check_drawn(self, generator: Generator) -> None:
         """Note a draw from fresh entropy since the last seeding (or the start)."""
         name = generator.name
-        if name in self.fresh and name not in self.drew_fresh:
+        if name in self.fresh and name not in self._drew_fresh:
             try:
-                if not _same(generator.get(), self._reference[name]):
-                    self.drew_fresh.add(name)
+                if not _same(generator.get(), self._reference.get(name, self.before[name])):
+                    self._drew_fresh.add(name)
             except Exception:  # cannot tell: count it as drawn, which reruns the cell
-                self.drew_fresh.add(name)
+                self._drew_fresh.add(name)
 
     def _wrap(self, generator: Generator, attribute: str,
               original: Callable[..., Any]) -> Callable[..., Any]:
@@ -235,9 +255,9 @@ class SeedWatch:
                 self.seeded.add(name)
             try:
                 self._reference[name] = generator.get()
-            except Exception:
+            except Exception:  # cannot follow it: count it as drawn while fresh
                 self.fresh.add(name)
-                self.drew_fresh.add(name)
+                self._drew_fresh.add(name)
             return result
         return seed
 
@@ -255,6 +275,7 @@ class _ImportFinder(importlib.abc.MetaPathFinder):
         self.imported = imported
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
         generator = self.modules.pop(fullname, None)
         if generator is None:
             return None
@@ -276,6 +297,7 @@ class _ImportFinder(importlib.abc.MetaPathFinder):
                 return loader.create_module(spec)
 
             def exec_module(self, module: Any) -> None:
+                __tracebackhide__ = True  # noqa: F841
                 module.__loader__ = spec.loader = loader
                 loader.exec_module(module)
                 imported(generator)
