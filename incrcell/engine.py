@@ -20,6 +20,7 @@ from __future__ import annotations
 import builtins
 import functools
 import gc
+import itertools
 import json
 import linecache
 import os
@@ -184,7 +185,7 @@ def unhashable_input(name: str, value: object, exc: Unhashable) -> str:
 
 
 #: How many objects :func:`code_sources` looks at in a cell's values, at most.
-_SOURCES_LIMIT = 10_000
+_SOURCES_LIMIT = 2_000
 
 
 def code_sources(values: Iterable[object]) -> dict[str, str]:
@@ -201,31 +202,36 @@ def code_sources(values: Iterable[object]) -> dict[str, str]:
     filenames: set[str] = set()
     seen: set[int] = set()
     stack = list(values)
-    while stack and len(seen) < _SOURCES_LIMIT:
+
+    def push(objects: Iterable[object]) -> None:  # never more than the limit waiting
+        stack.extend(itertools.islice(objects, max(_SOURCES_LIMIT - len(stack), 0)))
+
+    looked = 0
+    while stack and looked < _SOURCES_LIMIT:
         obj = stack.pop()
+        looked += 1
         if id(obj) in seen or type(obj) in _ATOMS:
             continue
         seen.add(id(obj))
         if isinstance(obj, types.FunctionType):
             filenames.add(obj.__code__.co_filename)
-            stack.extend(cell.cell_contents for cell in obj.__closure__ or ()
-                         if cell.cell_contents is not None)
+            push(cell.cell_contents for cell in obj.__closure__ or ()
+                 if cell.cell_contents is not None)
         elif isinstance(obj, (types.MethodType, staticmethod, classmethod)):
-            stack.append(obj.__func__)
+            push([obj.__func__])
         elif isinstance(obj, property):
-            stack.extend(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
+            push(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
         elif isinstance(obj, functools.partial):
-            stack.append(obj.func)
+            push([obj.func])
         elif isinstance(obj, type):
             if obj.__module__ == "__main__":
-                stack.extend(vars(obj).values())
+                push(vars(obj).values())
         elif type(obj) in (list, tuple, set, frozenset):
-            stack.extend(obj)  # type: ignore[call-overload]
+            push(obj)  # type: ignore[arg-type]
         elif type(obj) is dict:
-            stack.extend(obj.values())  # type: ignore[union-attr]
+            push(obj.values())  # type: ignore[union-attr]
         elif _is_notebook_object(obj):
-            stack.append(type(obj))
-            stack.extend(getattr(obj, "__dict__", {}).values())
+            push([type(obj), *getattr(obj, "__dict__", {}).values()])
     sources = {}
     for filename in sorted(filenames):
         cached = linecache.cache.get(filename)
