@@ -18,8 +18,11 @@ value it cannot pickle), the cell runs, and the reason is kept for
 from __future__ import annotations
 
 import builtins
+import functools
 import gc
+import itertools
 import json
+import linecache
 import os
 import re
 import sys
@@ -117,6 +120,7 @@ class Plan:
     outputs: dict[str, bytes | str | None] = field(default_factory=dict)  # hit: paths to put back
     result: Any = None  # hit: the Out value to return
     through: dict[str, str | None] = field(default_factory=dict)  # miss: see Engine._through
+    cache_anyway: bool = False  # %%incrcell cache: fresh entropy is accepted
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -191,6 +195,72 @@ def unhashable_input(name: str, value: object, exc: Unhashable) -> str:
     return f"input `{name}` ({_type_name(value)}) cannot be hashed: {exc.reason}"
 
 
+#: How many objects :func:`code_sources` looks at in a cell's values, at most.
+_SOURCES_LIMIT = 2_000
+
+
+def code_sources(values: Iterable[object]) -> dict[str, str]:
+    """The source of the in-memory files the functions among ``values`` were compiled from.
+
+    A function defined in a cell names its cell's file (``/tmp/ipykernel_<pid>/…py``),
+    which exists only in this kernel's ``linecache``; after a restart, a restored
+    function would have no source for tracebacks, the debugger or ``inspect``.
+    Functions, methods, partials and classes defined in the notebook are looked
+    for in the values, in plain containers and notebook objects, up to
+    ``_SOURCES_LIMIT`` objects (a function deeper than that keeps no source:
+    a poorer traceback, never a different result).
+    """
+    filenames: set[str] = set()
+    seen: set[int] = set()
+    stack = list(values)
+
+    def push(objects: Iterable[object]) -> None:  # never more than the limit waiting
+        stack.extend(itertools.islice(objects, max(_SOURCES_LIMIT - len(stack), 0)))
+
+    looked = 0
+    while stack and looked < _SOURCES_LIMIT:
+        obj = stack.pop()
+        looked += 1
+        if id(obj) in seen or type(obj) in _ATOMS:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, types.FunctionType):
+            filenames.add(obj.__code__.co_filename)
+            push(cell.cell_contents for cell in obj.__closure__ or ()
+                 if cell.cell_contents is not None)
+        elif isinstance(obj, (types.MethodType, staticmethod, classmethod)):
+            push([obj.__func__])
+        elif isinstance(obj, property):
+            push(f for f in (obj.fget, obj.fset, obj.fdel) if f is not None)
+        elif isinstance(obj, functools.partial):
+            push([obj.func])
+        elif isinstance(obj, type):
+            if obj.__module__ == "__main__":
+                push(vars(obj).values())
+        elif type(obj) in (list, tuple, set, frozenset):
+            push(obj)  # type: ignore[arg-type]
+        elif type(obj) is dict:
+            push(obj.values())  # type: ignore[union-attr]
+        elif _is_notebook_object(obj):
+            push([type(obj), *getattr(obj, "__dict__", {}).values()])
+    sources = {}
+    for filename in sorted(filenames):
+        cached = linecache.cache.get(filename)
+        # registered in memory (no modification time), not a file on disk
+        if cached is not None and len(cached) == 4 and cached[1] is None:
+            sources[filename] = "".join(cached[2])
+    return sources
+
+
+def register_sources(sources: dict[str, str]) -> None:
+    """Make the recorded sources of :func:`code_sources` visible to tracebacks,
+    ``inspect`` and the debugger, under their original names (kept if already there)."""
+    for filename, text in sources.items():
+        if filename not in linecache.cache:
+            lines = text.splitlines(keepends=True)
+            linecache.cache[filename] = (len(text), None, lines, filename)
+
+
 def files_changed(entry: Entry) -> str:
     """Why the files a cache entry read forbid restoring it now ('' when they do not)."""
     if (entry.files or entry.written or entry.probes) and entry.cwd != os.getcwd():
@@ -218,6 +288,9 @@ class Engine:
         # id -> (value, digest, packages) of arrays and frames a cell just wrote or restored:
         # while no user code runs, their digests stand (see forget_digests)
         self.known: dict[int, tuple[object, bytes, frozenset[str]]] = {}
+        # global random generator -> whether it holds fresh entropy (see randomness.py);
+        # absent: as its module left it on import
+        self.fresh: dict[str, bool] = {}
 
     def forget_digests(self) -> None:
         """Drop the digests of values just written or restored: user code may have run.
@@ -262,7 +335,8 @@ class Engine:
         install()  # the file wrappers, before any input is hashed (see files.install)
         digest = source_hash(source)  # parses the source: once per cell
         identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
-        plan = Plan(identity, raw, execution_count, RUN, "", source_digest=digest)
+        plan = Plan(identity, raw, execution_count, RUN, "", source_digest=digest,
+                    cache_anyway=directive == "cache")
         plan.bindings = {name: id(value) for name, value in namespace.items()}
         try:
             plan.analysis = analysis = analyse_cell(source)
@@ -525,6 +599,7 @@ class Engine:
             except OSError as exc:
                 raise OSError(f"incrcell could not write back `{os.path.relpath(path)}` "
                               f"({exc.strerror or exc}); run the cell with %%incrcell rerun") from None
+        register_sources(plan.entry.sources)
         namespace.update(plan.values)
         for name, value in plan.values.items():
             self._remember(value, bytes.fromhex(plan.entry.variables[name]),
@@ -532,6 +607,7 @@ class Engine:
         for name in plan.entry.deleted:
             namespace.pop(name, None)
         randomness.restore(plan.random_after)
+        self.fresh.update(dict.fromkeys(plan.random_after, False))  # recorded states are seeded
         return plan.result
 
     # -- after the cell --------------------------------------------------------
@@ -539,10 +615,11 @@ class Engine:
         """A watch over the files a cell opens, ignoring the cache's own (start it yourself)."""
         return FileWatch(ignore=[self.config.cache_dir])
 
-    @staticmethod
-    def watch_seeds(plan: Plan) -> SeedWatch:
+    def watch_seeds(self, plan: Plan) -> SeedWatch:
         """A watch over the seeding of global random generators while ``plan``'s cell records."""
-        return SeedWatch(plan.random_before)
+        return SeedWatch(plan.random_before, frozenset(
+            name for name in plan.random_before
+            if self.fresh.get(name, randomness.entropy_on_import(name))))
 
     def finish(self, plan: Plan, namespace: MutableMapping[str, Any], *, success: bool,
                outputs: list[dict[str, Any]] | None = None, result: Any = None,
@@ -554,12 +631,16 @@ class Engine:
         duration = time.perf_counter() - plan.started
         if plan.analysis is not None:
             note_loaded(plan.analysis.imports)
+        if seeds is not None:  # how the cell left the generators, whether it succeeded or not
+            self.fresh.update({name: name in seeds.fresh for name in seeds.before})
         state, reason, saved = RAN, plan.reason, 0.0
         written: set[str] = set()
-        if plan.action == RESTORE:
+        if plan.action == RESTORE and success:
             assert plan.entry is not None
             state, saved = RESTORED, max(plan.entry.duration - duration, 0.0)
             written = set(plan.entry.variables) | set(plan.entry.deleted)
+        elif plan.action == RESTORE:  # interrupted, or a file could not be written back
+            state, reason = ERROR, "failed or was interrupted while incrcell restored it"
         elif not success:
             state = ERROR
             reason = "raised an exception: nothing was cached"
@@ -567,8 +648,16 @@ class Engine:
             state = UNCACHEABLE
             written = self._rebound(plan, namespace)
         else:
-            written, failure = self._save(plan, namespace, outputs or [], result, duration,
-                                          files or FileWatch(), seeds or SeedWatch({}))
+            try:
+                written, failure = self._save(plan, namespace, outputs or [], result, duration,
+                                              files or FileWatch(), seeds or SeedWatch({}))
+            except KeyboardInterrupt:  # the cell ran; only its recording stops (nothing half
+                # written: the store writes every file atomically)
+                written, failure = self._rebound(plan, namespace), ""
+                reason = "incrcell was interrupted while recording it: it ran, but is not cached"
+                warnings.warn("incrcell: interrupted while recording this cell: it ran, but "
+                              "is not in the cache (it will run again next time).",
+                              CacheWarning, stacklevel=2)
             if failure:
                 state, reason = UNCACHEABLE, failure
         record = CellRecord(plan.identity, cell_label(plan.source), plan.execution_count, state,
@@ -631,10 +720,18 @@ class Engine:
                            f"({getattr(exc, 'strerror', None) or exc})")
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
         after = randomness.snapshot()
-        # a seeded generator is an output even if seeding left it as it was
-        drawn = sorted(set(randomness.changed(plan.random_before, after)) | seeds.seeded & set(after))
+        changed = randomness.changed(seeds.before, after)
+        fresh = sorted(seeds.fresh_draws(after, changed))
+        if fresh and not plan.cache_anyway:
+            return names, (f"draws from the global random generator of `{fresh[0]}`, which "
+                           "holds fresh entropy (the notebook did not seed it): its results "
+                           "change from run to run (seed it first, or start the cell with "
+                           "%%incrcell cache to cache it anyway)")
+        # A seeded generator is an output even if seeding left it as it was; one holding
+        # fresh entropy is not (setting its state again would replay what should be fresh).
+        drawn = sorted((set(changed) | seeds.seeded & set(after)) - seeds.fresh)
         # The state before is an input, unless the cell seeded the generator before drawing,
-        # or imported its module: a fresh generator starts from entropy, any state will do.
+        # or imported its module (torch's, which starts from a fixed seed).
         random = {name: None if name in seeds.seeded_first or name not in plan.random_before
                   else randomness.state_digest(plan.random_before[name]) for name in drawn}
         with ValueHasher() as hasher:
@@ -841,7 +938,8 @@ class Engine:
                                  created=time.time(),
                                  components=plan.components, requires=requires,
                                  files=plan.files, cwd=os.getcwd(), written=written,
-                                 through=through, probes=probes))
+                                 through=through, probes=probes,
+                                 sources=code_sources([*values.values(), result])))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
             for name, value in values.items():

@@ -56,6 +56,7 @@ class _Pending:
     watch: FileWatch | None = None
     seeds: SeedWatch | None = None
     substituted: bool = False
+    interrupted: bool = False  # Ctrl-C while it was being planned: it must not run
 
 
 class _CellSubstitution(ast.NodeTransformer):
@@ -69,12 +70,24 @@ class _CellSubstitution(ast.NodeTransformer):
         if pending is None or pending.substituted:
             return node  # other code compiled meanwhile (e.g. by %time)
         pending.substituted = True
+        if pending.interrupted:
+            return _interrupted_code()
         if pending.plan is not None and pending.plan.action == RESTORE:
             return ast.parse(_REPLAY)
         if pending.body is not None:
             return compile(pending.body, "<cell>", "exec",
                            flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         return node
+
+
+def _interrupted_code() -> ast.Module:
+    """The code of a cell interrupted while incrcell prepared it: it stops as a cell
+    interrupted on its first line would, without running anything."""
+    module = ast.parse("raise KeyboardInterrupt()")
+    raised = module.body[0]
+    assert isinstance(raised, ast.Raise) and isinstance(raised.exc, ast.Call)
+    raised.exc.args = [ast.Constant("while incrcell was loading this cell: it did not run")]
+    return ast.fix_missing_locations(module)
 
 
 def _warn(what: str, exc: BaseException) -> None:
@@ -109,6 +122,7 @@ class KernelHooks:
         self.pending: _Pending | None = None
         self._transformer = _CellSubstitution(self)
         self._executions = 0  # pre_execute events since the last pre_run_cell
+        self._depth = 0  # run_cell calls under way: more than 1 inside a cell (%%capture)
 
     def register(self) -> None:
         global _ACTIVE
@@ -160,15 +174,32 @@ class KernelHooks:
                 ("post_run_cell", self.post_run_cell))
 
     def pre_execute(self) -> None:
-        self._executions += 1
+        if not self._depth:  # code a magic runs inside a cell is part of that cell
+            self._executions += 1
 
     def pre_run_cell(self, info: Any) -> None:
-        if self._executions != 1:
-            # something ran between two cells (a silent execution, a widget's comm
-            # message): the digests of the values the last cells left may be stale
-            self.engine.forget_digests()
-        self._executions = 0
-        self._drop_pending()
+        self._depth += 1
+        if self._depth > 1:
+            # run_cell called from inside a cell (%%capture, %run -i of a notebook...): its
+            # code is part of the running cell, never a cell of its own; that magic's cell is
+            # uncacheable, so nothing of incrcell's may appear in what it captures
+            return
+        try:
+            if self._executions != 1:
+                # something ran between two cells (a silent execution, a widget's comm
+                # message): the digests of the values the last cells left may be stale
+                self.engine.forget_digests()
+            self._executions = 0
+            self._drop_pending()
+            self._plan_cell(info)
+        except KeyboardInterrupt:
+            # Ctrl-C while incrcell hashed the inputs or loaded a hit: the cell must not
+            # run (the user asked to stop), and nothing was bound yet
+            self._drop_pending()
+            self.pending = _Pending(None, interrupted=True)
+
+    def _plan_cell(self, info: Any) -> None:
+        """Plan the cell about to run and start recording it if it is a miss."""
         directive, body, transformed = self.prepare(info.raw_cell,
                                                     getattr(info, "transformed_cell", None))
         plan = None
@@ -185,22 +216,28 @@ class KernelHooks:
                         directive=directive, refusal=self.refusal())
             except Exception as exc:  # a bug here must not cost the user their cell
                 _warn("could not analyse this cell", exc)
-        recorder = watch = seeds = None
+        # pending first, so that an interrupt while the watches start stops those started
+        self.pending = pending = _Pending(plan, transformed if directive else None)
         if plan is not None and plan.action == RECORD:
-            recorder = OutputRecorder(self.shell.display_pub)
-            watch = self.engine.watch_files().start()
-            seeds = self.engine.watch_seeds(plan).start()
-        self.pending = _Pending(plan, transformed if directive else None, recorder, watch, seeds)
+            pending.recorder = OutputRecorder(self.shell.display_pub)
+            pending.watch = self.engine.watch_files().start()
+            pending.seeds = self.engine.watch_seeds(plan).start()
 
     def post_run_cell(self, result: Any) -> None:
+        if self._depth > 1:  # the end of a nested run_cell (see pre_run_cell)
+            self._depth -= 1
+            return
+        self._depth = 0
         pending, self.pending = self.pending, None
         if pending is None:  # e.g. the cell that ran %load_ext: it had no pre_run_cell
             pending = self._loading_cell(result)
             if pending is None:
                 return
-        events = pending.recorder.close() if pending.recorder else []
-        files = pending.watch.stop() if pending.watch else None
-        seeds = pending.seeds.stop() if pending.seeds else None
+        try:
+            events = pending.recorder.close() if pending.recorder else []
+        finally:
+            files = pending.watch.stop() if pending.watch else None
+            seeds = pending.seeds.stop() if pending.seeds else None
         plan = pending.plan
         if plan is None:
             return
@@ -211,8 +248,12 @@ class KernelHooks:
                 self.engine.finish(plan, self.shell.user_ns, success=result.success,
                                    outputs=events, result=result.result, files=files,
                                    seeds=seeds)
-        except (Exception, KeyboardInterrupt) as exc:
-            _warn("could not record this cell", exc)
+        except KeyboardInterrupt:
+            print("incrcell: interrupted while recording this cell: it ran, but is not in the "
+                  "cache (it will run again next time).", file=sys.stderr)
+        except Exception as exc:
+            print(f"incrcell: could not record this cell ({type(exc).__name__}: "
+                  f"{one_line(exc)}); it ran, but is not in the cache.", file=sys.stderr)
 
     def _loading_cell(self, result: Any) -> _Pending | None:
         """The cell that loaded incrcell started before the hooks: plan it now, so that
@@ -224,6 +265,7 @@ class KernelHooks:
         if info is None:
             return None
         self.pre_run_cell(info)
+        self._depth = 0
         if self.pending is None or self.pending.plan is None or self.pending.plan.action != RUN:
             self._drop_pending()
             return None
@@ -242,6 +284,7 @@ class KernelHooks:
 
     # -- the replacement code of a restored cell ----------------------------------
     def replay(self) -> Any:
+        __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
         pending = self.pending
         assert pending is not None and pending.plan is not None and pending.plan.entry is not None
         plan = pending.plan
@@ -271,6 +314,7 @@ def format_seconds(seconds: float) -> str:
 
 def _replay() -> Any:
     """Called by the code that replaces a restored cell (see ``_REPLAY``)."""
+    __tracebackhide__ = True  # noqa: F841
     if _ACTIVE is None:
         raise RuntimeError("incrcell was unloaded while restoring a cell; run the cell again")
     return _ACTIVE.replay()

@@ -12,6 +12,15 @@ else is recorded here, in order, as JSON events:
 
 Recording wraps the live objects without replacing what the user sees: the
 original ``write`` / ``publish`` still runs, the recorder only keeps a copy.
+
+Order.  ipykernel buffers each stream and sends it from its I/O thread 0.2 s
+after the first write, or when flushed (before a display, at the end of the
+cell: stdout first).  So in a plain run, text written to stderr and then to
+stdout reaches the notebook in either order, depending on how busy the
+machine is.  While a cell records, a write to one stream first flushes the
+other if it holds text: the notebook then receives the chunks in the order
+they were written, which is the order recorded, and replay (which flushes at
+the same points) sends them in that same order.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 
@@ -58,7 +68,8 @@ class _StreamTap:
     proxy instead.
     """
 
-    def __init__(self, name: str, events: list[dict[str, Any]]) -> None:
+    def __init__(self, name: str, events: list[dict[str, Any]],
+                 other: Callable[[], TextIO]) -> None:
         self.name = name
         self.events = events
         self.stream: TextIO = getattr(sys, name)
@@ -67,10 +78,14 @@ class _StreamTap:
         original = self.stream.write
 
         def write(text: str) -> Any:
+            __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
+            last = self.events[-1] if self.events else None
+            switching = bool(last and last["type"] == "stream" and last["name"] != self.name)
+            if switching and isinstance(text, str) and text:
+                _flush(other())  # the other stream's text goes out first, as it was written
             written = original(text)
             if isinstance(text, str) and text:
-                last = self.events[-1] if self.events else None
-                if last and last["type"] == "stream" and last["name"] == self.name:
+                if last and last["type"] == "stream" and not switching:
                     last["text"] += text
                 else:
                     self.events.append({"type": "stream", "name": self.name, "text": text})
@@ -106,7 +121,8 @@ class OutputRecorder:
 
     def __init__(self, display_pub: Any) -> None:
         self.events: list[dict[str, Any]] = []
-        self._taps = [_StreamTap("stdout", self.events), _StreamTap("stderr", self.events)]
+        self._taps = [_StreamTap("stdout", self.events, lambda: sys.stderr),
+                      _StreamTap("stderr", self.events, lambda: sys.stdout)]
         self._pub = display_pub
         self._saved = {n: display_pub.__dict__.get(n, _ABSENT) for n in ("publish", "clear_output")}
         publish, clear_output = display_pub.publish, display_pub.clear_output
@@ -114,12 +130,14 @@ class OutputRecorder:
         def recording_publish(data: dict, metadata: dict | None = None, *args: Any,
                               transient: dict | None = None, update: bool = False,
                               **kwargs: Any) -> Any:
+            __tracebackhide__ = True  # noqa: F841
             self.events.append({"type": "display", "data": _jsonable(data),
                                 "metadata": _jsonable(metadata or {}),
                                 "transient": _jsonable(transient or {}), "update": bool(update)})
             return publish(data, metadata, *args, transient=transient, update=update, **kwargs)
 
         def recording_clear(wait: bool = False) -> Any:
+            __tracebackhide__ = True  # noqa: F841
             self.events.append({"type": "clear", "wait": bool(wait)})
             return clear_output(wait)
 
@@ -137,16 +155,28 @@ class OutputRecorder:
         return self.events
 
 
+def _flush(stream: TextIO) -> None:
+    """Send what ``stream`` buffered; a stream that cannot flush is left as it is."""
+    try:
+        stream.flush()
+    except Exception:  # a closed or unusual stream: its order is not ours to fix
+        pass
+
+
 def replay(events: list[dict[str, Any]], display_pub: Any) -> None:
-    """Re-emit recorded events in their original order."""
+    """Re-emit recorded events in their original order.
+
+    Each stream chunk is flushed before the next event, so that the notebook
+    receives them in the recorded order whatever the timing (see the module's
+    docstring); the recorded chunks already merge consecutive writes.
+    """
     for event in events:
         kind = event.get("type")
         if kind == "stream":
             stream = sys.stdout if event.get("name") == "stdout" else sys.stderr
             stream.write(event.get("text", ""))
+            _flush(stream)
         elif kind == "display":
-            sys.stdout.flush()
-            sys.stderr.flush()
             display_pub.publish(event.get("data", {}), event.get("metadata", {}),
                                 transient=event.get("transient") or None,
                                 update=bool(event.get("update")))

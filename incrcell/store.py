@@ -57,6 +57,7 @@ import json
 import os
 import re
 import shutil
+import stat as stat_module
 import struct
 import tempfile
 import time
@@ -148,6 +149,9 @@ class Entry:
     # directory listings, globs and existence/size/stat checks it made ("<what> <path>", see
     # files.observe) -> what they showed: inputs like the files it read
     probes: dict[str, str] = dataclasses.field(default_factory=dict)
+    # the source of the in-memory files (IPython cells) its functions were compiled from:
+    # filename -> text, registered in linecache on a restore (see engine.code_sources)
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def digests(self) -> set[str]:
         """The stored values this entry needs."""
@@ -328,7 +332,7 @@ def _read(path: str, signer: Signer) -> tuple[memoryview, tuple[int, int], _Dige
     Not mmap: the checksum reads every byte anyway, and a mapping of a file
     another process truncates kills the kernel with SIGBUS.
     """
-    with open(path, "rb", buffering=0) as file:
+    with open(path, "rb", buffering=0, opener=_regular_file) as file:
         stat = os.fstat(file.fileno())
         try:
             data = _aligned_buffer(stat.st_size)
@@ -357,6 +361,24 @@ def _read(path: str, signer: Signer) -> tuple[memoryview, tuple[int, int], _Dige
     return data[:done], (stat.st_dev, stat.st_ino), digests
 
 
+def _regular_file(path: str, flags: int) -> int:
+    """The ``opener`` of every cache file read: a descriptor, unless it is not a regular file.
+
+    Opened non-blocking, so that a named pipe, a device or a socket put where a
+    cache file should be never hangs the kernel: it is refused like an
+    unreadable file (a miss with one line), before anything is read from it.
+    """
+    fd = os.open(path, flags | os.O_NONBLOCK)
+    try:
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _read_into(file: Any, buffer: memoryview) -> int:
     """Fill ``buffer`` from ``file`` as far as the file goes; returns the bytes read."""
     done = 0
@@ -374,7 +396,7 @@ def _check_integrity(path: str, kind: int) -> None:
     Raises _Unusable (after removing the file) if it is corrupt, OSError if
     it can't be read.
     """
-    with open(path, "rb", buffering=0) as file:
+    with open(path, "rb", buffering=0, opener=_regular_file) as file:
         stat = os.fstat(file.fileno())
         header = file.read(_HEADER_SIZE)
         try:
@@ -470,6 +492,8 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
         and all(isinstance(probe, str) and isinstance(d, str) for probe, d in entry.probes.items()),
         isinstance(entry.through, dict)
         and all(isinstance(name, str) and isinstance(d, str) for name, d in entry.through.items()),
+        isinstance(entry.sources, dict)
+        and all(isinstance(path, str) and isinstance(t, str) for path, t in entry.sources.items()),
     ]
     if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
         raise _Unusable("is corrupt (not an entry)")

@@ -135,6 +135,9 @@ def test_matplotlib_figure_and_stderr_replay(kernel: Kernel):
     ]
     first = kernel.run_all(cells)
     assert any("image/png" in o.get("data", {}) for o in first[2].outputs)
+    # while a cell records, its streams reach the notebook in the order written (see outputs.py)
+    streams = [o["name"] for o in normalise_outputs(first[2].outputs) if o["output_type"] == "stream"]
+    assert streams[-2:] == ["stderr", "stdout"]
     kernel.restart()
     second = kernel.run_all(cells)
     assert second[2].restored
