@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+import types
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,6 +130,8 @@ class KernelHooks:
         for event, callback in self._events():
             self.shell.events.register(event, callback)
         self.shell.ast_transformers.append(self._transformer)
+        # an instance attribute shadowing the method: deleted again by unregister
+        self.shell.InteractiveTB.structured_traceback = self._structured_traceback
         _ACTIVE = self
 
     def unregister(self) -> None:
@@ -141,17 +144,33 @@ class KernelHooks:
                 pass
         if self._transformer in self.shell.ast_transformers:
             self.shell.ast_transformers.remove(self._transformer)
+        if vars(self.shell.InteractiveTB).get("structured_traceback") == self._structured_traceback:
+            del self.shell.InteractiveTB.structured_traceback
         self._drop_pending()
         if _ACTIVE is self:
             _ACTIVE = None
 
+    def _structured_traceback(self, etype: Any, evalue: Any, etb: Any = None,
+                              *args: Any, **kwargs: Any) -> Any:
+        """IPython's traceback formatting, without incrcell's own frames (see
+        :func:`without_own_frames`)."""
+        etb = without_own_frames(evalue, etb)
+        return type(self.shell.InteractiveTB).structured_traceback(
+            self.shell.InteractiveTB, etype, evalue, etb, *args, **kwargs)
+
     def is_session_name(self, name: str) -> bool:
-        """Objects IPython put in the namespace (``get_ipython``, ``In``...), not user data."""
+        """Objects IPython put in the namespace (``get_ipython``, ``In``...), not user data.
+
+        A plain function IPython put there (its ``open``, which only refuses the
+        standard streams' descriptors) is not session state: cells calling it are
+        keyed on it like on any library function, and the file watch sees its opens.
+        """
         hidden = self.shell.user_ns_hidden
         if name not in hidden:
             return False
         value = self.shell.user_ns.get(name, hidden)
-        return value is hidden[name] and not isinstance(value, str)
+        return (value is hidden[name] and not isinstance(value, str)
+                and not isinstance(value, types.FunctionType))
 
     # -- events ------------------------------------------------------------------
     def prepare(self, raw_cell: str, transformed: str | None = None) -> tuple[str | None, str, str]:
@@ -293,6 +312,46 @@ class KernelHooks:
         if self.engine.config.marker:
             self.shell.display_pub.publish(*restored_marker(plan.entry.duration))
         return value
+
+
+def _own_frame(tb: types.TracebackType) -> bool:
+    """A traceback entry of one of incrcell's invisible frames (wrappers of ``open``...)."""
+    frame = tb.tb_frame
+    return (frame.f_globals.get("__name__", "").partition(".")[0] == "incrcell"
+            and bool(frame.f_locals.get("__tracebackhide__")))
+
+
+def _cut(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback ``tb`` without incrcell's invisible frames; cut in place but for its head."""
+    while tb is not None and _own_frame(tb):
+        tb = tb.tb_next
+    entry = tb
+    while entry is not None:
+        while entry.tb_next is not None and _own_frame(entry.tb_next):
+            entry.tb_next = entry.tb_next.tb_next
+        entry = entry.tb_next
+    return tb
+
+
+def without_own_frames(exc: BaseException | None, tb: types.TracebackType | None
+                       ) -> types.TracebackType | None:
+    """``tb`` with incrcell's invisible frames cut out, in place (so ``%debug`` and
+    ``sys.last_traceback`` do not show them either), and the same for ``exc`` and the
+    exceptions it was raised from or during.
+
+    IPython hides frames with ``__tracebackhide__`` except the last one, and a
+    wrapper of ``open`` is the last Python frame when the C ``open`` it calls raises.
+    """
+    head = _cut(tb)
+    todo, seen = [exc], set()
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = _cut(current.__traceback__)
+        todo += [current.__cause__, current.__context__]
+    return head
 
 
 def restored_marker(saved: float) -> tuple[dict[str, str], dict[str, Any]]:

@@ -40,6 +40,21 @@ def ok(executions: list[Execution]) -> list[Execution]:
     return executions
 
 
+def test_a_cell_calling_open_itself_is_cached_and_keyed_on_the_file(kernel, workdir):
+    """IPython's own ``open`` in the namespace is a library function, not session state."""
+    (workdir / "payload.txt").write_text("one")
+    cells = [LOAD, ("read", "text = open('payload.txt').read()\ntext")]
+    assert ok(kernel.run_all(cells))[1].result == "'one'"
+    kernel.restart()
+    runs = ok(kernel.run_all(cells))
+    assert states(kernel, runs)[1] == "restored" and runs[1].result == "'one'"
+    (workdir / "payload.txt").write_text("two")
+    kernel.restart()
+    runs = ok(kernel.run_all(cells))
+    assert states(kernel, runs)[1] == "ran" and runs[1].result == "'two'"
+    assert "payload.txt" in reason(kernel, runs[1])
+
+
 def test_a_file_read_inside_a_function_from_an_earlier_cell_is_an_input(kernel, workdir):
     (workdir / "payload.txt").write_text("one")
     cells = [LOAD, ("def", "def load():\n    with open('payload.txt') as f:\n        return f.read()"),
@@ -182,10 +197,6 @@ def test_a_symlink_is_replayed(kernel, workdir):
     assert kernel.value("text") == "'v1'"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "IPython hides frames with __tracebackhide__ except the last one, and the wrapper is the "
-    "last Python frame when the C open() it calls raises: hiding it needs the IPython glue to "
-    "drop the wrapper's traceback entries before the traceback is shown (hooks.py)"))
 def test_a_failing_open_shows_no_incrcell_frame(kernel, workdir):
     cells = [LOAD, ("def", "def load():\n    return open('nowhere.txt').read()"), ("use", "x = load()")]
     runs = kernel.run_all(cells)
