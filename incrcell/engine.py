@@ -32,7 +32,7 @@ from typing import Any
 
 import xxhash
 
-from . import fingerprint, randomness, store as store_module
+from . import fingerprint, interpreter, randomness, store as store_module
 from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
 from .config import Config
 from .effects import find_effects
@@ -105,6 +105,12 @@ class Plan:
     random_before: dict[str, Any] = field(default_factory=dict)  # miss: randomness.snapshot()
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
     outputs: dict[str, bytes | None] = field(default_factory=dict)  # hit: files to write back
+    # run: the interpreter state before (interpreter.snapshot), of the modules ``watched``;
+    # ``stores``: modules the cell sets attributes on itself (effects.Effects.stores)
+    state_before: interpreter.Snapshot | None = None
+    watched: list[str] = field(default_factory=list)
+    stores: frozenset[str] = frozenset()
+    state_after: dict[str, Any] = field(default_factory=dict)  # hit: interpreter items to set
     result: Any = None  # hit: the Out value to return
     started: float = field(default_factory=time.perf_counter)
 
@@ -207,6 +213,9 @@ class Engine:
         # id -> (value, digest, packages) of arrays and frames a cell just wrote or restored:
         # while no user code runs, their digests stand (see forget_digests)
         self.known: dict[int, tuple[object, bytes, frozenset[str]]] = {}
+        # interpreter items (see interpreter.py) any cell of this session changed: their
+        # current values key every later cell
+        self.touched: set[str] = set()
 
     def forget_digests(self) -> None:
         """Drop the digests of values just written or restored: user code may have run.
@@ -247,6 +256,16 @@ class Engine:
         under those cell magics; ``refusal``, when not empty, is a reason the caller
         already knows the cell cannot be cached.
         """
+        plan = self._plan(source, namespace, raw_source, cell_id, execution_count, directive,
+                          refusal)
+        if plan.action != RESTORE:  # whatever runs may change the interpreter's state
+            plan.watched = plan.watched or interpreter.watched_modules(())
+            plan.state_before = interpreter.snapshot(plan.watched)
+        return plan
+
+    def _plan(self, source: str, namespace: MutableMapping[str, Any], raw_source: str | None,
+              cell_id: str | None, execution_count: int | None, directive: str | None,
+              refusal: str) -> Plan:
         raw = raw_source if raw_source is not None else source
         digest = source_hash(source)  # parses the source: once per cell
         identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
@@ -269,7 +288,11 @@ class Engine:
         plan.reason = expansion.hidden
         if plan.reason:
             return plan
-        effects = find_effects(source, namespace, expansion.codes)
+        effects = find_effects(source, namespace, expansion.codes, reads)
+        plan.stores = effects.stores
+        plan.watched = interpreter.watched_modules(
+            [*effects.modules, *(namespace.get(name) for name in reads),
+             *(sys.modules.get(name) for name in effects.stores)])
         if effects.reason and directive != "cache":
             plan.reason = (f"{effects.reason}: its results can change from run to run "
                            "(start it with %%incrcell cache to cache it anyway)")
@@ -317,6 +340,13 @@ class Engine:
             value = os.environ.get(variable)
             inputs[f"os.environ[{variable!r}]"] = (
                 UNBOUND if value is None else fingerprint.hash_bytes(value.encode()).hex())
+        for item in sorted(self.touched):
+            try:
+                inputs[f"state: {item}"] = hasher.hash(interpreter.current(item)).hex()
+            except Unhashable as exc:
+                plan.reason = (f"{item}, which an earlier cell changed, cannot be hashed: "
+                               f"{exc.reason}")
+                return
         versions = package_versions(analysis.imports | hasher.packages)
         changed = changed_since_import({**hasher.modules, **versions})
         if changed:
@@ -346,6 +376,15 @@ class Engine:
                                "from when recorded (seed it before drawing to make this cell "
                                "cacheable)")
                 plan.random_before = states
+                return
+        for item, before in sorted(entry.interpreter.items()):
+            try:
+                same = hasher.hash(interpreter.current(item)).hex() == before
+            except Unhashable:
+                same = False
+            if not same:
+                plan.reason = (f"{item} is not what it was when the cell was recorded, and "
+                               "the cell changes it")
                 return
         unmet = self._unmet(entry, namespace, hasher)
         if unmet:
@@ -405,7 +444,7 @@ class Engine:
                 raise StoreError("its cached output files do not match its entry")
             plan.outputs[path] = data
         if entry.bundle is None or (entry.result is None and not entry.random
-                                    and not entry.requires
+                                    and not entry.requires and not entry.interpreter
                                     and self._identities(namespace, entry) <= 1 and all(
                 self._holds(namespace, name, digest, hasher)
                 for name, digest in entry.variables.items())):
@@ -417,11 +456,12 @@ class Engine:
             # aside, at most one.
             return
         loaded = self.store.get_value(entry.bundle, namespace.__getitem__)
-        if not (isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[0], dict)
+        if not (isinstance(loaded, tuple) and len(loaded) == 4 and isinstance(loaded[0], dict)
                 and loaded[0].keys() == entry.variables.keys()
-                and isinstance(loaded[2], dict) and loaded[2].keys() == entry.random.keys()):
+                and isinstance(loaded[2], dict) and loaded[2].keys() == entry.random.keys()
+                and isinstance(loaded[3], dict) and loaded[3].keys() == entry.interpreter.keys()):
             raise StoreError("its cached values do not match its entry")
-        plan.values, plan.result, plan.random_after = loaded
+        plan.values, plan.result, plan.random_after, plan.state_after = loaded
 
     @staticmethod
     def _identities(namespace: MutableMapping[str, Any], entry: Entry) -> int:
@@ -472,6 +512,12 @@ class Engine:
             except OSError as exc:
                 raise OSError(f"incrcell could not write back `{os.path.relpath(path)}` "
                               f"({exc.strerror or exc}); run the cell with %%incrcell rerun") from None
+        try:
+            interpreter.apply(plan.state_after)
+        except Exception as exc:
+            raise RuntimeError(f"incrcell could not restore the interpreter state the cell "
+                               f"left ({type(exc).__name__}: {exc}); run the cell with "
+                               "%%incrcell rerun") from None
         namespace.update(plan.values)
         for name, value in plan.values.items():
             self._remember(value, bytes.fromhex(plan.entry.variables[name]),
@@ -503,8 +549,14 @@ class Engine:
             note_loaded(plan.analysis.imports)
         state, reason, saved = RAN, plan.reason, 0.0
         written: set[str] = set()
+        changes: dict[str, tuple[Any, Any]] = {}
+        if plan.state_before is not None:
+            after = interpreter.snapshot(plan.watched)
+            changes = interpreter.changed(plan.state_before, after)
+            self.touched.update(changes)
         if plan.action == RESTORE:
             assert plan.entry is not None
+            self.touched.update(plan.entry.interpreter)
             state, saved = RESTORED, max(plan.entry.duration - duration, 0.0)
             written = set(plan.entry.variables) | set(plan.entry.deleted)
         elif not success:
@@ -514,8 +566,10 @@ class Engine:
             state = UNCACHEABLE
             written = self._rebound(plan, namespace)
         else:
-            written, failure = self._save(plan, namespace, outputs or [], result, duration,
-                                          files or FileWatch(), seeds or SeedWatch({}))
+            failure = self._interpreter_refusal(plan, after)
+            written, failure = (self._rebound(plan, namespace), failure) if failure else self._save(
+                plan, namespace, outputs or [], result, duration, files or FileWatch(),
+                seeds or SeedWatch({}), changes)
             if failure:
                 state, reason = UNCACHEABLE, failure
         record = CellRecord(plan.identity, cell_label(plan.source), plan.execution_count, state,
@@ -539,9 +593,20 @@ class Engine:
         return {n for n in changed
                 if not _HISTORY_NAME.match(n) and not self.is_session_name(n)}
 
+    @staticmethod
+    def _interpreter_refusal(plan: Plan, after: interpreter.Snapshot) -> str:
+        """Why what the cell did to the interpreter cannot be stored ('' when it can)."""
+        assert plan.state_before is not None
+        new = sorted(plan.stores - plan.state_before.modules.keys())
+        if new:
+            return (f"sets attributes of module `{new[0]}`, which was not imported before the "
+                    "cell: what the import alone leaves cannot be told apart (set them in a "
+                    "later cell to cache this one)")
+        return interpreter.refusal(plan.state_before, after)
+
     def _save(self, plan: Plan, namespace: MutableMapping[str, Any],
               outputs: list[dict[str, Any]], result: Any, duration: float, files: FileWatch,
-              seeds: SeedWatch) -> tuple[set[str], str]:
+              seeds: SeedWatch, changes: dict[str, tuple[Any, Any]]) -> tuple[set[str], str]:
         """Store what a successful miss wrote; returns (names written, failure reason)."""
         names = set(plan.writes) | self._rebound(plan, namespace)
         mutated = self._mutated(plan, namespace, known=names)
@@ -573,7 +638,7 @@ class Engine:
         with ValueHasher() as hasher:
             failure = self._store_entry(plan, namespace, names, outputs, result, duration,
                                         {name: after[name] for name in drawn}, random,
-                                        produced, hasher)
+                                        produced, hasher, changes)
         return names, failure
 
     @staticmethod
@@ -647,7 +712,8 @@ class Engine:
     def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],
                      outputs: list[dict[str, Any]], result: Any, duration: float,
                      states: dict[str, Any], random: dict[str, str | None],
-                     produced: dict[str, bytes | None], hasher: ValueHasher) -> str:
+                     produced: dict[str, bytes | None], hasher: ValueHasher,
+                     changes: dict[str, tuple[Any, Any]]) -> str:
         """Store the values and the entry; returns why the cell is uncacheable ('' if stored).
 
         All written values (and the Out value) are pickled together, so objects
@@ -676,6 +742,8 @@ class Engine:
             packages = {name: sorted(hasher.packages_of(value)) for name, value in values.items()}
             result_digest = (None if result is None
                              else self._digest(result, hasher, "its result").hex())
+            left = {item: new for item, (_, new) in sorted(changes.items())}
+            left_digests = [self._digest(new, hasher, item).hex() for item, new in left.items()]
             named = {name for name in hasher.met if not name.startswith(_INSIDE)}
             refs = {name: namespace[name] for name in named}
             inside = ({i: name[1:] for i, name in hasher.watch.items() if name.startswith(_INSIDE)}
@@ -685,16 +753,20 @@ class Engine:
             requires = {name: self._digest(obj, hasher, f"`{name}`").hex()
                         for name, obj in needed.items()
                         if name not in values or values[name] is not obj}
+            before = {item: self._digest(old, hasher, f"{item} (before it)").hex()
+                      for item, (old, _) in sorted(changes.items())}
             assert plan.key is not None and plan.components is not None
             bundle = None
-            if values or result is not None or states:
+            if values or result is not None or states or left:
                 after = {name: randomness.state_digest(state) for name, state in states.items()}
                 bundle = xxhash.xxh3_128(json.dumps(
-                    [plan.key, variables, result_digest, requires, after]).encode()).hexdigest()
+                    [plan.key, variables, result_digest, requires, after,
+                     left_digests]).encode()).hexdigest()
                 if not self.store.has_value(bundle):
                     try:
-                        serialised = dumps((values, result, states),
-                                           own=[*values.values(), result], refs=refs,
+                        serialised = dumps((values, result, states, left),
+                                           own=[*values.values(), result, *left.values()],
+                                           refs=refs,
                                            inside=inside)
                     except Shared as exc:
                         raise _Uncacheable(
@@ -710,7 +782,8 @@ class Engine:
                                  duration=duration,
                                  created=time.time(),
                                  components=plan.components, requires=requires,
-                                 files=plan.files, cwd=os.getcwd(), written=written))
+                                 files=plan.files, cwd=os.getcwd(), written=written,
+                                 interpreter=before))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
             for name, value in values.items():

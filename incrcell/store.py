@@ -72,7 +72,7 @@ from incrcell import serialise
 from incrcell.serialise import Serialised
 from incrcell.signing import Signer, signing_key
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 MAGIC = b"INCRCELL"
 _PREFIX = struct.Struct("<8sHBBIQ")  # magic, version, kind, method, part count, file size
@@ -129,7 +129,7 @@ class Entry:
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     cwd: str = ""
     # the stored value (see Store.put_value) holding ``({name: value}, Out value, {generator:
-    # state after})``: all in one pickle, so that objects shared between them stay shared
+    # state after}, {interpreter item: value after})``: all in one pickle, so that objects shared between them stay shared
     bundle: str | None = None
     # global random generators the cell drew from (see randomness.py) -> digest of the state
     # it needs before (None: it seeded the generator before drawing)
@@ -140,6 +140,9 @@ class Entry:
     # files the cell wrote: path -> stored value holding their bytes (written back on a
     # hit), or files.MISSING for a file it deleted
     written: dict[str, str] = dataclasses.field(default_factory=dict)
+    # interpreter state the cell changed (see interpreter.py) -> digest of its value before,
+    # which a restore needs; the values after are the fourth element of the bundle
+    interpreter: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def digests(self) -> set[str]:
         """The stored values this entry needs."""
@@ -458,6 +461,8 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
             for name, p in entry.packages.items()),
         isinstance(entry.written, dict)
         and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.written.items()),
+        isinstance(entry.interpreter, dict)
+        and all(isinstance(i, str) and isinstance(d, str) for i, d in entry.interpreter.items()),
     ]
     if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
         raise _Unusable("is corrupt (not an entry)")

@@ -34,14 +34,15 @@ from incrcell.engine import RESTORE, RUN
     ("import subprocess\nsubprocess.run(['true'])", "runs other processes"),
     ("import os\nos.system('true')", "runs other processes"),
     ("name = input('name? ')", "keyboard input"),
-    ("import os\nos.environ['X'] = '1'", "sets environment variables"),
+    ("import os\nos.putenv('X', '1')", "sets environment variables"),
     ("import os\nenv = dict(os.environ)", "reads the environment"),
     ("import os\nv = os.environ[k]", "reads the environment"),
-    ("import numpy as np\nnp.set_printoptions(precision=2)", "process-wide settings"),
-    ("import warnings\nwarnings.filterwarnings('ignore')", "process-wide settings"),
-    ("import matplotlib.pyplot as plt\nplt.rcParams['figure.dpi'] = 80", "state of module"),
-    ("import helpers\nhelpers.LEVEL = 0", "state of module `helpers`"),
-    ("import os\nos.chdir('/')", "process-wide settings"),
+    ("import matplotlib\nmatplotlib.use('agg')", "process-wide settings"),
+    ("import helpers\nhelpers.CONFIG['k'] = 0", "object held by module `helpers`"),
+    ("import helpers\nhelpers.CONFIG.mode = 0", "object held by module `helpers`"),
+    ("x = id(y)", "name this process"),
+    ("import os\npid = os.getpid()", "name this process"),
+    ("import threading\nt = threading.get_ident()", "name this process"),
 ])
 def test_effects_are_found(source, effect):
     assert effect in find_effects(source, {}).reason
@@ -54,15 +55,32 @@ def test_effects_are_found(source, effect):
     "x = update(1)",
     "import datetime\nd = datetime.date(2020, 1, 1)",
     "obj.attr = 1\nd['k'] = 2\ndf.loc[0, 'a'] = 3",
+    # captured and replayed by interpreter.py instead
+    "import os\nos.environ['X'] = '1'",
+    "import numpy as np\nnp.set_printoptions(precision=2)",
+    "import warnings\nwarnings.filterwarnings('ignore')",
+    "import matplotlib.pyplot as plt\nplt.rcParams['figure.dpi'] = 80",
+    "import os\nos.chdir('/')",
+    "import helpers\nhelpers.LEVEL = 0",
 ])
 def test_ordinary_code_is_not_flagged(source):
     assert find_effects(source, {}).reason == ""
 
 
-def test_module_state_set_through_a_name_bound_earlier():
+def test_module_attribute_stores_are_noted_for_the_snapshot():
     import types
     helpers = types.ModuleType("helpers")
-    assert "state of module `helpers`" in find_effects("helpers.LEVEL = 0", {"helpers": helpers}).reason
+    effects = find_effects("helpers.LEVEL = 0", {"helpers": helpers})
+    assert effects.reason == "" and effects.stores == {"helpers"}
+    assert "object held by module `helpers`" in find_effects(
+        "helpers.LEVEL[0] = 0", {"helpers": helpers}).reason
+
+
+def test_a_builtin_that_names_the_process_through_an_earlier_function(session):
+    k = session()
+    k.run("def key(o):\n    return id(o)", "a")
+    plan = k.plan("k = key([])", "b")
+    assert plan.action == RUN and "calls `key`, which reads values that name this process" in plan.reason
 
 
 def test_names_imported_in_an_earlier_cell_are_resolved():

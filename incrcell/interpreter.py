@@ -1,0 +1,380 @@
+"""State of the interpreter that no variable holds, changed in place by a cell.
+
+``sys.path.insert(0, "vendor")``, ``os.environ["MODE"] = "fast"``,
+``os.chdir("data")``, ``np.set_printoptions(precision=3)``,
+``warnings.simplefilter("ignore")``, ``settings.LEVEL = 5`` on a module: a
+cell's effect on the rest of the notebook is not only the names it binds.
+Whoever changes it (the cell, a function of an earlier cell, a local
+module, a library), the change shows in a before/after snapshot, so the
+engine snapshots this state around every cell that runs (:func:`snapshot`,
+:func:`changed`; a few microseconds, most of it copying two dicts):
+
+* a change is an output: its value after the cell is stored with the entry
+  and set again on a restore (:func:`apply`), so ``import vendored_mod``
+  after a restored ``sys.path.insert`` works as in a plain run;
+* its value before is an input: a restore needs exactly that value (the
+  entry keeps its digest), as ``sys.path.append`` run on another path would
+  leave another path;
+* every item any cell of the session changed stays *touched*, and its
+  current value enters the key of every later cell (:func:`current`): the
+  cell that calls ``helpers.level()``, which reads ``settings.LEVEL``, or
+  prints an array with the print options an earlier cell set, reruns when
+  an edit of that earlier cell changes them.  Over-approximate (every later
+  cell, not only its readers), never stale.
+
+What is tracked: ``sys.path``, the working directory, ``os.environ`` (by
+variable), ``sys.getrecursionlimit()``, ``warnings.filters``, the locale,
+the decimal context (flags aside: they record what happened, not a
+setting), numpy's print options and error state, pandas' options and
+matplotlib's ``rcParams`` (by key, when those libraries are imported), and
+the attributes of modules: of ``builtins``, of the user's own (local)
+modules, and of the modules the cell or the code it reaches refers to
+(``json.flag = 1``, a helper setting ``settings.DEBUG``); private
+attributes (``_x``) of library modules are the library's own caches and are
+not tracked, nor are submodules bound by imports.  What a cell cannot have
+replayed makes it uncacheable (:func:`refusal`): removing or planting
+entries of ``sys.modules`` by hand, threads still running when it ends.
+
+Not seen: in-place changes inside an object a module attribute holds
+(``settings.CONFIG["k"] = v`` through a helper; the cell doing it itself is
+refused by effects.py), attributes set in the same cell that first imports
+the module (there is no "before" to compare with), and state kept by C
+libraries other than those above.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import sys
+import threading
+import types
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from .packages import is_local_path
+
+#: The value of an item that does not exist (an unset variable, a deleted attribute).
+ABSENT = "<absent>"
+
+# module name -> whether it is the user's own code (its file is outside the install prefixes)
+_local: dict[str, bool] = {}
+_OWN = __name__.partition(".")[0]  # incrcell itself, wherever it is installed
+_locals: tuple[int, list[str]] = (-1, [])  # (len(sys.modules), the local modules among them)
+
+
+def is_local_module(name: str, module: object) -> bool:
+    """Whether ``module`` (bound in sys.modules as ``name``) is the user's own code."""
+    known = _local.get(name)
+    if known is None:
+        path = getattr(module, "__file__", None)
+        known = _local[name] = (isinstance(path, str) and is_local_path(path)
+                                and name != "__main__" and name.partition(".")[0] != _OWN)
+    return known
+
+
+@dataclass(frozen=True)
+class _Group:
+    """One kind of state: how to read it (None: not in use) and set one of its items.
+
+    ``keyed`` groups are mappings whose keys are separate items (``os.environ['X']``).
+    """
+
+    prefix: str
+    get: Callable[[], Any]
+    set: Callable[[str, Any], None]
+    keyed: bool = False
+    # keyed groups whose snapshot holds encoded keys and values: (key, value) as the user sees them
+    decode: Callable[[Any, Any], tuple[Any, Any]] | None = None
+
+
+def _module(name: str) -> Any:
+    return sys.modules.get(name)
+
+
+def _environ() -> dict[Any, Any]:
+    data = getattr(os.environ, "_data", None)  # the encoded dict: a C-level copy
+    return dict(data) if isinstance(data, dict) else dict(os.environ)
+
+
+def _decode_environ(key: Any, value: Any) -> tuple[Any, Any]:
+    if not hasattr(os.environ, "decodekey"):
+        return key, value
+    return os.environ.decodekey(key), value if value is ABSENT else os.environ.decodevalue(value)
+
+
+def _set_environ(key: str, value: Any) -> None:
+    if value is ABSENT:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = value
+
+
+def _set_warnings(_: str, value: Any) -> None:
+    warnings.filters[:] = value
+    mutated = getattr(warnings, "_filters_mutated", None) or getattr(
+        warnings, "_filters_mutated_lock_held", None)
+    if mutated is not None:
+        mutated()
+
+
+def _locale() -> Any:
+    locale = _module("locale")
+    return None if locale is None else locale.setlocale(locale.LC_ALL)
+
+
+def _set_locale(_: str, value: Any) -> None:
+    locale = importlib.import_module("locale")
+    locale.setlocale(locale.LC_ALL, value)
+
+
+_DECIMAL = ("prec", "rounding", "Emin", "Emax", "capitals", "clamp")
+
+
+def _decimal() -> Any:
+    decimal = _module("decimal")
+    if decimal is None:
+        return None
+    context = decimal.getcontext()
+    return (*(getattr(context, name) for name in _DECIMAL),
+            tuple(sorted(t.__name__ for t, on in context.traps.items() if on)))
+
+
+def _set_decimal(_: str, value: Any) -> None:
+    decimal = importlib.import_module("decimal")
+    context = decimal.getcontext()
+    for name, setting in zip(_DECIMAL, value):
+        setattr(context, name, setting)
+    for trap in context.traps:
+        context.traps[trap] = trap.__name__ in value[-1]
+
+
+def _numpy(get: str) -> Callable[[], Any]:
+    def read() -> Any:
+        numpy = _module("numpy")
+        return None if numpy is None else getattr(numpy, get)()
+    return read
+
+
+def _set_numpy(setter: str) -> Callable[[str, Any], None]:
+    def write(_: str, value: Any) -> None:
+        getattr(importlib.import_module("numpy"), setter)(**value)
+    return write
+
+
+def _pandas() -> Any:
+    config = _module("pandas._config.config")
+    if config is None:
+        return None
+    flat: dict[str, Any] = {}
+    stack: list[tuple[str, Any]] = [("", config._global_config)]
+    while stack:
+        prefix, level = stack.pop()
+        for key, value in level.items():
+            if isinstance(value, dict):
+                stack.append((f"{prefix}{key}.", value))
+            else:
+                flat[prefix + key] = value
+    return flat
+
+
+def _set_pandas(key: str, value: Any) -> None:
+    importlib.import_module("pandas").set_option(key, value)
+
+
+def _rc() -> Any:
+    matplotlib = _module("matplotlib")
+    params = getattr(matplotlib, "rcParams", None)
+    if not isinstance(params, dict):
+        return None
+    copy = dict.copy(params)  # the raw values: no validation, no deprecation warnings
+    copy.pop("backend", None)  # resolved lazily by matplotlib itself on the first plot
+    return copy
+
+
+def _set_rc(key: str, value: Any) -> None:
+    importlib.import_module("matplotlib").rcParams[key] = value
+
+
+def _set_recursion(_: str, value: Any) -> None:
+    sys.setrecursionlimit(value)
+
+
+def _set_path(_: str, value: Any) -> None:
+    sys.path[:] = value
+
+
+def _set_cwd(_: str, value: Any) -> None:
+    os.chdir(value)
+
+
+_GROUPS = (
+    _Group("sys.path", lambda: list(sys.path), _set_path),
+    _Group("working directory", os.getcwd, _set_cwd),
+    _Group("os.environ", _environ, _set_environ, keyed=True, decode=_decode_environ),
+    _Group("recursion limit", sys.getrecursionlimit, _set_recursion),
+    _Group("warnings filters", lambda: list(warnings.filters), _set_warnings),
+    _Group("locale", _locale, _set_locale),
+    _Group("decimal context", _decimal, _set_decimal),
+    _Group("numpy print options", _numpy("get_printoptions"), _set_numpy("set_printoptions")),
+    _Group("numpy error state", _numpy("geterr"), _set_numpy("seterr")),
+    _Group("pandas option", _pandas, _set_pandas, keyed=True),
+    _Group("matplotlib.rcParams", _rc, _set_rc, keyed=True),
+)
+_BY_PREFIX = {group.prefix: group for group in _GROUPS}
+_ATTRIBUTE = "module attribute "  # prefix of the items that are module attributes
+
+
+@dataclass
+class Snapshot:
+    """The tracked state at one moment (see :func:`snapshot`)."""
+
+    groups: dict[str, Any]
+    modules: dict[str, dict[str, Any]]  # module name -> copy of its namespace
+    module_names: frozenset[str]  # the keys of sys.modules
+    threads: frozenset[int]  # idents of the live threads
+
+
+def watched_modules(referenced: Iterable[object]) -> list[str]:
+    """Names of the modules whose attributes a snapshot tracks: ``builtins``, the local
+    modules imported so far, and the modules among ``referenced``."""
+    names = {"builtins"}
+    names.update(module.__name__ for module in referenced
+                 if isinstance(module, types.ModuleType) and module.__name__ in sys.modules)
+    global _locals
+    if _locals[0] != len(sys.modules):  # modules were imported (or removed) since
+        _locals = (len(sys.modules), [name for name, module in list(sys.modules.items())
+                                      if is_local_module(name, module)])
+    names.update(_locals[1])
+    return sorted(names)
+
+
+def snapshot(modules: Iterable[str]) -> Snapshot:
+    """The tracked state now; ``modules`` from :func:`watched_modules`."""
+    groups = {}
+    for group in _GROUPS:
+        try:
+            value = group.get()
+        except Exception:  # a half-imported or unusual library: nothing to track
+            continue
+        if value is not None:
+            groups[group.prefix] = value
+    namespaces = {}
+    for name in modules:
+        module = sys.modules.get(name)
+        if module is not None:
+            namespaces[name] = dict(vars(module))
+    return Snapshot(groups, namespaces, frozenset(sys.modules),
+                    frozenset(thread.ident for thread in threading.enumerate()
+                              if thread.ident is not None))
+
+
+def _tracked_attribute(module: str, name: str, value: object) -> bool:
+    if name.startswith("__") or isinstance(value, types.ModuleType):
+        return False  # module machinery, or a submodule bound by an import
+    return not name.startswith("_") or module == "builtins" or _local.get(module, False)
+
+
+def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
+    """``{item: (value before, value after)}`` of every item whose value differs (ABSENT:
+    it did not exist)."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    for prefix, new in after.groups.items():
+        old = before.groups.get(prefix)
+        if old is None or _same(old, new):
+            continue
+        group = _BY_PREFIX[prefix]
+        if group.keyed:
+            for key in old.keys() | new.keys():
+                was, value = old.get(key, ABSENT), new.get(key, ABSENT)
+                if not _same(was, value):
+                    if group.decode is not None:
+                        _, was = group.decode(key, was)
+                        key, value = group.decode(key, value)
+                    changes[f"{prefix}[{key!r}]"] = (was, value)
+        else:
+            changes[prefix] = (old, new)
+    for module, old in before.modules.items():
+        new = after.modules.get(module)
+        if new is None:
+            continue
+        for name in old.keys() | new.keys():
+            was, value = old.get(name, ABSENT), new.get(name, ABSENT)
+            if was is not value and _tracked_attribute(module, name, value):
+                changes[f"{_ATTRIBUTE}{module}.{name}"] = (was, value)
+    return changes
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except Exception:  # element-wise or failing comparisons: call them different
+        return False
+
+
+def refusal(before: Snapshot, after: Snapshot) -> str:
+    """Why what a cell did to the interpreter cannot be replayed ('' when it can)."""
+    removed = sorted(before.module_names - after.module_names)
+    if removed:
+        return (f"removes module `{removed[0]}` from sys.modules: a restore cannot "
+                "bring that back")
+    for name in sorted(after.module_names - before.module_names):
+        module = sys.modules.get(name)
+        if not isinstance(module, types.ModuleType) or getattr(module, "__spec__", None) is None:
+            return (f"puts `{name}` into sys.modules by hand: a restore cannot bring "
+                    "that back")
+    running = [thread for thread in threading.enumerate()
+               if thread.ident not in before.threads and thread.is_alive()]
+    if running:
+        return (f"starts thread `{running[0].name}`, still running when the cell ended: "
+                "what it does next cannot be replayed")
+    return ""
+
+
+def current(item: str) -> Any:
+    """The value of ``item`` (a key of :func:`changed`) now; ABSENT if it does not exist."""
+    if item.startswith(_ATTRIBUTE):
+        module, _, name = item[len(_ATTRIBUTE):].rpartition(".")
+        return vars(sys.modules[module]).get(name, ABSENT) if module in sys.modules else ABSENT
+    prefix, key = _split(item)
+    if prefix == "os.environ":
+        return os.environ.get(key, ABSENT)
+    group = _BY_PREFIX[prefix]
+    try:
+        value = group.get()
+    except Exception:
+        return ABSENT
+    if value is None:
+        return ABSENT
+    return value.get(key, ABSENT) if group.keyed else value
+
+
+def _split(item: str) -> tuple[str, Any]:
+    prefix, bracket, rest = item.partition("[")
+    if not bracket:
+        return item, None
+    return prefix, ast.literal_eval(rest[:-1])
+
+
+def apply(changes: dict[str, Any]) -> None:
+    """Set every item of ``changes`` (from :func:`changed`) to its value.
+
+    Raises OSError (e.g. a working directory that no longer exists) or what a
+    library's setter raises; the caller reports it.
+    """
+    for item, value in changes.items():
+        if item.startswith(_ATTRIBUTE):
+            module_name, _, name = item[len(_ATTRIBUTE):].rpartition(".")
+            module = sys.modules.get(module_name) or importlib.import_module(module_name)
+            if value is ABSENT:
+                if hasattr(module, name):
+                    delattr(module, name)
+            else:
+                setattr(module, name, value)
+        else:
+            prefix, key = _split(item)
+            _BY_PREFIX[prefix].set(key, value)
+
