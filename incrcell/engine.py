@@ -552,7 +552,9 @@ class Engine:
         changes: dict[str, tuple[Any, Any]] = {}
         if plan.state_before is not None:
             after = interpreter.snapshot(plan.watched)
-            changes = interpreter.changed(plan.state_before, after)
+            changes = {item: change for item, change
+                       in interpreter.changed(plan.state_before, after).items()
+                       if not self._session_builtin(item)}
             self.touched.update(changes)
         if plan.action == RESTORE:
             assert plan.entry is not None
@@ -592,6 +594,11 @@ class Engine:
         changed |= {n for n in before if n not in namespace}
         return {n for n in changed
                 if not _HISTORY_NAME.match(n) and not self.is_session_name(n)}
+
+    def _session_builtin(self, item: str) -> bool:
+        """A builtin the session itself puts in and takes out around cells (``get_ipython``)."""
+        builtin, _, name = item.rpartition(".")
+        return builtin == interpreter.BUILTINS and self.is_session_name(name)
 
     @staticmethod
     def _interpreter_refusal(plan: Plan, after: interpreter.Snapshot) -> str:

@@ -226,6 +226,7 @@ _GROUPS = (
 )
 _BY_PREFIX = {group.prefix: group for group in _GROUPS}
 _ATTRIBUTE = "module attribute "  # prefix of the items that are module attributes
+BUILTINS = _ATTRIBUTE + "builtins"  # what precedes ``.name`` in the items of builtins
 
 
 @dataclass
