@@ -112,26 +112,36 @@ class Effects:
     environment: frozenset[str] = frozenset()
     modules: tuple[types.ModuleType, ...] = ()
     stores: frozenset[str] = frozenset()
+    # calls through the cell's own imports of modules not imported yet (see late_effects)
+    unresolved: tuple[str, ...] = ()
 
 
 def find_effects(source: str, namespace: Mapping[str, object],
                  reached: Iterable[types.CodeType] = (),
-                 reads: Iterable[str] = ()) -> Effects:
+                 roots: Iterable[object] = ()) -> Effects:
     """Effects of running ``source`` (IPython-transformed, parseable) in ``namespace``.
 
     ``reached`` are the code objects of the earlier cells' functions the cell
-    may call (analysis.expand_through_callables), ``reads`` the names the cell
-    and those functions read: the functions of the user's own modules they
-    reach are followed too (:func:`local_code`).
+    may call (analysis.expand_through_callables), ``roots`` the values of the
+    names the cell and those functions read: the functions of the user's own
+    modules they reach, and those the cell calls through its own imports
+    (``import helpers; helpers.run()``), are followed too (:func:`local_code`).
     """
     finder = _CallFinder(namespace)
     finder.visit(parse_cell(source))
     codes = [(code, namespace) for code in reached]
     modules: dict[int, types.ModuleType] = {}
-    codes += local_code([namespace[name] for name in reads if name in namespace], modules)
+    codes += local_code([*roots, *finder.called], modules)
     return Effects(_reached_effects(codes, modules) or finder.reason,
                    frozenset(finder.environment), tuple(modules.values()),
-                   frozenset(finder.stores))
+                   frozenset(finder.stores), tuple(finder.unresolved))
+
+
+def late_effects(unresolved: Iterable[str]) -> str:
+    """The effects of the calls ``Effects.unresolved`` names, once the cell imported their
+    modules ('' if none): ``import clock; t = clock.stamp()`` on a fresh kernel."""
+    objects = [_resolve(name) for name in unresolved]
+    return _reached_effects(local_code(objects, {}), {})
 
 
 def local_code(roots: Iterable[object], modules: dict[int, types.ModuleType]
@@ -170,6 +180,25 @@ def local_code(roots: Iterable[object], modules: dict[int, types.ModuleType]
             stack.extend(getattr(v, "__func__", v) for v in list(vars(obj).values()))
             stack.extend(v.fget for v in list(vars(obj).values()) if isinstance(v, property))
     return found
+
+
+def _root(node: ast.expr) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _resolve(qualified: str) -> object:
+    """The object an imported dotted name stands for (None if it cannot be told without
+    running code: only module and class dictionaries are looked in)."""
+    parts = qualified.split(".")
+    for end in range(len(parts), 0, -1):
+        obj: object = sys.modules.get(".".join(parts[:end]))
+        if obj is not None:
+            for attribute in parts[end:]:
+                obj = vars(obj).get(attribute) if hasattr(obj, "__dict__") else None
+            return obj
+    return None
 
 
 def _filled(cell: types.CellType) -> bool:
@@ -254,6 +283,8 @@ class _CallFinder(ast.NodeVisitor):
         self.reason = ""
         self.environment: set[str] = set()
         self.stores: set[str] = set()  # modules whose attributes the cell sets
+        self.called: list[object] = []  # what calls through the cell's own imports resolve to
+        self.unresolved: list[str] = []  # such calls into modules not imported yet
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -287,6 +318,11 @@ class _CallFinder(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         qualified = self.qualify(node.func)
+        if qualified is not None and _root(node.func) in self.aliases:
+            resolved = _resolve(qualified)
+            if resolved is None:  # its module is not imported yet: look again once it ran
+                self.unresolved.append(qualified)
+            self.called.append(resolved)
         if qualified is not None:
             if qualified in _ENV_READS:
                 self._environment(node.args[0] if node.args else None)

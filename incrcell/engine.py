@@ -35,7 +35,7 @@ import xxhash
 from . import fingerprint, interpreter, randomness, store as store_module
 from .analysis import DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables
 from .config import Config
-from .effects import find_effects
+from .effects import find_effects, late_effects
 from .explain import BOUND, UNBOUND, explain_miss
 from .files import EXISTS, MISSING, FileWatch, changed_files, file_digest, read_output, write_back
 from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_hash
@@ -110,6 +110,8 @@ class Plan:
     state_before: interpreter.Snapshot | None = None
     watched: list[str] = field(default_factory=list)
     stores: frozenset[str] = frozenset()
+    reach: frozenset[str] = frozenset()  # modules the cell and the code it reaches refer to
+    unresolved: tuple[str, ...] = ()  # calls into modules the cell imports (effects.late_effects)
     state_after: dict[str, Any] = field(default_factory=dict)  # hit: interpreter items to set
     result: Any = None  # hit: the Out value to return
     started: float = field(default_factory=time.perf_counter)
@@ -186,6 +188,12 @@ def unhashable_input(name: str, value: object, exc: Unhashable) -> str:
     return f"input `{name}` ({_type_name(value)}) cannot be hashed: {exc.reason}"
 
 
+def varies(effect: str) -> str:
+    """Why a cell with this effect on the world (effects.py) is uncacheable."""
+    return (f"{effect}: its results can change from run to run "
+            "(start it with %%incrcell cache to cache it anyway)")
+
+
 def files_changed(entry: Entry) -> str:
     """Why the files a cache entry read forbid restoring it now ('' when they do not)."""
     if (entry.files or entry.written) and entry.cwd != os.getcwd():
@@ -260,7 +268,7 @@ class Engine:
                           refusal)
         if plan.action != RESTORE:  # whatever runs may change the interpreter's state
             plan.watched = plan.watched or interpreter.watched_modules(())
-            plan.state_before = interpreter.snapshot(plan.watched)
+            plan.state_before = interpreter.snapshot(plan.watched, plan.reach)
         return plan
 
     def _plan(self, source: str, namespace: MutableMapping[str, Any], raw_source: str | None,
@@ -288,14 +296,17 @@ class Engine:
         plan.reason = expansion.hidden
         if plan.reason:
             return plan
-        effects = find_effects(source, namespace, expansion.codes, reads)
+        effects = find_effects(source, namespace, expansion.codes,
+                               [namespace[name] for name in sorted(reads) if name in namespace])
         plan.stores = effects.stores
+        plan.unresolved = () if directive == "cache" else effects.unresolved
+        plan.reach = frozenset(name for module in [*effects.modules, *analysis.imports]
+                               for full in [getattr(module, "__name__", module)]
+                               for name in (full, full.partition(".")[0]))
         plan.watched = interpreter.watched_modules(
-            [*effects.modules, *(namespace.get(name) for name in reads),
-             *(sys.modules.get(name) for name in effects.stores)])
+            [*effects.modules, *(sys.modules.get(name) for name in effects.stores)])
         if effects.reason and directive != "cache":
-            plan.reason = (f"{effects.reason}: its results can change from run to run "
-                           "(start it with %%incrcell cache to cache it anyway)")
+            plan.reason = varies(effects.reason)
             return plan
         with ValueHasher() as hasher:
             bound = {id(value) for value in namespace.values()} if self.known else set()
@@ -340,9 +351,12 @@ class Engine:
             value = os.environ.get(variable)
             inputs[f"os.environ[{variable!r}]"] = (
                 UNBOUND if value is None else fingerprint.hash_bytes(value.encode()).hex())
+        settings: dict[str, Any] = {}
         for item in sorted(self.touched):
+            if not interpreter.reaches(item, plan.reach):
+                continue
             try:
-                inputs[f"state: {item}"] = hasher.hash(interpreter.current(item)).hex()
+                inputs[f"state: {item}"] = hasher.hash(interpreter.current(item, settings)).hex()
             except Unhashable as exc:
                 plan.reason = (f"{item}, which an earlier cell changed, cannot be hashed: "
                                f"{exc.reason}")
@@ -379,7 +393,7 @@ class Engine:
                 return
         for item, before in sorted(entry.interpreter.items()):
             try:
-                same = hasher.hash(interpreter.current(item)).hex() == before
+                same = hasher.hash(interpreter.current(item, settings)).hex() == before
             except Unhashable:
                 same = False
             if not same:
@@ -551,7 +565,7 @@ class Engine:
         written: set[str] = set()
         changes: dict[str, tuple[Any, Any]] = {}
         if plan.state_before is not None:
-            after = interpreter.snapshot(plan.watched)
+            after = interpreter.snapshot(plan.watched, plan.reach)
             changes = {item: change for item, change
                        in interpreter.changed(plan.state_before, after).items()
                        if not self._session_builtin(item)}
@@ -604,6 +618,9 @@ class Engine:
     def _interpreter_refusal(plan: Plan, after: interpreter.Snapshot) -> str:
         """Why what the cell did to the interpreter cannot be stored ('' when it can)."""
         assert plan.state_before is not None
+        late = late_effects(plan.unresolved)
+        if late:
+            return varies(late)
         new = sorted(plan.stores - plan.state_before.modules.keys())
         if new:
             return (f"sets attributes of module `{new[0]}`, which was not imported before the "

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import operator
 import os
 import sys
 import threading
@@ -80,7 +81,8 @@ def is_local_module(name: str, module: object) -> bool:
 class _Group:
     """One kind of state: how to read it (None: not in use) and set one of its items.
 
-    ``keyed`` groups are mappings whose keys are separate items (``os.environ['X']``).
+    ``keyed`` groups are mappings whose keys are separate items (``os.environ['X']``);
+    their ``get`` returns a :data:`_Table`, cheap to take and to compare.
     """
 
     prefix: str
@@ -89,15 +91,53 @@ class _Group:
     keyed: bool = False
     # keyed groups whose snapshot holds encoded keys and values: (key, value) as the user sees them
     decode: Callable[[Any, Any], tuple[Any, Any]] | None = None
+    ignored: frozenset[str] = frozenset()  # keys not tracked
+    # taken only for cells that refer to this module (a slow snapshot: only its own
+    # API changes it in practice, and the cell or code it reaches then names the module)
+    reached: str | None = None
+    # keyed groups of a library: its settings as the import leaves them (a cell that imports
+    # the library and changes them at once is compared with these)
+    pristine: Callable[[], dict[Any, Any]] | None = None
+
+
+# A mapping, possibly nested, as (path, keys, values) of each of its dicts: lists copied
+# at C speed, compared by identity (a setting set anew is a new object).
+_Table = list[tuple[str, list[Any], list[Any]]]
+
+
+def _table(mapping: dict[Any, Any], nested: bool = False) -> _Table:
+    parts: _Table = []
+    stack = [("", mapping)]
+    while stack:
+        path, level = stack.pop()
+        values = list(dict.values(level))
+        parts.append((path, list(dict.keys(level)), values))
+        if nested:
+            stack.extend((f"{path}{key}.", value) for key, value in zip(dict.keys(level), values)
+                         if type(value) is dict)
+    return parts
+
+
+def _same_table(a: _Table, b: _Table) -> bool:
+    return len(a) == len(b) and all(
+        path == other_path and keys == other_keys and len(values) == len(other)
+        and all(map(operator.is_, values, other))
+        for (path, keys, values), (other_path, other_keys, other) in zip(a, b))
+
+
+def _flat(table: _Table) -> dict[Any, Any]:
+    """The settings of a table, by their (dotted, for nested mappings) names."""
+    return {(path + key if path else key): value for path, keys, values in table
+            for key, value in zip(keys, values) if type(value) is not dict}
 
 
 def _module(name: str) -> Any:
     return sys.modules.get(name)
 
 
-def _environ() -> dict[Any, Any]:
-    data = getattr(os.environ, "_data", None)  # the encoded dict: a C-level copy
-    return dict(data) if isinstance(data, dict) else dict(os.environ)
+def _environ() -> _Table:
+    data = getattr(os.environ, "_data", None)  # the encoded dict: no decoding
+    return _table(data if isinstance(data, dict) else dict(os.environ))
 
 
 def _decode_environ(key: Any, value: Any) -> tuple[Any, Any]:
@@ -139,8 +179,8 @@ def _decimal() -> Any:
     if decimal is None:
         return None
     context = decimal.getcontext()
-    return (*(getattr(context, name) for name in _DECIMAL),
-            tuple(sorted(t.__name__ for t, on in context.traps.items() if on)))
+    return (context.prec, context.rounding, context.Emin, context.Emax, context.capitals,
+            context.clamp, tuple(context.traps.values()))
 
 
 def _set_decimal(_: str, value: Any) -> None:
@@ -148,8 +188,8 @@ def _set_decimal(_: str, value: Any) -> None:
     context = decimal.getcontext()
     for name, setting in zip(_DECIMAL, value):
         setattr(context, name, setting)
-    for trap in context.traps:
-        context.traps[trap] = trap.__name__ in value[-1]
+    for trap, on in zip(list(context.traps), value[-1]):
+        context.traps[trap] = on
 
 
 def _numpy(get: str) -> Callable[[], Any]:
@@ -165,34 +205,30 @@ def _set_numpy(setter: str) -> Callable[[str, Any], None]:
     return write
 
 
-def _pandas() -> Any:
+def _pandas() -> _Table | None:
     config = _module("pandas._config.config")
-    if config is None:
-        return None
-    flat: dict[str, Any] = {}
-    stack: list[tuple[str, Any]] = [("", config._global_config)]
-    while stack:
-        prefix, level = stack.pop()
-        for key, value in level.items():
-            if isinstance(value, dict):
-                stack.append((f"{prefix}{key}.", value))
-            else:
-                flat[prefix + key] = value
-    return flat
+    options = getattr(config, "_global_config", None)
+    return _table(options, nested=True) if isinstance(options, dict) else None
+
+
+def _pandas_defaults() -> dict[Any, Any]:
+    config = importlib.import_module("pandas._config.config")
+    return {key: option.defval for key, option in config._registered_options.items()}
+
+
+def _rc_defaults() -> dict[Any, Any]:
+    return _flat(_table(importlib.import_module("matplotlib").rcParamsOrig))
 
 
 def _set_pandas(key: str, value: Any) -> None:
     importlib.import_module("pandas").set_option(key, value)
 
 
-def _rc() -> Any:
+def _rc() -> _Table | None:
     matplotlib = _module("matplotlib")
     params = getattr(matplotlib, "rcParams", None)
-    if not isinstance(params, dict):
-        return None
-    copy = dict.copy(params)  # the raw values: no validation, no deprecation warnings
-    copy.pop("backend", None)  # resolved lazily by matplotlib itself on the first plot
-    return copy
+    # the raw values (dict's own methods): no validation, no deprecation warnings
+    return _table(params) if isinstance(params, dict) else None
 
 
 def _set_rc(key: str, value: Any) -> None:
@@ -221,8 +257,11 @@ _GROUPS = (
     _Group("decimal context", _decimal, _set_decimal),
     _Group("numpy print options", _numpy("get_printoptions"), _set_numpy("set_printoptions")),
     _Group("numpy error state", _numpy("geterr"), _set_numpy("seterr")),
-    _Group("pandas option", _pandas, _set_pandas, keyed=True),
-    _Group("matplotlib.rcParams", _rc, _set_rc, keyed=True),
+    _Group("pandas option", _pandas, _set_pandas, keyed=True, reached="pandas",
+           pristine=_pandas_defaults),
+    # the backend is resolved lazily by matplotlib itself, on the first plot
+    _Group("matplotlib.rcParams", _rc, _set_rc, keyed=True, ignored=frozenset({"backend"}),
+           pristine=_rc_defaults),
 )
 _BY_PREFIX = {group.prefix: group for group in _GROUPS}
 _ATTRIBUTE = "module attribute "  # prefix of the items that are module attributes
@@ -235,7 +274,7 @@ class Snapshot:
 
     groups: dict[str, Any]
     modules: dict[str, dict[str, Any]]  # module name -> copy of its namespace
-    module_names: frozenset[str]  # the keys of sys.modules
+    module_table: dict[str, Any]  # a copy of sys.modules
     threads: frozenset[int]  # idents of the live threads
 
 
@@ -253,10 +292,13 @@ def watched_modules(referenced: Iterable[object]) -> list[str]:
     return sorted(names)
 
 
-def snapshot(modules: Iterable[str]) -> Snapshot:
-    """The tracked state now; ``modules`` from :func:`watched_modules`."""
+def snapshot(modules: Iterable[str], reach: frozenset[str] = frozenset()) -> Snapshot:
+    """The tracked state now; ``modules`` from :func:`watched_modules`, ``reach`` the
+    modules the cell refers to (for the groups taken only then)."""
     groups = {}
     for group in _GROUPS:
+        if group.reached is not None and group.reached not in reach:
+            continue
         try:
             value = group.get()
         except Exception:  # a half-imported or unusual library: nothing to track
@@ -268,7 +310,7 @@ def snapshot(modules: Iterable[str]) -> Snapshot:
         module = sys.modules.get(name)
         if module is not None:
             namespaces[name] = dict(vars(module))
-    return Snapshot(groups, namespaces, frozenset(sys.modules),
+    return Snapshot(groups, namespaces, sys.modules.copy(),
                     frozenset(thread.ident for thread in threading.enumerate()
                               if thread.ident is not None))
 
@@ -285,13 +327,27 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
     changes: dict[str, tuple[Any, Any]] = {}
     for prefix, new in after.groups.items():
         old = before.groups.get(prefix)
-        if old is None or _same(old, new):
-            continue
         group = _BY_PREFIX[prefix]
+        imported = old is None  # the library came in during the cell
+        if imported and group.keyed:
+            if group.pristine is None:
+                continue
+            try:
+                old = group.pristine()
+            except Exception:  # cannot tell what the import alone left: take it all
+                old = {}
+        elif imported:
+            changes[prefix] = (ABSENT, new)
+            continue
+        elif _same_table(old, new) if group.keyed else _same(old, new):
+            continue
         if group.keyed:
+            old, new = (old if imported else _flat(old)), _flat(new)
             for key in old.keys() | new.keys():
                 was, value = old.get(key, ABSENT), new.get(key, ABSENT)
-                if not _same(was, value):
+                if key not in group.ignored and not _same(was, value):
+                    if imported:
+                        was = ABSENT  # before the cell, the setting did not exist
                     if group.decode is not None:
                         _, was = group.decode(key, was)
                         key, value = group.decode(key, value)
@@ -300,7 +356,7 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
             changes[prefix] = (old, new)
     for module, old in before.modules.items():
         new = after.modules.get(module)
-        if new is None:
+        if new is None or _same(old, new):  # C speed: values compare by identity first
             continue
         for name in old.keys() | new.keys():
             was, value = old.get(name, ABSENT), new.get(name, ABSENT)
@@ -318,15 +374,18 @@ def _same(a: Any, b: Any) -> bool:
 
 def refusal(before: Snapshot, after: Snapshot) -> str:
     """Why what a cell did to the interpreter cannot be replayed ('' when it can)."""
-    removed = sorted(before.module_names - after.module_names)
-    if removed:
-        return (f"removes module `{removed[0]}` from sys.modules: a restore cannot "
-                "bring that back")
-    for name in sorted(after.module_names - before.module_names):
-        module = sys.modules.get(name)
-        if not isinstance(module, types.ModuleType) or getattr(module, "__spec__", None) is None:
-            return (f"puts `{name}` into sys.modules by hand: a restore cannot bring "
-                    "that back")
+    old, new = before.module_table.keys(), after.module_table.keys()
+    if old != new:
+        removed = sorted(old - new)
+        if removed:
+            return (f"removes module `{removed[0]}` from sys.modules: a restore cannot "
+                    "bring that back")
+        for name in sorted(new - old):
+            module = after.module_table[name]
+            if not isinstance(module, types.ModuleType) or getattr(
+                    module, "__spec__", None) is None:
+                return (f"puts `{name}` into sys.modules by hand: a restore cannot bring "
+                        "that back")
     running = [thread for thread in threading.enumerate()
                if thread.ident not in before.threads and thread.is_alive()]
     if running:
@@ -335,8 +394,11 @@ def refusal(before: Snapshot, after: Snapshot) -> str:
     return ""
 
 
-def current(item: str) -> Any:
-    """The value of ``item`` (a key of :func:`changed`) now; ABSENT if it does not exist."""
+def current(item: str, cache: dict[str, Any] | None = None) -> Any:
+    """The value of ``item`` (a key of :func:`changed`) now; ABSENT if it does not exist.
+
+    ``cache`` (prefix -> settings) saves reading a keyed group again for its other items.
+    """
     if item.startswith(_ATTRIBUTE):
         module, _, name = item[len(_ATTRIBUTE):].rpartition(".")
         return vars(sys.modules[module]).get(name, ABSENT) if module in sys.modules else ABSENT
@@ -344,13 +406,26 @@ def current(item: str) -> Any:
     if prefix == "os.environ":
         return os.environ.get(key, ABSENT)
     group = _BY_PREFIX[prefix]
-    try:
-        value = group.get()
-    except Exception:
-        return ABSENT
+    cache = {} if cache is None else cache
+    if prefix not in cache:
+        try:
+            value = group.get()
+        except Exception:
+            value = None
+        cache[prefix] = _flat(value) if group.keyed and value is not None else value
+    value = cache[prefix]
     if value is None:
         return ABSENT
     return value.get(key, ABSENT) if group.keyed else value
+
+
+def reaches(item: str, modules: frozenset[str]) -> bool:
+    """Whether code referring to ``modules`` (and the local modules they reach) may read
+    ``item``: any code reads process settings and builtins, only code referring to a
+    module reads that module's attributes."""
+    if not item.startswith(_ATTRIBUTE) or item.startswith(BUILTINS + "."):
+        return True
+    return item[len(_ATTRIBUTE):].rpartition(".")[0] in modules
 
 
 def _split(item: str) -> tuple[str, Any]:

@@ -156,6 +156,18 @@ def test_the_clock_read_inside_a_local_module_function(kernel: Kernel, workdir: 
     assert kernel.value("(t, t2)") != before
 
 
+def test_the_clock_read_by_a_local_module_the_same_cell_imports_first(
+        kernel: Kernel, workdir: Path):
+    (workdir / "clock.py").write_text("import time\n\ndef stamp():\n    return time.time()\n")
+    cells = [LOAD, ("use", "import clock\nt = clock.stamp()")]
+    ok(kernel.run_all(cells))
+    assert "calls `stamp`, which reads the clock" in status(kernel)
+    before = kernel.value("t")
+    kernel.restart()
+    assert restored(kernel.run_all(cells)) == [False, False]
+    assert kernel.value("t") != before
+
+
 def test_values_that_name_this_process_are_not_cached(kernel: Kernel):
     cells = [LOAD, ("pid", "import os\npid = os.getpid()"), ("ident", "i = id(object())")]
     ok(kernel.run_all(cells))
