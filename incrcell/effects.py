@@ -112,6 +112,9 @@ class Effects:
     environment: frozenset[str] = frozenset()
     modules: tuple[types.ModuleType, ...] = ()
     stores: frozenset[str] = frozenset()
+    # the modules the code of notebook and local functions it reaches refers to: the code
+    # that may set their attributes (the cell's own stores are ``stores``)
+    referenced: tuple[types.ModuleType, ...] = ()
     # calls through the cell's own imports of modules not imported yet (see late_effects)
     unresolved: tuple[str, ...] = ()
 
@@ -132,9 +135,11 @@ def find_effects(source: str, namespace: Mapping[str, object],
     codes = [(code, namespace) for code in reached]
     modules: dict[int, types.ModuleType] = {}
     codes += local_code([*roots, *finder.called], modules)
-    return Effects(_reached_effects(codes, modules) or finder.reason,
-                   frozenset(finder.environment), tuple(modules.values()),
-                   frozenset(finder.stores), tuple(finder.unresolved))
+    referenced: dict[int, types.ModuleType] = {}
+    reason = _reached_effects(codes, referenced) or finder.reason
+    return Effects(reason, frozenset(finder.environment),
+                   tuple({**modules, **referenced}.values()), frozenset(finder.stores),
+                   tuple(referenced.values()), tuple(finder.unresolved))
 
 
 def late_effects(unresolved: Iterable[str]) -> str:

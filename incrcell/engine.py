@@ -304,7 +304,7 @@ class Engine:
                                for full in [getattr(module, "__name__", module)]
                                for name in (full, full.partition(".")[0]))
         plan.watched = interpreter.watched_modules(
-            [*effects.modules, *(sys.modules.get(name) for name in effects.stores)])
+            [*effects.referenced, *(sys.modules.get(name) for name in effects.stores)])
         if effects.reason and directive != "cache":
             plan.reason = varies(effects.reason)
             return plan

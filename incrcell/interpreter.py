@@ -100,35 +100,41 @@ class _Group:
     pristine: Callable[[], dict[Any, Any]] | None = None
 
 
-# A mapping, possibly nested, as (path, keys, values) of each of its dicts: lists copied
-# at C speed, compared by identity (a setting set anew is a new object).
-_Table = list[tuple[str, list[Any], list[Any]]]
+# A mapping, possibly nested, as (keys, values) of each of its dicts, depth first: lists
+# copied at C speed, compared by identity (a setting set anew is a new object).
+_Table = list[tuple[list[Any], list[Any]]]
 
 
 def _table(mapping: dict[Any, Any], nested: bool = False) -> _Table:
     parts: _Table = []
-    stack = [("", mapping)]
+    stack = [mapping]
     while stack:
-        path, level = stack.pop()
+        level = stack.pop()
         values = list(dict.values(level))
-        parts.append((path, list(dict.keys(level)), values))
+        parts.append((list(dict.keys(level)), values))
         if nested:
-            stack.extend((f"{path}{key}.", value) for key, value in zip(dict.keys(level), values)
-                         if type(value) is dict)
+            stack.extend([value for value in values if type(value) is dict])
     return parts
 
 
 def _same_table(a: _Table, b: _Table) -> bool:
     return len(a) == len(b) and all(
-        path == other_path and keys == other_keys and len(values) == len(other)
-        and all(map(operator.is_, values, other))
-        for (path, keys, values), (other_path, other_keys, other) in zip(a, b))
+        keys == other_keys and len(values) == len(other) and all(map(operator.is_, values, other))
+        for (keys, values), (other_keys, other) in zip(a, b))
 
 
 def _flat(table: _Table) -> dict[Any, Any]:
     """The settings of a table, by their (dotted, for nested mappings) names."""
-    return {(path + key if path else key): value for path, keys, values in table
-            for key, value in zip(keys, values) if type(value) is not dict}
+    flat: dict[Any, Any] = {}
+    paths = [""]  # a stack like _table's: its top is the path of the next part
+    for keys, values in table:
+        path = paths.pop()
+        for key, value in zip(keys, values):
+            if type(value) is dict:
+                paths.append(f"{path}{key}.")
+            else:
+                flat[f"{path}{key}" if path else key] = value
+    return flat
 
 
 def _module(name: str) -> Any:
