@@ -58,8 +58,18 @@ from typing import Any
 
 from .packages import is_local_path
 
-#: The value of an item that does not exist (an unset variable, a deleted attribute).
-ABSENT = "<absent>"
+class _Absent:
+    """The value of an item that does not exist (an unset variable, a deleted attribute):
+    one object, also after a pickle round trip (it pickles as a reference to ``ABSENT``)."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()
 
 # module name -> whether it is the user's own code (its file is outside the install prefixes)
 _local: dict[str, bool] = {}
