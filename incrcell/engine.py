@@ -222,8 +222,9 @@ class Engine:
         # while no user code runs, their digests stand (see forget_digests)
         self.known: dict[int, tuple[object, bytes, frozenset[str]]] = {}
         # interpreter items (see interpreter.py) any cell of this session changed: their
-        # current values key every later cell
+        # current values key every later cell (the SETTINGS key every cell anyway)
         self.touched: set[str] = set()
+        self._setting_digests: dict[str, tuple[str, str]] = {}  # see _state_digest
 
     def forget_digests(self) -> None:
         """Drop the digests of values just written or restored: user code may have run.
@@ -352,11 +353,12 @@ class Engine:
             inputs[f"os.environ[{variable!r}]"] = (
                 UNBOUND if value is None else fingerprint.hash_bytes(value.encode()).hex())
         settings: dict[str, Any] = {}
-        for item in sorted(self.touched):
+        for item in [*interpreter.SETTINGS, *sorted(self.touched - set(interpreter.SETTINGS))]:
             if not interpreter.reaches(item, plan.reach):
                 continue
             try:
-                inputs[f"state: {item}"] = hasher.hash(interpreter.current(item, settings)).hex()
+                inputs[f"state: {item}"] = self._state_digest(
+                    item, interpreter.current(item, settings), hasher)
             except Unhashable as exc:
                 plan.reason = (f"{item}, which an earlier cell changed, cannot be hashed: "
                                f"{exc.reason}")
@@ -412,6 +414,11 @@ class Engine:
                           CacheWarning, stacklevel=2)
             plan.values, plan.result = {}, None
             plan.reason = f"its cache entry could not be read ({exc.reason})"
+            return
+        directory = plan.state_after.get(interpreter.CWD)
+        if isinstance(directory, str) and not os.path.isdir(directory):
+            plan.values, plan.result = {}, None
+            plan.reason = f"the directory it changes to ({directory}) no longer exists"
             return
         plan.action, plan.entry, plan.reason = RESTORE, entry, ""
 
@@ -608,6 +615,17 @@ class Engine:
         changed |= {n for n in before if n not in namespace}
         return {n for n in changed
                 if not _HISTORY_NAME.match(n) and not self.is_session_name(n)}
+
+    def _state_digest(self, item: str, value: Any, hasher: ValueHasher) -> str:
+        """The content digest of an interpreter item's value; for the settings, reused while
+        their repr stays the same (cheap, and unlike ``==`` it tells 1 from 1.0 or True)."""
+        if item not in interpreter.SETTINGS:
+            return hasher.hash(value).hex()
+        text = repr(value)
+        cached = self._setting_digests.get(item)
+        if cached is None or cached[0] != text:
+            cached = self._setting_digests[item] = (text, hasher.hash(value).hex())
+        return cached[1]
 
     def _session_builtin(self, item: str) -> bool:
         """A builtin the session itself puts in and takes out around cells (``get_ipython``)."""
@@ -806,7 +824,7 @@ class Engine:
                                  duration=duration,
                                  created=time.time(),
                                  components=plan.components, requires=requires,
-                                 files=plan.files, cwd=os.getcwd(), written=written,
+                                 files=plan.files, cwd=self._started_in(plan), written=written,
                                  interpreter=before))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
@@ -820,6 +838,13 @@ class Engine:
                           "it will run again next time.", CacheWarning, stacklevel=2)
             return f"could not be saved: {exc.reason}"
         return ""
+
+    @staticmethod
+    def _started_in(plan: Plan) -> str:
+        """The working directory the cell started in: the one its key and files hold for
+        (it may change directory itself: interpreter.py replays that)."""
+        started = plan.state_before.groups.get(interpreter.CWD) if plan.state_before else None
+        return started if isinstance(started, str) else os.getcwd()
 
     def _put_file(self, data: bytes | None) -> str:
         """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted)."""

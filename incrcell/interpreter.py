@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .packages import is_local_path
+from .store import CacheWarning
 
 class _Absent:
     """The value of an item that does not exist (an unset variable, a deleted attribute):
@@ -169,6 +170,11 @@ def _set_environ(key: str, value: Any) -> None:
         os.environ[key] = value
 
 
+def _warnings() -> list[Any]:
+    # the engine shows its own warnings through a filter it adds while it works
+    return [entry for entry in warnings.filters if entry[2] is not CacheWarning]
+
+
 def _set_warnings(_: str, value: Any) -> None:
     warnings.filters[:] = value
     mutated = getattr(warnings, "_filters_mutated", None) or getattr(
@@ -263,12 +269,14 @@ def _set_cwd(_: str, value: Any) -> None:
     os.chdir(value)
 
 
+CWD = "working directory"  # the item of the working directory
+
 _GROUPS = (
     _Group("sys.path", lambda: list(sys.path), _set_path),
-    _Group("working directory", os.getcwd, _set_cwd),
+    _Group(CWD, os.getcwd, _set_cwd),
     _Group("os.environ", _environ, _set_environ, keyed=True, decode=_decode_environ),
     _Group("recursion limit", sys.getrecursionlimit, _set_recursion),
-    _Group("warnings filters", lambda: list(warnings.filters), _set_warnings),
+    _Group("warnings filters", _warnings, _set_warnings),
     _Group("locale", _locale, _set_locale),
     _Group("decimal context", _decimal, _set_decimal),
     _Group("numpy print options", _numpy("get_printoptions"), _set_numpy("set_printoptions")),
@@ -280,6 +288,12 @@ _GROUPS = (
            pristine=_rc_defaults),
 )
 _BY_PREFIX = {group.prefix: group for group in _GROUPS}
+#: Settings that key every cell, whatever changed them and whenever (also before incrcell
+#: was loaded): few, small, the same in every kernel of a project.  The other items key
+#: the cells after one that changed them (the path and working directory differ between
+#: projects, which may share cells).
+SETTINGS = tuple(group.prefix for group in _GROUPS
+                 if not group.keyed and group.prefix not in ("sys.path", CWD))
 _ATTRIBUTE = "module attribute "  # prefix of the items that are module attributes
 BUILTINS = _ATTRIBUTE + "builtins"  # what precedes ``.name`` in the items of builtins
 
@@ -398,8 +412,11 @@ def refusal(before: Snapshot, after: Snapshot) -> str:
                     "bring that back")
         for name in sorted(new - old):
             module = after.module_table[name]
-            if not isinstance(module, types.ModuleType) or getattr(
-                    module, "__spec__", None) is None:
+            # an import leaves modules with a spec; libraries also share private ones
+            # between their extensions (Cython's ``_cython_3_3_0``), made again by their import
+            if not isinstance(module, types.ModuleType) or (
+                    getattr(module, "__spec__", None) is None
+                    and not name.rpartition(".")[2].startswith("_")):
                 return (f"puts `{name}` into sys.modules by hand: a restore cannot bring "
                         "that back")
     running = [thread for thread in threading.enumerate()
