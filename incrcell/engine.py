@@ -224,7 +224,7 @@ class Engine:
         # interpreter items (see interpreter.py) any cell of this session changed: their
         # current values key every later cell (the SETTINGS key every cell anyway)
         self.touched: set[str] = set()
-        self._setting_digests: dict[str, tuple[str, str]] = {}  # see _state_digest
+        self._setting_digests: dict[str, tuple[Any, str]] = {}  # see _state_digest
 
     def forget_digests(self) -> None:
         """Drop the digests of values just written or restored: user code may have run.
@@ -618,13 +618,15 @@ class Engine:
 
     def _state_digest(self, item: str, value: Any, hasher: ValueHasher) -> str:
         """The content digest of an interpreter item's value; for the settings, reused while
-        their repr stays the same (cheap, and unlike ``==`` it tells 1 from 1.0 or True)."""
+        the value stays equal (settings of plain numbers, strings and flags, which the code
+        reading them compares with ``==`` too), and hashed apart: the packages of the
+        classes they name (warning categories) are not the cell's."""
         if item not in interpreter.SETTINGS:
             return hasher.hash(value).hex()
-        text = repr(value)
         cached = self._setting_digests.get(item)
-        if cached is None or cached[0] != text:
-            cached = self._setting_digests[item] = (text, hasher.hash(value).hex())
+        if cached is None or not interpreter.same(cached[0], value):
+            with ValueHasher() as apart:
+                cached = self._setting_digests[item] = (value, apart.hash(value).hex())
         return cached[1]
 
     def _session_builtin(self, item: str) -> bool:

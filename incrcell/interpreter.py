@@ -369,13 +369,13 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
         elif imported:
             changes[prefix] = (ABSENT, new)
             continue
-        elif _same_table(old, new) if group.keyed else _same(old, new):
+        elif _same_table(old, new) if group.keyed else same(old, new):
             continue
         if group.keyed:
             old, new = (old if imported else _flat(old)), _flat(new)
             for key in old.keys() | new.keys():
                 was, value = old.get(key, ABSENT), new.get(key, ABSENT)
-                if key not in group.ignored and not _same(was, value):
+                if key not in group.ignored and not same(was, value):
                     if imported:
                         was = ABSENT  # before the cell, the setting did not exist
                     if group.decode is not None:
@@ -386,7 +386,7 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
             changes[prefix] = (old, new)
     for module, old in before.modules.items():
         new = after.modules.get(module)
-        if new is None or _same(old, new):  # C speed: values compare by identity first
+        if new is None or same(old, new):  # C speed: values compare by identity first
             continue
         for name in old.keys() | new.keys():
             was, value = old.get(name, ABSENT), new.get(name, ABSENT)
@@ -395,7 +395,9 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
     return changes
 
 
-def _same(a: Any, b: Any) -> bool:
+def same(a: Any, b: Any) -> bool:
+    """Whether two values of an item are the same (identical or equal; a comparison that
+    fails or is element-wise counts as different)."""
     try:
         return a is b or bool(a == b)
     except Exception:  # element-wise or failing comparisons: call them different
