@@ -407,7 +407,9 @@ def same(a: Any, b: Any) -> bool:
 def refusal(before: Snapshot, after: Snapshot) -> str:
     """Why what a cell did to the interpreter cannot be replayed ('' when it can)."""
     old, new = before.module_table.keys(), after.module_table.keys()
-    if old != new:
+    # imports append to sys.modules: the same size and the same last key means nothing was
+    # added, hence nothing removed (or only re-imported: ``del sys.modules[m]; import m``)
+    if len(old) != len(new) or (old and next(reversed(old)) != next(reversed(new))):
         removed = sorted(old - new)
         if removed:
             return (f"removes module `{removed[0]}` from sys.modules: a restore cannot "
