@@ -7,7 +7,7 @@ cell's effect on the rest of the notebook is not only the names it binds.
 Whoever changes it (the cell, a function of an earlier cell, a local
 module, a library), the change shows in a before/after snapshot, so the
 engine snapshots this state around every cell that runs (:func:`snapshot`,
-:func:`changed`; a few microseconds, most of it copying two dicts):
+:func:`changed`; mostly C-speed copies compared by identity):
 
 * a change is an output: its value after the cell is stored with the entry
   and set again on a restore (:func:`apply`), so ``import vendored_mod``
@@ -15,31 +15,37 @@ engine snapshots this state around every cell that runs (:func:`snapshot`,
 * its value before is an input: a restore needs exactly that value (the
   entry keeps its digest), as ``sys.path.append`` run on another path would
   leave another path;
-* every item any cell of the session changed stays *touched*, and its
-  current value enters the key of every later cell (:func:`current`): the
-  cell that calls ``helpers.level()``, which reads ``settings.LEVEL``, or
-  prints an array with the print options an earlier cell set, reruns when
-  an edit of that earlier cell changes them.  Over-approximate (every later
-  cell, not only its readers), never stale.
+* the few process-wide :data:`SETTINGS` key every cell; every other item a
+  cell of the session changed stays *touched* and keys every later cell
+  that may read it (:func:`reaches`: any cell for ``sys.path``, the working
+  directory, the environment and library settings, the cells referring to a
+  module for its attributes, through local modules' and notebook functions
+  too).  So the cell calling ``helpers.level()``, which reads
+  ``settings.LEVEL``, reruns when an edit of the cell that sets it changes
+  it.  Over-approximate, never stale.
 
 What is tracked: ``sys.path``, the working directory, ``os.environ`` (by
-variable), ``sys.getrecursionlimit()``, ``warnings.filters``, the locale,
-the decimal context (flags aside: they record what happened, not a
-setting), numpy's print options and error state, pandas' options and
-matplotlib's ``rcParams`` (by key, when those libraries are imported), and
-the attributes of modules: of ``builtins``, of the user's own (local)
-modules, and of the modules the cell or the code it reaches refers to
-(``json.flag = 1``, a helper setting ``settings.DEBUG``); private
-attributes (``_x``) of library modules are the library's own caches and are
-not tracked, nor are submodules bound by imports.  What a cell cannot have
-replayed makes it uncacheable (:func:`refusal`): removing or planting
-entries of ``sys.modules`` by hand, threads still running when it ends.
+variable), ``sys.getrecursionlimit()``, ``warnings.filters`` (incrcell's own
+filter aside), the locale, the decimal context (flags aside: they record
+what happened, not a setting), numpy's print options and error state,
+pandas' options (for cells that refer to pandas: a slow snapshot) and
+matplotlib's ``rcParams`` (by key, when those libraries are imported; a cell
+that imports one and changes its settings at once is compared with the
+settings the import leaves), and the attributes of modules: of ``builtins``,
+of the user's own (local) modules, and of the modules that notebook and
+local functions the cell reaches refer to (``json.flag = 1`` in a helper);
+private attributes (``_x``) of library modules are the library's own caches
+and are not tracked, nor are submodules bound by imports.  What a cell
+cannot have replayed makes it uncacheable (:func:`refusal`): removing
+entries of ``sys.modules`` or planting objects there by hand, threads still
+running when it ends.
 
 Not seen: in-place changes inside an object a module attribute holds
 (``settings.CONFIG["k"] = v`` through a helper; the cell doing it itself is
-refused by effects.py), attributes set in the same cell that first imports
-the module (there is no "before" to compare with), and state kept by C
-libraries other than those above.
+refused by effects.py), attributes a helper sets on a module first imported
+in the same cell (there is no "before" to compare with; the cell setting
+them itself is refused by the engine), and state kept by C libraries other
+than those above.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from typing import Any
 
 from .packages import is_local_path
 from .store import CacheWarning
+
 
 class _Absent:
     """The value of an item that does not exist (an unset variable, a deleted attribute):
