@@ -167,6 +167,9 @@ def _type_name(value: object) -> str:
     return type(value).__qualname__
 
 
+#: What precedes an interpreter item (interpreter.py) among a key's inputs.
+STATE_INPUT = "state: "
+
 #: Why a ``%%incrcell rerun`` cell runs.
 FORCED = "forced with %%incrcell rerun"
 
@@ -357,7 +360,7 @@ class Engine:
             if not interpreter.reaches(item, plan.reach):
                 continue
             try:
-                inputs[f"state: {item}"] = self._state_digest(
+                inputs[STATE_INPUT + item] = self._state_digest(
                     item, interpreter.current(item, settings), hasher)
             except Unhashable as exc:
                 plan.reason = (f"{item}, which an earlier cell changed, cannot be hashed: "
