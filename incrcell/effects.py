@@ -1,8 +1,9 @@
 """What a cell reads from the world that no variable holds (the clock, entropy,
-the network, other processes, the keyboard, the environment), and state it
-changes that no variable holds (settings such as ``np.set_printoptions`` or
-``warnings.filterwarnings``, attributes of modules such as ``helpers.LEVEL = 0``
-or ``plt.rcParams[...] = ...``: a restore could not bring them back).
+the network, other processes, the keyboard, the environment, values that name
+this process such as ``id()`` or ``os.getpid()``), and changes to process
+state that interpreter.py cannot snapshot (``matplotlib.use``,
+``logging.basicConfig``, a change inside an object a module holds such as
+``helpers.CONFIG["k"] = 0``: a restore could not bring them back).
 
 A cell that calls ``time.time()`` or ``requests.get(url)`` gives another
 result each time it runs, and a cell that runs ``subprocess.run(...)`` acts
@@ -14,15 +15,18 @@ on purpose (a timing printout nobody minds being replayed, say).
 Environment variables are different: their values are plain inputs, so a
 cell reading ``os.environ["DATA_DIR"]`` or ``os.getenv("N")`` with a literal
 name is keyed on those values; reading the environment any other way
-(iterating it, a computed name) is an input incrcell cannot pin down, and
-setting variables is a side effect: both make the cell uncacheable.
+(iterating it, a computed name) is an input incrcell cannot pin down and makes
+the cell uncacheable.  Setting variables through ``os.environ`` is captured
+and replayed by interpreter.py (``os.putenv`` bypasses it: uncacheable).
 
 How calls are recognised: every call in the cell whose callee is a dotted
 name (``time.time``, ``dt.now``, ``t``) is resolved to a qualified name,
 through the cell's own imports (``import datetime as dt``) and the objects
 the namespace binds (``from time import time`` in an earlier cell), and
-looked up in the tables below.  Code of earlier cells' functions that the
-cell calls is checked by the globals and attribute names it uses.  Calls made
+looked up in the tables below.  The code of earlier cells' functions that the
+cell calls, and of the functions of the user's own modules it reaches
+(``helpers.stamp()`` calling ``time.time()``, through any chain of local
+modules), is checked by the globals and attribute names it uses.  Calls made
 inside libraries are not seen: a library function that reads the clock is
 not flagged (documented in the README).
 """
@@ -30,11 +34,14 @@ not flagged (documented in the README).
 from __future__ import annotations
 
 import ast
+import builtins
+import sys
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .analysis import parse_cell
+from .analysis import code_globals, parse_cell
+from .interpreter import is_local_module
 
 # qualified name (or prefix ending in ".") -> what it reads or does
 _EFFECTS: dict[str, str] = {
@@ -76,13 +83,12 @@ _EFFECTS: dict[str, str] = {
     "getpass.getpass": "asks for keyboard input",
     "os.putenv": "sets environment variables",
     "os.unsetenv": "sets environment variables",
+    **{name: "reads values that name this process" for name in (
+        "builtins.id", "builtins.hash", "os.getpid", "os.getppid", "threading.get_ident",
+        "threading.get_native_id", "_thread.get_ident", "_thread.get_native_id")},
+    # Settings that interpreter.py does not snapshot (the rest it captures and replays).
     **{name: "changes process-wide settings" for name in (
-        "numpy.set_printoptions", "numpy.seterr", "numpy.seterrcall", "numpy.printoptions",
-        "pandas.set_option", "pandas.reset_option", "pandas.option_context",
-        "matplotlib.use", "matplotlib.rc", "matplotlib.rcdefaults", "matplotlib.style.use",
-        "matplotlib.pyplot.rc", "matplotlib.pyplot.rcdefaults", "matplotlib.pyplot.style.use",
-        "warnings.filterwarnings", "warnings.simplefilter", "warnings.resetwarnings",
-        "os.chdir", "sys.setrecursionlimit", "locale.setlocale", "logging.basicConfig",
+        "numpy.seterrcall", "matplotlib.use", "logging.basicConfig",
         "torch.set_default_dtype", "torch.set_num_threads", "torch.set_printoptions")},
 }
 # Modules whose every use counts (by the prefixes above), and the attribute
@@ -90,29 +96,122 @@ _EFFECTS: dict[str, str] = {
 _EFFECT_MODULES = {prefix[:-1] for prefix in _EFFECTS if prefix.endswith(".")}
 _EFFECT_ATTRIBUTES = {
     name.rsplit(".", 1)[1].rstrip("()"): reason for name, reason in _EFFECTS.items()
-    if not name.endswith(".") and name.split(".")[0] in {"time", "datetime", "os", "uuid"}}
+    if not name.endswith(".") and name.split(".")[0] in {"time", "datetime", "os", "uuid", "threading"}}
 _ENV_READS = ("os.getenv", "os.environ.get")
+# Mappings held by modules whose items interpreter.py snapshots: stores into them are captured.
+_SNAPSHOTTED = frozenset({"environ", "rcParams"})
 
 
 @dataclass(frozen=True)
 class Effects:
-    """The world a cell touches: ``reason`` ('' if none) and the environment variables it reads."""
+    """The world a cell touches: ``reason`` ('' if none), the environment variables it
+    reads, and the modules it or the code it reaches refers to or stores attributes on
+    (their attributes are tracked by interpreter.py; ``stores``: those it sets itself)."""
 
     reason: str = ""
     environment: frozenset[str] = frozenset()
+    modules: tuple[types.ModuleType, ...] = ()
+    stores: frozenset[str] = frozenset()
+    # the modules the code of notebook and local functions it reaches refers to: the code
+    # that may set their attributes (the cell's own stores are ``stores``)
+    referenced: tuple[types.ModuleType, ...] = ()
+    # calls through the cell's own imports of modules not imported yet (see late_effects)
+    unresolved: tuple[str, ...] = ()
 
 
 def find_effects(source: str, namespace: Mapping[str, object],
-                 reached: Iterable[types.CodeType] = ()) -> Effects:
+                 reached: Iterable[types.CodeType] = (),
+                 roots: Iterable[object] = ()) -> Effects:
     """Effects of running ``source`` (IPython-transformed, parseable) in ``namespace``.
 
     ``reached`` are the code objects of the earlier cells' functions the cell
-    may call (analysis.expand_through_callables).
+    may call (analysis.expand_through_callables), ``roots`` the values of the
+    names the cell and those functions read: the functions of the user's own
+    modules they reach, and those the cell calls through its own imports
+    (``import helpers; helpers.run()``), are followed too (:func:`local_code`).
     """
     finder = _CallFinder(namespace)
     finder.visit(parse_cell(source))
-    return Effects(_reached_effects(reached, namespace) or finder.reason,
-                   frozenset(finder.environment))
+    codes = [(code, namespace) for code in reached]
+    modules: dict[int, types.ModuleType] = {}
+    codes += local_code([*roots, *finder.called], modules)
+    referenced: dict[int, types.ModuleType] = {}
+    reason = _reached_effects(codes, referenced) or finder.reason
+    return Effects(reason, frozenset(finder.environment),
+                   tuple({**modules, **referenced}.values()), frozenset(finder.stores),
+                   tuple(referenced.values()), tuple(finder.unresolved))
+
+
+def late_effects(unresolved: Iterable[str]) -> str:
+    """The effects of the calls ``Effects.unresolved`` names, once the cell imported their
+    modules ('' if none): ``import clock; t = clock.stamp()`` on a fresh kernel."""
+    objects = [_resolve(name) for name in unresolved]
+    return _reached_effects(local_code(objects, {}), {})
+
+
+def local_code(roots: Iterable[object], modules: dict[int, types.ModuleType]
+               ) -> list[tuple[types.CodeType, Mapping[str, object]]]:
+    """(code, globals) of the functions of the user's own modules reachable from ``roots``.
+
+    Follows local modules (their functions and classes), functions defined in
+    them (the globals they load, their closures) and classes (their methods),
+    transitively; library code is not followed.  ``modules`` collects every
+    module met on the way (local or not).
+    """
+    found: list[tuple[types.CodeType, Mapping[str, object]]] = []
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, types.ModuleType):
+            modules[id(obj)] = obj
+            if is_local_module(obj.__name__, obj):
+                stack.extend(v for v in list(vars(obj).values())
+                             if isinstance(v, (types.FunctionType, type, types.ModuleType)))
+            continue
+        module_name = getattr(obj, "__module__", None)
+        module = sys.modules.get(module_name) if isinstance(module_name, str) else None
+        if module is None or module_name == "__main__" or not is_local_module(module_name, module):
+            continue
+        if isinstance(obj, types.FunctionType):
+            found.append((obj.__code__, obj.__globals__))
+            stack.extend(obj.__globals__.get(name) for name in code_globals(obj.__code__)[0])
+            stack.extend(cell.cell_contents for cell in obj.__closure__ or ()
+                         if _filled(cell))
+        elif isinstance(obj, type):
+            stack.extend(getattr(v, "__func__", v) for v in list(vars(obj).values()))
+            stack.extend(v.fget for v in list(vars(obj).values()) if isinstance(v, property))
+    return found
+
+
+def _root(node: ast.expr) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _resolve(qualified: str) -> object:
+    """The object an imported dotted name stands for (None if it cannot be told without
+    running code: only module and class dictionaries are looked in)."""
+    parts = qualified.split(".")
+    for end in range(len(parts), 0, -1):
+        obj: object = sys.modules.get(".".join(parts[:end]))
+        if obj is not None:
+            for attribute in parts[end:]:
+                obj = vars(obj).get(attribute) if hasattr(obj, "__dict__") else None
+            return obj
+    return None
+
+
+def _filled(cell: types.CellType) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
 
 
 def _effect_module(obj: object) -> bool:
@@ -123,6 +222,8 @@ def _qualify_object(obj: object) -> str | None:
     """``module.qualname`` of a function, class or module; None for other objects."""
     if isinstance(obj, types.ModuleType):
         return obj.__name__
+    if isinstance(obj, types.BuiltinFunctionType) and obj.__self__ is builtins:
+        return f"builtins.{obj.__name__}"
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
     if isinstance(module, str) and isinstance(qualname, str) and callable(obj):
         if module in ("posix", "nt"):
@@ -144,31 +245,38 @@ def _lookup(qualified: str, called_without_arguments: bool) -> str:
     return ""
 
 
-def _reached_effects(codes: Iterable[types.CodeType], namespace: Mapping[str, object]) -> str:
-    """What the code of earlier cells' functions does, judged by the names it uses."""
-    for code in codes:
+def _reached_effects(codes: Iterable[tuple[types.CodeType, Mapping[str, object]]],
+                     modules: dict[int, types.ModuleType]) -> str:
+    """What the code of earlier cells' and local modules' functions does, judged by the
+    names it uses (each code with its own globals); notes the modules it refers to."""
+    reason = ""
+    for code, namespace in codes:
         names = set(code.co_names)
         for name in sorted(names):
             obj = namespace.get(name)
+            if isinstance(obj, types.ModuleType):
+                modules[id(obj)] = obj
             qualified = _qualify_object(obj)
-            if qualified is None:
+            if qualified is None or reason:
                 continue
             if _effect_module(obj):
-                return f"calls `{code.co_name}`, which {_lookup(qualified + '.', False)}"
-            if isinstance(obj, types.ModuleType):
+                reason = f"calls `{code.co_name}`, which {_lookup(qualified + '.', False)}"
+            elif isinstance(obj, types.ModuleType):
                 hits = sorted(names & _EFFECT_ATTRIBUTES.keys())
                 if hits:
-                    return f"calls `{code.co_name}`, which {_EFFECT_ATTRIBUTES[hits[0]]}"
+                    reason = f"calls `{code.co_name}`, which {_EFFECT_ATTRIBUTES[hits[0]]}"
             elif _lookup(qualified, False):
-                return f"calls `{code.co_name}`, which {_lookup(qualified, False)}"
-        if "environ" in names or "getenv" in names:
-            return f"calls `{code.co_name}`, which reads environment variables"
-    return ""
-
-
-def _is_environ(finder: _CallFinder, target: ast.expr) -> bool:
-    """``os.environ[...] = ...``: reported as setting environment variables instead."""
-    return isinstance(target, ast.Subscript) and finder.qualify(target.value) == "os.environ"
+                reason = f"calls `{code.co_name}`, which {_lookup(qualified, False)}"
+        if reason:
+            continue
+        for name in sorted(code_globals(code)[0]):
+            if name not in namespace and _lookup(f"builtins.{name}", False):
+                reason = f"calls `{code.co_name}`, which {_lookup(f'builtins.{name}', False)}"
+                break
+        else:
+            if "environ" in names or "getenv" in names:
+                reason = f"calls `{code.co_name}`, which reads environment variables"
+    return reason
 
 
 class _CallFinder(ast.NodeVisitor):
@@ -179,6 +287,9 @@ class _CallFinder(ast.NodeVisitor):
         self.aliases: dict[str, str] = {}  # names the cell's own imports bind -> qualified
         self.reason = ""
         self.environment: set[str] = set()
+        self.stores: set[str] = set()  # modules whose attributes the cell sets
+        self.called: list[object] = []  # what calls through the cell's own imports resolve to
+        self.unresolved: list[str] = []  # such calls into modules not imported yet
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -204,14 +315,19 @@ class _CallFinder(ast.NodeVisitor):
         if root is None:
             if node.id in self.namespace:
                 root = _qualify_object(self.namespace[node.id])
-            elif node.id == "input":
-                root = "builtins.input"
+            elif hasattr(builtins, node.id):
+                root = f"builtins.{node.id}"
         if root is None:
             return None
         return ".".join([root, *reversed(parts)])
 
     def visit_Call(self, node: ast.Call) -> None:
         qualified = self.qualify(node.func)
+        if qualified is not None and _root(node.func) in self.aliases:
+            resolved = _resolve(qualified)
+            if resolved is None:  # its module is not imported yet: look again once it ran
+                self.unresolved.append(qualified)
+            self.called.append(resolved)
         if qualified is not None:
             if qualified in _ENV_READS:
                 self._environment(node.args[0] if node.args else None)
@@ -228,28 +344,35 @@ class _CallFinder(ast.NodeVisitor):
     visit_AugAssign = visit_Delete = visit_Assign
 
     def _store(self, target: ast.expr) -> None:
-        """``helpers.LEVEL = 0``, ``plt.rcParams["x"] = 1``: state kept in a module."""
-        if isinstance(target, (ast.Tuple, ast.List)):
-            for element in target.elts:
-                self._store(element)
+        """``helpers.LEVEL = 0`` (noted in ``stores``: interpreter.py captures it), or
+        ``helpers.CONFIG["k"] = 0``: a change inside an object a module holds, which
+        nothing snapshots (``rcParams`` and ``os.environ`` aside: they are)."""
+        if isinstance(target, (ast.Tuple, ast.List, ast.Starred)):
+            for element in getattr(target, "elts", [getattr(target, "value", None)]):
+                if element is not None:
+                    self._store(element)
             return
         node = target
         while isinstance(node, (ast.Attribute, ast.Subscript)):
             node = node.value
-        if node is target or not isinstance(node, ast.Name) or self.qualify(target) == "os.environ":
+        if node is target or not isinstance(node, ast.Name):
             return
         obj = self.namespace.get(node.id)
         module = self.aliases.get(node.id) or (
             obj.__name__ if isinstance(obj, types.ModuleType) else None)
-        if module is not None and not self.reason and not _is_environ(self, target):
-            self.reason = f"changes the state of module `{module}`, which a restore cannot bring back"
+        if module is None:
+            return
+        if isinstance(target, ast.Attribute) and target.value is node:
+            self.stores.add(module)
+        elif (self.qualify(target.value) or "").rpartition(".")[2] not in _SNAPSHOTTED:
+            if not self.reason:
+                self.reason = (f"changes an object held by module `{module}` in place, which "
+                               "a restore cannot bring back")
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if self.qualify(node.value) == "os.environ":
             if isinstance(node.ctx, ast.Load):
                 self._environment(node.slice)
-            else:
-                self._flag("os.putenv", False)
             self.visit(node.slice)
             return
         self.generic_visit(node)
@@ -259,10 +382,10 @@ class _CallFinder(ast.NodeVisitor):
         if qualified == "os.environ":
             self._whole_environment()  # os.environ used otherwise than by a literal key
         elif qualified is not None and qualified.startswith("os.environ."):
-            if node.attr not in ("get",):
-                self._flag("os.putenv", False) if node.attr in (
-                    "update", "setdefault", "pop", "clear", "popitem") else \
-                    self._whole_environment()
+            # setting variables is captured by interpreter.py; reading them otherwise
+            # than by a literal name is an input nobody can key
+            if node.attr not in ("get", "update", "setdefault", "pop", "clear", "popitem"):
+                self._whole_environment()
             return
         else:
             self.generic_visit(node)

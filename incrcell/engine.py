@@ -35,11 +35,11 @@ from typing import Any
 
 import xxhash
 
-from . import fingerprint, nativeio, randomness, store as store_module
+from . import fingerprint, interpreter, nativeio, randomness, store as store_module
 from .analysis import (DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables,
                        notebook_definition)
 from .config import Config
-from .effects import find_effects
+from .effects import find_effects, late_effects
 from .explain import BOUND, UNBOUND, explain_miss
 from .files import (EXISTS, MISSING, SPECIAL, FileWatch, changed_files, file_digest, install,
                     is_state, probe_changed, write_back)
@@ -118,6 +118,14 @@ class Plan:
     random_before: dict[str, Any] = field(default_factory=dict)  # miss: randomness.snapshot()
     random_after: dict[str, Any] = field(default_factory=dict)  # hit: generator states to set
     outputs: dict[str, bytes | str | None] = field(default_factory=dict)  # hit: paths to put back
+    # run: the interpreter state before (interpreter.snapshot), of the modules ``watched``;
+    # ``stores``: modules the cell sets attributes on itself (effects.Effects.stores)
+    state_before: interpreter.Snapshot | None = None
+    watched: list[str] = field(default_factory=list)
+    stores: frozenset[str] = frozenset()
+    reach: frozenset[str] = frozenset()  # modules the cell and the code it reaches refer to
+    unresolved: tuple[str, ...] = ()  # calls into modules the cell imports (effects.late_effects)
+    state_after: dict[str, Any] = field(default_factory=dict)  # hit: interpreter items to set
     result: Any = None  # hit: the Out value to return
     through: dict[str, str | None] = field(default_factory=dict)  # miss: see Engine._through
     cache_anyway: bool = False  # %%incrcell cache: fresh entropy is accepted
@@ -173,6 +181,9 @@ def cell_label(source: str) -> str:
 def _type_name(value: object) -> str:
     return type(value).__qualname__
 
+
+#: What precedes an interpreter item (interpreter.py) among a key's inputs.
+STATE_INPUT = "state: "
 
 #: Why a ``%%incrcell rerun`` cell runs.
 FORCED = "forced with %%incrcell rerun"
@@ -261,6 +272,12 @@ def register_sources(sources: dict[str, str]) -> None:
             linecache.cache[filename] = (len(text), None, lines, filename)
 
 
+def varies(effect: str) -> str:
+    """Why a cell with this effect on the world (effects.py) is uncacheable."""
+    return (f"{effect}: its results can change from run to run "
+            "(start it with %%incrcell cache to cache it anyway)")
+
+
 def files_changed(entry: Entry) -> str:
     """Why the files a cache entry read forbid restoring it now ('' when they do not)."""
     if (entry.files or entry.written or entry.probes) and entry.cwd != os.getcwd():
@@ -291,6 +308,10 @@ class Engine:
         # global random generator -> whether it holds fresh entropy (see randomness.py);
         # absent: as its module left it on import
         self.fresh: dict[str, bool] = {}
+        # interpreter items (see interpreter.py) any cell of this session changed: their
+        # current values key every later cell (the SETTINGS key every cell anyway)
+        self.touched: set[str] = set()
+        self._setting_digests: dict[str, tuple[Any, str]] = {}  # see _state_digest
 
     def forget_digests(self) -> None:
         """Drop the digests of values just written or restored: user code may have run.
@@ -331,6 +352,16 @@ class Engine:
         under those cell magics; ``refusal``, when not empty, is a reason the caller
         already knows the cell cannot be cached.
         """
+        plan = self._plan(source, namespace, raw_source, cell_id, execution_count, directive,
+                          refusal)
+        if plan.action != RESTORE:  # whatever runs may change the interpreter's state
+            plan.watched = plan.watched or interpreter.watched_modules(())
+            plan.state_before = interpreter.snapshot(plan.watched, plan.reach)
+        return plan
+
+    def _plan(self, source: str, namespace: MutableMapping[str, Any], raw_source: str | None,
+              cell_id: str | None, execution_count: int | None, directive: str | None,
+              refusal: str) -> Plan:
         raw = raw_source if raw_source is not None else source
         install()  # the file wrappers, before any input is hashed (see files.install)
         digest = source_hash(source)  # parses the source: once per cell
@@ -356,10 +387,17 @@ class Engine:
         plan.reason = expansion.hidden
         if plan.reason:
             return plan
-        effects = find_effects(source, namespace, expansion.codes)
+        effects = find_effects(source, namespace, expansion.codes,
+                               [namespace[name] for name in sorted(reads) if name in namespace])
+        plan.stores = effects.stores
+        plan.unresolved = () if directive == "cache" else effects.unresolved
+        plan.reach = frozenset(name for module in [*effects.modules, *analysis.imports]
+                               for full in [getattr(module, "__name__", module)]
+                               for name in (full, full.partition(".")[0]))
+        plan.watched = interpreter.watched_modules(
+            [*effects.referenced, *(sys.modules.get(name) for name in effects.stores)])
         if effects.reason and directive != "cache":
-            plan.reason = (f"{effects.reason}: its results can change from run to run "
-                           "(start it with %%incrcell cache to cache it anyway)")
+            plan.reason = varies(effects.reason)
             return plan
         with ValueHasher() as hasher:
             bound = {id(value) for value in namespace.values()} if self.known else set()
@@ -404,6 +442,17 @@ class Engine:
             value = os.environ.get(variable)
             inputs[f"os.environ[{variable!r}]"] = (
                 UNBOUND if value is None else fingerprint.hash_bytes(value.encode()).hex())
+        settings: dict[str, Any] = {}
+        for item in [*interpreter.SETTINGS, *sorted(self.touched - set(interpreter.SETTINGS))]:
+            if not interpreter.reaches(item, plan.reach):
+                continue
+            try:
+                inputs[STATE_INPUT + item] = self._state_digest(
+                    item, interpreter.current(item, settings), hasher)
+            except Unhashable as exc:
+                plan.reason = (f"{item}, which an earlier cell changed, cannot be hashed: "
+                               f"{exc.reason}")
+                return
         versions = package_versions(analysis.imports | hasher.packages)
         changed = changed_since_import({**hasher.modules, **versions})
         if changed:
@@ -417,16 +466,16 @@ class Engine:
         plan.random_before = randomness.snapshot()
         entry = None if directive == "rerun" else self.store.get(plan.key)
         plan.reason = FORCED if directive == "rerun" else self._unusable(plan, entry, namespace,
-                                                                         hasher)
+                                                                         hasher, settings)
         if plan.reason:
             plan.through = self._through(plan, entry, namespace, hasher)
             return
         plan.action, plan.entry = RESTORE, entry
 
     def _unusable(self, plan: Plan, entry: Entry | None, namespace: MutableMapping[str, Any],
-                  hasher: ValueHasher) -> str:
+                  hasher: ValueHasher, settings: dict[str, Any]) -> str:
         """Why ``entry`` (looked up under the plan's key) cannot be restored now ('' if it can,
-        with its values loaded into the plan)."""
+        with its values loaded into the plan); ``settings``: interpreter.current's memo."""
         if entry is None:
             return explain_miss(self._lineage(plan.identity), plan.components)
         reason = files_changed(entry)
@@ -439,6 +488,13 @@ class Engine:
                 return (f"the global random state of `{name}` is not the one it drew "
                         "from when recorded (seed it before drawing to make this cell "
                         "cacheable)")
+        for item, before in sorted(entry.interpreter.items()):
+            try:
+                same = hasher.hash(interpreter.current(item, settings)).hex() == before
+            except Unhashable:
+                same = False
+            if not same:
+                return f"{item} is not what it was when the cell was recorded, and the cell changes it"
         unmet = self._unmet(entry, namespace, hasher)
         if unmet:
             return (f"its values refer to `{unmet}`, which is not what it was when "
@@ -458,6 +514,10 @@ class Engine:
                           CacheWarning, stacklevel=3)
             plan.values, plan.result = {}, None
             return f"its cache entry could not be read ({exc.reason})"
+        directory = plan.state_after.get(interpreter.CWD)
+        if isinstance(directory, str) and not os.path.isdir(directory):
+            plan.values, plan.result = {}, None
+            return f"the directory it changes to ({directory}) no longer exists"
         return ""
 
     def _through(self, plan: Plan, entry: Entry | None, namespace: MutableMapping[str, Any],
@@ -532,7 +592,7 @@ class Engine:
                 raise StoreError("its cached output files do not match its entry")
             plan.outputs[path] = data
         if entry.bundle is None or (entry.result is None and not entry.random
-                                    and not entry.requires
+                                    and not entry.requires and not entry.interpreter
                                     and self._identities(namespace, entry) <= 1 and all(
                 self._holds(namespace, name, digest, hasher)
                 for name, digest in entry.variables.items())):
@@ -544,11 +604,12 @@ class Engine:
             # aside, at most one.
             return
         loaded = self.store.get_value(entry.bundle, namespace.__getitem__)
-        if not (isinstance(loaded, tuple) and len(loaded) == 3 and isinstance(loaded[0], dict)
+        if not (isinstance(loaded, tuple) and len(loaded) == 4 and isinstance(loaded[0], dict)
                 and loaded[0].keys() == entry.variables.keys()
-                and isinstance(loaded[2], dict) and loaded[2].keys() == entry.random.keys()):
+                and isinstance(loaded[2], dict) and loaded[2].keys() == entry.random.keys()
+                and isinstance(loaded[3], dict) and loaded[3].keys() == entry.interpreter.keys()):
             raise StoreError("its cached values do not match its entry")
-        plan.values, plan.result, plan.random_after = loaded
+        plan.values, plan.result, plan.random_after, plan.state_after = loaded
 
     @staticmethod
     def _identities(namespace: MutableMapping[str, Any], entry: Entry) -> int:
@@ -600,6 +661,12 @@ class Engine:
                 raise OSError(f"incrcell could not write back `{os.path.relpath(path)}` "
                               f"({exc.strerror or exc}); run the cell with %%incrcell rerun") from None
         register_sources(plan.entry.sources)
+        try:
+            interpreter.apply(plan.state_after)
+        except Exception as exc:
+            raise RuntimeError(f"incrcell could not restore the interpreter state the cell "
+                               f"left ({type(exc).__name__}: {exc}); run the cell with "
+                               "%%incrcell rerun") from None
         namespace.update(plan.values)
         for name, value in plan.values.items():
             self._remember(value, bytes.fromhex(plan.entry.variables[name]),
@@ -635,8 +702,16 @@ class Engine:
             self.fresh.update({name: name in seeds.fresh for name in seeds.before})
         state, reason, saved = RAN, plan.reason, 0.0
         written: set[str] = set()
+        changes: dict[str, tuple[Any, Any]] = {}
+        if plan.state_before is not None:
+            after = interpreter.snapshot(plan.watched, plan.reach)
+            changes = {item: change for item, change
+                       in interpreter.changed(plan.state_before, after).items()
+                       if not self._session_builtin(item)}
+            self.touched.update(changes)
         if plan.action == RESTORE and success:
             assert plan.entry is not None
+            self.touched.update(plan.entry.interpreter)
             state, saved = RESTORED, max(plan.entry.duration - duration, 0.0)
             written = set(plan.entry.variables) | set(plan.entry.deleted)
         elif plan.action == RESTORE:  # interrupted, or a file could not be written back
@@ -648,16 +723,21 @@ class Engine:
             state = UNCACHEABLE
             written = self._rebound(plan, namespace)
         else:
-            try:
-                written, failure = self._save(plan, namespace, outputs or [], result, duration,
-                                              files or FileWatch(), seeds or SeedWatch({}))
-            except KeyboardInterrupt:  # the cell ran; only its recording stops (nothing half
-                # written: the store writes every file atomically)
-                written, failure = self._rebound(plan, namespace), ""
-                reason = "incrcell was interrupted while recording it: it ran, but is not cached"
-                warnings.warn("incrcell: interrupted while recording this cell: it ran, but "
-                              "is not in the cache (it will run again next time).",
-                              CacheWarning, stacklevel=2)
+            failure = self._interpreter_refusal(plan, after)
+            if failure:
+                written = self._rebound(plan, namespace)
+            else:
+                try:
+                    written, failure = self._save(plan, namespace, outputs or [], result,
+                                                  duration, files or FileWatch(),
+                                                  seeds or SeedWatch({}), changes)
+                except KeyboardInterrupt:  # the cell ran; only its recording stops (nothing
+                    # half written: the store writes every file atomically)
+                    written, failure = self._rebound(plan, namespace), ""
+                    reason = "incrcell was interrupted while recording it: it ran, but is not cached"
+                    warnings.warn("incrcell: interrupted while recording this cell: it ran, but "
+                                  "is not in the cache (it will run again next time).",
+                                  CacheWarning, stacklevel=2)
             if failure:
                 state, reason = UNCACHEABLE, failure
         record = CellRecord(plan.identity, cell_label(plan.source), plan.execution_count, state,
@@ -681,9 +761,41 @@ class Engine:
         return {n for n in changed
                 if not _HISTORY_NAME.match(n) and not self.is_session_name(n)}
 
+    def _state_digest(self, item: str, value: Any, hasher: ValueHasher) -> str:
+        """The content digest of an interpreter item's value; for the settings, reused while
+        the value stays equal (settings of plain numbers, strings and flags, which the code
+        reading them compares with ``==`` too), and hashed apart: the packages of the
+        classes they name (warning categories) are not the cell's."""
+        if item not in interpreter.SETTINGS:
+            return hasher.hash(value).hex()
+        cached = self._setting_digests.get(item)
+        if cached is None or not interpreter.same(cached[0], value):
+            with ValueHasher() as apart:
+                cached = self._setting_digests[item] = (value, apart.hash(value).hex())
+        return cached[1]
+
+    def _session_builtin(self, item: str) -> bool:
+        """A builtin the session itself puts in and takes out around cells (``get_ipython``)."""
+        builtin, _, name = item.rpartition(".")
+        return builtin == interpreter.BUILTINS and self.is_session_name(name)
+
+    @staticmethod
+    def _interpreter_refusal(plan: Plan, after: interpreter.Snapshot) -> str:
+        """Why what the cell did to the interpreter cannot be stored ('' when it can)."""
+        assert plan.state_before is not None
+        late = late_effects(plan.unresolved)
+        if late:
+            return varies(late)
+        new = sorted(plan.stores - plan.state_before.modules.keys())
+        if new:
+            return (f"sets attributes of module `{new[0]}`, which was not imported before the "
+                    "cell: what the import alone leaves cannot be told apart (set them in a "
+                    "later cell to cache this one)")
+        return interpreter.refusal(plan.state_before, after)
+
     def _save(self, plan: Plan, namespace: MutableMapping[str, Any],
               outputs: list[dict[str, Any]], result: Any, duration: float, files: FileWatch,
-              seeds: SeedWatch) -> tuple[set[str], str]:
+              seeds: SeedWatch, changes: dict[str, tuple[Any, Any]]) -> tuple[set[str], str]:
         """Store what a successful miss wrote; returns (names written, failure reason)."""
         names = set(plan.writes) | self._rebound(plan, namespace)
         mutated = self._mutated(plan, namespace, known=names)
@@ -737,7 +849,7 @@ class Engine:
         with ValueHasher() as hasher:
             failure = self._store_entry(plan, namespace, names, outputs, result, duration,
                                         {name: after[name] for name in drawn}, random,
-                                        produced, files.probes, hasher)
+                                        produced, files.probes, hasher, changes)
         return names, failure
 
     @staticmethod
@@ -865,7 +977,7 @@ class Engine:
                      outputs: list[dict[str, Any]], result: Any, duration: float,
                      states: dict[str, Any], random: dict[str, str | None],
                      produced: dict[str, bytes | str | None], probes: dict[str, str],
-                     hasher: ValueHasher) -> str:
+                     hasher: ValueHasher, changes: dict[str, tuple[Any, Any]]) -> str:
         """Store the values and the entry; returns why the cell is uncacheable ('' if stored).
 
         All written values (and the Out value) are pickled together, so objects
@@ -901,6 +1013,8 @@ class Engine:
             result_digest = (None if result is None
                              else self._digest(result, hasher, "its result").hex())
             doubtful = hasher.doubtful
+            left = {item: new for item, (_, new) in sorted(changes.items())}
+            left_digests = [self._digest(new, hasher, item).hex() for item, new in left.items()]
             named = {name for name in hasher.met if not name.startswith(_INSIDE)}
             refs = {name: namespace[name] for name in named}
             inside = ({i: name[1:] for i, name in hasher.watch.items() if name.startswith(_INSIDE)}
@@ -910,16 +1024,20 @@ class Engine:
             requires = {name: self._digest(obj, hasher, f"`{name}`").hex()
                         for name, obj in needed.items()
                         if name not in values or values[name] is not obj}
+            before = {item: self._digest(old, hasher, f"{item} (before it)").hex()
+                      for item, (old, _) in sorted(changes.items())}
             assert plan.key is not None and plan.components is not None
             bundle = None
-            if values or result is not None or states:
+            if values or result is not None or states or left:
                 after = {name: randomness.state_digest(state) for name, state in states.items()}
                 bundle = xxhash.xxh3_128(json.dumps(
-                    [plan.key, variables, result_digest, requires, after]).encode()).hexdigest()
+                    [plan.key, variables, result_digest, requires, after,
+                     left_digests]).encode()).hexdigest()
                 if not self.store.has_value(bundle):
                     try:
-                        serialised = dumps((values, result, states),
-                                           own=[*values.values(), result], refs=refs,
+                        serialised = dumps((values, result, states, left),
+                                           own=[*values.values(), result, *left.values()],
+                                           refs=refs,
                                            inside=inside)
                     except Shared as exc:
                         raise _Uncacheable(
@@ -937,9 +1055,10 @@ class Engine:
                                  duration=duration,
                                  created=time.time(),
                                  components=plan.components, requires=requires,
-                                 files=plan.files, cwd=os.getcwd(), written=written,
+                                 files=plan.files, cwd=self._started_in(plan), written=written,
                                  through=through, probes=probes,
-                                 sources=code_sources([*values.values(), result])))
+                                 sources=code_sources([*values.values(), result]),
+                                 interpreter=before))
             self.store.put_note(f"lineage:{plan.identity}",
                                 {"key": plan.key, "components": plan.components})
             for name, value in values.items():
@@ -1021,6 +1140,13 @@ class Engine:
                     same = False
                 if not same:
                     raise _Uncacheable(f"writes {what}")
+
+    @staticmethod
+    def _started_in(plan: Plan) -> str:
+        """The working directory the cell started in: the one its key and files hold for
+        (it may change directory itself: interpreter.py replays that)."""
+        started = plan.state_before.groups.get(interpreter.CWD) if plan.state_before else None
+        return started if isinstance(started, str) else os.getcwd()
 
     def _put_file(self, data: bytes | str | None) -> str:
         """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted;

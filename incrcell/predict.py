@@ -44,8 +44,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .analysis import CellAnalysis, analyse_cell
-from .engine import (ERROR, FORCED, RAN, RESTORE, RESTORED, RUN, UNCACHEABLE, CellRecord, Engine,
-                     cell_key, cell_label, files_changed, key_components, unhashable_input)
+from .engine import (ERROR, FORCED, RAN, RESTORE, RESTORED, RUN, STATE_INPUT, UNCACHEABLE,
+                     CellRecord, Engine, cell_key, cell_label, files_changed, key_components,
+                     unhashable_input)
 from .explain import BOUND, UNBOUND, explain_miss, explain_upstream
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .packages import package_versions
@@ -357,7 +358,7 @@ class _Simulation:
                 reads |= current.reads
                 writes |= current.writes
             if same:
-                reads |= set(components.get("inputs", {}))
+                reads |= {n for n in components.get("inputs", {}) if not n.startswith(STATE_INPUT)}
             prediction, why, entry = self.predict(identity, p, current, components)
             if entry is not None:  # a restore binds exactly what the entry holds
                 self.values.update(dict.fromkeys(entry.deleted, UNBOUND))

@@ -130,7 +130,7 @@ class Entry:
     files: dict[str, str] = dataclasses.field(default_factory=dict)
     cwd: str = ""
     # the stored value (see Store.put_value) holding ``({name: value}, Out value, {generator:
-    # state after})``: all in one pickle, so that objects shared between them stay shared
+    # state after}, {interpreter item: value after})``: all in one pickle, so that objects shared between them stay shared
     bundle: str | None = None
     # global random generators the cell drew from (see randomness.py) -> digest of the state
     # it needs before (None: it seeded the generator before drawing)
@@ -152,6 +152,9 @@ class Entry:
     # the source of the in-memory files (IPython cells) its functions were compiled from:
     # filename -> text, registered in linecache on a restore (see engine.code_sources)
     sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    # interpreter state the cell changed (see interpreter.py) -> digest of its value before,
+    # which a restore needs; the values after are the fourth element of the bundle
+    interpreter: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def digests(self) -> set[str]:
         """The stored values this entry needs."""
@@ -494,6 +497,8 @@ def _parse_entry(method: int, body: list[memoryview]) -> Entry:
         and all(isinstance(name, str) and isinstance(d, str) for name, d in entry.through.items()),
         isinstance(entry.sources, dict)
         and all(isinstance(path, str) and isinstance(t, str) for path, t in entry.sources.items()),
+        isinstance(entry.interpreter, dict)
+        and all(isinstance(i, str) and isinstance(d, str) for i, d in entry.interpreter.items()),
     ]
     if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
         raise _Unusable("is corrupt (not an entry)")

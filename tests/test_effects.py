@@ -34,14 +34,15 @@ from incrcell.engine import RESTORE, RUN
     ("import subprocess\nsubprocess.run(['true'])", "runs other processes"),
     ("import os\nos.system('true')", "runs other processes"),
     ("name = input('name? ')", "keyboard input"),
-    ("import os\nos.environ['X'] = '1'", "sets environment variables"),
+    ("import os\nos.putenv('X', '1')", "sets environment variables"),
     ("import os\nenv = dict(os.environ)", "reads the environment"),
     ("import os\nv = os.environ[k]", "reads the environment"),
-    ("import numpy as np\nnp.set_printoptions(precision=2)", "process-wide settings"),
-    ("import warnings\nwarnings.filterwarnings('ignore')", "process-wide settings"),
-    ("import matplotlib.pyplot as plt\nplt.rcParams['figure.dpi'] = 80", "state of module"),
-    ("import helpers\nhelpers.LEVEL = 0", "state of module `helpers`"),
-    ("import os\nos.chdir('/')", "process-wide settings"),
+    ("import matplotlib\nmatplotlib.use('agg')", "process-wide settings"),
+    ("import helpers\nhelpers.CONFIG['k'] = 0", "object held by module `helpers`"),
+    ("import helpers\nhelpers.CONFIG.mode = 0", "object held by module `helpers`"),
+    ("x = id(y)", "name this process"),
+    ("import os\npid = os.getpid()", "name this process"),
+    ("import threading\nt = threading.get_ident()", "name this process"),
 ])
 def test_effects_are_found(source, effect):
     assert effect in find_effects(source, {}).reason
@@ -54,15 +55,32 @@ def test_effects_are_found(source, effect):
     "x = update(1)",
     "import datetime\nd = datetime.date(2020, 1, 1)",
     "obj.attr = 1\nd['k'] = 2\ndf.loc[0, 'a'] = 3",
+    # captured and replayed by interpreter.py instead
+    "import os\nos.environ['X'] = '1'",
+    "import numpy as np\nnp.set_printoptions(precision=2)",
+    "import warnings\nwarnings.filterwarnings('ignore')",
+    "import matplotlib.pyplot as plt\nplt.rcParams['figure.dpi'] = 80",
+    "import os\nos.chdir('/')",
+    "import helpers\nhelpers.LEVEL = 0",
 ])
 def test_ordinary_code_is_not_flagged(source):
     assert find_effects(source, {}).reason == ""
 
 
-def test_module_state_set_through_a_name_bound_earlier():
+def test_module_attribute_stores_are_noted_for_the_snapshot():
     import types
     helpers = types.ModuleType("helpers")
-    assert "state of module `helpers`" in find_effects("helpers.LEVEL = 0", {"helpers": helpers}).reason
+    effects = find_effects("helpers.LEVEL = 0", {"helpers": helpers})
+    assert effects.reason == "" and effects.stores == {"helpers"}
+    assert "object held by module `helpers`" in find_effects(
+        "helpers.LEVEL[0] = 0", {"helpers": helpers}).reason
+
+
+def test_a_builtin_that_names_the_process_through_an_earlier_function(session):
+    k = session()
+    k.run("def key(o):\n    return id(o)", "a")
+    plan = k.plan("k = key([])", "b")
+    assert plan.action == RUN and "calls `key`, which reads values that name this process" in plan.reason
 
 
 def test_names_imported_in_an_earlier_cell_are_resolved():
@@ -103,3 +121,148 @@ def test_environment_variables_are_keyed_by_value(session, monkeypatch):
     again = session().run(cell, "a")
     assert again.ran and "os.environ['INCRCELL_TEST_ROOT']" in again.plan.reason
     assert again.plan.action != RESTORE
+
+
+# -- interpreter state (incrcell/interpreter.py) ---------------------------------------------
+
+import decimal  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
+import matplotlib  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from incrcell import interpreter  # noqa: E402
+
+_EVERYTHING = frozenset({"pandas"})
+
+
+@pytest.fixture
+def pristine():
+    """``reset()`` puts back the interpreter state as the test found it: a kernel restart
+    (the tests share one process); done again at the end."""
+    before = interpreter.snapshot(["builtins"], _EVERYTHING)
+
+    def reset() -> None:
+        after = interpreter.snapshot(["builtins"], _EVERYTHING)
+        interpreter.apply({item: old for item, (old, _)
+                           in interpreter.changed(before, after).items()})
+
+    yield reset
+    reset()
+
+
+SETTINGS = [
+    ("import warnings\nwarnings.filterwarnings('ignore', message='incrcell-test')",
+     lambda: any(f[1] is not None and f[1].pattern == "incrcell-test" for f in warnings.filters)),
+    ("import decimal\ndecimal.getcontext().prec = 7", lambda: decimal.getcontext().prec == 7),
+    ("import sys\nsys.setrecursionlimit(2345)", lambda: sys.getrecursionlimit() == 2345),
+    ("import pandas as pd\npd.set_option('display.max_rows', 7)",
+     lambda: pd.get_option("display.max_rows") == 7),
+    ("import matplotlib\nmatplotlib.rcParams['lines.linewidth'] = 7.0",
+     lambda: matplotlib.rcParams["lines.linewidth"] == 7.0),
+    ("import numpy as np\nnp.set_printoptions(precision=3)",
+     lambda: np.get_printoptions()["precision"] == 3),
+    ("import numpy as np\nnp.seterr(divide='ignore')", lambda: np.geterr()["divide"] == "ignore"),
+    ("import os\nos.environ['INCRCELL_TEST_SET'] = '1'",
+     lambda: os.environ.get("INCRCELL_TEST_SET") == "1"),
+    ("import os\nos.environ.pop('INCRCELL_TEST_GONE')",
+     lambda: "INCRCELL_TEST_GONE" not in os.environ),
+    ("import sys\nsys.path.append('incrcell-test-dir')",
+     lambda: sys.path[-1] == "incrcell-test-dir"),
+]
+
+
+@pytest.mark.parametrize("source, holds", SETTINGS)
+def test_a_setting_a_cell_changes_is_set_again_on_a_hit(session, pristine, monkeypatch,
+                                                         source, holds):
+    monkeypatch.setenv("INCRCELL_TEST_GONE", "x")
+    first = session().run(source, "a")
+    assert first.ran and first.record.state == "ran" and holds()
+    pristine()
+    monkeypatch.setenv("INCRCELL_TEST_GONE", "x")
+    assert not holds()
+    again = session().run(source, "a")
+    assert again.restored and holds()
+
+
+def test_a_setting_keys_the_cells_after_the_one_that_changed_it(session, pristine):
+    reader = "import decimal\nthird = str(decimal.Decimal(1) / 3)"
+    first = session().run_all([("a", "import decimal\ndecimal.getcontext().prec = 5"),
+                               ("b", reader)])
+    assert first["b"].record.state == "ran"
+    pristine()
+    again = session().run_all([("a", "import decimal\ndecimal.getcontext().prec = 5"),
+                               ("b", reader)])
+    assert again["a"].restored and again["b"].restored
+    pristine()
+    k = session()
+    edited = k.run_all([("a", "import decimal\ndecimal.getcontext().prec = 6"), ("b", reader)])
+    assert edited["b"].ran and "decimal context" in edited["b"].plan.reason
+    assert k.ns["third"] == "0.333333"
+
+
+def test_the_value_a_change_started_from_is_an_input(session, pristine, monkeypatch):
+    cell = "import sys\nsys.path.append('incrcell-test-dir')"
+    session().run(cell, "a")
+    pristine()
+    monkeypatch.syspath_prepend("incrcell-elsewhere")
+    again = session().run(cell, "a")
+    assert again.ran and "sys.path" in again.plan.reason, again.plan.reason
+    assert sys.path[-1] == "incrcell-test-dir"
+
+
+def test_a_module_attribute_set_through_a_function_is_replayed(session, pristine):
+    import json
+    cells = [("a", "import json\ndef flag(v):\n    json.incrcell_flag = v"),
+             ("b", "flag(3)"), ("c", "got = json.incrcell_flag + 1")]
+    try:
+        session().run_all(cells)
+        del json.incrcell_flag
+        k = session()
+        again = k.run_all(cells)
+        assert all(o.restored for o in again.values())
+        assert json.incrcell_flag == 3 and k.ns["got"] == 4
+    finally:
+        vars(json).pop("incrcell_flag", None)
+
+
+@pytest.mark.parametrize("source, reason", [
+    ("import threading, time\nthreading.Thread(target=time.sleep, args=(30,),"
+     " name='incrcell-worker', daemon=True).start()", "starts thread `incrcell-worker`"),
+    ("import sys\ndef drop(name):\n    sys.modules.pop(name)\ndrop('colorsys')",
+     "removes module `colorsys` from sys.modules"),
+])
+def test_interpreter_changes_a_restore_cannot_bring_back(session, source, reason):
+    import colorsys  # noqa: F401  (in sys.modules before the cell)
+    outcome = session().run(source, "a")
+    assert outcome.record.state == "uncacheable" and reason in outcome.record.reason
+
+
+def test_a_cell_that_changes_directory_and_reads_a_file_there(session, pristine, tmp_path,
+                                                             monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "f.txt").write_text("inside")
+    monkeypatch.chdir(tmp_path)
+    cell = "import os\nfrom pathlib import Path\nos.chdir('sub')\ntext = Path('f.txt').read_text()"
+    assert session().run(cell, "a").record.state == "ran"
+    os.chdir(tmp_path)
+    k = session()
+    again = k.run(cell, "a")
+    assert again.restored and k.ns["text"] == "inside" and os.getcwd() == str(tmp_path / "sub")
+    os.chdir(tmp_path)
+    (tmp_path / "sub" / "f.txt").write_text("changed")
+    k = session()
+    changed = k.run(cell, "a")
+    assert changed.ran and k.ns["text"] == "changed"
+    os.chdir(tmp_path)
+    (tmp_path / "sub" / "f.txt").unlink()
+    (tmp_path / "sub").rmdir()
+    gone = session().run("import os\nos.makedirs('sub', exist_ok=True)\nos.chdir('sub')", "b")
+    assert gone.record.state == "ran"
+    os.chdir(tmp_path)
+    os.rmdir(tmp_path / "sub")
+    missing = session().plan("import os\nos.makedirs('sub', exist_ok=True)\nos.chdir('sub')", "b")
+    assert missing.action != RESTORE and "no longer exists" in missing.reason
