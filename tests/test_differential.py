@@ -25,18 +25,23 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from IPython.core.inputtransformer2 import TransformerManager
 
 from differential import (
-    KINDS, MECHANISMS, CellResult, Cells, Divergence, Edit, Sequence, Step, cell_sources, check,
-    check_in_process, first_cell, sequences,
+    KINDS, MECHANISMS, REAL_ONLY, SIMULATED_ONLY, CellResult, Cells, Divergence, Edit, Sequence, Step,
+    cell_sources, check, check_in_process, first_cell, selected_mechanisms, sequences,
 )
 from harness import cache_dir  # noqa: F401  (a fixture, used below)
-from kernel import Execution, Kernel
+from kernel import Execution, Kernel, normalise_outputs
 
 # A signing key of our own for the caches of every test here.
 pytestmark = pytest.mark.usefixtures("cache_dir")
 
 EXAMPLES = int(os.environ.get("INCRCELL_DIFF_EXAMPLES", "2000"))
+#: ``INCRCELL_DIFF_MECHANISMS=native,directories`` draws from those mechanisms only (default: all).
+SELECTED = selected_mechanisms()
+SIMULATED = SELECTED - REAL_ONLY  # what simulated kernels can run
+REAL = SELECTED - SIMULATED_ONLY  # what real kernels can compare
 
 
 
@@ -69,11 +74,11 @@ def _verify(sequence: Sequence, base: Path, incrcell: bool = True) -> None:
 def test_generated_cells_are_valid_python(data):
     names = sorted(name for names in KINDS.values() for name in names)
     source = data.draw(cell_sources(MECHANISMS, set(data.draw(st.sets(st.sampled_from(names))))))
-    ast.parse(source)
+    ast.parse(TransformerManager().transform_cell(source))  # IPython's syntax: cell magics
 
 
 @_settings(max(EXAMPLES // 10, 20))
-@given(sequence=sequences(MECHANISMS))
+@given(sequence=sequences(SIMULATED))
 def test_plain_runs_are_deterministic(sequence, tmp_path):
     """Plain against plain: anything found here is a false divergence of the generator."""
     _verify(sequence, tmp_path, incrcell=False)
@@ -83,7 +88,7 @@ def test_plain_runs_are_deterministic(sequence, tmp_path):
 
 
 @_settings(EXAMPLES)
-@given(sequence=sequences(MECHANISMS))
+@given(sequence=sequences(SIMULATED))
 def test_incrcell_matches_plain_with_every_mechanism(sequence, tmp_path):
     _verify(sequence, tmp_path)
 
@@ -294,9 +299,11 @@ class RealKernel:
 
 
 def _cell_result(cell_id: str, execution: Execution) -> CellResult:
+    streams = tuple((o["name"], o["text"]) for o in normalise_outputs(execution.outputs)
+                    if o["output_type"] == "stream")
     return CellResult(cell_id, execution.stdout, execution.result,
                       execution.error["ename"] if execution.error else None,
-                      "restored" if execution.restored else "")
+                      "restored" if execution.restored else "", streams)
 
 
 @pytest.fixture
@@ -314,7 +321,7 @@ def real_kernels(tmp_path: Path, cache_env: dict[str, str]):
 
 
 @_settings(REAL_EXAMPLES, shrink=False)  # each example takes seconds: report it as drawn
-@given(sequence=sequences(MECHANISMS, max_cells=5, max_steps=2))
+@given(sequence=sequences(REAL, max_cells=5, max_steps=2))
 def test_real_kernels_match(real_kernels, sequence):
     tested, plain, work, mirror, cache = real_kernels
     shutil.rmtree(cache, ignore_errors=True)  # each sequence starts with an empty cache
