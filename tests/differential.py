@@ -503,16 +503,17 @@ COUNTER = """def {name}(start):
     return bump, peek"""
 
 
-def first_cell(mechanisms: Collection[str], seeded: bool = True) -> str:
-    """The notebook's first cell: imports, and seeds when cells draw random numbers
-    (unless ``seeded`` is false: the "unseeded" mechanism).
+def first_cell(seeded: bool = True) -> str:
+    """The notebook's first cell: imports, and seeds (unless ``seeded`` is false: the
+    "unseeded" mechanism).
 
     A fresh kernel's random state is unpredictable; seeding first makes a
-    plain run deterministic.  Edits never touch this cell.
+    plain run deterministic, and the random states comparable (a real
+    kernel's fresh states differ from another's).  Edits never touch this cell.
     """
     source = ("import functools, glob, json, os, pathlib, random, shutil, sqlite3, sys, threading\n"
               "import numpy as np\nimport pandas as pd")
-    if "random" in mechanisms and seeded:
+    if seeded:
         source += "\nrandom.seed(0)\nnp.random.seed(0)"
     return source
 
@@ -807,7 +808,7 @@ def sequences(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: Collect
              if name not in _FILES_OF or _FILES_OF[name] & mechanisms]
     defined: set[str] = set()
     seeded = "unseeded" not in mechanisms or draw(st.booleans())
-    cells = [("c0", first_cell(mechanisms, seeded))]
+    cells = [("c0", first_cell(seeded))]
     for number in _several(draw, 1, max_cells, odds=4):
         cells.append((f"c{number + 1}", draw(cell_sources(mechanisms, defined))))
     steps = [Step(())]

@@ -106,7 +106,7 @@ FILES = (("data.txt", b"1 2 3"), ("table.csv", b"x,y\n1,2\n3,4\n"), ("out.txt", 
 
 def notebook(*sources: str, seeded: bool = True) -> Cells:
     """Cells c1, c2... after the usual first cell (imports, seeds unless not ``seeded``)."""
-    return [("c0", first_cell(MECHANISMS, seeded))] + [(f"c{n}", s) for n, s in enumerate(sources, 1)]
+    return [("c0", first_cell(seeded))] + [(f"c{n}", s) for n, s in enumerate(sources, 1)]
 
 
 def runs(cells: Cells, *later: Step, files: tuple[tuple[str, bytes], ...] = FILES) -> Sequence:
@@ -496,7 +496,7 @@ def test_real_kernels_unseeded_draws_are_fresh_after_a_restart(real_kernels):
     numbers and cannot be compared; but a plain kernel never draws the same numbers after a
     restart, so neither may incrcell (restoring the import cell must not replay a state)."""
     tested = real_kernels[0]
-    cells = [("c0", first_cell(MECHANISMS, seeded=False)),
+    cells = [("c0", first_cell(seeded=False)),
              ("c1", "print(float(np.random.rand()))"), ("c2", "print(random.random())")]
     draws = []
     for _ in range(2):
