@@ -8,7 +8,9 @@
 - a few sequences through real kernels, to cover the IPython glue.
 
 ``INCRCELL_DIFF_EXAMPLES`` sets how many sequences each large test draws
-(default 2000).  The draws are derandomized: a failure reproduces by running
+(default 2000); ``INCRCELL_DIFF_MECHANISMS=native,directories`` draws from
+those mechanisms only (differential.MECHANISMS lists them; "magics" and
+"streams" run in real kernels only, "unseeded" in simulated ones only).  The draws are derandomized: a failure reproduces by running
 the same test again, and hypothesis prints the shrunk sequence.
 """
 
