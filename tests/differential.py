@@ -38,15 +38,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import hashlib
 import importlib
 import inspect
 import io
+import json
 import os
 import random
 import re
 import shutil
+import sqlite3
 import sys
+import tempfile
 import types
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,6 +61,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import strategies as st
+
+from IPython.core.interactiveshell import _modified_open
 
 from harness import Outcome, Session, run_code
 from incrcell import packages
@@ -80,9 +86,42 @@ MECHANISMS = frozenset({
     "errors",       # exceptions, some after partial mutation
     "delete",       # del
     "pandas",       # DataFrames, their columns set in place
+    # issue 9: what a cell reaches without naming it
+    "helper_reads",  # files read inside functions from earlier cells and from helpers.py
+    "native",        # files read and written by native code: parquet (pyarrow), sqlite3
+    "directories",   # os.listdir, glob; makedirs, rename of a directory, rmtree, copytree
+    "exists",        # os.path.exists / getsize / stat: "load it if saved, else compute and save"
+    "sys_path",      # sys.path.insert, then importing a vendored module, its attributes set
+    "module_state",  # module attributes set (local module, json) and read through functions; pandas options
+    "views",         # writes through a column view of a matrix, through a tuple's shared list
+    "lossy",         # instances of a class whose __getstate__ drops a field
+    "closures",      # two closures sharing a nonlocal, changed by calls
+    "memo",          # functools.lru_cache memos filled by calls (and printing when they compute)
+    "unseeded",      # draws from global generators the notebook never seeded (simulated kernels only)
+    "magics",        # %%capture of prints and Out values (real kernels only)
+    "streams",       # stdout and stderr interleaved within a cell (real kernels only)
 })
+#: Mechanisms only real kernels run: the simulated kernel runs plain Python and captures stdout only.
+REAL_ONLY = frozenset({"magics", "streams"})
+#: Mechanisms only simulated kernels run: a real kernel's fresh random state is truly
+#: unpredictable, while a simulated one draws a fixed fresh state per restart (see SimulatedKernel).
+SIMULATED_ONLY = frozenset({"unseeded"})
+#: The environment variable that restricts the mechanisms the tests draw from (comma-separated).
+MECHANISMS_ENV = "INCRCELL_DIFF_MECHANISMS"
+
+
+def selected_mechanisms(environ: dict[str, str] | None = None) -> frozenset[str]:
+    """The mechanisms named in ``$INCRCELL_DIFF_MECHANISMS`` (all when unset or empty)."""
+    value = (os.environ if environ is None else environ).get(MECHANISMS_ENV, "")
+    chosen = frozenset(name.strip() for name in value.split(",") if name.strip())
+    unknown = chosen - MECHANISMS
+    assert not unknown, f"{MECHANISMS_ENV}: unknown mechanisms {sorted(unknown)}"
+    return chosen or MECHANISMS
+
 
 # Names a cell may bind, by kind: templates use names of a kind defined earlier.
+# Names with a dot are not bound in the namespace: they record that a cell set that
+# module attribute (or put that directory on sys.path), for the templates that read it.
 KINDS: dict[str, tuple[str, ...]] = {
     "num": ("a", "b", "c"),
     "list": ("xs", "ys"),
@@ -101,14 +140,41 @@ KINDS: dict[str, tuple[str, ...]] = {
     "gen": ("gen",),
     "lock": ("lock",),
     "mode": ("mode",),
+    "loader": ("load",),
+    "table_loader": ("load_table",),
+    "query": ("query",),
+    "vendor_path": ("sys.path.vendor",),
+    "vendored": ("vendored",),
+    "flag": ("json.flag",),
+    "flagged": ("flagged",),
+    "matrix": ("m",),
+    "column": ("col", "row"),
+    "pair": ("pair",),
+    "lossy_class": ("Memo",),
+    "memo": ("memo",),
+    "counter": ("counter",),
+    "bump": ("bump",),
+    "slow": ("slow",),
+    "captured": ("cap",),
 }
 
 #: Modules a notebook imports from its working directory (a kernel restart forgets them).
-LOCAL_MODULES = ("helpers",)
+LOCAL_MODULES = ("helpers", "vendored")
+#: The directory a cell puts on sys.path, and the module it holds.
+VENDOR = "vendor/vendored.py"
 #: The environment variable cells may set: a restart resets it.
 ENV_VAR = "INCRCELL_DIFF_MODE"
-#: Files cells read and write, and edits change.
-DATA_FILES = ("data.txt", "table.csv", "arr.npy", "helpers.py", "out.txt", "log.txt", "shell.txt")
+#: The attribute cells set on a library module (json): a restart forgets it.
+LIBRARY_FLAG = "flag"
+#: The pandas option cells may set: a restart resets it.
+PANDAS_OPTION = "display.precision"
+#: Files cells read and write, and edits change (directories: created by cells and edits).
+DATA_FILES = ("data.txt", "table.csv", "arr.npy", "helpers.py", "out.txt", "log.txt", "shell.txt",
+              "t.parquet", "shop.db", VENDOR, "part-1.txt")
+#: Which mechanisms need which initial files (the others always exist).
+_FILES_OF = {"helpers.py": {"modules", "helper_reads", "module_state"},
+             "t.parquet": {"native"}, "shop.db": {"native"}, VENDOR: {"sys_path"},
+             "part-1.txt": {"directories"}}
 
 
 class _Picker:
@@ -131,6 +197,11 @@ class _Picker:
     def binds(self, name: str) -> str:
         self.bound.add(name)
         return name
+
+    def marks(self, name: str) -> str:
+        """Record that the cell set ``name`` (a module attribute, a sys.path entry); renders as ''."""
+        self.bound.add(name)
+        return ""
 
     def delete(self, kind: str) -> str:
         name = self.use(kind)
@@ -309,17 +380,140 @@ TEMPLATES: tuple[Template, ...] = (
     _t("pandas", "frame", lambda p: f"print({p.use('frame')})"),
     _t("pandas", "frame", lambda p: p.use("frame")),
     _t("pandas", "frame", lambda p: f"{p.new('frame')} = {p.use('frame')}.copy()"),
+    # files read by functions from earlier cells and by a local module's functions
+    _t("helper_reads", "", lambda p: f"def {p.binds('load')}():\n    with open('data.txt') as f:\n"
+                                     "        return f.read()"),
+    _t("helper_reads", "", lambda p: f"def {p.binds('load_table')}():\n    return pd.read_csv('table.csv')"),
+    _t("helper_reads", "loader", lambda p: f"{p.binds('text')} = load()"),
+    _t("helper_reads", "loader", lambda p: f"{p.new('num')} = len(load().split())"),
+    _t("helper_reads", "table_loader", lambda p: f"{p.new('frame')} = load_table()"),
+    _t("helper_reads", "table_loader", lambda p: "print(load_table())"),
+    _t("helper_reads", "", lambda p: f"import {p.binds('helpers')}\n{p.binds('text')} = helpers.read_data()"),
+    # native readers and writers: pyarrow's parquet, sqlite3
+    _t("native", "", lambda p: f"{p.new('frame')} = pd.read_parquet('t.parquet')"),
+    _t("native", "frame", lambda p: f"{p.use('frame')}.to_parquet('t.parquet')"),
+    _t("native", "", lambda p: f"def {p.binds('query')}():\n    con = sqlite3.connect('shop.db')\n"
+                               "    try:\n        return con.execute('select count(*), total(v) from t')"
+                               ".fetchone()\n    finally:\n        con.close()"),
+    _t("native", "query", lambda p: f"{p.new('num')} = query()[0]"),
+    _t("native", "query", lambda p: "print(query())"),
+    _t("native", "", lambda p: f"con = sqlite3.connect('shop.db')\n{p.new('list')} = "
+                               "[r[0] for r in con.execute('select v from t order by v')]\n"
+                               "con.close()\ndel con"),
+    _t("native", "num", lambda p: f"con = sqlite3.connect('shop.db')\n"
+                                  f"con.execute('insert into t values (?)', ({p.use('num')},))\n"
+                                  "con.commit()\ncon.close()\ndel con"),
+    # directories: listed, globbed, created, renamed, removed, copied
+    _t("directories", "", lambda p: f"os.makedirs('runs/r{p.int(1, 3)}', exist_ok=True)"),
+    _t("directories", "", lambda p: f"{p.new('list')} = sorted(os.listdir('runs'))"),
+    _t("directories", "", lambda p: f"{p.new('list')} = sorted(glob.glob('part-*.txt'))"),
+    _t("directories", "", lambda p: f"{p.new('list')} = sorted(str(q) for q in pathlib.Path('.').glob('runs/*'))"),
+    _t("directories", "num", lambda p: f"open('part-{p.int(1, 3)}.txt', 'w').write(str({p.use('num')}))"),
+    _t("directories", "", lambda p: "os.rename('runs', 'archive')"),
+    _t("directories", "", lambda p: f"os.rename('runs/r{p.int(1, 3)}', 'runs/r{p.int(4, 5)}')"),
+    _t("directories", "", lambda p: "shutil.rmtree('runs', ignore_errors=True)"),
+    _t("directories", "", lambda p: "shutil.copytree('runs', 'backup', dirs_exist_ok=True)"),
+    _t("directories", "", lambda p: "shutil.move('part-1.txt', 'runs')"),
+    # existence and size checks without an open
+    _t("exists", "num", lambda p: f"if os.path.exists('saved.npy'):\n    {p.binds('arr')} = np.load('saved.npy')\n"
+                                  f"else:\n    arr = np.arange(3.0) * {p.use('num')}\n"
+                                  "    np.save('saved.npy', arr)"),
+    _t("exists", "", lambda p: f"{p.binds('text')} = 'saved' if os.path.exists('out.txt') else 'missing'"),
+    _t("exists", "", lambda p: f"{p.new('num')} = os.path.getsize('data.txt')"),
+    _t("exists", "", lambda p: f"{p.new('num')} = pathlib.Path('data.txt').stat().st_size"),
+    _t("exists", "", lambda p: f"{p.new('num')} = int(os.path.isfile('saved.npy'))"),
+    # sys.path, a vendored module imported from it, its attributes
+    _t("sys_path", "", lambda p: f"sys.path.insert(0, 'vendor'){p.marks('sys.path.vendor')}"),
+    _t("sys_path", "vendor_path", lambda p: f"import {p.binds('vendored')}"),
+    _t("sys_path", "vendored", lambda p: f"{p.new('num')} = vendored.version()"),
+    _t("sys_path", "vendored", lambda p: f"vendored.V = {p.int()}"),
+    _t("sys_path", "vendored", lambda p: "print(vendored.V)"),
+    # module attributes set by cells, read directly and through functions; process-wide options
+    _t("module_state", "", lambda p: f"import {p.binds('helpers')}\nhelpers.configure({p.int()})"),
+    _t("module_state", "module", lambda p: f"{p.new('num')} = helpers.level()"),
+    _t("module_state", "module", lambda p: f"helpers.LEVEL = {p.int()}"),
+    _t("module_state", "", lambda p: f"json.{LIBRARY_FLAG} = {p.int()}{p.marks('json.flag')}"),
+    _t("module_state", "flag", lambda p: f"print(json.{LIBRARY_FLAG})"),
+    _t("module_state", "", lambda p: f"def {p.binds('flagged')}():\n    return json.{LIBRARY_FLAG} * 2"),
+    _t("module_state", "flagged flag", lambda p: f"{p.new('num')} = flagged()"),
+    _t("module_state", "", lambda p: f"pd.set_option('{PANDAS_OPTION}', {p.int(1, 4)})"),
+    _t("module_state", "", lambda p: "print(pd.DataFrame({'v': [1 / 3, 2 / 3]}))"),
+    # writes through views and shared sub-objects
+    _t("views", "num", lambda p: f"{p.binds('m')} = np.ones((3, 3)) * {p.use('num')}"),
+    _t("views", "matrix num", lambda p: f"m[0, {p.int(0, 2)}] = {p.use('num')}"),
+    _t("views", "matrix", lambda p: f"{p.binds('col')} = m[:, {p.int(0, 2)}]"),
+    _t("views", "matrix", lambda p: f"{p.binds('row')} = m[{p.int(0, 2)}]"),
+    _t("views", "column", lambda p: f"{p.use('column')} *= {p.int(2, 4)}"),
+    _t("views", "column num", lambda p: f"{p.use('column')}[{p.int(0, 2)}] = {p.use('num')}"),
+    _t("views", "matrix", lambda p: "print(m)"),
+    _t("views", "list", lambda p: f"{p.binds('pair')} = ({p.use('list')}, [{p.int()}])"),
+    _t("views", "pair num", lambda p: f"pair[{p.int(0, 1)}].append({p.use('num')})"),
+    # an instance whose pickle drops a field
+    _t("lossy", "", lambda p: LOSSY_CLASS.format(name=p.binds("Memo"))),
+    _t("lossy", "lossy_class num", lambda p: f"{p.binds('memo')} = Memo({p.use('num')})"),
+    _t("lossy", "memo num", lambda p: f"memo.cache[{p.int(0, 2)}] = {p.use('num')}"),
+    _t("lossy", "memo", lambda p: "print(memo.v, sorted(memo.cache.items()))"),
+    _t("lossy", "memo", lambda p: f"{p.new('num')} = len(memo.cache) + memo.v"),
+    # closures sharing a nonlocal
+    _t("closures", "", lambda p: COUNTER.format(name=p.binds("counter"))),
+    _t("closures", "counter num", lambda p: f"{p.binds('bump')}, peek = counter({p.use('num')})"),
+    _t("closures", "bump", lambda p: f"{p.new('num')} = bump()"),
+    _t("closures", "bump", lambda p: "print(peek())"),
+    # functools.lru_cache memos
+    _t("memo", "num", lambda p: f"@functools.lru_cache(maxsize=None)\ndef {p.binds('slow')}(x):\n"
+                                f"    print('computing', x)\n    return x * {p.use('num')}"),
+    _t("memo", "slow", lambda p: f"{p.new('num')} = slow({p.int(0, 2)})"),
+    _t("memo", "slow", lambda p: "print(slow.cache_info())"),
+    # global generators never seeded (the first cell seeds nothing): fresh entropy
+    _t("unseeded", "", lambda p: f"{p.new('num')} = float(np.random.rand())"),
+    _t("unseeded", "", lambda p: f"import numpy\n{p.binds('arr')} = numpy.random.rand(2)"),
+    _t("unseeded", "", lambda p: f"{p.new('num')} = random.randint(0, 99)"),
+    # code run by a cell magic: part of its cell (real kernels only)
+    _t("magics", "num", lambda p: f"%%capture {p.binds('cap')}\nprint({p.use('num')})"),
+    _t("magics", "num", lambda p: f"%%capture {p.binds('cap')}\n{p.use('num')} * 2"),
+    _t("magics", "captured", lambda p: "print(repr(cap.stdout), len(cap.outputs))"),
+    # stdout and stderr in one cell, flushed in between (real kernels only)
+    _t("streams", "num", lambda p: f"print('out', {p.use('num')}, flush=True)\n"
+                                   f"print('err', {p.use('num')}, file=sys.stderr, flush=True)"),
+    _t("streams", "", lambda p: f"sys.stderr.write('warning {p.int()}\\n')\nsys.stderr.flush()"),
 )
 
+LOSSY_CLASS = """class {name}:
+    def __init__(self, v):
+        self.v = v
+        self.cache = {{}}
 
-def first_cell(mechanisms: Collection[str]) -> str:
-    """The notebook's first cell: imports, and seeds when cells draw random numbers.
+    def __getstate__(self):
+        return {{'v': self.v}}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, cache={{}})"""
+
+COUNTER = """def {name}(start):
+    n = start
+
+    def bump():
+        nonlocal n
+        n += 1
+        return n
+
+    def peek():
+        return n
+
+    return bump, peek"""
+
+
+def first_cell(seeded: bool = True) -> str:
+    """The notebook's first cell: imports, and seeds (unless ``seeded`` is false: the
+    "unseeded" mechanism).
 
     A fresh kernel's random state is unpredictable; seeding first makes a
-    plain run deterministic.  Edits never touch this cell.
+    plain run deterministic, and the random states comparable (a real
+    kernel's fresh states differ from another's).  Edits never touch this cell.
     """
-    source = "import os, random, threading\nimport numpy as np\nimport pandas as pd"
-    if "random" in mechanisms:
+    source = ("import functools, glob, json, os, pathlib, random, shutil, sqlite3, sys, threading\n"
+              "import numpy as np\nimport pandas as pd")
+    if seeded:
         source += "\nrandom.seed(0)\nnp.random.seed(0)"
     return source
 
@@ -344,10 +538,16 @@ def cell_sources(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: froz
     lines = []
     for _ in _several(draw, 1, max_statements):
         eligible = [t for t in TEMPLATES if t.mechanism in mechanisms | {"basic"}
-                    and all(any(n in defined for n in KINDS[k]) for k in t.needs)]
+                    and all(any(n in defined for n in KINDS[k]) for k in t.needs)
+                    and not (t.mechanism == "magics" and lines and lines[0].startswith("%%"))]
         template = draw(st.sampled_from(eligible))
         picker = _Picker(draw, defined)
-        lines.append(template.render(picker))
+        line = template.render(picker)
+        # a cell magic must be the cell's first line: the other statements become its body
+        if line.startswith("%%"):
+            lines.insert(0, line)
+        else:
+            lines.append(line)
         defined |= picker.bound
         defined -= picker.unbound - picker.bound
     return "\n".join(lines)
@@ -367,8 +567,56 @@ def file_contents(draw: Callable[[st.SearchStrategy[Any]], Any], name: str) -> b
         return buffer.getvalue()
     if name == "helpers.py":
         level, op = draw(st.integers(1, 3)), draw(st.sampled_from(["x * LEVEL", "x + LEVEL"]))
-        return f"LEVEL = {level}\n\n\ndef scale(x):\n    return {op}\n".encode()
+        return helpers_source(level, op).encode()
+    if name in ("t.parquet", "shop.db"):
+        values = tuple(draw(st.lists(st.integers(0, 9), min_size=1, max_size=3)))
+        return parquet_file(values) if name == "t.parquet" else sqlite_file(values)
+    if name == VENDOR:
+        return f"V = {draw(st.integers(1, 3))}\n\n\ndef version():\n    return V\n".encode()
+    if name == "saved.npy":
+        buffer = io.BytesIO()
+        np.save(buffer, np.arange(draw(st.integers(1, 4)), dtype=float))
+        return buffer.getvalue()
     return draw(st.sampled_from([b"alpha beta", b"1 2 3", b"", b"x\ny\n"]))
+
+
+def helpers_source(level: int = 2, op: str = "x * LEVEL") -> str:
+    """helpers.py: a global, a function reading it, one setting it, one reading a file."""
+    return (f"LEVEL = {level}\n\n\ndef scale(x):\n    return {op}\n\n\n"
+            "def level():\n    return LEVEL\n\n\n"
+            "def configure(n):\n    global LEVEL\n    LEVEL = n\n\n\n"
+            "def read_data():\n    with open('data.txt') as f:\n        return f.read()\n")
+
+
+@functools.lru_cache(maxsize=None)
+def parquet_file(values: tuple[int, ...]) -> bytes:
+    """A parquet file (pyarrow) of a frame with columns x (``values``) and y."""
+    buffer = io.BytesIO()
+    pd.DataFrame({"x": list(values), "y": [v * 0.5 for v in values]}).to_parquet(buffer)
+    return buffer.getvalue()
+
+
+def _sqlite_rows(content: bytes) -> list[int]:
+    """The values of table t in a sqlite database file's ``content``."""
+    con = sqlite3.connect(":memory:")
+    try:
+        con.deserialize(content)
+        return [row[0] for row in con.execute("select v from t")]
+    finally:
+        con.close()
+
+
+@functools.lru_cache(maxsize=None)
+def sqlite_file(values: tuple[int, ...]) -> bytes:
+    """A sqlite database with one table ``t(v integer)`` holding ``values``."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "shop.db"
+        con = sqlite3.connect(path)
+        con.execute("create table t (v integer)")
+        con.executemany("insert into t values (?)", [(v,) for v in values])
+        con.commit()
+        con.close()
+        return path.read_bytes()
 
 
 # --------------------------------------------------------------------------- edits and sequences
@@ -380,6 +628,18 @@ def _show(name: str, content: bytes) -> str:
             return f"np.save of {np.load(io.BytesIO(content))!r}"
         except (ValueError, OSError, EOFError):  # not an array file (any more)
             pass
+    if name.endswith(".parquet"):
+        try:
+            return f"parquet of {pd.read_parquet(io.BytesIO(content)).to_dict(orient='list')!r}"
+        except (ValueError, OSError):
+            pass
+    if name.endswith(".db"):
+        try:
+            return f"sqlite database of {_sqlite_rows(content)!r}"
+        except sqlite3.Error:
+            pass
+    if len(content) > 120:
+        return f"{len(content)} bytes, {_digest(content)}"
     return repr(content)
 
 
@@ -394,7 +654,7 @@ class Edit:
     their number, so that an edit drawn for one notebook applies to any.
     """
 
-    kind: str  # replace, insert, delete, move, comment, write, touch, remove
+    kind: str  # replace, insert, delete, move, comment, write, touch, remove, mkdir
     index: int = 0
     target: int = 0  # move: where to
     cell_id: str = ""  # insert: the new cell's id
@@ -405,13 +665,19 @@ class Edit:
     def apply(self, cells: Cells, workdir: Path) -> None:
         path = workdir / self.file
         if self.kind == "write":
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(self.content)
+        elif self.kind == "mkdir":
+            path.mkdir(parents=True, exist_ok=True)
         elif self.kind == "touch":
             if path.exists():
                 stat = path.stat()
                 os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
         elif self.kind == "remove":
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         elif self.kind == "insert":
             cells.insert(1 + self.index % len(cells), (self.cell_id, self.source))
         elif len(cells) > 1:
@@ -424,6 +690,16 @@ class Edit:
                 del cells[i]
             elif self.kind == "move":
                 cells.insert(1 + self.target % (len(cells) - 1), cells.pop(i))
+
+    def __repr__(self) -> str:
+        shown = {k: getattr(self, k) for k in ("index", "target", "cell_id", "source", "file")
+                 if getattr(self, k) != getattr(Edit, k)}
+        if self.content:
+            shown["content"] = _Shown(_show(self.file, self.content))
+        return f"Edit({self.kind!r}, {', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis prints failing cases so
+        printer.text(repr(self))
 
     def __str__(self) -> str:
         if self.kind in ("replace", "insert"):
@@ -454,23 +730,48 @@ class Sequence:
     cells: tuple[tuple[str, str], ...]
     steps: tuple[Step, ...]
 
+    def __repr__(self) -> str:
+        """Binary files as what they hold (a failure report, not a literal: the blob reproduces)."""
+        files = tuple((name, _Shown(_show(name, content))) for name, content in self.files)
+        return f"Sequence(files={files!r}, cells={self.cells!r}, steps={self.steps!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+class _Shown(str):
+    """A description standing for file content in a repr: shown without quotes."""
+
+    def __repr__(self) -> str:
+        return f"<{self}>"
+
 
 def _mechanism_edits(mechanisms: frozenset[str]) -> list[str]:
     kinds = ["replace", "insert", "delete", "move", "comment"]
-    if mechanisms & {"file_reads", "file_writes", "modules", "effects"}:
+    if _edited_files(mechanisms):
         kinds += ["write", "touch", "remove"]
+    if "directories" in mechanisms:
+        kinds.append("mkdir")
     return kinds
 
 
+#: The files (and directories) edits change, by mechanism.
+_EDITED = {
+    "file_reads": ("data.txt", "table.csv", "arr.npy", "out.txt", "log.txt"),
+    "file_writes": ("data.txt", "table.csv", "arr.npy", "out.txt", "log.txt"),
+    "helper_reads": ("data.txt", "table.csv", "helpers.py"),
+    "modules": ("helpers.py",),
+    "module_state": ("helpers.py",),
+    "effects": ("shell.txt",),
+    "native": ("t.parquet", "shop.db"),
+    "directories": ("part-1.txt", "part-2.txt", "runs", "runs/r1", "runs/r2", "archive"),
+    "exists": ("saved.npy", "out.txt", "data.txt"),
+    "sys_path": (VENDOR,),
+}
+
+
 def _edited_files(mechanisms: frozenset[str]) -> list[str]:
-    files = []
-    if mechanisms & {"file_reads", "file_writes"}:
-        files += ["data.txt", "table.csv", "arr.npy", "out.txt", "log.txt"]
-    if "modules" in mechanisms:
-        files.append("helpers.py")
-    if "effects" in mechanisms:
-        files.append("shell.txt")
-    return files
+    return sorted({name for mechanism in mechanisms for name in _EDITED.get(mechanism, ())})
 
 
 @st.composite
@@ -483,8 +784,13 @@ def edits(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: frozenset[s
         return Edit(kind, index, cell_id=cell_id, source=source)
     if kind == "move":
         return Edit(kind, index, target=draw(st.integers(0, 20)))
+    if kind == "mkdir":
+        return Edit(kind, file=f"runs/r{draw(st.integers(1, 5))}")
     if kind in ("write", "touch", "remove"):
-        name = draw(st.sampled_from(_edited_files(mechanisms)))
+        names = _edited_files(mechanisms)
+        if kind == "write":  # directories are made by mkdir
+            names = [n for n in names if not n.startswith(("runs", "archive"))]
+        name = draw(st.sampled_from(names))
         content = draw(file_contents(name)) if kind == "write" else b""
         return Edit(kind, file=name, content=content)
     return Edit(kind, index)
@@ -499,9 +805,10 @@ def sequences(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: Collect
     unknown = mechanisms - MECHANISMS
     assert not unknown, f"unknown mechanisms {sorted(unknown)}"
     files = [(name, draw(file_contents(name))) for name in DATA_FILES
-             if name != "helpers.py" or "modules" in mechanisms]
+             if name not in _FILES_OF or _FILES_OF[name] & mechanisms]
     defined: set[str] = set()
-    cells = [("c0", first_cell(mechanisms))]
+    seeded = "unseeded" not in mechanisms or draw(st.booleans())
+    cells = [("c0", first_cell(seeded))]
     for number in _several(draw, 1, max_cells, odds=4):
         cells.append((f"c{number + 1}", draw(cell_sources(mechanisms, defined))))
     steps = [Step(())]
@@ -583,12 +890,21 @@ class _Describer:
             return ("DataFrame", repr(value.to_dict(orient="split")), [str(t) for t in value.dtypes])
         if isinstance(value, pd.Series):
             return ("Series", value.name, repr(value.to_dict()), str(value.dtype))
+        if isinstance(value, types.CellType):  # shared by the closures that hold it
+            try:
+                return ("cell", self(value.cell_contents, f"{path}.cell_contents"))
+            except ValueError:
+                return ("cell", "empty")
+        if isinstance(value, functools._lru_cache_wrapper):  # the memo's fill is state too
+            return ("lru_cache", self(value.__wrapped__, f"{path}.__wrapped__"), repr(value.cache_info()))
+        if type(value).__name__ == "CapturedIO":  # %%capture: what it holds, as a user reads it
+            return ("captured", value.stdout, value.stderr,
+                    [repr(sorted(o.data.items())) for o in value.outputs])
         if isinstance(value, types.FunctionType):
             return ("function", value.__module__, value.__qualname__, _code(value.__code__),
                     self(value.__defaults__, f"{path}.__defaults__"),
                     self(value.__kwdefaults__, f"{path}.__kwdefaults__"),
-                    [self(c.cell_contents, f"{path}.<closure {i}>")
-                     for i, c in enumerate(value.__closure__ or ())],
+                    [self(c, f"{path}.<closure {i}>") for i, c in enumerate(value.__closure__ or ())],
                     self._globals(value))
         if isinstance(value, type):
             if value.__module__ not in _NOTEBOOK_MODULES:
@@ -651,23 +967,53 @@ def _digest(data: bytes) -> str:
 
 
 def describe_files(directory: Path) -> dict[str, str]:
-    """``{relative path: content}`` (short content verbatim, else a digest); caches excluded."""
+    """``{relative path: content}`` (short content verbatim, else a digest; directories, empty
+    or not, as "directory"); caches excluded."""
     found = {}
     for path in sorted(directory.rglob("*")):
-        if path.is_file() and "__pycache__" not in path.parts:
+        if "__pycache__" in path.parts:
+            continue
+        name = path.relative_to(directory).as_posix()
+        if path.is_dir():
+            found[name + "/"] = "directory"
+        elif path.is_file():
             data = path.read_bytes()
-            found[path.relative_to(directory).as_posix()] = repr(data) if len(data) <= 80 else _digest(data)
+            found[name] = repr(data) if len(data) <= 80 else _digest(data)
     return found
+
+
+def describe_sys_path(directory: Path) -> list[str]:
+    """The entries cells could have added to sys.path: relative ones, and absolute ones inside
+    ``directory`` (made relative); the directory itself and the interpreter's are left out."""
+    root = os.path.abspath(directory)
+    entries = []
+    for entry in sys.path:
+        if not entry:
+            continue
+        if not os.path.isabs(entry):
+            entries.append(entry)
+        elif entry.startswith(root + os.sep):
+            entries.append(os.path.relpath(entry, root))
+    return entries
 
 
 def describe_state(namespace: dict[str, Any], directory: Path = Path("."),
                    hidden: Collection[str] = ()) -> dict[str, Any]:
-    """Everything a later cell could observe: user names (values and sharing), files,
-    the module random states, the environment variable and numpy's print options."""
+    """Everything a later cell could observe: user names (values and sharing), the local
+    modules loaded and their attributes, the library module attribute cells set, sys.path
+    additions, files and directories, the module random states, the environment variable,
+    numpy's print options and the pandas option cells set."""
     describe = _Describer(namespace)
     np_state = np.random.get_state()
+    names = {name: describe(namespace[name], name) for name in user_names(namespace, hidden)}
+    modules = {name: describe(sys.modules[name], f"sys.modules[{name!r}]") for name in LOCAL_MODULES
+               if name in sys.modules}  # after the namespace: a module it holds is described there
     return {
-        "namespace": {name: describe(namespace[name], name) for name in user_names(namespace, hidden)},
+        "namespace": names,
+        "local modules": modules,
+        "json.flag": describe(vars(json).get(LIBRARY_FLAG), f"json.{LIBRARY_FLAG}"),
+        "pandas option": pd.get_option(PANDAS_OPTION),
+        "sys.path": describe_sys_path(directory),
         "files": describe_files(directory),
         "random": _digest(repr(random.getstate()).encode()),
         "numpy.random": _digest(repr((np_state[0], np_state[1].tobytes(), *np_state[2:])).encode()),
@@ -692,34 +1038,58 @@ def first_difference(plain: dict[str, Any], tested: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- simulated kernels
 
-#: A fresh kernel's random state: unpredictable in reality, a fixed one here
-#: (not the notebook's seed, so that a missing seed shows).
+#: A fresh kernel's random state: unpredictable in reality, here a fixed one for each
+#: restart (``_FRESH_SEED`` plus the number of restarts before), the same in both kernels
+#: of a check: not the notebook's seed, so that a missing seed shows, and another one
+#: after every restart, so that replaying an earlier kernel's unseeded draws shows.
 _FRESH_SEED = 20240601
 _DEFAULT_PRINTOPTIONS = np.get_printoptions()
+_DEFAULT_PANDAS_OPTION = pd.get_option(PANDAS_OPTION)
+_MISSING = object()
+#: What IPython puts in a user namespace besides the history (hidden from ``who``): its own
+#: ``open``, which calls the ``io.open`` of when IPython was imported, not ``builtins.open``.
+_IPYTHON_NAMESPACE = {"open": _modified_open}
 
 
 @dataclass
 class _ProcessState:
     """What a kernel process owns besides its namespace, and a restart resets."""
 
-    random: Any = field(default_factory=lambda: random.Random(_FRESH_SEED).getstate())
-    np_random: Any = field(default_factory=lambda: np.random.RandomState(_FRESH_SEED).get_state())
+    random: Any
+    np_random: Any
+    path: list[str]  # sys.path
     environment: str | None = None
     printoptions: dict[str, Any] = field(default_factory=lambda: _DEFAULT_PRINTOPTIONS)
+    pandas_option: Any = _DEFAULT_PANDAS_OPTION
+    flag: Any = _MISSING  # json's attribute
     modules: dict[str, types.ModuleType] = field(default_factory=dict)
     # incrcell's own memory of the local modules this process loaded (which code is in memory):
     # per process like sys.modules, so per simulated kernel
     imported: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
+    def fresh(cls, seed: int, cwd: Path) -> _ProcessState:
+        """A new kernel's: its working directory first on sys.path, random states from ``seed``."""
+        return cls(random.Random(seed).getstate(), np.random.RandomState(seed).get_state(),
+                   [str(cwd), *sys.path])
+
+    @classmethod
     def current(cls) -> _ProcessState:
-        return cls(random.getstate(), np.random.get_state(), os.environ.get(ENV_VAR),
-                   np.get_printoptions(), {n: sys.modules[n] for n in LOCAL_MODULES if n in sys.modules},
-                   dict(packages._imported))
+        return cls(random.getstate(), np.random.get_state(), list(sys.path), os.environ.get(ENV_VAR),
+                   np.get_printoptions(), pd.get_option(PANDAS_OPTION), vars(json).get(LIBRARY_FLAG, _MISSING),
+                   {n: sys.modules[n] for n in LOCAL_MODULES if n in sys.modules}, dict(packages._imported))
 
     def install(self) -> None:
         random.setstate(self.random)
         np.random.set_state(self.np_random)
+        sys.path[:] = self.path
+        for entry in [e for e in sys.path_importer_cache if e and not os.path.isabs(e)]:
+            del sys.path_importer_cache[entry]  # relative entries: found in another directory
+        pd.set_option(PANDAS_OPTION, self.pandas_option)
+        if self.flag is _MISSING:
+            vars(json).pop(LIBRARY_FLAG, None)
+        else:
+            setattr(json, LIBRARY_FLAG, self.flag)
         if self.environment is None:
             os.environ.pop(ENV_VAR, None)
         else:
@@ -734,13 +1104,15 @@ class _ProcessState:
 
 @dataclass(frozen=True)
 class CellResult:
-    """What a user sees of one cell: its stdout, its Out value, its exception."""
+    """What a user sees of one cell: its stdout, its Out value, its exception; in a real
+    kernel also its stdout and stderr chunks in order (adjacent chunks of one stream merged)."""
 
     cell_id: str
     stdout: str
     out: str | None  # repr of the Out value, None when there is none
     error: str | None  # the exception's type name
     how: str = field(default="", compare=False)  # incrcell: restored / ran (why), for reports
+    streams: tuple[tuple[str, str], ...] = ()  # (stream name, text)
 
 
 class Executor(Protocol):
@@ -761,8 +1133,8 @@ class Executor(Protocol):
 class SimulatedKernel:
     """A kernel process simulated in this one, in ``cwd``; ``incrcell``: the engine drives it.
 
-    The process state of :class:`_ProcessState`, the working directory,
-    ``sys.path[0]`` and ``__main__`` are the kernel's only while it is
+    The process state of :class:`_ProcessState` (sys.path included), the working
+    directory and ``__main__`` are the kernel's only while it is
     :meth:`active`, so that two kernels can take turns.  A restart is a new
     Session (on the same cache directory) and a fresh process state.
     """
@@ -773,11 +1145,17 @@ class SimulatedKernel:
                  incrcell: bool) -> None:
         self.cwd, self.cache_dir, self.monkeypatch = cwd, cache_dir, monkeypatch
         self.incrcell = incrcell
+        self.restarts = 0
         self.restart()
 
     def restart(self) -> None:
         self.session = Session(self.cache_dir, self.monkeypatch)
-        self.process = _ProcessState()
+        self.session.ns.update(_IPYTHON_NAMESPACE)
+        namespace = self.session.ns  # as the hooks tell the engine in a real kernel (hooks.py)
+        self.session.engine.is_session_name = (
+            lambda name: name in _IPYTHON_NAMESPACE and namespace.get(name) is _IPYTHON_NAMESPACE[name])
+        self.process = _ProcessState.fresh(_FRESH_SEED + self.restarts, self.cwd)
+        self.restarts += 1
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -785,7 +1163,6 @@ class SimulatedKernel:
         bytecode = sys.dont_write_bytecode
         sys.dont_write_bytecode = True  # a module edited within a second must not load stale
         os.chdir(self.cwd)
-        sys.path.insert(0, str(self.cwd))
         sys.modules["__main__"] = self.session.module
         importlib.invalidate_caches()
         self.process.install()
@@ -795,7 +1172,6 @@ class SimulatedKernel:
             self.process = _ProcessState.current()
             outer.install()
             sys.modules["__main__"] = main
-            sys.path.remove(str(self.cwd))
             os.chdir(cwd)
             sys.dont_write_bytecode = bytecode
 
@@ -819,7 +1195,7 @@ class SimulatedKernel:
 
     def state(self) -> dict[str, Any]:
         with self.active():
-            return describe_state(self.session.ns, self.cwd)
+            return describe_state(self.session.ns, self.cwd, hidden=_IPYTHON_NAMESPACE)
 
 
 def _result(cell_id: str, stdout: str, value: Any, error: BaseException | None, how: str) -> CellResult:
@@ -848,6 +1224,7 @@ def check(sequence: Sequence, work: Path, mirror: Path, tested: Executor, plain:
     for directory in (work, mirror):
         _empty(directory)
     for name, content in sequence.files:
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_bytes(content)
     cells = list(sequence.cells)
     history = ["files at the start:"] + [f"    {name} = {_show(name, content)}"

@@ -8,13 +8,16 @@
 - a few sequences through real kernels, to cover the IPython glue.
 
 ``INCRCELL_DIFF_EXAMPLES`` sets how many sequences each large test draws
-(default 2000).  The draws are derandomized: a failure reproduces by running
+(default 2000); ``INCRCELL_DIFF_MECHANISMS=native,directories`` draws from
+those mechanisms only (differential.MECHANISMS lists them; "magics" and
+"streams" run in real kernels only, "unseeded" in simulated ones only).  The draws are derandomized: a failure reproduces by running
 the same test again, and hypothesis prints the shrunk sequence.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import os
 import shutil
 import tempfile
@@ -22,21 +25,28 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from IPython.core.inputtransformer2 import TransformerManager
 
 from differential import (
-    KINDS, MECHANISMS, CellResult, Cells, Divergence, Edit, Sequence, Step, cell_sources, check,
-    check_in_process, first_cell, sequences,
+    COUNTER, KINDS, LOSSY_CLASS, MECHANISMS, REAL_ONLY, SIMULATED_ONLY, VENDOR, CellResult, Cells,
+    Divergence, Edit, Sequence, Step, cell_sources, check, check_in_process, first_cell, helpers_source,
+    parquet_file, selected_mechanisms, sequences, sqlite_file,
 )
 from harness import cache_dir  # noqa: F401  (a fixture, used below)
-from kernel import Execution, Kernel
+from kernel import Execution, Kernel, normalise_outputs
 
 # A signing key of our own for the caches of every test here.
 pytestmark = pytest.mark.usefixtures("cache_dir")
 
 EXAMPLES = int(os.environ.get("INCRCELL_DIFF_EXAMPLES", "2000"))
+#: ``INCRCELL_DIFF_MECHANISMS=native,directories`` draws from those mechanisms only (default: all).
+SELECTED = selected_mechanisms()
+SIMULATED = SELECTED - REAL_ONLY  # what simulated kernels can run
+REAL = SELECTED - SIMULATED_ONLY  # what real kernels can compare
 
 
 
@@ -69,11 +79,11 @@ def _verify(sequence: Sequence, base: Path, incrcell: bool = True) -> None:
 def test_generated_cells_are_valid_python(data):
     names = sorted(name for names in KINDS.values() for name in names)
     source = data.draw(cell_sources(MECHANISMS, set(data.draw(st.sets(st.sampled_from(names))))))
-    ast.parse(source)
+    ast.parse(TransformerManager().transform_cell(source))  # IPython's syntax: cell magics
 
 
 @_settings(max(EXAMPLES // 10, 20))
-@given(sequence=sequences(MECHANISMS))
+@given(sequence=sequences(SIMULATED))
 def test_plain_runs_are_deterministic(sequence, tmp_path):
     """Plain against plain: anything found here is a false divergence of the generator."""
     _verify(sequence, tmp_path, incrcell=False)
@@ -83,7 +93,7 @@ def test_plain_runs_are_deterministic(sequence, tmp_path):
 
 
 @_settings(EXAMPLES)
-@given(sequence=sequences(MECHANISMS))
+@given(sequence=sequences(SIMULATED))
 def test_incrcell_matches_plain_with_every_mechanism(sequence, tmp_path):
     _verify(sequence, tmp_path)
 
@@ -91,12 +101,14 @@ def test_incrcell_matches_plain_with_every_mechanism(sequence, tmp_path):
 # --------------------------------------------------------------------------- one regression test a mechanism
 
 FILES = (("data.txt", b"1 2 3"), ("table.csv", b"x,y\n1,2\n3,4\n"), ("out.txt", b""), ("log.txt", b""),
-         ("helpers.py", b"LEVEL = 2\n\n\ndef scale(x):\n    return x * LEVEL\n"))
+         ("helpers.py", helpers_source().encode()), ("t.parquet", parquet_file((1, 2))),
+         ("shop.db", sqlite_file((1, 2))), (VENDOR, b"V = 1\n\n\ndef version():\n    return V\n"),
+         ("part-1.txt", b"1"))
 
 
-def notebook(*sources: str) -> Cells:
-    """Cells c1, c2... after the usual first cell (imports, seeds)."""
-    return [("c0", first_cell(MECHANISMS))] + [(f"c{n}", s) for n, s in enumerate(sources, 1)]
+def notebook(*sources: str, seeded: bool = True) -> Cells:
+    """Cells c1, c2... after the usual first cell (imports, seeds unless not ``seeded``)."""
+    return [("c0", first_cell(seeded))] + [(f"c{n}", s) for n, s in enumerate(sources, 1)]
 
 
 def runs(cells: Cells, *later: Step, files: tuple[tuple[str, bytes], ...] = FILES) -> Sequence:
@@ -253,6 +265,134 @@ def test_errors_are_never_cached(tmp_path):
     _verify(runs(cells, *later), tmp_path)
 
 
+# --------------------------------------------------------------------------- issue 9: one regression test a mechanism
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+LOAD = "def load():\n    with open('data.txt') as f:\n        return f.read()"
+
+
+@pytest.mark.parametrize("cells", [
+    [LOAD, "text = load()"],
+    ["def load_table():\n    return pd.read_csv('data.txt')", "df = load_table()"],
+    ["import helpers\ntext = helpers.read_data()"],
+], ids=["function", "pandas-in-a-function", "local-module"])
+def test_a_file_read_inside_a_function_is_an_input(tmp_path, cells):
+    _verify(runs(notebook(*cells), restart(write("data.txt", b"4 5"))), tmp_path)
+
+
+def test_parquet_read_by_pyarrow_is_an_input(tmp_path):
+    _verify(runs(notebook("df = pd.read_parquet('t.parquet')\nprint(df)"),
+                 restart(write("t.parquet", parquet_file((1, 2, 3))))), tmp_path)
+
+
+def test_sqlite_read_in_a_function_is_an_input(tmp_path):
+    query = ("def query():\n    con = sqlite3.connect('shop.db')\n    try:\n"
+             "        return con.execute('select count(*), total(v) from t').fetchone()\n"
+             "    finally:\n        con.close()")
+    _verify(runs(notebook(query, "n = query()"), restart(write("shop.db", sqlite_file((1, 2, 3))))),
+            tmp_path)
+
+
+@pytest.mark.parametrize("cell", [
+    "df = pd.read_parquet('t.parquet')\ndf['x'] += 1\ndf.to_parquet('t.parquet')",
+    "con = sqlite3.connect('shop.db')\ncon.execute('insert into t values (7)')\ncon.commit()\n"
+    "con.close()\ndel con",
+], ids=["parquet", "sqlite"])
+def test_a_native_write_of_a_file_it_read(tmp_path, cell):
+    _verify(runs(notebook(cell), restart()), tmp_path)
+
+
+def test_a_directory_listing_is_an_input(tmp_path):
+    cells = notebook("os.makedirs('runs/r1', exist_ok=True)", "names = sorted(os.listdir('runs'))")
+    _verify(runs(cells, restart(Edit("mkdir", file="runs/r2"))), tmp_path)
+
+
+def test_a_glob_is_an_input(tmp_path):
+    _verify(runs(notebook("names = sorted(glob.glob('part-*.txt'))"), restart(write("part-2.txt", b"2"))),
+            tmp_path)
+
+
+@pytest.mark.parametrize("cell", [
+    "os.makedirs('runs/r1')", "shutil.rmtree('runs')", "os.rename('runs', 'archive')",
+    "shutil.copytree('runs', 'backup')", "shutil.move('part-1.txt', 'runs')",
+], ids=["makedirs", "rmtree", "rename", "copytree", "move"])
+def test_directory_changes_are_outputs(tmp_path, cell):
+    cells = notebook("os.makedirs('runs/r0', exist_ok=True)", cell)
+    _verify(runs(cells, restart(Edit("remove", file="runs"), Edit("remove", file="archive"),
+                                Edit("remove", file="backup"))), tmp_path)
+
+
+def test_load_if_saved_else_compute(tmp_path):
+    cells = notebook("a = 2", "if os.path.exists('saved.npy'):\n    arr = np.load('saved.npy')\nelse:\n"
+                     "    arr = np.arange(3.0) * a\n    np.save('saved.npy', arr)")
+    _verify(runs(cells, restart(write("saved.npy", _npy(np.ones(2))))), tmp_path)
+
+
+@pytest.mark.parametrize("cell", ["n = os.path.getsize('data.txt')", "n = pathlib.Path('data.txt').stat().st_size",
+                                  "n = os.path.exists('data.txt')"], ids=["getsize", "stat", "exists"])
+def test_existence_and_size_checks_are_inputs(tmp_path, cell):
+    _verify(runs(notebook(cell), restart(write("data.txt", b"12345678"))), tmp_path)
+    _verify(runs(notebook(cell), restart(Edit("remove", file="data.txt"))), tmp_path)
+
+
+def test_sys_path_then_a_vendored_module(tmp_path):
+    cells = notebook("sys.path.insert(0, 'vendor')", "import vendored\nv = vendored.version()")
+    _verify(runs(cells, restart(), restart(write(VENDOR, b"V = 7\n\n\ndef version():\n    return V\n"))),
+            tmp_path)
+
+
+@pytest.mark.parametrize("cells", [
+    ["import helpers\nhelpers.configure(3)", "n = helpers.level()"],
+    ["import helpers\nhelpers.LEVEL = 3", "from helpers import level", "n = level()"],
+    ["json.flag = 3", "def flagged():\n    return json.flag * 2", "n = flagged()", "print(json.flag)"],
+    ["sys.path.insert(0, 'vendor')\nimport vendored\nvendored.V = 3", "n = vendored.version()"],
+], ids=["local-module-function", "local-module", "library-module", "vendored-module"])
+def test_module_attributes_set_and_read_through_functions(tmp_path, cells):
+    edited = replace(1, cells[0].replace("3", "4"))
+    _verify(runs(notebook(*cells), restart(), restart(edited)), tmp_path)
+
+
+def test_pandas_option_set_by_a_cell(tmp_path):
+    cells = notebook("pd.set_option('display.precision', 2)", "print(pd.DataFrame({'v': [1 / 3]}))")
+    _verify(runs(cells, restart()), tmp_path)
+
+
+@pytest.mark.parametrize("cells, edited", [
+    (["m = np.ones((4, 4))", "m[0, 0] = 5", "col = m[:, 1]", "col *= 3"], replace(2, "m[0, 0] = 7")),
+    (["xs = [1]", "pair = (xs, [2])", "pair[0].append(3)", "print(xs)"], replace(1, "xs = [5]")),
+], ids=["column-view", "shared-sub-object"])
+def test_a_write_through_a_view_never_restores_older_data(tmp_path, cells, edited):
+    _verify(runs(notebook(*cells), restart(edited)), tmp_path)
+
+
+def test_a_lossy_pickle_is_not_restored(tmp_path):
+    cells = notebook(LOSSY_CLASS.format(name="Memo"), "memo = Memo(1)", "memo.cache[0] = 5",
+                     "print(memo.v, sorted(memo.cache.items()))")
+    _verify(runs(cells, restart()), tmp_path)
+
+
+def test_closures_sharing_a_nonlocal(tmp_path):
+    cells = notebook(COUNTER.format(name="counter"), "bump, peek = counter(0)", "n = bump()", "print(peek())")
+    _verify(runs(cells, restart()), tmp_path)
+
+
+def test_an_lru_cache_memo(tmp_path):
+    cells = notebook("a = 2", "@functools.lru_cache(maxsize=None)\ndef slow(x):\n    print('computing', x)\n"
+                     "    return x * a", "b = slow(1)", "c = slow(1)\nprint(slow.cache_info())")
+    _verify(runs(cells, restart()), tmp_path)
+
+
+def test_unseeded_draws_after_an_import_are_fresh(tmp_path):
+    cells = notebook("x = float(np.random.rand())", "import numpy\narr = numpy.random.rand(2)",
+                     "y = random.random()", seeded=False)
+    _verify(runs(cells, restart(), restart()), tmp_path)
+
+
 # --------------------------------------------------------------------------- real kernels
 
 #: The last cell of every run in a real kernel: the state, printed for the test to compare.
@@ -294,9 +434,11 @@ class RealKernel:
 
 
 def _cell_result(cell_id: str, execution: Execution) -> CellResult:
+    streams = tuple((o["name"], o["text"]) for o in normalise_outputs(execution.outputs)
+                    if o["output_type"] == "stream")
     return CellResult(cell_id, execution.stdout, execution.result,
                       execution.error["ename"] if execution.error else None,
-                      "restored" if execution.restored else "")
+                      "restored" if execution.restored else "", streams)
 
 
 @pytest.fixture
@@ -314,8 +456,60 @@ def real_kernels(tmp_path: Path, cache_env: dict[str, str]):
 
 
 @_settings(REAL_EXAMPLES, shrink=False)  # each example takes seconds: report it as drawn
-@given(sequence=sequences(MECHANISMS, max_cells=5, max_steps=2))
+@given(sequence=sequences(REAL, max_cells=5, max_steps=2))
 def test_real_kernels_match(real_kernels, sequence):
     tested, plain, work, mirror, cache = real_kernels
     shutil.rmtree(cache, ignore_errors=True)  # each sequence starts with an empty cache
     check(sequence, work, mirror, tested, plain)
+
+
+@_settings(REAL_EXAMPLES // 2, shrink=False)
+@given(sequence=sequences(REAL_ONLY & SELECTED, max_cells=4, max_steps=2))
+@pytest.mark.skipif(not REAL_ONLY & SELECTED, reason="no mechanism only real kernels run is selected")
+def test_real_kernels_match_with_magics_and_streams(real_kernels, sequence):
+    """The mechanisms simulated kernels cannot run, drawn more often than among all of them."""
+    tested, plain, work, mirror, cache = real_kernels
+    shutil.rmtree(cache, ignore_errors=True)
+    check(sequence, work, mirror, tested, plain)
+
+
+def _check_real(real_kernels, cells: Cells, *later: Step) -> None:
+    tested, plain, work, mirror, cache = real_kernels
+    check(runs(cells, *later), work, mirror, tested, plain)
+
+
+def test_real_kernels_code_run_by_a_cell_magic_is_part_of_its_cell(real_kernels):
+    cells = notebook("a = 1", "%%capture cap\nprint(a)\na * 2", "print(repr(cap.stdout), len(cap.outputs))")
+    _check_real(real_kernels, cells, restart())
+
+
+def test_real_kernels_stdout_and_stderr_keep_their_order(real_kernels):
+    cells = notebook("print('out', 1, flush=True)\nprint('err', 1, file=sys.stderr, flush=True)\n"
+                     "print('out', 2, flush=True)")
+    _check_real(real_kernels, cells, restart())
+
+
+def test_real_kernels_a_file_read_inside_a_function_is_an_input(real_kernels):
+    _check_real(real_kernels, notebook(LOAD, "text = load()"), restart(write("data.txt", b"4 5")))
+
+
+def test_real_kernels_unseeded_draws_are_fresh_after_a_restart(real_kernels):
+    """A real kernel's fresh generators are truly random, so plain and incrcell draw different
+    numbers and cannot be compared; but a plain kernel never draws the same numbers after a
+    restart, so neither may incrcell (restoring the import cell must not replay a state)."""
+    tested = real_kernels[0]
+    cells = [("c0", first_cell(seeded=False)),
+             ("c1", "print(float(np.random.rand()))"), ("c2", "print(random.random())")]
+    draws = []
+    for _ in range(2):
+        tested.restart()
+        draws.append([result.stdout for result in tested.run_all(cells, continue_on_error=False)[1:]])
+    for generator, before, after in zip(("numpy", "random"), *draws):
+        assert before != after, f"{generator}: the same draw after a restart: {before!r}"
+
+
+def test_run_all_again_after_an_uncacheable_cell_changed_an_array_in_place(tmp_path):
+    """Found by the generator once the simulated namespace held IPython's ``open``: the
+    second Run All restored ``arr`` without reloading it, keeping the in-place change."""
+    cells = notebook("arr = np.linspace(0, 1, 2)", "xs = open('table.csv').read().splitlines()\narr += 1")
+    _verify(runs(cells, restart(same_kernel=True)), tmp_path)
