@@ -114,6 +114,9 @@ __all__ = [
 HASH_FORMAT = 3
 
 
+#: incrcell's own top-level package, whose objects are never the user's code.
+_OWN = __name__.partition(".")[0]
+
 class Unhashable(Exception):
     """A value whose content cannot be hashed faithfully.
 
@@ -352,7 +355,9 @@ class ValueHasher:
         libraries, whose pickling is their authors' promise)."""
         if module == "__main__":
             return True
-        return isinstance(module, str) and self._module_fingerprint(module).startswith(LOCAL)
+        # incrcell's own objects (its ABSENT marker...) are never the user's, wherever it lives
+        return (isinstance(module, str) and module.partition(".")[0] != _OWN
+                and self._module_fingerprint(module).startswith(LOCAL))
 
     def _note(self, module: object) -> None:
         """Record the top-level package of ``module`` if it is non-stdlib code
@@ -667,6 +672,11 @@ def _pid_custom_pickled(hasher: ValueHasher, obj: Any) -> object:
     hasher.doubtful = True
     reduced = obj.__reduce_ex__(5)
     if isinstance(reduced, str):
+        module = getattr(obj, "__module__", None)
+        if module != "__main__" and isinstance(module, str):
+            # a singleton of a local module, pickled by reference: its module's source keys it
+            hasher._note(module)
+            return ("global", module, reduced)
         raise Unhashable(f"{type(obj).__qualname__} would be hashed by its name {reduced}, "
                          "not by its content")
     parts = tuple(list(part) if isinstance(part, Iterator) else part for part in reduced)
