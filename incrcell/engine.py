@@ -1116,7 +1116,7 @@ class Engine:
         pickles are faithful, and a large one is never read again here.
         """
         try:
-            loaded, loaded_result, _ = loads(serialised.method, serialised.stream,
+            loaded, loaded_result, *_ = loads(serialised.method, serialised.stream,
                                              serialised.buffers, namespace.__getitem__)
         except Exception as exc:  # user __setstate__ & co.: any failure means not cacheable
             raise _Uncacheable(f"writes values that cannot be loaded back from their pickle "

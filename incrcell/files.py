@@ -109,6 +109,11 @@ class _Local(threading.local):
 _local = _Local()
 
 
+#: The attribute naming, on each of incrcell's wrappers (here and in nativeio), the function
+#: it wraps: installing or removing one is incrcell's doing, never a cell's (interpreter.py).
+ORIGINAL = "__incrcell_original__"
+
+
 def _watching(original: Callable[..., Any], observe: Callable[..., None],
               quiet: bool = False) -> Callable[..., Any]:
     """``original``, reporting what ``observe(watch, *args)`` finds to the active watch.
@@ -133,6 +138,7 @@ def _watching(original: Callable[..., Any], observe: Callable[..., None],
             return original(*args, **kwargs)
         finally:
             _local.quiet = False
+    setattr(wrapper, ORIGINAL, original)
     return wrapper
 
 

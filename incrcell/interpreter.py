@@ -62,6 +62,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .files import ORIGINAL
 from .packages import is_local_path
 from .store import CacheWarning
 
@@ -397,9 +398,16 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
             continue
         for name in old.keys() | new.keys():
             was, value = old.get(name, ABSENT), new.get(name, ABSENT)
-            if was is not value and _tracked_attribute(module, name, value):
+            if (was is not value and _tracked_attribute(module, name, value)
+                    and not _incrcell_wrapping(was, value)):
                 changes[f"{_ATTRIBUTE}{module}.{name}"] = (was, value)
     return changes
+
+
+def _incrcell_wrapping(was: Any, value: Any) -> bool:
+    """Whether one of the two is incrcell's wrapper of the other (files.py, nativeio.py
+    install them while a cell records): incrcell's doing, not the cell's."""
+    return (getattr(value, ORIGINAL, None) is was) or (getattr(was, ORIGINAL, None) is value)
 
 
 def same(a: Any, b: Any) -> bool:

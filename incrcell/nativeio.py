@@ -382,6 +382,7 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
             except Exception:
                 recording.refuse(f"could not see the files `{spec.attribute}` uses")
         return result
+    setattr(wrapper, files.ORIGINAL, original)
     return wrapper
 
 
