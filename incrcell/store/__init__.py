@@ -20,7 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 from .backend import Backend, Listing
 from .cache import (DEFAULT_MAX_SIZE, CacheWarning, Collection, EntryInfo, Inventory, Payload,
-                    Store, StoreError, Stored)
+                    Store, StoreError, Stored, Usage)
 from .codec import FORMAT_VERSION
 from .entry import Entry
 from .file import FileBackend
@@ -30,7 +30,7 @@ from .signing import KEY_ENV, KeyRefused, Signer, signing_key
 __all__ = [
     "BACKENDS", "DEFAULT_MAX_SIZE", "FORMAT_VERSION", "KEY_ENV", "Backend", "CacheWarning",
     "Collection", "Entry", "EntryInfo", "Inventory", "KeyRefused", "Listing", "Payload",
-    "Signer", "Store", "StoreError", "Stored", "open_store", "signing_key",
+    "Signer", "Store", "StoreError", "Stored", "Usage", "open_store", "signing_key",
 ]
 
 

@@ -136,6 +136,19 @@ class Inventory:
 
 
 @dataclasses.dataclass
+class Usage:
+    """What the cache holds, from a listing alone (see :meth:`Store.usage`)."""
+
+    size: int
+    cap: int
+    entries: int
+    values: int
+    notes: int
+    oldest_use: float | None  # of an entry
+    newest_use: float | None
+
+
+@dataclasses.dataclass
 class Collection:
     """What :meth:`Store.gc` removed (or would remove, on a dry run)."""
 
@@ -512,6 +525,16 @@ class Store:
 
     # -- housekeeping ---------------------------------------------------------
 
+    def usage(self) -> Usage:
+        """Size, cap, counts and last uses, from one listing (no file is read); measures the size anew."""
+        listed = {kind: list(self.backend.list(kind)) for kind in KINDS.values()}
+        entries = listed[KINDS[ENTRY]]
+        self._measured = time.monotonic()
+        self._size = sum(item.size for items in listed.values() for item in items)
+        uses = [item.used for item in entries]
+        return Usage(self._size, self.cap, len(entries), len(listed[KINDS[VALUE]]),
+                     len(listed[KINDS[NOTE]]), min(uses, default=None), max(uses, default=None))
+
     def inventory(self) -> Inventory:
         """Every object, with each entry read and verified (what fails is removed and listed)."""
         values = {item.name.rsplit("/", 1)[1]: item for item in self.backend.list(KINDS[VALUE])
@@ -550,19 +573,25 @@ class Store:
         (default :attr:`max_age`); then the values no entry needs.
 
         A value shared by several entries is counted once and goes with the last
-        of them.  Values used within ``grace`` seconds stay (their entry may be
-        being written); notes are evicted like entries, by last use.
+        of them.  A value used within ``grace`` seconds after every entry that
+        needs it stays (a new entry referring to it may be being written); if
+        some entry could not be read, what it needs is unknown and no value
+        goes.  Notes are evicted like entries, by last use.
         """
         limit = self.cap if max_size is None else max_size
         age = self.max_age if max_age is None else max_age
         found = self.inventory()
         now = time.time()
         result = Collection(removed=list(found.removed), unreadable=list(found.unreadable))
+        if not dry_run:
+            result.freed += self.backend.sweep()
         total = result.size_before = found.size
         refs: dict[str, int] = dict.fromkeys(found.values, 0)
+        last_use: dict[str, float] = {}  # digest -> the last use of an entry that needs it
         for info in found.entries:
             for digest in info.values:
                 refs[digest] += 1
+                last_use[digest] = max(last_use.get(digest, 0.0), info.used)
         working = self._working.copy()
         candidates: list[tuple[bool, float, EntryInfo | Listing]] = [
             (info.key in working, info.used, info) for info in found.entries]
@@ -575,6 +604,14 @@ class Store:
             result.removed.append((item.name, why))
             result.freed += item.size
             return True
+
+        def unneeded(digest: str) -> bool:
+            """No entry needs it; unless it was used after them (deduplicated against by
+            an entry being written now), lately, it goes."""
+            item = found.values[digest]
+            if item.used >= last_use.get(digest, 0.0) + 1 and item.used > now - grace:
+                return False
+            return not found.unreadable and remove(item, "no entry needs it")
 
         for _, used, candidate in candidates:
             old = age is not None and used < now - age
@@ -592,12 +629,13 @@ class Store:
             total -= found.listings[candidate.key].size
             for digest in candidate.values:
                 refs[digest] -= 1
-        if not found.unreadable:  # else what some entry needs is unknown: keep every value
-            for digest, count in refs.items():
-                item = found.values[digest]
-                if count == 0 and item.used < now - grace and remove(item, "no entry needs it"):
+                if refs[digest] == 0 and unneeded(digest):
                     result.values += 1
-                    total -= item.size
+                    total -= found.values[digest].size
+        for digest, count in refs.items():
+            if count == 0 and digest not in last_use and unneeded(digest):
+                result.values += 1
+                total -= found.values[digest].size
         result.size_after = total
         if not dry_run:
             self._measured, self._size = time.monotonic(), total
