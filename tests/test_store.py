@@ -27,6 +27,8 @@ from incrcell.store import file as file_module
 from incrcell.serialise import Serialised, dumps
 from incrcell.serialise import loads
 from incrcell.store import (FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store)
+from incrcell.store.codec import ENTRY
+from incrcell.store.entry import parse_entry
 from incrcell.store.signing import KEY_ENV, KeyRefused, Signer, signing_key
 
 KEY = b"k" * 32
@@ -741,3 +743,241 @@ def test_writes_after_clear_recreate_the_directories(tmp_path: Path) -> None:
     store.clear()
     store.put_note("a", {"n": 2})  # its shard directory was removed by clear()
     assert store.get_note("a") == {"n": 2}
+
+
+# -- every backend: the same policy -----------------------------------------------------
+
+_SPACES = iter(range(10**6))
+
+
+@pytest.fixture(params=["file", "memory"])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Store]:
+    """Opens "the same cache" again (a kernel restart), on each backend."""
+    url = str(tmp_path / "cache") if request.param == "file" else f"memory://test{next(_SPACES)}"
+
+    def open_(**options: object) -> Store:
+        return open_store(url, signer=options.pop("signer", Signer(KEY)), **options)
+
+    return open_
+
+
+def test_every_backend_round_trips_dedupes_and_refuses_foreign_files(
+    opener: Callable[..., Store], no_warnings: None
+) -> None:
+    store = opener()
+    entry = record(store, KEY_A, x=np.arange(10), y="y")
+    again = opener()
+    assert again.get(KEY_A) == entry
+    restored = values(again, entry)
+    np.testing.assert_array_equal(restored["x"], np.arange(10))
+    assert restored["x"].flags.writeable
+    assert again.put_value(entry.bundle, bundle_of(x=np.arange(10), y="y")[1]) == 0
+    assert again.get_note("n") is None
+    again.put_note("n", {"a": 1})
+    assert opener().get_note("n") == {"a": 1}
+    theirs = opener(signer=Signer(b"their key"))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        assert theirs.get(KEY_A) is None
+    with pytest.raises(StoreError, match="another signing key"):
+        theirs.get_value(entry.bundle)
+
+
+def test_a_value_signed_with_another_key_is_never_deduplicated_against(
+    opener: Callable[..., Store]
+) -> None:
+    """After a key change, a new entry must not refer to a value the current key rejects."""
+    bundle, serialised = bundle_of(x=list(range(100)))
+    opener(signer=Signer(b"the old key")).put_value(bundle, serialised)
+    ours = opener()
+    assert not ours.has_value(bundle)
+    assert ours.put_value(bundle, serialised) > 0  # written anew, with our key
+    ours.put(make_entry(KEY_A, bundle))
+    assert values(opener(), opener().get(KEY_A))["x"] == list(range(100))
+
+
+def sized(store: Store, key: str, nbytes: int) -> Entry:
+    """An entry with one value of about ``nbytes``."""
+    return record(store, key, x=np.full(nbytes // 8, int(key[:2], 16), dtype=np.int64))
+
+
+def age(store: Store, key: str, seconds_ago: float) -> None:
+    """Make ``key``'s entry look last used ``seconds_ago`` (and its values before it)."""
+    backend = store.backend
+    name = f"entries/{key[:2]}/{key}"
+    if hasattr(backend, "root"):
+        os.utime(Path(backend.root, name), (time.time() - seconds_ago,) * 2)
+        for digest in store._load(ENTRY, key, parse_entry).digests():  # read, not used
+            value = Path(backend.root, f"values/{digest[:2]}/{digest}")
+            os.utime(value, (time.time() - seconds_ago - 1,) * 2)
+    else:
+        objects = backend._objects
+        objects[name][1] = time.time() - seconds_ago
+        for other, found in objects.items():
+            if other.startswith("values/"):
+                found[1] = min(found[1], time.time() - seconds_ago - 1)
+
+
+KEYS = [f"{i:02x}" * 16 for i in range(16, 26)]
+
+
+def test_eviction_is_least_recently_used_and_a_hit_counts_as_a_use(
+    opener: Callable[..., Store], no_warnings: None
+) -> None:
+    store = opener(housekeeping=False)
+    for index, key in enumerate(KEYS[:4]):
+        sized(store, key, 100_000)
+        age(store, key, 1000 - index * 100)  # KEYS[0] oldest
+    assert opener(housekeeping=False).get(KEYS[0]) is not None  # a restore: now the newest
+    fresh = opener(housekeeping=False)
+    done = fresh.gc(max_size=250_000)
+    assert (done.entries, done.values) == (2, 2)
+    assert [fresh.hit(key) for key in KEYS[:4]] == [True, False, False, True]
+    assert fresh.size() == done.size_after <= 250_000
+    assert fresh.usage().size == done.size_after
+
+
+def test_a_shared_value_is_counted_once_and_goes_with_the_last_entry(
+    opener: Callable[..., Store]
+) -> None:
+    store = opener(housekeeping=False)
+    shared = np.zeros(50_000)
+    for key in KEYS[:2]:
+        record(store, key, shared=shared)
+    usage = store.usage()
+    assert usage.values == 1 and usage.size < 2 * shared.nbytes  # stored and counted once
+    age(store, KEYS[0], 500)
+    done = store.gc(max_size=usage.size - 1)  # one entry must go
+    assert (done.entries, done.values) == (1, 0) and store.hit(KEYS[1])
+    assert values(store, store.get(KEYS[1]))["shared"].nbytes == shared.nbytes
+    done = store.gc(max_size=1000)
+    assert (done.entries, done.values) == (1, 1)
+    assert store.usage().values == 0
+
+
+def test_the_entries_of_the_notebook_being_worked_on_go_last(opener: Callable[..., Store]) -> None:
+    other = opener(housekeeping=False)
+    for key in KEYS[:2]:
+        sized(other, key, 100_000)
+    ours = opener(housekeeping=False)
+    for key in KEYS[2:4]:
+        sized(ours, key, 100_000)
+        age(ours, key, 5000)  # ours are older than the other notebook's...
+    done = ours.gc(max_size=250_000)
+    assert done.entries == 2
+    assert [ours.hit(key) for key in KEYS[:4]] == [False, False, True, True]  # ...yet stay
+
+
+def test_max_age_evicts_entries_unused_for_longer(opener: Callable[..., Store]) -> None:
+    store = opener(housekeeping=False)
+    for key in KEYS[:3]:
+        sized(store, key, 1000)
+    age(store, KEYS[0], 40 * 86400)
+    done = opener(housekeeping=False).gc(max_age=30 * 86400)
+    assert done.entries == 1 and [store.hit(k) for k in KEYS[:3]] == [False, True, True]
+    assert "unused for 40 days" in done.removed[0][1]
+
+
+def test_a_write_over_the_cap_evicts_in_the_background(opener: Callable[..., Store]) -> None:
+    store = opener(max_size=350_000)
+    store.wait()
+    for index, key in enumerate(KEYS[:6]):
+        sized(store, key, 100_000)
+        age(store, key, 1000 - index)
+        store.wait()
+    assert store.size() <= 350_000
+    assert store.hit(KEYS[5]) and not store.hit(KEYS[0])
+    assert opener(housekeeping=False).usage().size <= 350_000
+
+
+def test_a_value_evicted_between_lookup_and_load_is_a_miss(opener: Callable[..., Store]) -> None:
+    store = opener(housekeeping=False)
+    entry = sized(store, KEYS[0], 1000)
+    assert store.get(KEYS[0]) == entry
+    age(store, KEYS[0], 100)
+    other = opener(housekeeping=False)
+    other.gc(max_size=0)
+    with pytest.raises(StoreError, match="not in the cache"):
+        store.get_value(entry.bundle)
+
+
+def test_values_being_referred_to_by_an_entry_in_writing_are_kept(opener: Callable[..., Store]) -> None:
+    """gc between a writer's values and its entry (values first) never takes the values."""
+    writer = opener(housekeeping=False)
+    bundle, serialised = bundle_of(x=list(range(1000)))
+    writer.put_value(bundle, serialised)
+    opener(housekeeping=False).gc(max_size=0)
+    writer.put(make_entry(KEY_A, bundle))  # would raise if the value had gone
+    # deduplicating against a value whose only entry is old makes it recent again
+    age(writer, KEY_A, 5000)
+    assert writer.has_value(bundle)
+    opener(housekeeping=False).gc(max_size=0)
+    writer.put(make_entry(KEY_B, bundle))
+    assert values(writer, writer.get(KEY_B))["x"] == list(range(1000))
+
+
+def test_verify_removes_and_reports_what_fails(store: Store, root: Path) -> None:
+    good = record(store, KEY_A, x=1)
+    bad = record(store, KEY_B, y=np.arange(1000))
+    store.put_note("n", {"a": 1})
+    value = root / f"v{FORMAT_VERSION}" / "values" / bad.bundle[:2] / bad.bundle
+    data = bytearray(value.read_bytes())
+    data[-1] ^= 1
+    value.write_bytes(bytes(data))
+    done = open_store(root, signer=Signer(KEY)).verify()
+    assert [why for _, why in done.removed] == ["is corrupt (checksum mismatch)"]
+    assert not value.exists()
+    fresh = open_store(root, signer=Signer(KEY))
+    assert fresh.get(KEY_A) == good and fresh.get_note("n") == {"a": 1}
+    with pytest.warns(CacheWarning, match="no longer in the cache"):
+        assert fresh.get(KEY_B) is None
+    assert open_store(root, signer=Signer(b"other")).verify().removed  # foreign: all of it
+
+
+@pytest.mark.parametrize("kind", ["entries", "values", "notes"])
+def test_special_files_in_the_cache_never_block(store: Store, root: Path, kind: str) -> None:
+    name = {"entries": KEY_A, "values": "ab" * 16,
+            "notes": xxhash.xxh3_128_hexdigest(b"n")}[kind]
+    path = root / f"v{FORMAT_VERSION}" / kind / name[:2] / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(path)  # a reader opening it blockingly would wait for a writer forever
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if kind == "entries":
+            assert store.get(KEY_A) is None
+        elif kind == "values":
+            assert not store.has_value(name)
+            with pytest.raises(StoreError, match="not a regular file"):
+                store.get_value(name)
+        else:
+            assert store.get_note("n") is None
+    assert kind == "values" or "not a regular file" in str(caught[0].message)
+    store.verify()
+    store.gc()
+
+
+def test_an_unusable_cache_location_says_so_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(StoreError) as refused:
+        open_store(blocker / "cache", signer=Signer(KEY))
+    assert "cannot be used (Not a directory)" in refused.value.reason
+    with pytest.raises(StoreError, match="unknown cache location"):
+        open_store("s3://bucket/cache", signer=Signer(KEY))
+
+
+def test_an_unusable_cache_warns_once_per_session(config_home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    from harness import Session
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    session = Session(blocker / "cache", monkeypatch)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcomes = [session.run(f"x{i} = {i}") for i in range(3)]
+    assert [str(w.message) for w in caught if issubclass(w.category, CacheWarning)] == [
+        f"incrcell: the cache directory {blocker / 'cache'} cannot be used (Not a directory); "
+        "set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH."]
+    assert all("cannot be used" in o.record.reason for o in outcomes)
+    assert session.ns["x2"] == 2
