@@ -229,8 +229,7 @@ class Engine:
     # -- store ---------------------------------------------------------------
     @property
     def store(self) -> Store:
-        """The cache; raises StoreError (one line, what to do) if it is unusable, and warns
-        once per cause, so that a session that caches nothing says why."""
+        """The cache; raises StoreError (one line, what to do) if it is unusable."""
         config = self.config
         if self._store is None or self._store_dir != config.cache_dir:
             try:
@@ -240,9 +239,6 @@ class Engine:
                 reason = exc.reason
                 if reason.startswith("the cache directory"):
                     reason += "; set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH"
-                if self._refused != (config.cache_dir, reason):
-                    self._refused = (config.cache_dir, reason)
-                    warnings.warn(f"incrcell: {reason}.", CacheWarning, stacklevel=2)
                 raise StoreError(reason) from None
             self._store_dir = config.cache_dir
         store = self._store
@@ -299,6 +295,9 @@ class Engine:
                              effects.environment)
             except StoreError as exc:  # the cache itself is unusable (e.g. its directory)
                 plan.action, plan.reason = RUN, exc.reason
+                if self._refused != (self.config.cache_dir, exc.reason):  # say so once
+                    self._refused = (self.config.cache_dir, exc.reason)
+                    warnings.warn(f"incrcell: {exc.reason}.", CacheWarning, stacklevel=2)
         if plan.action != RESTORE:
             self.forget_digests()
         return plan

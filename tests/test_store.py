@@ -981,3 +981,40 @@ def test_an_unusable_cache_warns_once_per_session(config_home: Path, monkeypatch
         "set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH."]
     assert all("cannot be used" in o.record.reason for o in outcomes)
     assert session.ns["x2"] == 2
+
+
+# -- faults, through a real kernel ----------------------------------------------------------
+
+
+def test_a_kernel_says_once_why_it_caches_nothing(workdir: Path, cache_env: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    """An unusable cache directory, then a key others can write: one line each, cells run."""
+    from kernel import LOAD, Kernel
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cells = [LOAD, ("a", "x = 1"), ("b", "y = x + 1\ny")]
+
+    def incrcell_lines(executions) -> list[str]:
+        return [line for e in executions for o in e.outputs if o.get("name") == "stderr"
+                for line in o["text"].splitlines() if line.startswith("incrcell:")]
+
+    kernel = Kernel(workdir, {**cache_env, "INCRCELL_CACHE_DIR": str(blocker / "cache")})
+    try:
+        first = kernel.run_all(cells)
+        assert [e.status for e in first] == ["ok"] * 3 and kernel.value("y") == "2"
+        [line] = incrcell_lines(first)
+        assert "cannot be used (Not a directory)" in line and "INCRCELL_CACHE_DIR" in line
+        kernel.shutdown()
+        key = Path(cache_env["XDG_CONFIG_HOME"]) / "incrcell" / "signing.key"
+        key.parent.mkdir(parents=True)
+        key.write_bytes(b"s" * 32)
+        key.chmod(0o666)
+        kernel = Kernel(workdir, cache_env)
+        runs = [kernel.run_all(cells) for _ in range(2)]
+        assert kernel.value("y") == "2" and not any(e.restored for e in runs[1])
+        [line] = incrcell_lines(runs[0] + runs[1])
+        assert "writable by others" in line and f"chmod 600 {key}" in line
+        assert key.read_bytes() == b"s" * 32  # never replaced
+    finally:
+        kernel.shutdown()
