@@ -1018,3 +1018,15 @@ def test_a_kernel_says_once_why_it_caches_nothing(workdir: Path, cache_env: dict
         assert key.read_bytes() == b"s" * 32  # never replaced
     finally:
         kernel.shutdown()
+
+
+def test_status_shows_the_size_against_the_cap_that_config_sets(kernel) -> None:
+    from kernel import LOAD
+
+    kernel.run_all([LOAD, ("a", "import numpy as np\nx = np.ones(100_000)")])
+    configured = kernel.run("%incrcell config max_size=500MB max_age=30d").stdout
+    assert "max_size = 500.0 MB" in configured and "max_age = 30d" in configured
+    status = kernel.run("%incrcell status").stdout.splitlines()[0]
+    assert "kB of 500.0 MB in " in status, status  # 800 kB of values
+    refused = kernel.run("%incrcell config max_size=lots")
+    assert refused.status == "error" and "expected a size like 20GB" in refused.error["evalue"]

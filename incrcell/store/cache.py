@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import os
+import errno
 import queue
 import threading
 import time
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from contextlib import suppress
 from typing import Protocol, TypeVar
 
 import xxhash
@@ -177,15 +176,16 @@ def _note_object(name: str) -> str:
 
 
 class _Housekeeper:
-    """One daemon thread running housekeeping jobs in order, each at most once pending."""
+    """One daemon thread running the housekeeping jobs of every store in order, each at most
+    once pending (a job is named by its store and what it does)."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue()
-        self._pending: set[str] = set()
+        self._jobs: queue.Queue[tuple[Hashable, Callable[[], None]]] = queue.Queue()
+        self._pending: set[Hashable] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, name: str, job: Callable[[], None]) -> None:
+    def submit(self, name: Hashable, job: Callable[[], None]) -> None:
         with self._lock:
             if name in self._pending:
                 return
@@ -213,6 +213,9 @@ class _Housekeeper:
         self._jobs.join()
 
 
+_HOUSEKEEPER = _Housekeeper()
+
+
 class Store:
     """The cache of cell executions on one :class:`~incrcell.store.backend.Backend`."""
 
@@ -233,9 +236,9 @@ class Store:
         self._working: set[str] = set()  # entries this process used or wrote: collected last
         self._size: int | None = None  # estimate: the last measurement plus our writes since
         self._measured = 0.0  # time.monotonic() of the last measurement
-        self._housekeeper = _Housekeeper() if housekeeping else None
-        if self._housekeeper is not None:
-            self._housekeeper.submit("start", self._start)
+        self._housekeeping = housekeeping
+        if housekeeping:
+            _HOUSEKEEPER.submit((id(self), "start"), self._start)
 
     @property
     def url(self) -> str:
@@ -272,12 +275,12 @@ class Store:
         """Count a write; over the cap (or after a while), have the background thread look."""
         if self._size is not None:
             self._size += nbytes
-        if self._housekeeper is None:
+        if not self._housekeeping:
             return
         if self._size is None or time.monotonic() - self._measured > _REMEASURE_SECONDS:
-            self._housekeeper.submit("measure", self._remeasure)
+            _HOUSEKEEPER.submit((id(self), "measure"), self._remeasure)
         elif self._size > self.cap:
-            self._housekeeper.submit("gc", self._auto_gc)
+            _HOUSEKEEPER.submit((id(self), "gc"), self._auto_gc)
 
     def _remeasure(self) -> None:
         self._measure()
@@ -292,8 +295,7 @@ class Store:
 
     def wait(self) -> None:
         """Until the background housekeeping submitted so far is done."""
-        if self._housekeeper is not None:
-            self._housekeeper.wait()
+        _HOUSEKEEPER.wait()
 
     # -- reading --------------------------------------------------------------
 
@@ -318,7 +320,7 @@ class Store:
             try:
                 data = aligned_buffer(size)
             except MemoryError:  # a huge value on a small machine, or a huge stray file
-                raise OSError(12, "too large for the memory available") from None
+                raise OSError(errno.ENOMEM, "too large for the memory available") from None
             done = _read_into(file, data[:HEADER_SIZE])
             if done < HEADER_SIZE:
                 return data[:done], version, None
