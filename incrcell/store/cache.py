@@ -63,6 +63,8 @@ _GRACE_SECONDS = 600.0
 #: How long the size estimate (last measurement + our own writes) stands before
 #: the next write has it measured again, to count other processes' writes.
 _REMEASURE_SECONDS = 60.0
+#: How often writes have entries older than max_age looked for (it reads every entry).
+_AGE_CHECK_SECONDS = 3600.0
 
 _METHODS = {"pickle": 1}  # Payload.method -> its code in the header
 _METHOD_NAMES = {code: name for name, code in _METHODS.items()}
@@ -224,8 +226,9 @@ class Store:
                  housekeeping: bool = True) -> None:
         """``signer`` defaults to one with :func:`signing_key` (which may raise KeyRefused or
         OSError).  ``max_size`` None: :data:`DEFAULT_MAX_SIZE` or a tenth of the free space,
-        whichever is smaller.  ``housekeeping``: sweep what dead writers left and measure the
-        cache now, in the background, and collect automatically when a write goes over the cap.
+        whichever is smaller.  ``housekeeping``: sweep what dead writers left now, and
+        measure the cache and collect (over the cap, or past max_age) after writes; all in a
+        background thread, never on the caller's path.
         """
         self.backend = backend
         self._signer = signer if signer is not None else Signer(signing_key())
@@ -236,9 +239,10 @@ class Store:
         self._working: set[str] = set()  # entries this process used or wrote: collected last
         self._size: int | None = None  # estimate: the last measurement plus our writes since
         self._measured = 0.0  # time.monotonic() of the last measurement
+        self._aged: float | None = None  # time.monotonic() of the last look for old entries
         self._housekeeping = housekeeping
         if housekeeping:
-            _HOUSEKEEPER.submit((id(self), "start"), self._start)
+            _HOUSEKEEPER.submit((id(self), "sweep"), self.backend.sweep)
 
     @property
     def url(self) -> str:
@@ -266,11 +270,6 @@ class Store:
         self._measured = time.monotonic()
         self._size = sum(item.size for kind in KINDS.values() for item in self.backend.list(kind))
 
-    def _start(self) -> None:
-        self.backend.sweep()
-        self._measure()
-        self._check_cap()
-
     def _grew(self, nbytes: int) -> None:
         """Count a write; over the cap (or after a while), have the background thread look."""
         if self._size is not None:
@@ -284,13 +283,14 @@ class Store:
 
     def _remeasure(self) -> None:
         self._measure()
-        self._check_cap()
-
-    def _check_cap(self) -> None:
-        if (self._size or 0) > self.cap or self.max_age is not None:
+        aging = self.max_age is not None and (
+            self._aged is None or time.monotonic() - self._aged > _AGE_CHECK_SECONDS)
+        if (self._size or 0) > self.cap or aging:
             self._auto_gc()
 
     def _auto_gc(self) -> None:
+        if self.max_age is not None:
+            self._aged = time.monotonic()
         self.gc(max_size=int(self.cap * _LOW_WATER) if (self._size or 0) > self.cap else None)
 
     def wait(self) -> None:
