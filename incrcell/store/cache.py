@@ -261,7 +261,8 @@ class Store:
         return self._default_cap
 
     def size(self) -> int:
-        """Bytes the cache occupies: measured at open, then kept up to date with our writes."""
+        """Bytes the cache occupies: measured when first asked (and every minute of writes),
+        kept up to date with our own writes in between."""
         if self._size is None:
             self._measure()
         return self._size or 0
