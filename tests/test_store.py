@@ -1030,3 +1030,29 @@ def test_status_shows_the_size_against_the_cap_that_config_sets(kernel) -> None:
     assert "kB of 500.0 MB in " in status, status  # 800 kB of values
     refused = kernel.run("%incrcell config max_size=lots")
     assert refused.status == "error" and "expected a size like 20GB" in refused.error["evalue"]
+
+
+def test_the_engine_runs_on_the_store_it_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """memory://: a restart is a new engine on the same name; nothing touches the disk."""
+    import builtins
+    import types
+
+    from harness import run_cell
+
+    from incrcell.config import Config
+    from incrcell.engine import RESTORED, Engine
+
+    cells = ["import numpy as np\nx = np.arange(5)", "y = x * 2\nprint(y.sum())"]
+    states = []
+    for _ in range(2):
+        module = types.ModuleType("__main__")
+        module.__dict__["__builtins__"] = builtins
+        monkeypatch.setitem(sys.modules, "__main__", module)
+        engine = Engine(Config(cache_dir=tmp_path / "unused"),
+                        store=open_store("memory://engine-test", signer=Signer(KEY)))
+        outcomes = [run_cell(engine, module.__dict__, source, f"c{i}", i + 1)
+                    for i, source in enumerate(cells)]
+        states.append([o.record.state for o in outcomes])
+        assert module.__dict__["y"].tolist() == [0, 2, 4, 6, 8]
+    assert states[1] == [RESTORED, RESTORED]
+    assert not (tmp_path / "unused").exists()
