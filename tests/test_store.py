@@ -574,18 +574,23 @@ def test_concurrent_writers_leave_one_valid_entry(store: Store, root: Path) -> N
 # -- housekeeping ---------------------------------------------------------------------
 
 
-def test_delete_collects_values_no_entry_needs(store: Store) -> None:
+def test_delete_collects_values_no_entry_needs(store: Store, root: Path) -> None:
     shared = np.arange(50)
     first = record(store, KEY_A, shared=shared)
     second = record(store, KEY_B, shared=shared)
     own = record(store, KEY_C, own=1)
     assert first.bundle == second.bundle != own.bundle
-    orphan = dumps("written, but its entry never was")
-    store.put_value(digest_of(orphan), orphan)
+    orphan, young = dumps("written, but its entry never was"), dumps("its entry is on the way")
+    for value in (orphan, young):
+        store.put_value(digest_of(value), value)
+    an_hour_ago = time.time() - 3600
+    os.utime(files(root, "values")[[p.name for p in files(root, "values")].index(digest_of(orphan))],
+             (an_hour_ago, an_hour_ago))
     assert store.delete([KEY_A, KEY_C, "99" * 16]) == 2
     assert not store.hit(KEY_A) and not store.hit(KEY_C)
     assert not store.has_value(own.bundle)
     assert not store.has_value(digest_of(orphan))
+    assert store.has_value(digest_of(young))  # another kernel may be writing its entry
     assert store.get(KEY_B) == second
     np.testing.assert_array_equal(values(store, second)["shared"], shared)
 
@@ -622,6 +627,11 @@ def test_delete_removes_corrupt_entries_and_their_values(store: Store, root: Pat
     path.write_bytes(flip_middle_byte(path.read_bytes()))
     assert store.delete([]) == 0
     assert not path.exists()
+    # what it needed is unknown: its values go once no one can be writing an entry for them
+    [value] = files(root, "values")
+    an_hour_ago = time.time() - 3600
+    os.utime(value, (an_hour_ago, an_hour_ago))
+    assert store.delete([]) == 0
     assert not store.has_value(entry.bundle)
 
 
@@ -1056,3 +1066,17 @@ def test_the_engine_runs_on_the_store_it_is_given(monkeypatch: pytest.MonkeyPatc
         assert module.__dict__["y"].tolist() == [0, 2, 4, 6, 8]
     assert states[1] == [RESTORED, RESTORED]
     assert not (tmp_path / "unused").exists()
+
+
+def test_delete_takes_its_entries_values_but_not_those_of_an_entry_in_writing(
+    opener: Callable[..., Store]
+) -> None:
+    store = opener(housekeeping=False)
+    mine = record(store, KEY_A, x=list(range(10)))
+    writer = opener(housekeeping=False)  # another kernel, between its values and its entry
+    bundle, serialised = bundle_of(y=list(range(20)))
+    writer.put_value(bundle, serialised)
+    assert store.delete([KEY_A]) == 1
+    assert not store.has_value(mine.bundle)
+    writer.put(make_entry(KEY_B, bundle))  # its value is still there
+    assert values(writer, writer.get(KEY_B))["y"] == list(range(20))

@@ -42,6 +42,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from contextlib import suppress
 from typing import Protocol, TypeVar
 
 import xxhash
@@ -570,14 +571,15 @@ class Store:
         return found
 
     def gc(self, max_size: int | None = None, max_age: float | None = None, *,
-           dry_run: bool = False, grace: float = _GRACE_SECONDS) -> Collection:
+           dry_run: bool = False, release: frozenset[str] = frozenset()) -> Collection:
         """Evict least recently used entries (this process's last) until the cache is at most
         ``max_size`` (default :attr:`cap`) and none is unused for more than ``max_age`` seconds
         (default :attr:`max_age`); then the values no entry needs.
 
         A value shared by several entries is counted once and goes with the last
-        of them.  A value used within ``grace`` seconds after every entry that
-        needs it stays (a new entry referring to it may be being written); if
+        of them.  A value used lately, after every entry that needs it, stays
+        (a new entry referring to it may be being written), unless it is in
+        ``release`` (the values of entries just deleted); if
         some entry could not be read, what it needs is unknown and no value
         goes.  Notes are evicted like entries, by last use.
         """
@@ -612,7 +614,8 @@ class Store:
             """No entry needs it; unless it was used after them (deduplicated against by
             an entry being written now), lately, it goes."""
             item = found.values[digest]
-            if item.used >= last_use.get(digest, 0.0) + 1 and item.used > now - grace:
+            if (digest not in release and item.used >= last_use.get(digest, 0.0) + 1
+                    and item.used > now - _GRACE_SECONDS):
                 return False
             return not found.unreadable and remove(item, "no entry needs it")
 
@@ -667,8 +670,12 @@ class Store:
 
     def delete(self, keys: Iterable[str]) -> int:
         """Delete entries, then the values no entry needs any more; returns entries deleted."""
-        deleted = sum(self.backend.delete(_object(ENTRY, key)) for key in keys)
-        self.gc(max_size=1 << 62, max_age=float("inf"), grace=0.0)
+        deleted, released = 0, set()
+        for key in keys:
+            with suppress(OSError, Unusable):
+                released |= self._load(ENTRY, key, parse_entry).digests()
+            deleted += self.backend.delete(_object(ENTRY, key))
+        self.gc(max_size=1 << 62, max_age=float("inf"), release=frozenset(released))
         return deleted
 
     def clear(self) -> None:
