@@ -57,16 +57,16 @@ GROUPS = {
 TIMED = [
     ("incrcell.fingerprint", "ValueHasher", "hash", "ValueHasher.hash (content hash of a value)"),
     ("incrcell.engine", None, "dumps", "serialise.dumps (pickling a value to store)"),
-    ("incrcell.store", None, "_write_all", "store._write_all (os.write of cache files)"),
-    ("incrcell.store", None, "_read", "store._read (allocate + read a cache file)"),
-    ("incrcell.store", None, "_aligned_buffer", "  of which store._aligned_buffer (bytearray alloc)"),
-    ("incrcell.signing", "Signer", "sign", "Signer.sign (HMAC-SHA256, writing and verifying)"),
+    ("incrcell.store.file", "FileBackend", "write", "FileBackend.write (temp file, write, rename)"),
+    ("incrcell.store.cache", "Store", "_read", "Store._read (allocate + read + digest a cache file)"),
+    ("incrcell.store.cache", None, "aligned_buffer", "  of which codec.aligned_buffer (bytearray alloc)"),
+    ("incrcell.store.signing", "Signer", "sign", "Signer.sign (HMAC-SHA256, writing and verifying)"),
     ("incrcell.serialise", None, "loads", "serialise.loads (unpickling a value)"),
     ("incrcell.engine", None, "package_versions", "packages.package_versions"),
     ("incrcell.engine", None, "analyse_cell", "analysis.analyse_cell"),
-    ("incrcell.store", "tempfile", "mkstemp", "tempfile.mkstemp (creating cache files)"),
-    ("incrcell.store", "os", "makedirs", "os.makedirs (cache shard directories)"),
-    ("incrcell.store", "os", "replace", "os.replace (renaming cache files into place)"),
+    ("incrcell.store.file", "tempfile", "mkstemp", "tempfile.mkstemp (creating cache files)"),
+    ("incrcell.store.file", "os", "makedirs", "os.makedirs (cache shard directories)"),
+    ("incrcell.store.file", "os", "replace", "os.replace (renaming cache files into place)"),
     ("incrcell.outputs", None, "replay", "outputs.replay (re-emitting outputs)"),
 ]
 
@@ -128,7 +128,8 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
     load_time = time.perf_counter() - t
 
     from incrcell import hooks
-    from incrcell import store as store_module
+    from incrcell.store.cache import Store
+    from incrcell.store.file import FileBackend
 
     active = hooks._ACTIVE
     assert active is not None, "incrcell did not load"
@@ -153,18 +154,19 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
     engine.plan = timed("plan", engine.plan)
     engine.finish = timed("finish", engine.finish)
     active.replay = timed("replay", active.replay)
-    original_read, original_write = store_module._read, store_module._write_all
+    original_read, original_write = Store._read, FileBackend.write
 
-    def counting_read(path):
-        data, identity = original_read(path)
+    def counting_read(self, name):
+        data, version, digests = original_read(self, name)
         io_bytes["read"] += len(data)
-        return data, identity
+        return data, version, digests
 
-    def counting_write(fd, chunk):
-        io_bytes["written"] += memoryview(chunk).nbytes
-        return original_write(fd, chunk)
+    def counting_write(self, name, chunks):
+        written = original_write(self, name, chunks)
+        io_bytes["written"] += written
+        return written
 
-    store_module._read, store_module._write_all = counting_read, counting_write
+    Store._read, FileBackend.write = counting_read, counting_write
     components = instrument()
 
     rows = []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -15,6 +18,59 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "incrcell"
+
+
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw])\s*", re.IGNORECASE)
+_NONE = {"", "none", "default", "off"}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``20GB``, ``1.5 GiB``, ``500M``, ``123`` (decimal units; ``Ki``... binary)."""
+    match = _SIZE.fullmatch(text)
+    if not match:
+        raise ValueError(f"expected a size like 20GB, 500MB or 1.5GiB, got {text!r}")
+    return int(float(match[1]) * _UNITS[(match[2] or "").lower()])
+
+
+def parse_age(text: str) -> float:
+    """Seconds from ``30d``, ``12h``, ``90m``, ``3600s``, ``2w``."""
+    match = _AGE.fullmatch(text)
+    if not match:
+        raise ValueError(f"expected an age like 30d, 12h or 90m, got {text!r}")
+    return float(match[1]) * _AGE_UNITS[match[2].lower()]
+
+
+def format_size(nbytes: float) -> str:
+    """``1.4 GB``: decimal units, one decimal from kB on."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if nbytes < 1000 or unit == "GB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1000
+    raise AssertionError("unreachable")
+
+
+def format_age(seconds: float) -> str:
+    """``30d``, ``12h``, ``90m``: the largest unit that divides it, as ``parse_age`` reads it."""
+    for unit, size in sorted(_AGE_UNITS.items(), key=lambda item: -item[1]):
+        if seconds >= size and math.isclose(seconds / size, round(seconds / size)):
+            return f"{round(seconds / size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _from_env(variable: str, parse):
+    """``parse($variable)``, or None when unset; a bad value is ignored with one line."""
+    text = os.environ.get(variable, "")
+    if text.strip().lower() in _NONE:
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        warnings.warn(f"incrcell: ${variable} ignored: {exc}", stacklevel=3)
+        return None
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -36,12 +92,17 @@ class Config:
 
     ``cache_dir``: where entries live.  ``marker``: show a one-line note on
     each restored cell.  ``enabled``: ``%incrcell off`` turns caching off
-    without unloading the extension.
+    without unloading the extension.  ``max_size``: the cache's cap in bytes
+    (``$INCRCELL_MAX_SIZE``; None: 10 GB or a tenth of the free space, whichever
+    is smaller).  ``max_age``: entries unused for longer (seconds) are evicted
+    (``$INCRCELL_MAX_AGE``; None: no limit).
     """
 
     cache_dir: Path = field(default_factory=default_cache_dir)
     marker: bool = True
     enabled: bool = True
+    max_size: int | None = field(default_factory=lambda: _from_env("INCRCELL_MAX_SIZE", parse_size))
+    max_age: float | None = field(default_factory=lambda: _from_env("INCRCELL_MAX_AGE", parse_age))
 
     def set(self, key: str, text: str) -> None:
         """Set one option from its text form; raises ValueError with a one-line message."""
@@ -52,8 +113,15 @@ class Config:
             if not text.strip():
                 raise ValueError("cache_dir needs a path, e.g. cache_dir=~/.cache/incrcell")
             self.cache_dir = Path(text.strip()).expanduser()
+        elif key == "max_size":
+            self.max_size = None if text.strip().lower() in _NONE else parse_size(text)
+        elif key == "max_age":
+            self.max_age = None if text.strip().lower() in _NONE else parse_age(text)
         else:
             setattr(self, key, _parse_bool(text))
 
     def describe(self) -> str:
-        return "\n".join(f"{f.name} = {getattr(self, f.name)}" for f in fields(self))
+        shown = {"max_size": lambda v: "default" if v is None else format_size(v),
+                 "max_age": lambda v: "none" if v is None else format_age(v)}
+        return "\n".join(f"{f.name} = {shown.get(f.name, str)(getattr(self, f.name))}"
+                         for f in fields(self))

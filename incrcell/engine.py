@@ -48,7 +48,7 @@ from .graph import CellGraph
 from .packages import changed_since_import, note_loaded, package_versions
 from .randomness import SeedWatch
 from .serialise import Shared, Unpicklable, dumps, loads, one_line
-from .store import CacheWarning, Entry, FileStore, Store, StoreError
+from .store import CacheWarning, Entry, Store, StoreError, open_store
 
 #: Bumped whenever what goes into a key changes; old entries then simply miss.
 KEY_FORMAT = f"key1-hash{fingerprint.HASH_FORMAT}-store{store_module.FORMAT_VERSION}"
@@ -291,14 +291,19 @@ def files_changed(entry: Entry) -> str:
 
 
 class Engine:
-    """One session's cache decisions; ``store`` is opened lazily from ``config.cache_dir``."""
+    """One session's cache decisions.
 
-    def __init__(self, config: Config | None = None, *,
+    ``store``: the cache, standing for ``config.cache_dir`` until that changes;
+    by default opened (lazily) from it with :func:`open_store`.
+    """
+
+    def __init__(self, config: Config | None = None, *, store: Store | None = None,
                  is_session_name: Callable[[str], bool] | None = None) -> None:
         self.config = config or Config()
         self.is_session_name: Callable[[str], bool] = is_session_name or (lambda name: False)
-        self._store: Store | None = None
-        self._store_dir = None
+        self._store: Store | None = store
+        self._store_dir = self.config.cache_dir if store is not None else None
+        self._refused: tuple[object, str] | None = None  # the unusable cache last warned about
         self.graph = CellGraph()
         self.records: dict[str, CellRecord] = {}  # identity -> latest
         self.by_count: dict[int, CellRecord] = {}
@@ -329,17 +334,21 @@ class Engine:
     # -- store ---------------------------------------------------------------
     @property
     def store(self) -> Store:
-        """The cache; raises StoreError (one line, what to do) if its directory is unusable."""
-        if self._store is None or self._store_dir != self.config.cache_dir:
+        """The cache; raises StoreError (one line, what to do) if it is unusable."""
+        config = self.config
+        if self._store is None or self._store_dir != config.cache_dir:
             try:
-                self._store = FileStore(self.config.cache_dir)
-            except OSError as exc:
-                raise StoreError(
-                    f"the cache directory {self.config.cache_dir} cannot be used "
-                    f"({exc.strerror or exc}); set INCRCELL_CACHE_DIR or run "
-                    "%incrcell config cache_dir=PATH") from None
-            self._store_dir = self.config.cache_dir
-        return self._store
+                self._store = open_store(config.cache_dir, max_size=config.max_size,
+                                         max_age=config.max_age)
+            except StoreError as exc:
+                reason = exc.reason
+                if reason.startswith("the cache directory"):
+                    reason += "; set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH"
+                raise StoreError(reason) from None
+            self._store_dir = config.cache_dir
+        store = self._store
+        store.max_size, store.max_age = config.max_size, config.max_age
+        return store
 
     # -- before the cell -----------------------------------------------------
     def plan(self, source: str, namespace: MutableMapping[str, Any], *,
@@ -411,6 +420,9 @@ class Engine:
                              effects.environment)
             except StoreError as exc:  # the cache itself is unusable (e.g. its directory)
                 plan.action, plan.reason = RUN, exc.reason
+                if self._refused != (self.config.cache_dir, exc.reason):  # say so once
+                    self._refused = (self.config.cache_dir, exc.reason)
+                    warnings.warn(f"incrcell: {exc.reason}.", CacheWarning, stacklevel=2)
         if plan.action != RESTORE:
             self.forget_digests()
         return plan
@@ -587,7 +599,7 @@ class Engine:
         """
         for path, blob in entry.written.items():
             data = (blob if is_state(blob) else None if blob == MISSING
-                    else self.store.get_value(blob))
+                    else _loaded(self.store, blob))
             if not (data is None or isinstance(data, (bytes, str))):
                 raise StoreError("its cached output files do not match its entry")
             plan.outputs[path] = data
@@ -603,7 +615,7 @@ class Engine:
             # may have shared objects when recorded (``df = df2``): modules and atoms
             # aside, at most one.
             return
-        loaded = self.store.get_value(entry.bundle, namespace.__getitem__)
+        loaded = _loaded(self.store, entry.bundle, namespace.__getitem__)
         if not (isinstance(loaded, tuple) and len(loaded) == 4 and isinstance(loaded[0], dict)
                 and loaded[0].keys() == entry.variables.keys()
                 and isinstance(loaded[2], dict) and loaded[2].keys() == entry.random.keys()
@@ -1196,6 +1208,20 @@ class Engine:
         self.graph.forget(self.records)
         self.records.clear()
         self.by_count.clear()
+
+
+def _loaded(store: Store, digest: str, resolve: Callable[[str], object] | None = None) -> object:
+    """The value stored under ``digest``, deserialised (``resolve``: see serialise.loads).
+
+    Raises StoreError if it can't be had: absent (evicted since the lookup),
+    corrupt, foreign, or not loadable here (a module is missing...).
+    """
+    stored = store.get_value(digest)
+    try:
+        return loads(stored.method, stored.stream, stored.buffers, resolve)
+    except Exception as exc:  # whatever a reducer raises: this value can't be had here
+        raise StoreError(f"cached value {digest[:8]}… cannot be loaded "
+                         f"({type(exc).__name__}: {one_line(exc)})") from exc
 
 
 class _Uncacheable(Exception):

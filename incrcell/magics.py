@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from .config import format_size
 from .engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord, Engine
 from .hooks import DIRECTIVES, KernelHooks, format_seconds
 from .store import StoreError
@@ -23,7 +24,8 @@ USAGE = """\
 %incrcell clear [--all]   delete this session's cache entries (--all: the whole cache)
 %incrcell off | on        turn caching off / back on (the extension stays loaded)
 %incrcell config [KEY=VALUE ...]
-                          show or change settings: cache_dir=PATH, marker=on|off, enabled=on|off
+                          show or change settings: cache_dir=PATH, marker=on|off, enabled=on|off,
+                          max_size=SIZE (e.g. 20GB; default), max_age=AGE (e.g. 30d; none)
 
 %%incrcell rerun          (first line of a cell) run this cell even if cached, and re-record it
 %%incrcell nocache        (first line of a cell) never cache this cell
@@ -64,12 +66,12 @@ def _parser() -> _Parser:
     return parser
 
 
-def _size(nbytes: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if nbytes < 1000 or unit == "GB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000
-    raise AssertionError("unreachable")
+def _cap(engine: Engine) -> str:
+    """`` of 10.0 GB``: the cache's cap, if it can be opened."""
+    try:
+        return f" of {format_size(engine.store.cap)}"
+    except StoreError:
+        return ""
 
 
 def _where(record: CellRecord) -> str:
@@ -160,7 +162,8 @@ class IncrcellMagics(Magics):
                  f"{counts[RESTORED]} restored, {counts[RAN]} ran, "
                  f"{counts[UNCACHEABLE]} uncacheable, {counts[ERROR]} failed{stale}; "
                  f"{format_seconds(counts['saved'])} saved; "
-                 f"cache {_size(int(counts['cache_bytes']))} in {engine.config.cache_dir}"]
+                 f"cache {format_size(int(counts['cache_bytes']))}{_cap(engine)} "
+                 f"in {engine.config.cache_dir}"]
         for r in records:
             cell = current.get(r.identity)
             state, reason = (cell.state, cell.reason) if cell else (r.state, r.reason)

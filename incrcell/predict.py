@@ -208,6 +208,7 @@ class Predictor:
                 cells = _Simulation(self, namespace, store, failure).run(self.cells)
             summary = totals(engine.records.values())
             summary["cache_bytes"] = _size(store)
+            summary["cache_cap"] = store.cap if store is not None else 0
             summary["cache_entries"] = sum(self._recorded(c.identity, store) for c in cells)
         return Report(engine.config.enabled, cells, summary)
 

@@ -26,7 +26,7 @@ import pytest
 
 from incrcell.config import Config
 from incrcell.engine import RESTORE, CellRecord, Engine, Plan
-from incrcell.signing import KEY_ENV, signing_key
+from incrcell.store.signing import KEY_ENV, signing_key
 
 
 def execute(source: str, namespace: dict[str, Any], filename: str) -> Any:

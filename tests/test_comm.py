@@ -85,7 +85,7 @@ def test_without_the_extension_the_comm_is_closed_and_load_ext_opens_one(kernel:
     state = sidebar.next("state")
     assert state["protocol"] == 1 and state["enabled"] is True
     assert set(state["totals"]) == {"restored", "ran", "uncacheable", "error", "saved",
-                                    "cache_bytes", "cache_entries"}
+                                    "cache_bytes", "cache_cap", "cache_entries"}
 
     # a frontend opening its own comm now gets hello and a state too
     other = Frontend(kernel)

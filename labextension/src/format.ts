@@ -129,7 +129,8 @@ export function formatTotals(totals: Totals): string {
   }
   parts.push(`saved ${formatSeconds(totals.saved)}`);
   const entries = `${totals.cache_entries} ${totals.cache_entries === 1 ? 'entry' : 'entries'}`;
-  parts.push(`cache ${formatBytes(totals.cache_bytes)} (${entries})`);
+  const cap = totals.cache_cap ? ` of ${formatBytes(totals.cache_cap)}` : '';
+  parts.push(`cache ${formatBytes(totals.cache_bytes)}${cap} (${entries})`);
   return parts.join(' · ');
 }
 

@@ -51,6 +51,7 @@ export interface Totals {
   error: number;
   saved: number;
   cache_bytes: number;
+  cache_cap: number;
   cache_entries: number;
 }
 
@@ -61,6 +62,7 @@ export const EMPTY_TOTALS: Readonly<Totals> = Object.freeze({
   error: 0,
   saved: 0,
   cache_bytes: 0,
+  cache_cap: 0,
   cache_entries: 0
 });
 
@@ -185,6 +187,7 @@ function parseState(data: Record<string, unknown>): StateMessage {
       error: num(totals.error),
       saved: num(totals.saved),
       cache_bytes: num(totals.cache_bytes),
+      cache_cap: num(totals.cache_cap),
       cache_entries: num(totals.cache_entries)
     },
     stale: Array.isArray(data.stale) ? data.stale.map(requiredId) : []

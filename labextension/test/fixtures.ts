@@ -68,6 +68,7 @@ export function stateMessage(overrides: Record<string, unknown> = {}): Record<st
       error: 0,
       saved: 0.2,
       cache_bytes: 3 * 1024 * 1024,
+      cache_cap: 10 * 1024 * 1024 * 1024,
       cache_entries: 2
     },
     stale: ['c'],

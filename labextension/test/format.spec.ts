@@ -83,8 +83,9 @@ describe('describeCell', () => {
 
 describe('formatTotals', () => {
   it('summarises the session', () => {
-    const totals = { restored: 3, ran: 2, uncacheable: 0, error: 1, saved: 12.3, cache_bytes: 2048, cache_entries: 1 };
+    const totals = { restored: 3, ran: 2, uncacheable: 0, error: 1, saved: 12.3, cache_bytes: 2048, cache_cap: 0, cache_entries: 1 };
     expect(formatTotals(totals)).toBe('3 restored · 2 ran · 1 failed · saved 12 s · cache 2.0 KiB (1 entry)');
+    expect(formatTotals({ ...totals, cache_cap: 4096 })).toContain('cache 2.0 KiB of 4.0 KiB (1 entry)');
   });
 });
 

@@ -75,7 +75,7 @@ describe('parseKernelMessage', () => {
       type: 'state',
       enabled: true,
       cells: [cell('a', { label: '', state: 'ran' })],
-      totals: { restored: 0, ran: 0, uncacheable: 0, error: 0, saved: 0, cache_bytes: 0, cache_entries: 0 },
+      totals: { restored: 0, ran: 0, uncacheable: 0, error: 0, saved: 0, cache_bytes: 0, cache_cap: 0, cache_entries: 0 },
       stale: []
     });
   });

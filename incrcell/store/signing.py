@@ -9,16 +9,27 @@ directory) fails verification and is treated as a cache miss.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hmac
 import os
 import secrets
+import stat
 import tempfile
 from contextlib import suppress
 from pathlib import Path
 
 KEY_ENV = "INCRCELL_SIGNING_KEY"
 _KEY_BYTES = 32
+
+
+class KeyRefused(Exception):
+    """The signing key file is unsafe or damaged; the message says so in one line, with the fix.
+
+    Nothing is cached while it stands: the key is never replaced silently
+    (a new key would orphan every entry signed with the old one), and a key
+    others could have written or redirected protects nothing.
+    """
 
 
 @functools.lru_cache(maxsize=1)
@@ -31,8 +42,9 @@ def signing_key() -> bytes:
     ``~/.config/incrcell/signing.key``), created 0600 on first use. Cached per
     process (``signing_key.cache_clear()`` forgets it).
 
-    Raises OSError if the key file can neither be read nor created: without a
-    key, nothing can be cached safely.
+    Raises KeyRefused if the key file is a symbolic link, writable by group
+    or others, not the user's, or too short (like ssh refusing a private key
+    with loose permissions); OSError if it can neither be read nor created.
     """
     from_env = os.environ.get(KEY_ENV)
     if from_env:
@@ -42,8 +54,8 @@ def signing_key() -> bytes:
     if key is None:
         _create_key(path)
         key = _read_key(path)
-        if key is None:  # only if someone damaged it again in the last microseconds
-            raise OSError(f"incrcell: cannot create a signing key at {path}")
+        if key is None:  # only if someone removed it again in the last microseconds
+            raise OSError(f"cannot create a signing key at {path}")
     return key
 
 
@@ -55,12 +67,42 @@ def _key_path() -> Path:
 
 
 def _read_key(path: Path) -> bytes | None:
-    """The key in ``path``, or None if there is none or it is too short to be one."""
+    """The key in ``path``, or None if there is none; raises KeyRefused if it is unsafe or damaged.
+
+    Opened without following a symbolic link and without blocking, then
+    checked on the open file itself, so that what is checked is what is read.
+    """
     try:
-        key = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
+        if os.path.islink(path):
+            raise KeyRefused(f"the signing key {path} is a symbolic link to nothing: replace it "
+                             f"with the key file itself ({KEY_ENV} can hold a shared key)") from None
         return None
-    return key if len(key) >= _KEY_BYTES else None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise KeyRefused(f"the signing key {path} is a symbolic link: replace it with the "
+                             f"key file itself ({KEY_ENV} can hold a shared key)") from None
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyRefused(f"the signing key {path} is not a regular file: remove it to "
+                             "create a new key")
+        if info.st_mode & 0o022:
+            raise KeyRefused(f"the signing key {path} is writable by others (mode "
+                             f"{stat.S_IMODE(info.st_mode):04o}): run chmod 600 {path}")
+        if info.st_uid != os.getuid():
+            raise KeyRefused(f"the signing key {path} belongs to another user: "
+                             "remove it to create a new key")
+        key = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    if len(key) < _KEY_BYTES:
+        raise KeyRefused(f"the signing key {path} is damaged ({len(key)} bytes, expected "
+                         f"{_KEY_BYTES}): remove it to create a new one (entries signed "
+                         "with the old key will then run again)")
+    return key
 
 
 def _create_key(path: Path) -> None:
@@ -70,7 +112,7 @@ def _create_key(path: Path) -> None:
     linking fails if the name exists, so of several processes racing on first
     use exactly one key wins and every process then reads that one. (A plain
     os.replace would let a later writer overwrite a key an earlier process has
-    already started signing with.)
+    already started signing with.)  An existing name is never replaced.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # mode 0600
@@ -82,10 +124,10 @@ def _create_key(path: Path) -> None:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            if _read_key(path) is None:  # a damaged key file: replace it
-                os.replace(tmp, path)
-        except OSError:  # a filesystem without hard links: last writer wins
-            os.replace(tmp, path)
+            pass  # another process won: _read_key reads (or refuses) its key
+        except OSError:  # a filesystem without hard links: rename without replacing
+            if not os.path.lexists(path):
+                os.rename(tmp, path)
     finally:
         with suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -1,0 +1,220 @@
+"""The ``file://`` backend: objects as files under a local directory (the default).
+
+``<root>/entries/ab/<key>`` and so on; writes go to ``<root>/tmp/`` and are
+renamed into place, so readers see a complete file or none, concurrent
+writers of one name each leave a complete one, and a killed writer leaves at
+most a temp file.  Temp files carry their writer's process id and host, so
+the next store to open the directory (:meth:`FileBackend.sweep`) removes
+those whose writer is gone, at once, and others' after an hour.
+
+There is no fsync: a process crash loses nothing (the page cache survives
+it) and what an OS crash can leave behind (empty or zero-filled files) fails
+the store's checksum.  Files are opened without blocking and only if they are
+regular files (a FIFO or device planted in the cache is refused, never waited
+on), and without following symbolic links.  Last use is the file's mtime.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+import stat
+import tempfile
+import time
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import suppress
+from typing import BinaryIO
+
+import xxhash
+
+from .backend import Backend, Listing
+from .codec import aligned_buffer
+
+_TMP = "tmp"
+_TMP_PREFIX = ".tmp-"
+_STALE_TMP_SECONDS = 3600.0
+_HOST = xxhash.xxh3_64_hexdigest(socket.gethostname().encode())[:8]
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class FileBackend(Backend):
+    """Objects as files under ``root`` (created mode 0700 on first write)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = os.fspath(root)
+        self.url = "file://" + os.path.abspath(self.root)
+        self._directories: set[str] = set()  # directories known to exist: syscalls saved per write
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, *name.split("/"))
+
+    # -- reading --------------------------------------------------------------
+
+    def open(self, name: str) -> tuple[BinaryIO, int, Hashable]:
+        path = self._path(name)
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(errno.ELOOP, "is a symbolic link, not a cache file") from None
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise OSError(errno.EINVAL, "is not a regular file")
+        except BaseException:
+            os.close(fd)
+            raise
+        return os.fdopen(fd, "rb", buffering=0), info.st_size, (info.st_dev, info.st_ino)
+
+    def read(self, name: str) -> tuple[memoryview, Hashable]:
+        file, size, version = self.open(name)
+        with file:
+            try:
+                data = aligned_buffer(size)
+            except MemoryError:  # a huge value on a small machine, or a huge stray file
+                raise OSError(errno.ENOMEM, "too large for the memory available") from None
+            done = 0
+            while done < size:
+                count = file.readinto(data[done:])
+                if not count:
+                    break
+                done += count
+        return data[:done], version
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self._path(name))
+
+    # -- writing --------------------------------------------------------------
+
+    def _makedirs(self, directory: str) -> None:
+        if directory not in self._directories:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            self._directories.add(directory)
+
+    def write(self, name: str, chunks: Sequence[bytes | memoryview]) -> int:
+        """Write to a temp file, rename it into place; KeyboardInterrupt also cleans up."""
+        path = self._path(name)
+        temps = os.path.join(self.root, _TMP)
+        tmp = None
+        try:
+            try:
+                self._makedirs(temps)
+                fd, tmp = tempfile.mkstemp(dir=temps, prefix=f"{_TMP_PREFIX}{os.getpid()}-{_HOST}-")
+            except FileNotFoundError:  # removed since (clear(), or another process)
+                self._directories.clear()
+                self._makedirs(temps)
+                fd, tmp = tempfile.mkstemp(dir=temps, prefix=f"{_TMP_PREFIX}{os.getpid()}-{_HOST}-")
+            size = 0
+            try:
+                for chunk in chunks:
+                    view = memoryview(chunk).cast("B")
+                    size += view.nbytes
+                    while view:
+                        view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            try:
+                self._makedirs(os.path.dirname(path))
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                self._directories.clear()
+                self._makedirs(os.path.dirname(path))
+                os.replace(tmp, path)
+            return size
+        except BaseException:
+            if tmp is not None:
+                with suppress(OSError):
+                    os.unlink(tmp)
+            raise
+
+    def touch(self, name: str) -> bool:
+        try:
+            os.utime(self._path(name))
+        except FileNotFoundError:
+            return False
+        except OSError:  # not ours to touch (a shared cache): it is there all the same
+            return self.exists(name)
+        return True
+
+    def delete(self, name: str, version: Hashable | None = None) -> bool:
+        path = self._path(name)
+        try:
+            if version is not None:
+                info = os.stat(path, follow_symlinks=False)
+                if (info.st_dev, info.st_ino) != version:
+                    return False  # a concurrent writer replaced it since: keep theirs
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
+
+    # -- housekeeping ---------------------------------------------------------
+
+    def list(self, prefix: str) -> Iterator[Listing]:
+        try:
+            shards = [entry for entry in os.scandir(self._path(prefix))
+                      if entry.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for shard in shards:
+            try:
+                found = list(os.scandir(shard.path))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in found:
+                if entry.name.startswith("."):
+                    continue
+                with suppress(OSError):
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode):
+                        yield Listing(f"{prefix}/{shard.name}/{entry.name}", info.st_size,
+                                      info.st_mtime)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self._directories.clear()
+
+    def free_space(self) -> int | None:
+        directory = self.root
+        while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+            directory = os.path.dirname(directory)
+        try:
+            return shutil.disk_usage(directory).free
+        except OSError:
+            return None
+
+    def sweep(self) -> int:
+        """Remove temp files whose writer (on this host) is gone, and any older than an hour."""
+        freed = 0
+        stale = time.time() - _STALE_TMP_SECONDS
+        try:
+            temps = list(os.scandir(os.path.join(self.root, _TMP)))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        for temp in temps:
+            with suppress(OSError):
+                info = temp.stat(follow_symlinks=False)
+                if info.st_mtime < stale or _writer_gone(temp.name):
+                    os.unlink(temp.path)
+                    freed += info.st_size
+        return freed
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether the process that named temp file ``name`` has certainly exited."""
+    parts = name[len(_TMP_PREFIX):].split("-")
+    if len(parts) < 3 or parts[1] != _HOST or not parts[0].isdigit():
+        return False  # another host's (a shared directory), or not ours: the age rule decides
+    pid = int(parts[0])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
