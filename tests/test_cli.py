@@ -15,7 +15,7 @@ import pytest
 
 from incrcell import cli
 from incrcell.serialise import dumps
-from incrcell.store import Entry, Signer, open_store
+from incrcell.store import FORMAT_VERSION, Entry, Signer, open_store
 
 KEY = b"k" * 32
 ROOT = Path(__file__).parent.parent
@@ -41,7 +41,7 @@ def fill(cache: str, sizes: list[int]) -> list[str]:
                         variables={}, deleted=[], outputs=[], result=None, duration=1.0,
                         created=time.time(), components={}, bundle=digest))
         used = time.time() - 1000 + index
-        root = Path(cache, "v2")
+        root = Path(cache, f"v{FORMAT_VERSION}")
         os.utime(root / "entries" / key[:2] / key, (used, used))
         os.utime(root / "values" / digest[:2] / digest, (used - 1, used - 1))
         keys.append(key)
@@ -106,7 +106,7 @@ def test_verify_removes_what_fails_and_says_so(env: dict[str, str],
     fill(env["INCRCELL_CACHE_DIR"], [10_000, 10_000])
     assert cli.main(["cache", "verify"]) == 0
     assert "every file" in capsys.readouterr().out
-    [value, _] = sorted(Path(env["INCRCELL_CACHE_DIR"], "v2", "values").glob("*/*"))
+    [value, _] = sorted(Path(env["INCRCELL_CACHE_DIR"], f"v{FORMAT_VERSION}", "values").glob("*/*"))
     value.write_bytes(value.read_bytes()[:-1] + b"!")
     assert cli.main(["cache", "verify", "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
