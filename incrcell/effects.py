@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import dis
 import sys
 import types
 from collections.abc import Iterable, Mapping
@@ -147,6 +148,26 @@ def late_effects(unresolved: Iterable[str]) -> str:
     modules ('' if none): ``import clock; t = clock.stamp()`` on a fresh kernel."""
     objects = [_resolve(name) for name in unresolved]
     return _reached_effects(local_code(objects, {}), {})
+
+
+# Bytecodes that bind or unbind a module global from inside a function (``global LEVEL``).
+_GLOBAL_STORES = frozenset({dis.opmap["STORE_GLOBAL"], dis.opmap["DELETE_GLOBAL"]})
+
+
+def late_global_stores(unresolved: Iterable[str]) -> str:
+    """The first function reached by the calls ``Effects.unresolved`` names that sets a
+    global of its module ('' if none), once the cell imported their modules.
+
+    Such a module was first imported by the cell itself: interpreter.py cannot tell
+    what its import alone left from what the call changed (``import helpers;
+    helpers.configure(0)``), so a restore could not bring the change back.
+    """
+    objects = [_resolve(name) for name in unresolved]
+    for code, namespace in local_code(objects, {}):
+        # every instruction is two bytes (opcode, argument), inline caches included
+        if not _GLOBAL_STORES.isdisjoint(code.co_code[::2]):
+            return f"{namespace.get('__name__', '?')}.{code.co_qualname}"
+    return ""
 
 
 def local_code(roots: Iterable[object], modules: dict[int, types.ModuleType]

@@ -39,7 +39,7 @@ from . import fingerprint, interpreter, nativeio, randomness, store as store_mod
 from .analysis import (DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables,
                        notebook_definition)
 from .config import Config
-from .effects import find_effects, late_effects
+from .effects import find_effects, late_effects, late_global_stores
 from .explain import BOUND, UNBOUND, explain_miss
 from .files import (EXISTS, MISSING, SPECIAL, FileWatch, changed_files, file_digest, install,
                     is_state, probe_changed, write_back)
@@ -798,6 +798,11 @@ class Engine:
         late = late_effects(plan.unresolved)
         if late:
             return varies(late)
+        stores = late_global_stores(plan.unresolved)
+        if stores:
+            return (f"calls `{stores}()`, which sets globals of a module the cell imports for "
+                    "the first time: what the import alone leaves cannot be told apart (import "
+                    "it in an earlier cell to cache this one)")
         new = sorted(plan.stores - plan.state_before.modules.keys())
         if new:
             return (f"sets attributes of module `{new[0]}`, which was not imported before the "
