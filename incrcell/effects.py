@@ -197,6 +197,7 @@ def local_code(roots: Iterable[object], modules: dict[int, types.ModuleType]
         module = sys.modules.get(module_name) if isinstance(module_name, str) else None
         if module is None or module_name == "__main__" or not is_local_module(module_name, module):
             continue
+        modules[id(module)] = module  # its code reads that module's attributes
         if isinstance(obj, types.FunctionType):
             found.append((obj.__code__, obj.__globals__))
             stack.extend(obj.__globals__.get(name) for name in code_globals(obj.__code__)[0])

@@ -363,7 +363,10 @@ class Engine:
         """
         plan = self._plan(source, namespace, raw_source, cell_id, execution_count, directive,
                           refusal)
-        if plan.action != RESTORE:  # whatever runs may change the interpreter's state
+        if plan.action != RESTORE:
+            # its code runs, whatever the reason (a refusal included): the digests of
+            # values just written or restored may no longer hold, nor the interpreter's state
+            self.forget_digests()
             plan.watched = plan.watched or interpreter.watched_modules(())
             plan.state_before = interpreter.snapshot(plan.watched, plan.reach)
         return plan
@@ -423,8 +426,6 @@ class Engine:
                 if self._refused != (self.config.cache_dir, exc.reason):  # say so once
                     self._refused = (self.config.cache_dir, exc.reason)
                     warnings.warn(f"incrcell: {exc.reason}.", CacheWarning, stacklevel=2)
-        if plan.action != RESTORE:
-            self.forget_digests()
         return plan
 
     def _lookup(self, plan: Plan, source_digest: str, namespace: MutableMapping[str, Any],
@@ -738,6 +739,7 @@ class Engine:
             failure = self._interpreter_refusal(plan, after)
             if failure:
                 written = self._rebound(plan, namespace)
+                self.touched.update(interpreter.imported_items(plan.state_before, after))
             else:
                 try:
                     written, failure = self._save(plan, namespace, outputs or [], result,

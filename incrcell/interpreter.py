@@ -471,6 +471,25 @@ def current(item: str, cache: dict[str, Any] | None = None) -> Any:
     return value.get(key, ABSENT) if group.keyed else value
 
 
+def imported_items(before: Snapshot, after: Snapshot) -> set[str]:
+    """The data attributes of the user's own modules imported between ``before`` and ``after``.
+
+    A cell that imports a module and sets its attributes (itself or through the
+    module's functions) is not cached (see engine's interpreter refusal), and the
+    snapshots cannot tell those attributes from what the import left: they key
+    every later cell that reaches the module, as items a cell changed do.
+    """
+    items = set()
+    for name in after.module_table.keys() - before.module_table.keys():
+        module = after.module_table[name]
+        if isinstance(module, types.ModuleType) and is_local_module(name, module):
+            items.update(f"{_ATTRIBUTE}{name}.{attribute}"
+                         for attribute, value in list(vars(module).items())
+                         if _tracked_attribute(name, attribute, value)
+                         and not isinstance(value, (types.FunctionType, type)))
+    return items
+
+
 def reaches(item: str, modules: frozenset[str]) -> bool:
     """Whether code referring to ``modules`` (and the local modules they reach) may read
     ``item``: any code reads process settings and builtins, only code referring to a

@@ -1152,8 +1152,9 @@ class SimulatedKernel:
         self.session = Session(self.cache_dir, self.monkeypatch)
         self.session.ns.update(_IPYTHON_NAMESPACE)
         namespace = self.session.ns  # as the hooks tell the engine in a real kernel (hooks.py)
-        self.session.engine.is_session_name = (
-            lambda name: name in _IPYTHON_NAMESPACE and namespace.get(name) is _IPYTHON_NAMESPACE[name])
+        self.session.engine.is_session_name = (  # plain functions (open) are not session state
+            lambda name: name in _IPYTHON_NAMESPACE and namespace.get(name) is _IPYTHON_NAMESPACE[name]
+            and not isinstance(namespace[name], types.FunctionType))
         self.process = _ProcessState.fresh(_FRESH_SEED + self.restarts, self.cwd)
         self.restarts += 1
 

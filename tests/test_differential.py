@@ -511,5 +511,6 @@ def test_real_kernels_unseeded_draws_are_fresh_after_a_restart(real_kernels):
 def test_run_all_again_after_an_uncacheable_cell_changed_an_array_in_place(tmp_path):
     """Found by the generator once the simulated namespace held IPython's ``open``: the
     second Run All restored ``arr`` without reloading it, keeping the in-place change."""
-    cells = notebook("arr = np.linspace(0, 1, 2)", "xs = open('table.csv').read().splitlines()\narr += 1")
-    _verify(runs(cells, restart(same_kernel=True)), tmp_path)
+    for uncacheable in ("xs = open('table.csv').read().splitlines()", "import time\nt = time.time() > 0"):
+        cells = notebook("arr = np.linspace(0, 1, 2)", f"{uncacheable}\narr += 1")
+        _verify(runs(cells, restart(same_kernel=True)), tmp_path)
