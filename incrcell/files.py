@@ -837,8 +837,9 @@ def write_back(path: str, data: bytes | str | None) -> None:
 def changed_files(recorded: dict[str, str]) -> list[str]:
     """Which of the recorded ``{path: digest}`` no longer have that content (for
     EXISTS and MISSING: no longer exist, or exist)."""
+    # MISSING by existence too: file_digest says MISSING for a directory, which exists
     return [path for path, digest in sorted(recorded.items())
-            if (_existence(path) if digest == EXISTS else file_digest(path)) != digest]
+            if (_existence(path) if digest in (EXISTS, MISSING) else file_digest(path)) != digest]
 
 
 def _existence(path: str) -> str:

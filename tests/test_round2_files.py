@@ -221,3 +221,21 @@ def test_a_named_pipe_among_the_reads_never_blocks(kernel, workdir):
     assert kernel.value("text") == "'through the pipe'"
     assert states(kernel, runs)[1] == "uncacheable"
     assert "not a regular file" in reason(kernel, runs[1])
+
+
+def test_a_rename_onto_a_directory_that_now_exists_reruns(tmp_path, monkeypatch):
+    """A rename's target existed or not before the cell: an input, also when it is now a
+    directory (whose content digest says nothing about its existence)."""
+    from harness import Session
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cells = [("make", "import os\nos.makedirs('runs/r1', exist_ok=True)"),
+             ("move", "os.rename('runs', 'archive')")]
+    first = Session(tmp_path / "cache", monkeypatch).run_all(cells)
+    assert first["move"].record.state == "ran"
+    second = Session(tmp_path / "cache", monkeypatch).run_all(cells)  # `archive` exists now
+    assert second["make"].record.state == "restored"
+    assert second["move"].record.state == "error"  # as a plain run: the target exists
+    assert "archive" in second["move"].plan.reason
