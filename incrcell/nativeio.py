@@ -64,7 +64,6 @@ import ast
 import functools
 import inspect
 import glob
-import importlib.abc
 import os
 import re
 import sys
@@ -76,6 +75,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import files
+from .imports import AfterImport
 
 _READ, _WRITE, _OPEN, _SQL, _LAZY = "read", "write", "open", "sql", "lazy"
 
@@ -386,56 +386,17 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Wraps a table module's entry points as soon as it is imported (installed by the
-    first recorded cell, until :func:`restore`)."""
-
-    def __init__(self) -> None:
-        self._busy = threading.local()
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname not in _BY_MODULE or getattr(self._busy, "on", False):
-            return None
-        self._busy.on = True
-        try:
-            for finder in sys.meta_path:
-                if finder is self or not hasattr(finder, "find_spec"):
-                    continue
-                found = finder.find_spec(fullname, path, target)
-                if found is not None:
-                    break
-            else:
-                return None
-        finally:
-            self._busy.on = False
-        if found.loader is None or not hasattr(found.loader, "exec_module"):
-            return found
-        found.loader = _PatchingLoader(found.loader, fullname)
-        return found
+def _patch_imported(name: str, module: types.ModuleType) -> None:
+    """Wrap a table module's entry points as soon as it is imported (see :data:`_FINDER`)."""
+    try:
+        _patch(name, module)
+    except Exception:
+        if _recording is not None:
+            _recording.refuse(f"could not watch the file access of `{name}`")
 
 
-class _PatchingLoader(importlib.abc.Loader):
-    def __init__(self, loader: Any, name: str) -> None:
-        self._loader, self._name = loader, name
-
-    def create_module(self, spec: Any) -> Any:
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module: types.ModuleType) -> None:
-        module.__spec__.loader = self._loader  # the module keeps the real loader
-        module.__loader__ = self._loader
-        self._loader.exec_module(module)
-        try:
-            _patch(self._name, module)
-        except Exception:
-            if _recording is not None:
-                _recording.refuse(f"could not watch the file access of `{self._name}`")
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-
-_FINDER = _Finder()
+#: Installed by the first recorded cell, until :func:`restore`.
+_FINDER = AfterImport(_BY_MODULE.__contains__, _patch_imported)
 
 
 # -- what a call reads and writes --------------------------------------------------

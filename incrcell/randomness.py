@@ -46,6 +46,8 @@ from typing import Any
 
 import xxhash
 
+from .imports import AfterImport
+
 
 @dataclass(frozen=True)
 class Generator:
@@ -169,7 +171,7 @@ class SeedWatch:
         self._drew_fresh: set[str] = set()  # seen when a seeding function was called
         self._reference: dict[str, Any] = {}  # state right after the cell last seeded it
         self._saved: list[tuple[Any, str, Any]] = []
-        self._finder: _ImportFinder | None = None
+        self._finder: AfterImport | None = None
 
     def start(self) -> SeedWatch:
         for generator in GENERATORS:
@@ -178,7 +180,9 @@ class SeedWatch:
         missing = {generator.module: generator for generator in GENERATORS
                    if generator.name not in self.before}
         if missing:
-            self._finder = _ImportFinder(missing, self._imported)
+            self._finder = AfterImport(
+                missing.__contains__,
+                lambda name, module: self._imported(missing.pop(name)))
             sys.meta_path.insert(0, self._finder)
         return self
 
@@ -260,47 +264,3 @@ class SeedWatch:
                 self._drew_fresh.add(name)
             return result
         return seed
-
-
-class _ImportFinder(importlib.abc.MetaPathFinder):
-    """Calls ``imported(generator)`` once a generator's module has been executed.
-
-    It finds nothing itself: it asks the finders after it for the module's
-    spec and wraps the loader's ``exec_module``; the module keeps its own loader.
-    """
-
-    def __init__(self, modules: dict[str, Generator],
-                 imported: Callable[[Generator], None]) -> None:
-        self.modules = modules
-        self.imported = imported
-
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
-        generator = self.modules.pop(fullname, None)
-        if generator is None:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        loader = spec.loader
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        imported = self.imported
-
-        class _Loader(importlib.abc.Loader):
-            def create_module(self, spec: Any) -> Any:
-                return loader.create_module(spec)
-
-            def exec_module(self, module: Any) -> None:
-                __tracebackhide__ = True  # noqa: F841
-                module.__loader__ = spec.loader = loader
-                loader.exec_module(module)
-                imported(generator)
-
-        spec.loader = _Loader()
-        return spec
