@@ -60,6 +60,17 @@ class Execution:
         return None
 
 
+def ok(executions: list[Execution]) -> list[Execution]:
+    """``executions``, after checking that none raised."""
+    assert all(e.status == "ok" for e in executions), [e.error for e in executions]
+    return executions
+
+
+def states(executions: list[Execution]) -> list[str]:
+    """"restored" or "ran" per execution, from incrcell's marker."""
+    return ["restored" if e.restored else "ran" for e in executions]
+
+
 def normalise_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Outputs without incrcell's marker, with adjacent stream chunks merged (as Jupyter shows them)."""
     merged: list[dict[str, Any]] = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import nbformat
 
-from kernel import LOAD, Kernel, normalise_outputs, run_notebook
+from kernel import LOAD, Kernel, normalise_outputs, run_notebook, states
 
 from incrcell.store import FORMAT_VERSION
 
@@ -24,9 +24,6 @@ PIPELINE = [
     ("tail", "total = float(feat.sum()) + len(labels)\ntotal"),
 ]
 
-
-def states(executions):
-    return ["restored" if e.restored else "ran" for e in executions]
 
 
 def test_restore_after_restart_replays_identical_outputs(kernel: Kernel):

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kernel import LOAD, Kernel
+from kernel import LOAD, Kernel, ok, states
 
 from incrcell import nativeio
 from incrcell.files import FileWatch
@@ -27,13 +27,6 @@ def _frame(rows: int) -> pd.DataFrame:
     return pd.DataFrame({"a": np.arange(rows), "b": np.arange(rows) * 0.5})
 
 
-def _ok(runs):
-    assert all(r.status == "ok" for r in runs), [r.error for r in runs]
-    return runs
-
-
-def _states(runs) -> list[str]:
-    return ["restored" if r.restored else "ran" for r in runs]
 
 
 # -- through real kernels ---------------------------------------------------------
@@ -45,16 +38,16 @@ def test_parquet_read_in_the_cell_and_in_a_helper_sees_a_new_row(kernel: Kernel,
              ("helper", "import pyarrow.parquet as pq\n"
                         "def rows(path):\n    return pq.read_table(path).num_rows"),
              ("use", "n = rows('t.parquet')\nn")]
-    first = _ok(kernel.run_all(cells))
-    assert _states(first) == ["ran"] * 4 and first[1].result == "2" and first[3].result == "2"
+    first = ok(kernel.run_all(cells))
+    assert states(first) == ["ran"] * 4 and first[1].result == "2" and first[3].result == "2"
 
     kernel.restart()
-    assert _states(_ok(kernel.run_all(cells))) == ["ran", "restored", "restored", "restored"]
+    assert states(ok(kernel.run_all(cells))) == ["ran", "restored", "restored", "restored"]
 
     _frame(3).to_parquet(workdir / "t.parquet")
     kernel.restart()
-    third = _ok(kernel.run_all(cells))
-    assert _states(third) == ["ran", "ran", "restored", "ran"]
+    third = ok(kernel.run_all(cells))
+    assert states(third) == ["ran", "ran", "restored", "ran"]
     assert third[1].result == "3" and third[3].result == "3"
     assert kernel.value("len(df)") == "3" and kernel.value("n") == "3"
     assert "t.parquet` changed" in kernel.run("%incrcell why 4").stdout
@@ -71,17 +64,17 @@ def test_sqlite_in_a_helper_sees_a_row_inserted_outside(kernel: Kernel, workdir:
                         "    try:\n        return con.execute('select sum(price) from items').fetchone()[0]\n"
                         "    finally:\n        con.close()"),
              ("use", "t = total()\nt")]
-    assert _ok(kernel.run_all(cells))[2].result == "2.5"
+    assert ok(kernel.run_all(cells))[2].result == "2.5"
     kernel.restart()
-    assert _states(_ok(kernel.run_all(cells))) == ["ran", "restored", "restored"]
+    assert states(ok(kernel.run_all(cells))) == ["ran", "restored", "restored"]
 
     with sqlite3.connect(db) as con:
         con.execute("insert into items values ('cake', 4.0)")
     con.close()
     kernel.restart()
-    third = _ok(kernel.run_all(cells))
+    third = ok(kernel.run_all(cells))
     # the helper's cell only defines total(): what total() opens is its callers' input
-    assert _states(third) == ["ran", "restored", "ran"] and third[2].result == "6.5"
+    assert states(third) == ["ran", "restored", "ran"] and third[2].result == "6.5"
     assert "shop.db` changed" in kernel.run("%incrcell why 3").stdout
 
 
@@ -95,12 +88,12 @@ def test_a_cell_inserting_into_sqlite_is_uncacheable(kernel: Kernel, workdir: Pa
                         "del con"),
              ("count", "import sqlite3\nwith sqlite3.connect('shop.db') as c:\n"
                        "    rows = c.execute('select count(*) from items').fetchone()[0]\nrows")]
-    assert _ok(kernel.run_all(cells))[2].result == "1"
+    assert ok(kernel.run_all(cells))[2].result == "1"
     assert "reads and writes file `shop.db`" in kernel.run("%incrcell status").stdout
     kernel.restart()
-    second = _ok(kernel.run_all(cells))
+    second = ok(kernel.run_all(cells))
     # a plain run inserts again: the insert runs, and the count sees two rows
-    assert _states(second) == ["ran", "ran", "ran"] and second[2].result == "2"
+    assert states(second) == ["ran", "ran", "ran"] and second[2].result == "2"
 
 
 def test_h5py_read_sees_the_dataset_change(kernel: Kernel, workdir: Path):
@@ -109,14 +102,14 @@ def test_h5py_read_sees_the_dataset_change(kernel: Kernel, workdir: Path):
     cells = [LOAD, ("helper", "import h5py\ndef total(path):\n    with h5py.File(path) as f:\n"
                               "        return int(f['x'][:].sum())"),
              ("read", "s = total('d.h5')\ns")]
-    assert _ok(kernel.run_all(cells))[2].result == "6"
+    assert ok(kernel.run_all(cells))[2].result == "6"
     kernel.restart()
-    assert _states(_ok(kernel.run_all(cells))) == ["ran", "restored", "restored"]
+    assert states(ok(kernel.run_all(cells))) == ["ran", "restored", "restored"]
     with h5py.File(workdir / "d.h5", "a") as f:
         f["x"][0] = 100
     kernel.restart()
-    third = _ok(kernel.run_all(cells))
-    assert _states(third) == ["ran", "restored", "ran"] and third[2].result == "106"
+    third = ok(kernel.run_all(cells))
+    assert states(third) == ["ran", "restored", "ran"] and third[2].result == "106"
 
 
 def test_partitioned_parquet_directory_gaining_a_file_is_not_restored(kernel: Kernel,
@@ -125,10 +118,10 @@ def test_partitioned_parquet_directory_gaining_a_file_is_not_restored(kernel: Ke
     _frame(2).to_parquet(workdir / "parts" / "p0.parquet")
     cells = [LOAD, ("imp", "import pyarrow.dataset as ds"),
              ("read", "rows = ds.dataset('parts', format='parquet').to_table().num_rows\nrows")]
-    assert _ok(kernel.run_all(cells))[2].result == "2"
+    assert ok(kernel.run_all(cells))[2].result == "2"
     _frame(3).to_parquet(workdir / "parts" / "p1.parquet")
     kernel.restart()
-    second = _ok(kernel.run_all(cells))
+    second = ok(kernel.run_all(cells))
     assert not second[2].restored and second[2].result == "5"
     assert kernel.value("rows") == "5"
 
@@ -137,12 +130,12 @@ def test_a_cell_writing_parquet_writes_it_back_when_restored(kernel: Kernel, wor
     cells = [LOAD, ("imp", "import pandas as pd"),
              ("write", "pd.DataFrame({'a': [1, 2, 3]}).to_parquet('out.parquet')"),
              ("read", "back = len(pd.read_parquet('out.parquet'))\nback")]
-    assert _ok(kernel.run_all(cells))[3].result == "3"
+    assert ok(kernel.run_all(cells))[3].result == "3"
     written = (workdir / "out.parquet").read_bytes()
     (workdir / "out.parquet").unlink()
     kernel.restart()
-    second = _ok(kernel.run_all(cells))
-    assert _states(second) == ["ran", "restored", "restored", "restored"]
+    second = ok(kernel.run_all(cells))
+    assert states(second) == ["ran", "restored", "restored", "restored"]
     assert (workdir / "out.parquet").read_bytes() == written
     assert pd.read_parquet(workdir / "out.parquet")["a"].tolist() == [1, 2, 3]
 
@@ -303,15 +296,15 @@ def test_files_named_by_literals_are_inputs_of_native_readers(kernel: Kernel, wo
     cells = [LOAD, ("reader", _NATIVE_READER),
              ("direct", "text = read_native('blob.txt')\ntext"),
              ("through", "inner = load()\ninner")]
-    first = _ok(kernel.run_all(cells))
+    first = ok(kernel.run_all(cells))
     assert first[2].result == "'one'" and first[3].result == "'uno'"
     kernel.restart()
-    assert _states(_ok(kernel.run_all(cells)))[2:] == ["restored", "restored"]
+    assert states(ok(kernel.run_all(cells)))[2:] == ["restored", "restored"]
     (workdir / "blob.txt").write_text("two")
     (workdir / "inner.txt").write_text("dos")
     kernel.restart()
-    third = _ok(kernel.run_all(cells))
-    assert _states(third)[2:] == ["ran", "ran"]
+    third = ok(kernel.run_all(cells))
+    assert states(third)[2:] == ["ran", "ran"]
     assert third[2].result == "'two'" and third[3].result == "'dos'"
 
 

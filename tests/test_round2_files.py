@@ -15,9 +15,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from kernel import LOAD, Execution, Kernel
+from kernel import LOAD, Execution, Kernel, ok
 
 
 def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
@@ -34,10 +33,6 @@ def reason(kernel: Kernel, execution: Execution) -> str:
     return kernel.value("__import__('incrcell.hooks').hooks._ACTIVE.engine"
                         f".by_count[{execution.execution_count}].reason")
 
-
-def ok(executions: list[Execution]) -> list[Execution]:
-    assert all(e.status == "ok" for e in executions), [e.error for e in executions]
-    return executions
 
 
 def test_a_cell_calling_open_itself_is_cached_and_keyed_on_the_file(kernel, workdir):

@@ -13,15 +13,12 @@ import re
 import time
 from pathlib import Path
 
-from kernel import LOAD, Execution, Kernel, normalise_outputs
+from kernel import LOAD, Execution, Kernel, normalise_outputs, states
 
 from incrcell.store import FORMAT_VERSION
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
-
-def states(executions: list[Execution]) -> list[str]:
-    return ["restored" if e.restored else "ran" for e in executions]
 
 
 def traceback_text(execution: Execution) -> str:

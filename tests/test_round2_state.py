@@ -9,15 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kernel import LOAD, Kernel
+from kernel import LOAD, Kernel, ok
 
 
 def restored(executions) -> list[bool]:
     return [e.restored for e in executions]
 
-
-def ok(executions) -> None:
-    assert all(e.status == "ok" for e in executions), [e.error for e in executions]
 
 
 def twice(kernel: Kernel, cells, edited=None):
