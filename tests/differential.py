@@ -646,6 +646,16 @@ def _show(name: str, content: bytes) -> str:
 Cells = list[tuple[str, str]]  # (cell id, source)
 
 
+def _make_way(directory: Path, workdir: Path) -> None:
+    """Make ``directory`` (inside ``workdir``) exist, as a user would: a file a cell left
+    where a directory goes (``shutil.move(f, 'runs')``) is removed first."""
+    for part in [*reversed(directory.relative_to(workdir).parents), directory.relative_to(workdir)]:
+        place = workdir / part
+        if place != workdir and (place.is_symlink() or place.exists() and not place.is_dir()):
+            place.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
+
+
 @dataclass(frozen=True)
 class Edit:
     """One change between two runs, to the notebook or to a file of the working directory.
@@ -665,10 +675,10 @@ class Edit:
     def apply(self, cells: Cells, workdir: Path) -> None:
         path = workdir / self.file
         if self.kind == "write":
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _make_way(path.parent, workdir)
             path.write_bytes(self.content)
         elif self.kind == "mkdir":
-            path.mkdir(parents=True, exist_ok=True)
+            _make_way(path, workdir)
         elif self.kind == "touch":
             if path.exists():
                 stat = path.stat()
