@@ -519,9 +519,12 @@ class FileWatch:
             self.updates.add(path)
 
     def _existed(self, path: str) -> None:
-        """Whether ``path`` existed before the cell is an input (unless the cell made it)."""
+        """Whether ``path`` existed before the cell is an input (unless the cell made it), and
+        what kind of thing it was: removing, renaming or making it does something else to a
+        file than to a directory (``rmtree(p, ignore_errors=True)`` leaves a file)."""
         if path not in self.writes:
             self.existed.setdefault(path, os.path.lexists(path))
+            self._probe("lkind", path)
 
     def _changed(self, path: str | None, tree: bool = False, existed: bool = False) -> None:
         """A directory (or symlink) created, removed or renamed: its state after the cell is

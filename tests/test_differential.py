@@ -514,3 +514,12 @@ def test_run_all_again_after_an_uncacheable_cell_changed_an_array_in_place(tmp_p
     for uncacheable in ("xs = open('table.csv').read().splitlines()", "import time\nt = time.time() > 0"):
         cells = notebook("arr = np.linspace(0, 1, 2)", f"{uncacheable}\narr += 1")
         _verify(runs(cells, restart(same_kernel=True)), tmp_path)
+
+
+def test_a_removal_is_keyed_on_the_kind_of_what_it_removes(tmp_path):
+    """Found by the generator: ``rmtree(..., ignore_errors=True)`` of a file leaves the file;
+    restored after a directory took the file's place, it brought the file back."""
+    cells = notebook("shutil.move('data.txt', 'runs')", "shutil.rmtree('runs', ignore_errors=True)")
+    _verify(runs(cells, restart(Edit("remove", file="runs"), Edit("mkdir", file="runs/r1"),
+                                continue_on_error=True)),
+            tmp_path)
