@@ -818,6 +818,10 @@ class Engine:
         """Store what a successful miss wrote; returns (names written, failure reason)."""
         names = set(plan.writes) | self._rebound(plan, namespace)
         mutated = self._mutated(plan, namespace, known=names)
+        # inputs the cell writes in place (``del xs[0]``, ``df["c"] = ...``): the same object
+        # as before, so whatever holds it changed too (``pair = (xs, ...)``)
+        mutated |= {name for name in plan.writes & plan.digests.keys()
+                    if name in namespace and plan.bindings.get(name) == id(namespace[name])}
         names |= mutated
         sharers = self._sharers(plan, namespace, mutated, known=names)
         if sharers is None:
@@ -902,6 +906,10 @@ class Engine:
         if not mutated:
             return set()
         bound = self._bound(namespace, exclude=known)
+        # a tuple has no identity of its own to keep, but one holding a mutated object changed
+        bound.update({id(value): name for name, value in namespace.items()
+                      if type(value) in (tuple, frozenset) and name not in known
+                      and not _HISTORY_NAME.match(name) and not self.is_session_name(name)})
         # functions see the closure cells they share with a changed one (``inc, get = make()``)
         bound.update({id(value): name for name, value in namespace.items()
                       if type(value) is types.FunctionType and name not in known

@@ -523,3 +523,10 @@ def test_a_removal_is_keyed_on_the_kind_of_what_it_removes(tmp_path):
     _verify(runs(cells, restart(Edit("remove", file="runs"), Edit("mkdir", file="runs/r1"),
                                 continue_on_error=True)),
             tmp_path)
+
+
+def test_a_statement_changing_an_input_in_place_writes_its_holders_too(tmp_path):
+    """Found by the generator: ``del xs[0]`` writes ``xs`` statically, and ``pair``, which
+    holds it, was not found; after a restore ``pair`` held the list before the deletion."""
+    cells = notebook("xs = [0, 0, 0]", "pair = (xs, [0])", "del xs[0]")
+    _verify(runs(cells, restart()), tmp_path)
