@@ -410,6 +410,16 @@ def _incrcell_wrapping(was: Any, value: Any) -> bool:
     return (getattr(value, ORIGINAL, None) is was) or (getattr(was, ORIGINAL, None) is value)
 
 
+def _users_thread(thread: threading.Thread) -> bool:
+    """Whether ``thread`` runs the user's code (a target defined in the notebook or a local
+    module, or a Thread subclass of theirs), not a library's worker (matplotlib's, a pool's),
+    whose work is the library's own business, as its other internal state is."""
+    target = getattr(thread, "_target", None)
+    code_of = target if target is not None else type(thread).run
+    module = getattr(code_of, "__module__", None) or ""
+    return module == "__main__" or is_local_module(module, sys.modules.get(module))
+
+
 def same(a: Any, b: Any) -> bool:
     """Whether two values of an item are the same (identical or equal; a comparison that
     fails or is element-wise counts as different)."""
@@ -439,7 +449,8 @@ def refusal(before: Snapshot, after: Snapshot) -> str:
                 return (f"puts `{name}` into sys.modules by hand: a restore cannot bring "
                         "that back")
     running = [thread for thread in threading.enumerate()
-               if thread.ident not in before.threads and thread.is_alive()]
+               if thread.ident not in before.threads and thread.is_alive()
+               and _users_thread(thread)]
     if running:
         return (f"starts thread `{running[0].name}`, still running when the cell ended: "
                 "what it does next cannot be replayed")
