@@ -230,8 +230,9 @@ def test_a_module_attribute_set_through_a_function_is_replayed(session, pristine
 
 
 @pytest.mark.parametrize("source, reason", [
-    ("import threading, time\nthreading.Thread(target=time.sleep, args=(30,),"
-     " name='incrcell-worker', daemon=True).start()", "starts thread `incrcell-worker`"),
+    ("import threading\ndef work():\n    threading.Event().wait(30)\n"
+     "threading.Thread(target=work, name='incrcell-worker', daemon=True).start()",
+     "starts thread `incrcell-worker`"),
     ("import sys\ndef drop(name):\n    sys.modules.pop(name)\ndrop('colorsys')",
      "removes module `colorsys` from sys.modules"),
 ])
