@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from kernel import LOAD, Execution, Kernel, normalise_outputs, states
+from kernel import LOAD, Execution, Kernel, normalise_outputs, ok, states
 
 from incrcell.store import FORMAT_VERSION
 
@@ -52,7 +52,7 @@ CAPTURE = [
 
 def test_code_run_by_a_magic_is_part_of_its_cell(kernel: Kernel):
     first = kernel.run_all(CAPTURE)
-    assert all(e.status == "ok" for e in first), [e.error for e in first]
+    ok(first)
     assert kernel.value("cap.stdout") == "'inside\\n'" and kernel.value("cap.outputs") == "[]"
     kernel.restart()
     second = kernel.run_all(CAPTURE)
