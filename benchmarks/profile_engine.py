@@ -38,14 +38,26 @@ from notebook import edited_last, pipeline_cells, tiny_cells  # noqa: E402
 GROUPS = {
     "xxh3 hashing (xxhash update/digest)": ("xxhash", "xxh3"),
     "HMAC-SHA256 (signing / verifying)": ("_hashlib", "hmac"),
-    "pickle dump (hash stream + serialise)": ("dump' of '_pickle", "Pickler' objects", "persistent_id",
-                                              "reducer_override"),
+    "pickle dump (hash stream + serialise)": (
+        "dump' of '_pickle",
+        "Pickler' objects",
+        "persistent_id",
+        "reducer_override",
+    ),
     "pickle load (unpickling)": ("_pickle.loads", "built-in method _pickle.loads"),
     "file write (os.write)": ("posix.write",),
     "file read (readinto)": ("readinto",),
     "file system calls (open/mkstemp/rename/stat/mkdir)": (
-        "posix.replace", "posix.stat", "posix.open", "posix.close", "posix.lstat", "posix.mkdir",
-        "io.open", "posix.unlink", "posix.fstat"),
+        "posix.replace",
+        "posix.stat",
+        "posix.open",
+        "posix.close",
+        "posix.lstat",
+        "posix.mkdir",
+        "io.open",
+        "posix.unlink",
+        "posix.fstat",
+    ),
     "source analysis (ast)": ("analysis.py", "compile", "ast.py"),
     "package versions / metadata": ("packages.py", "importlib/metadata", "find_spec"),
     "json": ("json",),
@@ -58,9 +70,24 @@ TIMED = [
     ("incrcell.fingerprint", "ValueHasher", "hash", "ValueHasher.hash (content hash of a value)"),
     ("incrcell.engine", None, "dumps", "serialise.dumps (pickling a value to store)"),
     ("incrcell.store.file", "FileBackend", "write", "FileBackend.write (temp file, write, rename)"),
-    ("incrcell.store.cache", "Store", "_read", "Store._read (allocate + read + digest a cache file)"),
-    ("incrcell.store.cache", None, "aligned_buffer", "  of which codec.aligned_buffer (bytearray alloc)"),
-    ("incrcell.store.signing", "Signer", "sign", "Signer.sign (HMAC-SHA256, writing and verifying)"),
+    (
+        "incrcell.store.cache",
+        "Store",
+        "_read",
+        "Store._read (allocate + read + digest a cache file)",
+    ),
+    (
+        "incrcell.store.cache",
+        None,
+        "aligned_buffer",
+        "  of which codec.aligned_buffer (bytearray alloc)",
+    ),
+    (
+        "incrcell.store.signing",
+        "Signer",
+        "sign",
+        "Signer.sign (HMAC-SHA256, writing and verifying)",
+    ),
     ("incrcell.serialise", None, "loads", "serialise.loads (unpickling a value)"),
     ("incrcell.engine", None, "package_versions", "packages.package_versions"),
     ("incrcell.engine", None, "analyse_cell", "analysis.analyse_cell"),
@@ -99,8 +126,9 @@ def instrument() -> dict[str, list]:
 
         if owner_name in ("tempfile", "os"):
             # patch only the store's use: give it a private namespace proxy
-            proxy = types.SimpleNamespace(**{k: getattr(owner, k) for k in dir(owner)
-                                             if not k.startswith("__")})
+            proxy = types.SimpleNamespace(
+                **{k: getattr(owner, k) for k in dir(owner) if not k.startswith("__")}
+            )
             setattr(proxy, attr, wrapper)
             setattr(module, owner_name, proxy)
         else:
@@ -149,6 +177,7 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
                 if use_cprofile:
                     profile.disable()
                 spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+
         return wrapper
 
     engine.plan = timed("plan", engine.plan)
@@ -180,30 +209,48 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
         if not result.success:
             raise RuntimeError(f"{name}: cell {cell_id} failed: {result.error_in_exec!r}")
         record = engine.records.get(f"cell:{cell_id}")
-        rows.append({"cell": cell_id, "wall": wall, **{k: spent.get(k, 0.0) for k in
-                                                       ("plan", "finish", "replay")},
-                     "read": io_bytes["read"], "written": io_bytes["written"],
-                     "components": {label: [v[0] - before[label][0], v[1] - before[label][1]]
-                                    for label, v in components.items()},
-                     "state": record.state if record else "?",
-                     "reason": record.reason if record else ""})
+        rows.append(
+            {
+                "cell": cell_id,
+                "wall": wall,
+                **{k: spent.get(k, 0.0) for k in ("plan", "finish", "replay")},
+                "read": io_bytes["read"],
+                "written": io_bytes["written"],
+                "components": {
+                    label: [v[0] - before[label][0], v[1] - before[label][1]]
+                    for label, v in components.items()
+                },
+                "state": record.state if record else "?",
+                "reason": record.reason if record else "",
+            }
+        )
     sys.stdout = real_stdout
 
     functions = []
     stats = pstats.Stats(profile) if use_cprofile else None
-    for (file, line, func), (_cc, nc, tt, ct, _callers) in (stats.stats.items() if stats else ()):  # type: ignore[attr-defined]
+    for (file, line, func), (_cc, nc, tt, ct, _callers) in stats.stats.items() if stats else ():  # type: ignore[attr-defined]
         short = f"{Path(file).name}:{line}({func})" if file != "~" else func
         functions.append({"name": short, "calls": nc, "tottime": tt, "cumtime": ct})
     functions.sort(key=lambda f: f["tottime"], reverse=True)
-    cumulative = sorted((f for f in functions if "incrcell" in f["name"] or ".py:" in f["name"]),
-                        key=lambda f: f["cumtime"], reverse=True)
+    cumulative = sorted(
+        (f for f in functions if "incrcell" in f["name"] or ".py:" in f["name"]),
+        key=lambda f: f["cumtime"],
+        reverse=True,
+    )
     groups = {}
     for group, needles in GROUPS.items():
-        groups[group] = sum(f["tottime"] for f in functions
-                            if any(needle in f["name"] for needle in needles))
-    return {"scenario": name, "load": load_time, "rows": rows, "top": functions[:top],
-            "cumulative": cumulative[:top], "groups": groups,
-            "engine_total": sum(r["plan"] + r["finish"] + r["replay"] for r in rows)}
+        groups[group] = sum(
+            f["tottime"] for f in functions if any(needle in f["name"] for needle in needles)
+        )
+    return {
+        "scenario": name,
+        "load": load_time,
+        "rows": rows,
+        "top": functions[:top],
+        "cumulative": cumulative[:top],
+        "groups": groups,
+        "engine_total": sum(r["plan"] + r["finish"] + r["replay"] for r in rows),
+    }
 
 
 def show(result: dict) -> str:
@@ -216,12 +263,16 @@ def show(result: dict) -> str:
     engine = result["engine_total"]
     read = sum(r["read"] for r in rows) / 1e6
     written = sum(r["written"] for r in rows) / 1e6
-    out.append(f"cells {len(rows)}, wall {wall:.3f} s, of which incrcell {engine:.3f} s "
-               f"(plan {sum(r['plan'] for r in rows):.3f}, finish {sum(r['finish'] for r in rows):.3f}, "
-               f"replay {sum(r['replay'] for r in rows):.3f}); read {read:.1f} MB, wrote {written:.1f} MB; "
-               f"per cell: incrcell {engine / len(rows) * 1000:.2f} ms")
+    out.append(
+        f"cells {len(rows)}, wall {wall:.3f} s, of which incrcell {engine:.3f} s "
+        f"(plan {sum(r['plan'] for r in rows):.3f}, finish {sum(r['finish'] for r in rows):.3f}, "
+        f"replay {sum(r['replay'] for r in rows):.3f}); read {read:.1f} MB, wrote {written:.1f} MB; "
+        f"per cell: incrcell {engine / len(rows) * 1000:.2f} ms"
+    )
     if result["top"]:
-        out.append("(profiled: cProfile inflates Python-heavy parts; C work such as hashing and I/O is not)")
+        out.append(
+            "(profiled: cProfile inflates Python-heavy parts; C work such as hashing and I/O is not)"
+        )
     else:
         out.append("(timed without cProfile)")
     out.append("")
@@ -231,8 +282,10 @@ def show(result: dict) -> str:
             total = totals.setdefault(label, [0, 0.0])
             total[0] += calls
             total[1] += seconds
-    out.append("Time in selected incrcell functions (outermost calls; timers only, no cProfile "
-               "inside them unless this is a cProfile run):")
+    out.append(
+        "Time in selected incrcell functions (outermost calls; timers only, no cProfile "
+        "inside them unless this is a cProfile run):"
+    )
     out.append("")
     out.append("| function | calls | seconds | ms per cell |")
     out.append("|---|---:|---:|---:|")
@@ -241,20 +294,26 @@ def show(result: dict) -> str:
             out.append(f"| {label} | {calls} | {seconds:.3f} | {seconds / len(rows) * 1000:.2f} |")
     out.append("")
     if not tiny:
-        out.append("| cell | state | wall s | plan s | finish s | replay s | MB read | MB written |")
+        out.append(
+            "| cell | state | wall s | plan s | finish s | replay s | MB read | MB written |"
+        )
         out.append("|---|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
-            out.append(f"| {r['cell']} | {r['state']} | {r['wall']:.3f} | {r['plan']:.3f} | "
-                       f"{r['finish']:.3f} | {r['replay']:.3f} | {r['read'] / 1e6:.1f} | "
-                       f"{r['written'] / 1e6:.1f} |")
+            out.append(
+                f"| {r['cell']} | {r['state']} | {r['wall']:.3f} | {r['plan']:.3f} | "
+                f"{r['finish']:.3f} | {r['replay']:.3f} | {r['read'] / 1e6:.1f} | "
+                f"{r['written'] / 1e6:.1f} |"
+            )
         out.append("")
     if not result["top"]:
         return "\n".join(out)
     out.append("Time by kind of work (tottime inside incrcell's calls):")
     for group, seconds in sorted(result["groups"].items(), key=lambda kv: -kv[1]):
         if seconds >= 0.001:
-            out.append(f"  {seconds:8.3f} s  {group}"
-                       + (f"  ({seconds / len(rows) * 1000:.3f} ms/cell)" if tiny else ""))
+            out.append(
+                f"  {seconds:8.3f} s  {group}"
+                + (f"  ({seconds / len(rows) * 1000:.3f} ms/cell)" if tiny else "")
+            )
     out.append("")
     out.append("Top functions by own time:")
     out.append(f"  {'tottime s':>10} {'cumtime s':>10} {'calls':>8}  function")
@@ -272,13 +331,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", help=argparse.SUPPRESS)  # internal: run one, print JSON
     parser.add_argument("--tiny", type=int, default=200)
-    parser.add_argument("--no-cprofile", action="store_true",
-                        help="only time incrcell's calls (no cProfile overhead, no function list)")
+    parser.add_argument(
+        "--no-cprofile",
+        action="store_true",
+        help="only time incrcell's calls (no cProfile overhead, no function list)",
+    )
     parser.add_argument("--top", type=int, default=20)
-    parser.add_argument("--output", type=Path, default=HERE / "profile.md",
-                        help="where the report is also written (default benchmarks/profile.md)")
-    parser.add_argument("--only", nargs="*", default=None,
-                        help="scenarios to run (cold warm edit-last tiny-cold tiny-warm)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=HERE / "profile.md",
+        help="where the report is also written (default benchmarks/profile.md)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        help="scenarios to run (cold warm edit-last tiny-cold tiny-warm)",
+    )
     args = parser.parse_args()
     if args.scenario:
         print(json.dumps(run_scenario(args.scenario, args.tiny, args.top, not args.no_cprofile)))
@@ -294,14 +364,28 @@ def main() -> None:
     scenarios = [name for name in order if name in needed]
     sections = ["# incrcell engine profile (benchmarks/profile_engine.py)", ""]
     with tempfile.TemporaryDirectory(prefix="incrcell-profile-") as root:
-        env = {**os.environ, "INCRCELL_CACHE_DIR": f"{root}/cache", "XDG_CONFIG_HOME": f"{root}/config",
-               # as in run.py: one BLAS thread, so that the training cell's time is stable
-               "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {
+            **os.environ,
+            "INCRCELL_CACHE_DIR": f"{root}/cache",
+            "XDG_CONFIG_HOME": f"{root}/config",
+            # as in run.py: one BLAS thread, so that the training cell's time is stable
+            "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+        }
         for name in scenarios:
             if name == "tiny-cold":  # its own empty cache
                 env["INCRCELL_CACHE_DIR"] = f"{root}/tiny-cache"
-            command = [sys.executable, __file__, "--scenario", name, "--tiny", str(args.tiny),
-                       "--top", str(args.top)] + (["--no-cprofile"] if args.no_cprofile else [])
+            command = [
+                sys.executable,
+                __file__,
+                "--scenario",
+                name,
+                "--tiny",
+                str(args.tiny),
+                "--top",
+                str(args.top),
+            ] + (["--no-cprofile"] if args.no_cprofile else [])
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode:
                 print(done.stderr, file=sys.stderr)

@@ -66,8 +66,11 @@ class CellRun:
 
     @property
     def restored(self) -> bool:
-        return any(o.get("metadata", {}).get("incrcell") for o in self.outputs
-                   if o["output_type"] == "display_data")
+        return any(
+            o.get("metadata", {}).get("incrcell")
+            for o in self.outputs
+            if o["output_type"] == "display_data"
+        )
 
 
 @dataclass
@@ -109,8 +112,14 @@ class Kernel(TestKernel):
         ids: list[str] = []
         start = time.perf_counter()
         for cell_id, source in cells:
-            content = {"code": source, "silent": False, "store_history": True,
-                       "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
+            content = {
+                "code": source,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": False,
+            }
             msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
             self.kc.shell_channel.send(msg)
             ids.append(msg["header"]["msg_id"])
@@ -147,15 +156,18 @@ class Kernel(TestKernel):
                 idle.add(i)
                 ended[i] = min(ended[i] or float("inf"), now)
             elif kind == "stream":
-                outputs[i].append({"output_type": "stream", "name": content["name"],
-                                   "text": content["text"]})
+                outputs[i].append(
+                    {"output_type": "stream", "name": content["name"], "text": content["text"]}
+                )
             elif kind in ("display_data", "execute_result", "error"):
                 outputs[i].append({"output_type": kind, **content})
         runs, previous = [], start
         for i, (cell_id, _) in enumerate(cells):
             end = max(ended[i], previous)  # type: ignore[type-var]
             reply = replies[i]
-            error = "" if reply["status"] == "ok" else f"{reply.get('ename')}: {reply.get('evalue')}"
+            error = (
+                "" if reply["status"] == "ok" else f"{reply.get('ename')}: {reply.get('evalue')}"
+            )
             runs.append(CellRun(cell_id, end - previous, reply["status"], outputs[i], error))
             previous = end
         failed = [c for c in runs if c.status != "ok"]
@@ -245,9 +257,11 @@ class Bench:
     def env(self) -> tuple[dict[str, str], Path]:
         self.counter += 1
         cache = self.root / f"cache-{self.counter}"
-        env = {"INCRCELL_CACHE_DIR": str(cache),
-               "XDG_CONFIG_HOME": str(self.root / f"config-{self.counter}"),
-               "XDG_CACHE_HOME": str(self.root / f"xdg-cache-{self.counter}")}
+        env = {
+            "INCRCELL_CACHE_DIR": str(cache),
+            "XDG_CONFIG_HOME": str(self.root / f"config-{self.counter}"),
+            "XDG_CACHE_HOME": str(self.root / f"xdg-cache-{self.counter}"),
+        }
         if self.blas_threads:
             for var in BLAS_THREAD_VARS:
                 env[var] = str(self.blas_threads)
@@ -286,8 +300,11 @@ class Bench:
             edit = self.keep(kernel.run_all("edit-last", edited_last(cells)))
             not_restored = [c.cell_id for c in edit.cells[1:-1] if not c.restored]
             if not_restored or edit.cells[-1].restored:
-                diagnose(kernel, edit, f"edit-last run did not restore {not_restored} "
-                                       f"or restored the edited cell")
+                diagnose(
+                    kernel,
+                    edit,
+                    f"edit-last run did not restore {not_restored} or restored the edited cell",
+                )
         finally:
             kernel.shutdown()
             shutil.rmtree(cache, ignore_errors=True)
@@ -333,22 +350,50 @@ def report(bench: Bench, info: dict[str, str], n_tiny: int, total_wall: float) -
     edit_limit = warm + last_plain + EDIT_TOLERANCE
     rows = [
         ("plain Run All (no incrcell)", f"{plain:.2f}", "1.000", "", ""),
-        ("cold: first run, empty cache", f"{cold:.2f}", f"{cold / plain:.3f}",
-         f"≤ {COLD_TARGET:.0%} of plain", ok(cold <= COLD_TARGET * plain)),
-        ("warm: restart, Run All, all restored", f"{warm:.2f}", f"{warm / plain:.3f}",
-         f"≤ {WARM_TARGET:.0%} of plain ({WARM_TARGET * plain:.2f} s)", ok(warm <= WARM_TARGET * plain)),
-        ("edit-last: restart, last cell edited", f"{edit:.2f}", f"{edit / plain:.3f}",
-         f"≈ warm + last cell's own time ({warm:.2f} + {last_plain:.3f} s, "
-         f"tolerance {EDIT_TOLERANCE} s)", ok(edit <= edit_limit)),
-        ("  of which the edited last cell", f"{last_edit:.3f}", "",
-         f"its plain time: {last_plain:.3f} s", ""),
+        (
+            "cold: first run, empty cache",
+            f"{cold:.2f}",
+            f"{cold / plain:.3f}",
+            f"≤ {COLD_TARGET:.0%} of plain",
+            ok(cold <= COLD_TARGET * plain),
+        ),
+        (
+            "warm: restart, Run All, all restored",
+            f"{warm:.2f}",
+            f"{warm / plain:.3f}",
+            f"≤ {WARM_TARGET:.0%} of plain ({WARM_TARGET * plain:.2f} s)",
+            ok(warm <= WARM_TARGET * plain),
+        ),
+        (
+            "edit-last: restart, last cell edited",
+            f"{edit:.2f}",
+            f"{edit / plain:.3f}",
+            f"≈ warm + last cell's own time ({warm:.2f} + {last_plain:.3f} s, "
+            f"tolerance {EDIT_TOLERANCE} s)",
+            ok(edit <= edit_limit),
+        ),
+        (
+            "  of which the edited last cell",
+            f"{last_edit:.3f}",
+            "",
+            f"its plain time: {last_plain:.3f} s",
+            "",
+        ),
         (f"tiny: {n_tiny} trivial cells, plain", f"{tiny_plain:.2f}", "1.000", "", ""),
-        (f"tiny: {n_tiny} trivial cells, incrcell cold", f"{tiny_cold:.2f}",
-         f"{tiny_cold / tiny_plain:.3f}",
-         f"overhead ≤ {TINY_TARGET_MS:g} ms/cell: measured {per_cell:.2f} ms/cell",
-         ok(per_cell <= TINY_TARGET_MS)),
-        (f"tiny: {n_tiny} trivial cells, incrcell warm", f"{tiny_warm:.2f}",
-         f"{tiny_warm / tiny_plain:.3f}", f"(no target) {per_cell_warm:.2f} ms/cell over plain", ""),
+        (
+            f"tiny: {n_tiny} trivial cells, incrcell cold",
+            f"{tiny_cold:.2f}",
+            f"{tiny_cold / tiny_plain:.3f}",
+            f"overhead ≤ {TINY_TARGET_MS:g} ms/cell: measured {per_cell:.2f} ms/cell",
+            ok(per_cell <= TINY_TARGET_MS),
+        ),
+        (
+            f"tiny: {n_tiny} trivial cells, incrcell warm",
+            f"{tiny_warm:.2f}",
+            f"{tiny_warm / tiny_plain:.3f}",
+            f"(no target) {per_cell_warm:.2f} ms/cell over plain",
+            "",
+        ),
     ]
     lines = ["## incrcell benchmark results", ""]
     lines.append("| scenario | seconds | ratio to plain | target | result |")
@@ -356,17 +401,24 @@ def report(bench: Bench, info: dict[str, str], n_tiny: int, total_wall: float) -
     lines += [f"| {' | '.join(r)} |" for r in rows]
     lines.append("")
     reps = len(bench.results["plain"])
-    lines.append(f"Medians of {reps} runs of plain/cold/warm/edit-last and "
-                 f"{len(bench.results['tiny plain'])} of tiny; Run All timed from the first "
-                 "execute_request to the last reply, all requests sent at once as JupyterLab does; "
-                 "kernel start-up excluded. The cold and warm times include the `%load_ext incrcell` "
-                 f"cell ({load:.2f} s cold).")
+    lines.append(
+        f"Medians of {reps} runs of plain/cold/warm/edit-last and "
+        f"{len(bench.results['tiny plain'])} of tiny; Run All timed from the first "
+        "execute_request to the last reply, all requests sent at once as JupyterLab does; "
+        "kernel start-up excluded. The cold and warm times include the `%load_ext incrcell` "
+        f"cell ({load:.2f} s cold)."
+    )
     lines.append("")
-    lines.append("Samples (s): " + "; ".join(
-        f"{name} {bench.samples(name)}" for name in ("plain", "cold", "warm", "edit-last")) + "; "
+    lines.append(
+        "Samples (s): "
+        + "; ".join(
+            f"{name} {bench.samples(name)}" for name in ("plain", "cold", "warm", "edit-last")
+        )
+        + "; "
         + f"tiny plain {bench.samples('tiny plain')}; "
         + f"tiny cold {bench.samples('tiny cold', RunAll.without_load)}; "
-        + f"tiny warm {bench.samples('tiny warm', RunAll.without_load)}.")
+        + f"tiny warm {bench.samples('tiny warm', RunAll.without_load)}."
+    )
     lines.append("")
     sizes = ", ".join(f"{s / 2**20:.0f} MiB" for s in bench.cache_sizes)
     lines.append(f"Cache size on disk after a cold run of the pipeline: {sizes}.")
@@ -377,8 +429,11 @@ def report(bench: Bench, info: dict[str, str], n_tiny: int, total_wall: float) -
     lines.append("| cell | plain | cold | cold − plain | warm | edit-last |")
     lines.append("|---|---:|---:|---:|---:|---:|")
     for cell_id, _ in pipeline_cells(incrcell=True):
+
         def cell_time(name: str) -> float | None:
-            times = [c.seconds for r in bench.results[name] for c in r.cells if c.cell_id == cell_id]
+            times = [
+                c.seconds for r in bench.results[name] for c in r.cells if c.cell_id == cell_id
+            ]
             return statistics.median(times) if times else None
 
         def shown(value: float | None, sign: str = "") -> str:
@@ -386,8 +441,10 @@ def report(bench: Bench, info: dict[str, str], n_tiny: int, total_wall: float) -
 
         plain_t, cold_t = cell_time("plain"), cell_time("cold")
         delta = None if plain_t is None or cold_t is None else cold_t - plain_t
-        lines.append(f"| {cell_id} | {shown(plain_t)} | {shown(cold_t)} | {shown(delta, '+')} | "
-                     f"{shown(cell_time('warm'))} | {shown(cell_time('edit-last'))} |")
+        lines.append(
+            f"| {cell_id} | {shown(plain_t)} | {shown(cold_t)} | {shown(delta, '+')} | "
+            f"{shown(cell_time('warm'))} | {shown(cell_time('edit-last'))} |"
+        )
     lines.append("")
     lines.append("### Machine")
     lines.append("")
@@ -399,15 +456,27 @@ def report(bench: Bench, info: dict[str, str], n_tiny: int, total_wall: float) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--blas-threads", type=int, default=1,
-                        help="BLAS/OpenMP threads in the kernels (default 1: on a 2-core machine a "
-                             "second BLAS thread makes the training cell's time vary by +-30%%; "
-                             "0 = the library's default)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs of plain and of cold/warm/edit-last (median reported; default 3)")
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP threads in the kernels (default 1: on a 2-core machine a "
+        "second BLAS thread makes the training cell's time vary by +-30%%; "
+        "0 = the library's default)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of plain and of cold/warm/edit-last (median reported; default 3)",
+    )
     parser.add_argument("--tiny", type=int, default=200, help="trivial cells in the tiny scenario")
-    parser.add_argument("--tiny-repeat", type=int, default=3,
-                        help="runs of the (quick) tiny scenarios (median reported; default 3)")
+    parser.add_argument(
+        "--tiny-repeat",
+        type=int,
+        default=3,
+        help="runs of the (quick) tiny scenarios (median reported; default 3)",
+    )
     parser.add_argument("--output", type=Path, default=HERE / "results.md")
     args = parser.parse_args()
 
@@ -426,19 +495,25 @@ def main() -> None:
             # alternate the order, so that a drift of the machine does not favour one side
             steps = []
             if rep < args.repeat:
-                steps += [lambda: bench.plain("plain", pipeline_cells(incrcell=False)),
-                          lambda: bench.pipeline_incrcell(with_warm=True)]
+                steps += [
+                    lambda: bench.plain("plain", pipeline_cells(incrcell=False)),
+                    lambda: bench.pipeline_incrcell(with_warm=True),
+                ]
             if rep < args.tiny_repeat:
-                steps += [lambda: bench.plain("tiny plain", tiny_cells(args.tiny, incrcell=False)),
-                          lambda: bench.tiny_incrcell(args.tiny)]
+                steps += [
+                    lambda: bench.plain("tiny plain", tiny_cells(args.tiny, incrcell=False)),
+                    lambda: bench.tiny_incrcell(args.tiny),
+                ]
             if rep % 2:
                 steps = [s for pair in zip(steps[1::2], steps[0::2]) for s in pair]
             for step in steps:
                 step()
         text = report(bench, info, args.tiny, time.perf_counter() - started)
         if engine_digest() != digest:
-            warning = ("**Warning: incrcell's source changed while the benchmark ran; "
-                       "these numbers mix engine versions. Run it again.**")
+            warning = (
+                "**Warning: incrcell's source changed while the benchmark ran; "
+                "these numbers mix engine versions. Run it again.**"
+            )
             log(warning)
             text = text.replace("### Machine", warning + "\n\n### Machine")
     finally:

@@ -33,10 +33,20 @@ def main() -> None:
         for index in range(args.entries):
             digest, key = f"{index:032x}", f"{index + 10**6:032x}"
             store.put_value(digest, dumps(np.arange(1000) + index))
-            store.put(Entry(key=key, source=f"x{index} = f()", variables={f"x{index}": digest},
-                            deleted=[], outputs=[{"type": "stream", "text": "out\n"}], result=None,
-                            duration=0.1, created=time.time(), components={"a": "b" * 200},
-                            bundle=digest))
+            store.put(
+                Entry(
+                    key=key,
+                    source=f"x{index} = f()",
+                    variables={f"x{index}": digest},
+                    deleted=[],
+                    outputs=[{"type": "stream", "text": "out\n"}],
+                    result=None,
+                    duration=0.1,
+                    created=time.time(),
+                    components={"a": "b" * 200},
+                    bundle=digest,
+                )
+            )
             keys.append(key)
         touch = store.backend.touch
 
@@ -59,8 +69,10 @@ def main() -> None:
         print(f"  tracking use (utime of the entry): {with_use * 1e6:8.1f} µs")
         print(f"  without tracking:                  {without * 1e6:8.1f} µs")
         print(f"  cost of tracking use per hit:      {cost * 1e6:8.1f} µs")
-        print(f"  for a {args.entries}-cell warm Run All: {cost * args.entries * 1e3:.3f} ms "
-              f"({cost * args.entries / 1.8 * 100:.3f} % of the 1.8 s warm run in results.md)")
+        print(
+            f"  for a {args.entries}-cell warm Run All: {cost * args.entries * 1e3:.3f} ms "
+            f"({cost * args.entries / 1.8 * 100:.3f} % of the 1.8 s warm run in results.md)"
+        )
 
 
 if __name__ == "__main__":

@@ -178,7 +178,9 @@ class _Cell:
     def summary(self) -> CellAnalysis:
         """Pull in the deferred code of every used definition and freeze the result."""
         for used, bound in self.uses:
-            reads, writes, mutates = self.closure(self.registry.get(used, ()) if isinstance(used, str) else [used])
+            reads, writes, mutates = self.closure(
+                self.registry.get(used, ()) if isinstance(used, str) else [used]
+            )
             for name in reads - bound:
                 self._read(name)
             self.mutates |= mutates - bound
@@ -264,10 +266,16 @@ class _Class(_Nested):
 class _Function(_Nested):
     """A def or lambda body: flow-insensitive, Python's local/global/nonlocal rules."""
 
-    def __init__(self, parent: _Scope, args: ast.arguments, body: list[ast.AST], deferred: bool) -> None:
+    def __init__(
+        self, parent: _Scope, args: ast.arguments, body: list[ast.AST], deferred: bool
+    ) -> None:
         self.parent, self.root, self.deferred = _skip_classes(parent), parent.root, deferred
         bound, self.globals, self.nonlocals = _scope_names(body)
-        params = {a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg) if a}
+        params = {
+            a.arg
+            for a in (*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg)
+            if a
+        }
         self.locals = (bound | params) - self.globals - self.nonlocals
         self.bound: set[str] = set()  # unused: no flow-sensitivity inside functions
 
@@ -501,7 +509,9 @@ class _Walker:
         effects.eager |= eager
         return effects
 
-    def _register(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, effects: _Effects | None) -> None:
+    def _register(
+        self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef, effects: _Effects | None
+    ) -> None:
         self.scope.store(node.name)
         if effects is not None and self.owner is None:
             self.cell.registry.setdefault(node.name, []).append(effects)
@@ -588,7 +598,9 @@ class _Walker:
         after = set.intersection(*outcomes)
         # `finally` may also run after a partial body (and swallow the error
         # with break/continue), so it starts from what is bound on every path.
-        self.scope.bound = self._branch(node.finalbody, pre & body & after) if node.finalbody else after
+        self.scope.bound = (
+            self._branch(node.finalbody, pre & body & after) if node.finalbody else after
+        )
 
     s_TryStar = s_Try
 
@@ -701,8 +713,13 @@ def parse_cell(source: str) -> ast.Module:
     Cached: the engine parses each cell for its key, its analysis and its effects,
     and Run All parses the same cells again.  Callers must not modify the tree.
     """
-    return compile(source, "<cell>", "exec",
-                   flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
+    return compile(
+        source,
+        "<cell>",
+        "exec",
+        flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+        dont_inherit=True,
+    )
 
 
 def analyse_cell(source: str) -> CellAnalysis:
@@ -713,7 +730,9 @@ def analyse_cell(source: str) -> CellAnalysis:
     """
     tree = parse_cell(source)
     def_names = {
-        n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        n.name
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
     }
     cell = _Cell(def_names)
     _Walker(cell).run(tree.body)
@@ -784,7 +803,9 @@ def _cell_contents(cell: types.CellType) -> object:
         return None
 
 
-def _user_code(obj: object, namespace: Mapping[str, object], seen: dict[int, object]) -> Iterator[types.CodeType]:
+def _user_code(
+    obj: object, namespace: Mapping[str, object], seen: dict[int, object]
+) -> Iterator[types.CodeType]:
     """Code of the user-defined functions reachable from ``obj``.
 
     Follows functions (closures, defaults, ``__wrapped__``), bound methods,
@@ -899,8 +920,12 @@ def expand_through_callables(
             hidden = f"`{name}` uses {used[0]}(): what it reads cannot be seen"
         reads |= loads
         todo.extend(sorted(loads - done, reverse=True))
-    return Expansion(frozenset(n for n in reads - start if n in namespace), frozenset(writes),
-                     hidden, tuple(codes))
+    return Expansion(
+        frozenset(n for n in reads - start if n in namespace),
+        frozenset(writes),
+        hidden,
+        tuple(codes),
+    )
 
 
 def notebook_definition(obj: object) -> str | None:

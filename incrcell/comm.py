@@ -85,8 +85,11 @@ class Sidebar:
             "clear": self._clear,
             "enable": self._enable,
         }
-        self._events = (("pre_execute", self._pre_execute), ("pre_run_cell", self._pre_run_cell),
-                        ("post_run_cell", self._post_run_cell))
+        self._events = (
+            ("pre_execute", self._pre_execute),
+            ("pre_run_cell", self._pre_run_cell),
+            ("post_run_cell", self._post_run_cell),
+        )
 
     # -- life ------------------------------------------------------------------------
     def open(self) -> None:
@@ -100,8 +103,10 @@ class Sidebar:
             if getattr(self.shell, "kernel", None) is not None:  # not a terminal IPython
                 self._attach(comm.create_comm(target_name=TARGET))
         except Exception as exc:  # no usable comms here: no sidebar, caching works all the same
-            print(f"incrcell: the sidebar cannot connect ({type(exc).__name__}: {one_line(exc)})",
-                  file=sys.stderr)
+            print(
+                f"incrcell: the sidebar cannot connect ({type(exc).__name__}: {one_line(exc)})",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         """Undo :meth:`open`: close every comm, stop listening."""
@@ -173,8 +178,10 @@ class Sidebar:
         if not isinstance(data, dict):
             raise _BadMessage("a message must be a JSON object")
         if data.get("protocol") != PROTOCOL:
-            raise _BadMessage(f"unsupported protocol {data.get('protocol')!r}: "
-                              f"this kernel speaks protocol {PROTOCOL}")
+            raise _BadMessage(
+                f"unsupported protocol {data.get('protocol')!r}: "
+                f"this kernel speaks protocol {PROTOCOL}"
+            )
         kind = data.get("type")
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
@@ -236,7 +243,8 @@ class Sidebar:
         if wait > 0 or self.hooks.pending is not None:
             try:
                 self._timer = asyncio.get_running_loop().call_later(
-                    max(wait, THROTTLE / 4), self._flush)
+                    max(wait, THROTTLE / 4), self._flush
+                )
                 return
             except RuntimeError:  # no event loop to come back on: now, then
                 pass

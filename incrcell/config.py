@@ -20,8 +20,17 @@ def default_cache_dir() -> Path:
     return base / "incrcell"
 
 
-_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AGE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw])\s*", re.IGNORECASE)
@@ -121,7 +130,10 @@ class Config:
             setattr(self, key, _parse_bool(text))
 
     def describe(self) -> str:
-        shown = {"max_size": lambda v: "default" if v is None else format_size(v),
-                 "max_age": lambda v: "none" if v is None else format_age(v)}
-        return "\n".join(f"{f.name} = {shown.get(f.name, str)(getattr(self, f.name))}"
-                         for f in fields(self))
+        shown = {
+            "max_size": lambda v: "default" if v is None else format_size(v),
+            "max_age": lambda v: "none" if v is None else format_age(v),
+        }
+        return "\n".join(
+            f"{f.name} = {shown.get(f.name, str)(getattr(self, f.name))}" for f in fields(self)
+        )

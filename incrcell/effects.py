@@ -46,15 +46,35 @@ from .interpreter import is_local_module
 
 # qualified name (or prefix ending in ".") -> what it reads or does
 _EFFECTS: dict[str, str] = {
-    **{f"time.{name}": "reads the clock" for name in (
-        "time", "time_ns", "localtime", "gmtime", "ctime", "asctime", "strftime", "monotonic",
-        "monotonic_ns", "perf_counter", "perf_counter_ns", "process_time", "process_time_ns",
-        "thread_time", "thread_time_ns")},
-    **{f"datetime.{name}": "reads the clock" for name in (
-        "datetime.now", "datetime.today", "datetime.utcnow", "date.today")},
+    **{
+        f"time.{name}": "reads the clock"
+        for name in (
+            "time",
+            "time_ns",
+            "localtime",
+            "gmtime",
+            "ctime",
+            "asctime",
+            "strftime",
+            "monotonic",
+            "monotonic_ns",
+            "perf_counter",
+            "perf_counter_ns",
+            "process_time",
+            "process_time_ns",
+            "thread_time",
+            "thread_time_ns",
+        )
+    },
+    **{
+        f"datetime.{name}": "reads the clock"
+        for name in ("datetime.now", "datetime.today", "datetime.utcnow", "date.today")
+    },
     **{f"pandas.Timestamp.{name}": "reads the clock" for name in ("now", "today", "utcnow")},
-    **{f"numpy.random.{name}": "draws from fresh entropy" for name in (
-        "default_rng()", "SeedSequence()", "Generator()")},
+    **{
+        f"numpy.random.{name}": "draws from fresh entropy"
+        for name in ("default_rng()", "SeedSequence()", "Generator()")
+    },
     "os.urandom": "draws from fresh entropy",
     "os.getrandom": "draws from fresh entropy",
     "uuid.uuid1": "draws from fresh entropy",
@@ -76,28 +96,68 @@ _EFFECTS: dict[str, str] = {
     "os.popen": "runs other processes",
     "os.fork": "runs other processes",
     "os.kill": "runs other processes",
-    **{f"os.{name}": "runs other processes" for name in (
-        "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe",
-        "spawnv", "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe",
-        "posix_spawn", "posix_spawnp")},
+    **{
+        f"os.{name}": "runs other processes"
+        for name in (
+            "execv",
+            "execve",
+            "execvp",
+            "execvpe",
+            "execl",
+            "execle",
+            "execlp",
+            "execlpe",
+            "spawnv",
+            "spawnve",
+            "spawnvp",
+            "spawnvpe",
+            "spawnl",
+            "spawnle",
+            "spawnlp",
+            "spawnlpe",
+            "posix_spawn",
+            "posix_spawnp",
+        )
+    },
     "builtins.input": "asks for keyboard input",
     "getpass.getpass": "asks for keyboard input",
     "os.putenv": "sets environment variables",
     "os.unsetenv": "sets environment variables",
-    **{name: "reads values that name this process" for name in (
-        "builtins.id", "builtins.hash", "os.getpid", "os.getppid", "threading.get_ident",
-        "threading.get_native_id", "_thread.get_ident", "_thread.get_native_id")},
+    **{
+        name: "reads values that name this process"
+        for name in (
+            "builtins.id",
+            "builtins.hash",
+            "os.getpid",
+            "os.getppid",
+            "threading.get_ident",
+            "threading.get_native_id",
+            "_thread.get_ident",
+            "_thread.get_native_id",
+        )
+    },
     # Settings that interpreter.py does not snapshot (the rest it captures and replays).
-    **{name: "changes process-wide settings" for name in (
-        "numpy.seterrcall", "matplotlib.use", "logging.basicConfig",
-        "torch.set_default_dtype", "torch.set_num_threads", "torch.set_printoptions")},
+    **{
+        name: "changes process-wide settings"
+        for name in (
+            "numpy.seterrcall",
+            "matplotlib.use",
+            "logging.basicConfig",
+            "torch.set_default_dtype",
+            "torch.set_num_threads",
+            "torch.set_printoptions",
+        )
+    },
 }
 # Modules whose every use counts (by the prefixes above), and the attribute
 # names through which code in earlier cells' functions reaches the others.
 _EFFECT_MODULES = {prefix[:-1] for prefix in _EFFECTS if prefix.endswith(".")}
 _EFFECT_ATTRIBUTES = {
-    name.rsplit(".", 1)[1].rstrip("()"): reason for name, reason in _EFFECTS.items()
-    if not name.endswith(".") and name.split(".")[0] in {"time", "datetime", "os", "uuid", "threading"}}
+    name.rsplit(".", 1)[1].rstrip("()"): reason
+    for name, reason in _EFFECTS.items()
+    if not name.endswith(".")
+    and name.split(".")[0] in {"time", "datetime", "os", "uuid", "threading"}
+}
 _ENV_READS = ("os.getenv", "os.environ.get")
 # Mappings held by modules whose items interpreter.py snapshots: stores into them are captured.
 _SNAPSHOTTED = frozenset({"environ", "rcParams"})
@@ -120,9 +180,12 @@ class Effects:
     unresolved: tuple[str, ...] = ()
 
 
-def find_effects(source: str, namespace: Mapping[str, object],
-                 reached: Iterable[types.CodeType] = (),
-                 roots: Iterable[object] = ()) -> Effects:
+def find_effects(
+    source: str,
+    namespace: Mapping[str, object],
+    reached: Iterable[types.CodeType] = (),
+    roots: Iterable[object] = (),
+) -> Effects:
     """Effects of running ``source`` (IPython-transformed, parseable) in ``namespace``.
 
     ``reached`` are the code objects of the earlier cells' functions the cell
@@ -138,9 +201,14 @@ def find_effects(source: str, namespace: Mapping[str, object],
     codes += local_code([*roots, *finder.called], modules)
     referenced: dict[int, types.ModuleType] = {}
     reason = _reached_effects(codes, referenced) or finder.reason
-    return Effects(reason, frozenset(finder.environment),
-                   tuple({**modules, **referenced}.values()), frozenset(finder.stores),
-                   tuple(referenced.values()), tuple(finder.unresolved))
+    return Effects(
+        reason,
+        frozenset(finder.environment),
+        tuple({**modules, **referenced}.values()),
+        frozenset(finder.stores),
+        tuple(referenced.values()),
+        tuple(finder.unresolved),
+    )
 
 
 def late_effects(unresolved: Iterable[str]) -> str:
@@ -170,8 +238,9 @@ def late_global_stores(unresolved: Iterable[str]) -> str:
     return ""
 
 
-def local_code(roots: Iterable[object], modules: dict[int, types.ModuleType]
-               ) -> list[tuple[types.CodeType, Mapping[str, object]]]:
+def local_code(
+    roots: Iterable[object], modules: dict[int, types.ModuleType]
+) -> list[tuple[types.CodeType, Mapping[str, object]]]:
     """(code, globals) of the functions of the user's own modules reachable from ``roots``.
 
     Follows local modules (their functions and classes), functions defined in
@@ -190,8 +259,11 @@ def local_code(roots: Iterable[object], modules: dict[int, types.ModuleType]
         if isinstance(obj, types.ModuleType):
             modules[id(obj)] = obj
             if is_local_module(obj.__name__, obj):
-                stack.extend(v for v in list(vars(obj).values())
-                             if isinstance(v, (types.FunctionType, type, types.ModuleType)))
+                stack.extend(
+                    v
+                    for v in list(vars(obj).values())
+                    if isinstance(v, (types.FunctionType, type, types.ModuleType))
+                )
             continue
         module_name = getattr(obj, "__module__", None)
         module = sys.modules.get(module_name) if isinstance(module_name, str) else None
@@ -201,8 +273,7 @@ def local_code(roots: Iterable[object], modules: dict[int, types.ModuleType]
         if isinstance(obj, types.FunctionType):
             found.append((obj.__code__, obj.__globals__))
             stack.extend(obj.__globals__.get(name) for name in code_globals(obj.__code__)[0])
-            stack.extend(cell.cell_contents for cell in obj.__closure__ or ()
-                         if _filled(cell))
+            stack.extend(cell.cell_contents for cell in obj.__closure__ or () if _filled(cell))
         elif isinstance(obj, type):
             stack.extend(getattr(v, "__func__", v) for v in list(vars(obj).values()))
             stack.extend(v.fget for v in list(vars(obj).values()) if isinstance(v, property))
@@ -261,14 +332,16 @@ def _lookup(qualified: str, called_without_arguments: bool) -> str:
         return _EFFECTS[f"{qualified}()"]
     if qualified in _EFFECTS:
         return _EFFECTS[qualified]
-    for prefix in (qualified[:i + 1] for i, c in enumerate(qualified) if c == "."):
+    for prefix in (qualified[: i + 1] for i, c in enumerate(qualified) if c == "."):
         if prefix in _EFFECTS:
             return _EFFECTS[prefix]
     return ""
 
 
-def _reached_effects(codes: Iterable[tuple[types.CodeType, Mapping[str, object]]],
-                     modules: dict[int, types.ModuleType]) -> str:
+def _reached_effects(
+    codes: Iterable[tuple[types.CodeType, Mapping[str, object]]],
+    modules: dict[int, types.ModuleType],
+) -> str:
     """What the code of earlier cells' and local modules' functions does, judged by the
     names it uses (each code with its own globals); notes the modules it refers to."""
     reason = ""
@@ -381,15 +454,18 @@ class _CallFinder(ast.NodeVisitor):
             return
         obj = self.namespace.get(node.id)
         module = self.aliases.get(node.id) or (
-            obj.__name__ if isinstance(obj, types.ModuleType) else None)
+            obj.__name__ if isinstance(obj, types.ModuleType) else None
+        )
         if module is None:
             return
         if isinstance(target, ast.Attribute) and target.value is node:
             self.stores.add(module)
         elif (self.qualify(target.value) or "").rpartition(".")[2] not in _SNAPSHOTTED:
             if not self.reason:
-                self.reason = (f"changes an object held by module `{module}` in place, which "
-                               "a restore cannot bring back")
+                self.reason = (
+                    f"changes an object held by module `{module}` in place, which "
+                    "a restore cannot bring back"
+                )
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if self.qualify(node.value) == "os.environ":
@@ -426,4 +502,3 @@ class _CallFinder(ast.NodeVisitor):
         effect = _lookup(qualified, without_arguments)
         if effect and not self.reason:
             self.reason = f"{effect} (`{qualified}`)"
-

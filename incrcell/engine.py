@@ -36,13 +36,28 @@ from typing import Any
 import xxhash
 
 from . import fingerprint, interpreter, nativeio, randomness, store as store_module
-from .analysis import (DYNAMIC_BUILTINS, CellAnalysis, analyse_cell, expand_through_callables,
-                       notebook_definition)
+from .analysis import (
+    DYNAMIC_BUILTINS,
+    CellAnalysis,
+    analyse_cell,
+    expand_through_callables,
+    notebook_definition,
+)
 from .config import Config
 from .effects import find_effects, late_effects, late_global_stores
 from .explain import BOUND, UNBOUND, explain_miss
-from .files import (EXISTS, MISSING, SPECIAL, FileWatch, changed_files, file_digest, install,
-                    is_state, probe_changed, write_back)
+from .files import (
+    EXISTS,
+    MISSING,
+    SPECIAL,
+    FileWatch,
+    changed_files,
+    file_digest,
+    install,
+    is_state,
+    probe_changed,
+    write_back,
+)
 from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_hash
 from .graph import CellGraph
 from .packages import changed_since_import, note_loaded, package_versions
@@ -71,8 +86,14 @@ _IMMUTABLE = frozenset((*_ATOMS, tuple, frozenset))
 _SELF_STANDING = (*_ATOMS, types.ModuleType)
 # Values whose identity never matters when stored as another name's reference: code,
 # modules and immutable values.
-_NO_IDENTITY = (type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
-                types.ModuleType, *_IMMUTABLE)
+_NO_IDENTITY = (
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.ModuleType,
+    *_IMMUTABLE,
+)
 # Objects through which the holders of a mutated object are searched (see _sharers).
 _CONTAINERS = frozenset({list, dict, set, tuple, frozenset, types.SimpleNamespace})
 _HOLDERS_LIMIT = 10_000
@@ -149,7 +170,6 @@ class CellRecord:
     source_digest: str = ""  # source_hash of the code it executed (the sidebar's "stale")
 
 
-
 def _unshared(value: object, hasher: ValueHasher) -> bool:
     """True when no other object than the namespace refers to ``value`` (or it is immutable).
 
@@ -189,11 +209,17 @@ STATE_INPUT = "state: "
 FORCED = "forced with %%incrcell rerun"
 
 
-def key_components(source_digest: str, inputs: dict[str, str],
-                   packages: dict[str, str]) -> dict[str, Any]:
+def key_components(
+    source_digest: str, inputs: dict[str, str], packages: dict[str, str]
+) -> dict[str, Any]:
     """What a cell's key is made of; kept as the cell's lineage to explain misses."""
-    return {"format": KEY_FORMAT, "python": sys.version, "source": source_digest,
-            "inputs": inputs, "packages": packages}
+    return {
+        "format": KEY_FORMAT,
+        "python": sys.version,
+        "source": source_digest,
+        "inputs": inputs,
+        "packages": packages,
+    }
 
 
 def cell_key(components: dict[str, Any]) -> str:
@@ -237,8 +263,11 @@ def code_sources(values: Iterable[object]) -> dict[str, str]:
         seen.add(id(obj))
         if isinstance(obj, types.FunctionType):
             filenames.add(obj.__code__.co_filename)
-            push(cell.cell_contents for cell in obj.__closure__ or ()
-                 if cell.cell_contents is not None)
+            push(
+                cell.cell_contents
+                for cell in obj.__closure__ or ()
+                if cell.cell_contents is not None
+            )
         elif isinstance(obj, (types.MethodType, staticmethod, classmethod)):
             push([obj.__func__])
         elif isinstance(obj, property):
@@ -274,8 +303,10 @@ def register_sources(sources: dict[str, str]) -> None:
 
 def varies(effect: str) -> str:
     """Why a cell with this effect on the world (effects.py) is uncacheable."""
-    return (f"{effect}: its results can change from run to run "
-            "(start it with %%incrcell cache to cache it anyway)")
+    return (
+        f"{effect}: its results can change from run to run "
+        "(start it with %%incrcell cache to cache it anyway)"
+    )
 
 
 def files_changed(entry: Entry) -> str:
@@ -297,8 +328,13 @@ class Engine:
     by default opened (lazily) from it with :func:`open_store`.
     """
 
-    def __init__(self, config: Config | None = None, *, store: Store | None = None,
-                 is_session_name: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        store: Store | None = None,
+        is_session_name: Callable[[str], bool] | None = None,
+    ) -> None:
         self.config = config or Config()
         self.is_session_name: Callable[[str], bool] = is_session_name or (lambda name: False)
         self._store: Store | None = store
@@ -338,8 +374,9 @@ class Engine:
         config = self.config
         if self._store is None or self._store_dir != config.cache_dir:
             try:
-                self._store = open_store(config.cache_dir, max_size=config.max_size,
-                                         max_age=config.max_age)
+                self._store = open_store(
+                    config.cache_dir, max_size=config.max_size, max_age=config.max_age
+                )
             except StoreError as exc:
                 reason = exc.reason
                 if reason.startswith("the cache directory"):
@@ -351,18 +388,26 @@ class Engine:
         return store
 
     # -- before the cell -----------------------------------------------------
-    def plan(self, source: str, namespace: MutableMapping[str, Any], *,
-             raw_source: str | None = None, cell_id: str | None = None,
-             execution_count: int | None = None, directive: str | None = None,
-             refusal: str = "") -> Plan:
+    def plan(
+        self,
+        source: str,
+        namespace: MutableMapping[str, Any],
+        *,
+        raw_source: str | None = None,
+        cell_id: str | None = None,
+        execution_count: int | None = None,
+        directive: str | None = None,
+        refusal: str = "",
+    ) -> Plan:
         """Decide what to do with a cell whose (IPython-transformed) code is ``source``.
 
         ``directive`` is ``"rerun"``, ``"nocache"`` or ``"cache"`` for cells
         under those cell magics; ``refusal``, when not empty, is a reason the caller
         already knows the cell cannot be cached.
         """
-        plan = self._plan(source, namespace, raw_source, cell_id, execution_count, directive,
-                          refusal)
+        plan = self._plan(
+            source, namespace, raw_source, cell_id, execution_count, directive, refusal
+        )
         if plan.action != RESTORE:
             # its code runs, whatever the reason (a refusal included): the digests of
             # values just written or restored may no longer hold, nor the interpreter's state
@@ -371,15 +416,29 @@ class Engine:
             plan.state_before = interpreter.snapshot(plan.watched, plan.reach)
         return plan
 
-    def _plan(self, source: str, namespace: MutableMapping[str, Any], raw_source: str | None,
-              cell_id: str | None, execution_count: int | None, directive: str | None,
-              refusal: str) -> Plan:
+    def _plan(
+        self,
+        source: str,
+        namespace: MutableMapping[str, Any],
+        raw_source: str | None,
+        cell_id: str | None,
+        execution_count: int | None,
+        directive: str | None,
+        refusal: str,
+    ) -> Plan:
         raw = raw_source if raw_source is not None else source
         install()  # the file wrappers, before any input is hashed (see files.install)
         digest = source_hash(source)  # parses the source: once per cell
         identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
-        plan = Plan(identity, raw, execution_count, RUN, "", source_digest=digest,
-                    cache_anyway=directive == "cache")
+        plan = Plan(
+            identity,
+            raw,
+            execution_count,
+            RUN,
+            "",
+            source_digest=digest,
+            cache_anyway=directive == "cache",
+        )
         plan.bindings = {name: id(value) for name, value in namespace.items()}
         try:
             plan.analysis = analysis = analyse_cell(source)
@@ -399,15 +458,23 @@ class Engine:
         plan.reason = expansion.hidden
         if plan.reason:
             return plan
-        effects = find_effects(source, namespace, expansion.codes,
-                               [namespace[name] for name in sorted(reads) if name in namespace])
+        effects = find_effects(
+            source,
+            namespace,
+            expansion.codes,
+            [namespace[name] for name in sorted(reads) if name in namespace],
+        )
         plan.stores = effects.stores
         plan.unresolved = () if directive == "cache" else effects.unresolved
-        plan.reach = frozenset(name for module in [*effects.modules, *analysis.imports]
-                               for full in [getattr(module, "__name__", module)]
-                               for name in (full, full.partition(".")[0]))
+        plan.reach = frozenset(
+            name
+            for module in [*effects.modules, *analysis.imports]
+            for full in [getattr(module, "__name__", module)]
+            for name in (full, full.partition(".")[0])
+        )
         plan.watched = interpreter.watched_modules(
-            [*effects.referenced, *(sys.modules.get(name) for name in effects.stores)])
+            [*effects.referenced, *(sys.modules.get(name) for name in effects.stores)]
+        )
         if effects.reason and directive != "cache":
             plan.reason = varies(effects.reason)
             return plan
@@ -419,8 +486,9 @@ class Engine:
                 else:  # rebound since: do not keep it alive
                     del self.known[key]
             try:
-                self._lookup(plan, digest, namespace, analysis, directive, hasher,
-                             effects.environment)
+                self._lookup(
+                    plan, digest, namespace, analysis, directive, hasher, effects.environment
+                )
             except StoreError as exc:  # the cache itself is unusable (e.g. its directory)
                 plan.action, plan.reason = RUN, exc.reason
                 if self._refused != (self.config.cache_dir, exc.reason):  # say so once
@@ -428,9 +496,16 @@ class Engine:
                     warnings.warn(f"incrcell: {exc.reason}.", CacheWarning, stacklevel=2)
         return plan
 
-    def _lookup(self, plan: Plan, source_digest: str, namespace: MutableMapping[str, Any],
-                analysis: CellAnalysis, directive: str | None, hasher: ValueHasher,
-                environment: frozenset[str] = frozenset()) -> None:
+    def _lookup(
+        self,
+        plan: Plan,
+        source_digest: str,
+        namespace: MutableMapping[str, Any],
+        analysis: CellAnalysis,
+        directive: str | None,
+        hasher: ValueHasher,
+        environment: frozenset[str] = frozenset(),
+    ) -> None:
         """Key the cell by its source digest and the content of what it reads; look the key up.
 
         ``environment``: the environment variables it reads, inputs like variables.
@@ -454,39 +529,53 @@ class Engine:
         for variable in sorted(environment):
             value = os.environ.get(variable)
             inputs[f"os.environ[{variable!r}]"] = (
-                UNBOUND if value is None else fingerprint.hash_bytes(value.encode()).hex())
+                UNBOUND if value is None else fingerprint.hash_bytes(value.encode()).hex()
+            )
         settings: dict[str, Any] = {}
         for item in [*interpreter.SETTINGS, *sorted(self.touched - set(interpreter.SETTINGS))]:
             if not interpreter.reaches(item, plan.reach):
                 continue
             try:
                 inputs[STATE_INPUT + item] = self._state_digest(
-                    item, interpreter.current(item, settings), hasher)
+                    item, interpreter.current(item, settings), hasher
+                )
             except Unhashable as exc:
-                plan.reason = (f"{item}, which an earlier cell changed, cannot be hashed: "
-                               f"{exc.reason}")
+                plan.reason = (
+                    f"{item}, which an earlier cell changed, cannot be hashed: {exc.reason}"
+                )
                 return
         versions = package_versions(analysis.imports | hasher.packages)
         changed = changed_since_import({**hasher.modules, **versions})
         if changed:
-            plan.reason = (f"local module `{changed}` changed on disk after it was imported: the "
-                           "code in memory is not the code on disk (restart the kernel to cache "
-                           "this cell again)")
+            plan.reason = (
+                f"local module `{changed}` changed on disk after it was imported: the "
+                "code in memory is not the code on disk (restart the kernel to cache "
+                "this cell again)"
+            )
             return
         plan.components = key_components(source_digest, inputs, versions)
         plan.key = cell_key(plan.components)
         plan.action = RECORD
         plan.random_before = randomness.snapshot()
         entry = None if directive == "rerun" else self.store.get(plan.key)
-        plan.reason = FORCED if directive == "rerun" else self._unusable(plan, entry, namespace,
-                                                                         hasher, settings)
+        plan.reason = (
+            FORCED
+            if directive == "rerun"
+            else self._unusable(plan, entry, namespace, hasher, settings)
+        )
         if plan.reason:
             plan.through = self._through(plan, entry, namespace, hasher)
             return
         plan.action, plan.entry = RESTORE, entry
 
-    def _unusable(self, plan: Plan, entry: Entry | None, namespace: MutableMapping[str, Any],
-                  hasher: ValueHasher, settings: dict[str, Any]) -> str:
+    def _unusable(
+        self,
+        plan: Plan,
+        entry: Entry | None,
+        namespace: MutableMapping[str, Any],
+        hasher: ValueHasher,
+        settings: dict[str, Any],
+    ) -> str:
         """Why ``entry`` (looked up under the plan's key) cannot be restored now ('' if it can,
         with its values loaded into the plan); ``settings``: interpreter.current's memo."""
         if entry is None:
@@ -497,34 +586,46 @@ class Engine:
         states = plan.random_before
         for name, before in sorted(entry.random.items()):
             if before is not None and (
-                    name not in states or randomness.state_digest(states[name]) != before):
-                return (f"the global random state of `{name}` is not the one it drew "
-                        "from when recorded (seed it before drawing to make this cell "
-                        "cacheable)")
+                name not in states or randomness.state_digest(states[name]) != before
+            ):
+                return (
+                    f"the global random state of `{name}` is not the one it drew "
+                    "from when recorded (seed it before drawing to make this cell "
+                    "cacheable)"
+                )
         for item, before in sorted(entry.interpreter.items()):
             try:
                 same = hasher.hash(interpreter.current(item, settings)).hex() == before
             except Unhashable:
                 same = False
             if not same:
-                return f"{item} is not what it was when the cell was recorded, and the cell changes it"
+                return (
+                    f"{item} is not what it was when the cell was recorded, and the cell changes it"
+                )
         unmet = self._unmet(entry, namespace, hasher)
         if unmet:
-            return (f"its values refer to `{unmet}`, which is not what it was when "
-                    "the cell was recorded")
+            return (
+                f"its values refer to `{unmet}`, which is not what it was when "
+                "the cell was recorded"
+            )
         for name, before in sorted(entry.through.items()):
             try:
                 now = self._content(namespace, name, hasher)
             except Unhashable:
                 now = None
             if now != before:
-                return (f"it changes `{name}` through an object they share, and `{name}` is "
-                        "not what it was when the cell was recorded")
+                return (
+                    f"it changes `{name}` through an object they share, and `{name}` is "
+                    "not what it was when the cell was recorded"
+                )
         try:
             self._load(plan, entry, namespace, hasher)
         except StoreError as exc:
-            warnings.warn(f"incrcell: could not restore the cell ({exc.reason}); running it instead.",
-                          CacheWarning, stacklevel=3)
+            warnings.warn(
+                f"incrcell: could not restore the cell ({exc.reason}); running it instead.",
+                CacheWarning,
+                stacklevel=3,
+            )
             plan.values, plan.result = {}, None
             return f"its cache entry could not be read ({exc.reason})"
         directory = plan.state_after.get(interpreter.CWD)
@@ -533,8 +634,13 @@ class Engine:
             return f"the directory it changes to ({directory}) no longer exists"
         return ""
 
-    def _through(self, plan: Plan, entry: Entry | None, namespace: MutableMapping[str, Any],
-                 hasher: ValueHasher) -> dict[str, str | None]:
+    def _through(
+        self,
+        plan: Plan,
+        entry: Entry | None,
+        namespace: MutableMapping[str, Any],
+        hasher: ValueHasher,
+    ) -> dict[str, str | None]:
         """The content before the cell runs of the names it may change through shared objects.
 
         A cell that changes an object in place also changes every name sharing it
@@ -561,8 +667,9 @@ class Engine:
         value = namespace.get(name, _ABSENT)
         return UNBOUND if value is _ABSENT else hasher.hash(value).hex()
 
-    def refusal(self, analysis: CellAnalysis | None, directive: str | None = None,
-                refusal: str = "") -> str:
+    def refusal(
+        self, analysis: CellAnalysis | None, directive: str | None = None, refusal: str = ""
+    ) -> str:
         """Why a cell is not cached, before its inputs are even looked at ('' when it may be).
 
         ``analysis`` is None for a cell that does not parse; ``directive`` and
@@ -580,7 +687,9 @@ class Engine:
             return "uses IPython magics or shell commands (% or !): their side effects cannot be captured"
         history = sorted(n for n in analysis.reads if _HISTORY_NAME.match(n))
         if history:
-            return f"reads IPython's output history (`{history[0]}`), which depends on execution order"
+            return (
+                f"reads IPython's output history (`{history[0]}`), which depends on execution order"
+            )
         dynamic = sorted(analysis.calls_dynamic & _DYNAMIC)
         if dynamic:
             shown = "from ... import *" if dynamic[0] == "*" else f"{dynamic[0]}()"
@@ -590,8 +699,9 @@ class Engine:
             return f"uses the IPython session object `{session[0]}`"
         return ""
 
-    def _load(self, plan: Plan, entry: Entry, namespace: MutableMapping[str, Any],
-              hasher: ValueHasher) -> None:
+    def _load(
+        self, plan: Plan, entry: Entry, namespace: MutableMapping[str, Any], hasher: ValueHasher
+    ) -> None:
         """Load every value a hit binds, unless the namespace already holds them all.
 
         Values may refer by name to objects the cell did not write (notebook
@@ -599,16 +709,23 @@ class Engine:
         caller checked them with :meth:`_unmet`.
         """
         for path, blob in entry.written.items():
-            data = (blob if is_state(blob) else None if blob == MISSING
-                    else _loaded(self.store, blob))
+            data = (
+                blob if is_state(blob) else None if blob == MISSING else _loaded(self.store, blob)
+            )
             if not (data is None or isinstance(data, (bytes, str))):
                 raise StoreError("its cached output files do not match its entry")
             plan.outputs[path] = data
-        if entry.bundle is None or (entry.result is None and not entry.random
-                                    and not entry.requires and not entry.interpreter
-                                    and self._identities(namespace, entry) <= 1 and all(
+        if entry.bundle is None or (
+            entry.result is None
+            and not entry.random
+            and not entry.requires
+            and not entry.interpreter
+            and self._identities(namespace, entry) <= 1
+            and all(
                 self._holds(namespace, name, digest, hasher)
-                for name, digest in entry.variables.items())):
+                for name, digest in entry.variables.items()
+            )
+        ):
             # Already there, unchanged, and nothing else refers to them: keeping them is
             # indistinguishable from binding the fresh objects a real run would make.
             # Not when a value refers to another name's object (``xs = ys`` must
@@ -617,10 +734,16 @@ class Engine:
             # aside, at most one.
             return
         loaded = _loaded(self.store, entry.bundle, namespace.__getitem__)
-        if not (isinstance(loaded, tuple) and len(loaded) == 4 and isinstance(loaded[0], dict)
-                and loaded[0].keys() == entry.variables.keys()
-                and isinstance(loaded[2], dict) and loaded[2].keys() == entry.random.keys()
-                and isinstance(loaded[3], dict) and loaded[3].keys() == entry.interpreter.keys()):
+        if not (
+            isinstance(loaded, tuple)
+            and len(loaded) == 4
+            and isinstance(loaded[0], dict)
+            and loaded[0].keys() == entry.variables.keys()
+            and isinstance(loaded[2], dict)
+            and loaded[2].keys() == entry.random.keys()
+            and isinstance(loaded[3], dict)
+            and loaded[3].keys() == entry.interpreter.keys()
+        ):
             raise StoreError("its cached values do not match its entry")
         plan.values, plan.result, plan.random_after, plan.state_after = loaded
 
@@ -628,8 +751,7 @@ class Engine:
     def _identities(namespace: MutableMapping[str, Any], entry: Entry) -> int:
         """How many of the entry's names hold values whose identity matters (not modules,
         not atoms): two such values may have shared objects when recorded."""
-        return sum(not isinstance(namespace.get(name), _SELF_STANDING)
-                   for name in entry.variables)
+        return sum(not isinstance(namespace.get(name), _SELF_STANDING) for name in entry.variables)
 
     @staticmethod
     def _unmet(entry: Entry, namespace: MutableMapping[str, Any], hasher: ValueHasher) -> str:
@@ -644,14 +766,16 @@ class Engine:
         return ""
 
     @staticmethod
-    def _holds(namespace: MutableMapping[str, Any], name: str, digest: str,
-               hasher: ValueHasher) -> bool:
+    def _holds(
+        namespace: MutableMapping[str, Any], name: str, digest: str, hasher: ValueHasher
+    ) -> bool:
         """True when ``name`` is bound to an unshared value with content ``digest``."""
         current = namespace.get(name, _ABSENT)
         # a function or class defined anew is a new object (isinstance of older instances
         # fails): only modules and atoms may stand for themselves whoever refers to them
-        if current is _ABSENT or not (isinstance(current, _SELF_STANDING)
-                                      or _unshared(current, hasher)):
+        if current is _ABSENT or not (
+            isinstance(current, _SELF_STANDING) or _unshared(current, hasher)
+        ):
             return False
         try:
             return hasher.hash(current).hex() == digest
@@ -671,19 +795,26 @@ class Engine:
             try:
                 write_back(path, data)
             except OSError as exc:
-                raise OSError(f"incrcell could not write back `{os.path.relpath(path)}` "
-                              f"({exc.strerror or exc}); run the cell with %%incrcell rerun") from None
+                raise OSError(
+                    f"incrcell could not write back `{os.path.relpath(path)}` "
+                    f"({exc.strerror or exc}); run the cell with %%incrcell rerun"
+                ) from None
         register_sources(plan.entry.sources)
         try:
             interpreter.apply(plan.state_after)
         except Exception as exc:
-            raise RuntimeError(f"incrcell could not restore the interpreter state the cell "
-                               f"left ({type(exc).__name__}: {exc}); run the cell with "
-                               "%%incrcell rerun") from None
+            raise RuntimeError(
+                f"incrcell could not restore the interpreter state the cell "
+                f"left ({type(exc).__name__}: {exc}); run the cell with "
+                "%%incrcell rerun"
+            ) from None
         namespace.update(plan.values)
         for name, value in plan.values.items():
-            self._remember(value, bytes.fromhex(plan.entry.variables[name]),
-                           frozenset(plan.entry.packages.get(name, ())))
+            self._remember(
+                value,
+                bytes.fromhex(plan.entry.variables[name]),
+                frozenset(plan.entry.packages.get(name, ())),
+            )
         for name in plan.entry.deleted:
             namespace.pop(name, None)
         randomness.restore(plan.random_after)
@@ -697,13 +828,26 @@ class Engine:
 
     def watch_seeds(self, plan: Plan) -> SeedWatch:
         """A watch over the seeding of global random generators while ``plan``'s cell records."""
-        return SeedWatch(plan.random_before, frozenset(
-            name for name in plan.random_before
-            if self.fresh.get(name, randomness.entropy_on_import(name))))
+        return SeedWatch(
+            plan.random_before,
+            frozenset(
+                name
+                for name in plan.random_before
+                if self.fresh.get(name, randomness.entropy_on_import(name))
+            ),
+        )
 
-    def finish(self, plan: Plan, namespace: MutableMapping[str, Any], *, success: bool,
-               outputs: list[dict[str, Any]] | None = None, result: Any = None,
-               files: FileWatch | None = None, seeds: SeedWatch | None = None) -> CellRecord:
+    def finish(
+        self,
+        plan: Plan,
+        namespace: MutableMapping[str, Any],
+        *,
+        success: bool,
+        outputs: list[dict[str, Any]] | None = None,
+        result: Any = None,
+        files: FileWatch | None = None,
+        seeds: SeedWatch | None = None,
+    ) -> CellRecord:
         """Record the outcome of ``plan``; on a successful miss, store what the cell wrote.
 
         ``files`` and ``seeds`` are the stopped watches that ran during the cell, if any.
@@ -718,9 +862,11 @@ class Engine:
         changes: dict[str, tuple[Any, Any]] = {}
         if plan.state_before is not None:
             after = interpreter.snapshot(plan.watched, plan.reach)
-            changes = {item: change for item, change
-                       in interpreter.changed(plan.state_before, after).items()
-                       if not self._session_builtin(item)}
+            changes = {
+                item: change
+                for item, change in interpreter.changed(plan.state_before, after).items()
+                if not self._session_builtin(item)
+            }
             self.touched.update(changes)
         if plan.action == RESTORE and success:
             assert plan.entry is not None
@@ -742,21 +888,43 @@ class Engine:
                 self.touched.update(interpreter.imported_items(plan.state_before, after))
             else:
                 try:
-                    written, failure = self._save(plan, namespace, outputs or [], result,
-                                                  duration, files or FileWatch(),
-                                                  seeds or SeedWatch({}), changes)
+                    written, failure = self._save(
+                        plan,
+                        namespace,
+                        outputs or [],
+                        result,
+                        duration,
+                        files or FileWatch(),
+                        seeds or SeedWatch({}),
+                        changes,
+                    )
                 except KeyboardInterrupt:  # the cell ran; only its recording stops (nothing
                     # half written: the store writes every file atomically)
                     written, failure = self._rebound(plan, namespace), ""
-                    reason = "incrcell was interrupted while recording it: it ran, but is not cached"
-                    warnings.warn("incrcell: interrupted while recording this cell: it ran, but "
-                                  "is not in the cache (it will run again next time).",
-                                  CacheWarning, stacklevel=2)
+                    reason = (
+                        "incrcell was interrupted while recording it: it ran, but is not cached"
+                    )
+                    warnings.warn(
+                        "incrcell: interrupted while recording this cell: it ran, but "
+                        "is not in the cache (it will run again next time).",
+                        CacheWarning,
+                        stacklevel=2,
+                    )
             if failure:
                 state, reason = UNCACHEABLE, failure
-        record = CellRecord(plan.identity, cell_label(plan.source), plan.execution_count, state,
-                            reason, duration, saved, plan.key, plan.reads,
-                            plan.writes | written, plan.source_digest)
+        record = CellRecord(
+            plan.identity,
+            cell_label(plan.source),
+            plan.execution_count,
+            state,
+            reason,
+            duration,
+            saved,
+            plan.key,
+            plan.reads,
+            plan.writes | written,
+            plan.source_digest,
+        )
         self.records[plan.identity] = record
         if plan.execution_count is not None:
             self.by_count[plan.execution_count] = record
@@ -772,8 +940,7 @@ class Engine:
         before = plan.bindings
         changed = {n for n, v in namespace.items() if before.get(n) != id(v)}
         changed |= {n for n in before if n not in namespace}
-        return {n for n in changed
-                if not _HISTORY_NAME.match(n) and not self.is_session_name(n)}
+        return {n for n in changed if not _HISTORY_NAME.match(n) and not self.is_session_name(n)}
 
     def _state_digest(self, item: str, value: Any, hasher: ValueHasher) -> str:
         """The content digest of an interpreter item's value; for the settings, reused while
@@ -802,77 +969,119 @@ class Engine:
             return varies(late)
         stores = late_global_stores(plan.unresolved)
         if stores:
-            return (f"calls `{stores}()`, which sets globals of a module the cell imports for "
-                    "the first time: what the import alone leaves cannot be told apart (import "
-                    "it in an earlier cell to cache this one)")
+            return (
+                f"calls `{stores}()`, which sets globals of a module the cell imports for "
+                "the first time: what the import alone leaves cannot be told apart (import "
+                "it in an earlier cell to cache this one)"
+            )
         new = sorted(plan.stores - plan.state_before.modules.keys())
         if new:
-            return (f"sets attributes of module `{new[0]}`, which was not imported before the "
-                    "cell: what the import alone leaves cannot be told apart (set them in a "
-                    "later cell to cache this one)")
+            return (
+                f"sets attributes of module `{new[0]}`, which was not imported before the "
+                "cell: what the import alone leaves cannot be told apart (set them in a "
+                "later cell to cache this one)"
+            )
         return interpreter.refusal(plan.state_before, after)
 
-    def _save(self, plan: Plan, namespace: MutableMapping[str, Any],
-              outputs: list[dict[str, Any]], result: Any, duration: float, files: FileWatch,
-              seeds: SeedWatch, changes: dict[str, tuple[Any, Any]]) -> tuple[set[str], str]:
+    def _save(
+        self,
+        plan: Plan,
+        namespace: MutableMapping[str, Any],
+        outputs: list[dict[str, Any]],
+        result: Any,
+        duration: float,
+        files: FileWatch,
+        seeds: SeedWatch,
+        changes: dict[str, tuple[Any, Any]],
+    ) -> tuple[set[str], str]:
         """Store what a successful miss wrote; returns (names written, failure reason)."""
         names = set(plan.writes) | self._rebound(plan, namespace)
         mutated = self._mutated(plan, namespace, known=names)
         # inputs the cell writes in place (``del xs[0]``, ``df["c"] = ...``): the same object
         # as before, so whatever holds it changed too (``pair = (xs, ...)``)
-        mutated |= {name for name in plan.writes & plan.digests.keys()
-                    if name in namespace and plan.bindings.get(name) == id(namespace[name])}
+        mutated |= {
+            name
+            for name in plan.writes & plan.digests.keys()
+            if name in namespace and plan.bindings.get(name) == id(namespace[name])
+        }
         names |= mutated
         sharers = self._sharers(plan, namespace, mutated, known=names)
         if sharers is None:
-            return names, (f"changes `{sorted(mutated)[0]}` in place, and too many other "
-                           "objects refer to it to find every value that changed with it")
+            return names, (
+                f"changes `{sorted(mutated)[0]}` in place, and too many other "
+                "objects refer to it to find every value that changed with it"
+            )
         names |= sharers
         nativeio.literal_reads(files, plan.source, plan.codes)
         if files.bypassed:
-            return names, (f"file `{os.path.relpath(files.bypassed[0])}` changed while it ran "
-                           "without being opened by it (a stream or memory map opened before "
-                           "the cell): incrcell cannot store or replay that write")
+            return names, (
+                f"file `{os.path.relpath(files.bypassed[0])}` changed while it ran "
+                "without being opened by it (a stream or memory map opened before "
+                "the cell): incrcell cannot store or replay that write"
+            )
         if files.unseen:
             return names, f"{files.unseen}: its reads and writes cannot be seen"
         both = sorted(files.updates | (files.reads & files.writes))
         if both:
-            return names, (f"reads and writes file `{os.path.relpath(both[0])}`: its content "
-                           "before the cell is an input incrcell cannot restore")
+            return names, (
+                f"reads and writes file `{os.path.relpath(both[0])}`: its content "
+                "before the cell is an input incrcell cannot restore"
+            )
         if refused := nativeio.refusal(files):
             return names, refused
         plan.files = {path: file_digest(path) for path in sorted(files.reads)}
         special = sorted(path for path, digest in plan.files.items() if digest == SPECIAL)
         if special:
-            return names, (f"reads `{os.path.relpath(special[0])}`, which is not a regular file "
-                           "(a pipe, device or socket): its content cannot be keyed")
-        plan.files.update({path: EXISTS if existed else MISSING
-                           for path, existed in files.existed.items()})
+            return names, (
+                f"reads `{os.path.relpath(special[0])}`, which is not a regular file "
+                "(a pipe, device or socket): its content cannot be keyed"
+            )
+        plan.files.update(
+            {path: EXISTS if existed else MISSING for path, existed in files.existed.items()}
+        )
         try:
             produced = files.outputs()
         except (OSError, ValueError) as exc:
-            return names, (f"wrote a file it cannot read back "
-                           f"({getattr(exc, 'strerror', None) or exc})")
+            return names, (
+                f"wrote a file it cannot read back ({getattr(exc, 'strerror', None) or exc})"
+            )
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
         after = randomness.snapshot()
         changed = randomness.changed(seeds.before, after)
         fresh = sorted(seeds.fresh_draws(after, changed))
         if fresh and not plan.cache_anyway:
-            return names, (f"draws from the global random generator of `{fresh[0]}`, which "
-                           "holds fresh entropy (the notebook did not seed it): its results "
-                           "change from run to run (seed it first, or start the cell with "
-                           "%%incrcell cache to cache it anyway)")
+            return names, (
+                f"draws from the global random generator of `{fresh[0]}`, which "
+                "holds fresh entropy (the notebook did not seed it): its results "
+                "change from run to run (seed it first, or start the cell with "
+                "%%incrcell cache to cache it anyway)"
+            )
         # A seeded generator is an output even if seeding left it as it was; one holding
         # fresh entropy is not (setting its state again would replay what should be fresh).
         drawn = sorted((set(changed) | seeds.seeded & set(after)) - seeds.fresh)
         # The state before is an input, unless the cell seeded the generator before drawing,
         # or imported its module (torch's, which starts from a fixed seed).
-        random = {name: None if name in seeds.seeded_first or name not in plan.random_before
-                  else randomness.state_digest(plan.random_before[name]) for name in drawn}
+        random = {
+            name: None
+            if name in seeds.seeded_first or name not in plan.random_before
+            else randomness.state_digest(plan.random_before[name])
+            for name in drawn
+        }
         with ValueHasher() as hasher:
-            failure = self._store_entry(plan, namespace, names, outputs, result, duration,
-                                        {name: after[name] for name in drawn}, random,
-                                        produced, files.probes, hasher, changes)
+            failure = self._store_entry(
+                plan,
+                namespace,
+                names,
+                outputs,
+                result,
+                duration,
+                {name: after[name] for name in drawn},
+                random,
+                produced,
+                files.probes,
+                hasher,
+                changes,
+            )
         return names, failure
 
     @staticmethod
@@ -883,8 +1092,9 @@ class Engine:
         changed = set()
         with ValueHasher() as hasher:
             for name, before in plan.digests.items():
-                if name in namespace and (name not in known
-                                          or plan.bindings.get(name) == id(namespace[name])):
+                if name in namespace and (
+                    name not in known or plan.bindings.get(name) == id(namespace[name])
+                ):
                     try:
                         if hasher.hash(namespace[name]) != before:
                             changed.add(name)
@@ -892,8 +1102,9 @@ class Engine:
                         changed.add(name)
         return changed
 
-    def _sharers(self, plan: Plan, namespace: MutableMapping[str, Any], mutated: set[str],
-                 known: set[str]) -> set[str] | None:
+    def _sharers(
+        self, plan: Plan, namespace: MutableMapping[str, Any], mutated: set[str], known: set[str]
+    ) -> set[str] | None:
         """Names outside ``known`` whose values changed with the ``mutated`` inputs.
 
         ``b`` after ``b = a; a.append(1)``, ``z`` bound to an object inside
@@ -907,13 +1118,26 @@ class Engine:
             return set()
         bound = self._bound(namespace, exclude=known)
         # a tuple has no identity of its own to keep, but one holding a mutated object changed
-        bound.update({id(value): name for name, value in namespace.items()
-                      if type(value) in (tuple, frozenset) and name not in known
-                      and not _HISTORY_NAME.match(name) and not self.is_session_name(name)})
+        bound.update(
+            {
+                id(value): name
+                for name, value in namespace.items()
+                if type(value) in (tuple, frozenset)
+                and name not in known
+                and not _HISTORY_NAME.match(name)
+                and not self.is_session_name(name)
+            }
+        )
         # functions see the closure cells they share with a changed one (``inc, get = make()``)
-        bound.update({id(value): name for name, value in namespace.items()
-                      if type(value) is types.FunctionType and name not in known
-                      and not self.is_session_name(name)})
+        bound.update(
+            {
+                id(value): name
+                for name, value in namespace.items()
+                if type(value) is types.FunctionType
+                and name not in known
+                and not self.is_session_name(name)
+            }
+        )
         changed = [namespace[name] for name in mutated if name in namespace]
         inside = set().union(*(plan.inner.get(name, set()) for name in mutated))
         found = {bound[i] for i in inside | set(map(id, changed)) if i in bound}
@@ -958,14 +1182,18 @@ class Engine:
         stack = list(changed)
         while stack:
             parts = stack.pop()
-            parts = (parts.__closure__ or () if type(parts) is types.FunctionType
-                     else gc.get_referents(parts))
+            parts = (
+                parts.__closure__ or ()
+                if type(parts) is types.FunctionType
+                else gc.get_referents(parts)
+            )
             for part in parts:
                 kind = type(part)
                 walk = walked.get(kind)
                 if walk is None:
                     walk = walked[kind] = kind is types.FunctionType or not issubclass(
-                        kind, _NOT_WALKED)
+                        kind, _NOT_WALKED
+                    )
                 if not walk:
                     continue
                 key = id(part)
@@ -983,28 +1211,47 @@ class Engine:
         return None if len(shared) > _SHARED_LIMIT else shared
 
     @staticmethod
-    def _same_memory(namespace: MutableMapping[str, Any], changed: list[object],
-                     bound: dict[int, str]) -> set[str]:
+    def _same_memory(
+        namespace: MutableMapping[str, Any], changed: list[object], bound: dict[int, str]
+    ) -> set[str]:
         """Names of numpy arrays sharing memory with the ``changed`` arrays (views, bases)."""
         np = sys.modules.get("numpy")
         if np is None:
             return set()
         owners = {id(array_owner(v)) for v in changed if isinstance(v, np.ndarray)}
-        return {bound[id(v)] for v in namespace.values()
-                if id(v) in bound and isinstance(v, np.ndarray) and id(array_owner(v)) in owners}
+        return {
+            bound[id(v)]
+            for v in namespace.values()
+            if id(v) in bound and isinstance(v, np.ndarray) and id(array_owner(v)) in owners
+        }
 
     def _bound(self, namespace: MutableMapping[str, Any], exclude: set[str]) -> dict[int, str]:
         """``id() -> name`` of the user's values with identity (not code, modules, atoms)."""
-        return {id(value): name for name, value in namespace.items()
-                if type(value) not in _IMMUTABLE and name not in exclude
-                and not isinstance(value, _NO_IDENTITY)
-                and not _HISTORY_NAME.match(name) and not self.is_session_name(name)}
+        return {
+            id(value): name
+            for name, value in namespace.items()
+            if type(value) not in _IMMUTABLE
+            and name not in exclude
+            and not isinstance(value, _NO_IDENTITY)
+            and not _HISTORY_NAME.match(name)
+            and not self.is_session_name(name)
+        }
 
-    def _store_entry(self, plan: Plan, namespace: MutableMapping[str, Any], names: set[str],
-                     outputs: list[dict[str, Any]], result: Any, duration: float,
-                     states: dict[str, Any], random: dict[str, str | None],
-                     produced: dict[str, bytes | str | None], probes: dict[str, str],
-                     hasher: ValueHasher, changes: dict[str, tuple[Any, Any]]) -> str:
+    def _store_entry(
+        self,
+        plan: Plan,
+        namespace: MutableMapping[str, Any],
+        names: set[str],
+        outputs: list[dict[str, Any]],
+        result: Any,
+        duration: float,
+        states: dict[str, Any],
+        random: dict[str, str | None],
+        produced: dict[str, bytes | str | None],
+        probes: dict[str, str],
+        hasher: ValueHasher,
+        changes: dict[str, tuple[Any, Any]],
+    ) -> str:
         """Store the values and the entry; returns why the cell is uncacheable ('' if stored).
 
         All written values (and the Out value) are pickled together, so objects
@@ -1023,8 +1270,9 @@ class Engine:
             return str(exc)
         except StoreError as exc:
             return f"could not be saved: {exc.reason}"
-        hasher.watch = {i: _INSIDE + name for name, ids in plan.inner.items()
-                        if name not in names for i in ids}
+        hasher.watch = {
+            i: _INSIDE + name for name, ids in plan.inner.items() if name not in names for i in ids
+        }
         bound = self._bound(namespace, exclude=names)
         np = sys.modules.get("numpy")
         if np is not None:  # a view of a bound array has that array's owner as its base
@@ -1034,68 +1282,101 @@ class Engine:
                     bound.setdefault(id(array_owner(value)), name)
         hasher.watch.update(bound)
         try:
-            variables = {name: self._digest(value, hasher, f"`{name}`").hex()
-                         for name, value in values.items()}
+            variables = {
+                name: self._digest(value, hasher, f"`{name}`").hex()
+                for name, value in values.items()
+            }
             packages = {name: sorted(hasher.packages_of(value)) for name, value in values.items()}
-            result_digest = (None if result is None
-                             else self._digest(result, hasher, "its result").hex())
+            result_digest = (
+                None if result is None else self._digest(result, hasher, "its result").hex()
+            )
             doubtful = hasher.doubtful
             left = {item: new for item, (_, new) in sorted(changes.items())}
             left_digests = [self._digest(new, hasher, item).hex() for item, new in left.items()]
             named = {name for name in hasher.met if not name.startswith(_INSIDE)}
             refs = {name: namespace[name] for name in named}
-            inside = ({i: name[1:] for i, name in hasher.watch.items() if name.startswith(_INSIDE)}
-                      if len(named) < len(hasher.met) else None)
+            inside = (
+                {i: name[1:] for i, name in hasher.watch.items() if name.startswith(_INSIDE)}
+                if len(named) < len(hasher.met)
+                else None
+            )
             hasher.watch = {}
             needed = {**hasher.definitions, **{name: namespace[name] for name in named}}
-            requires = {name: self._digest(obj, hasher, f"`{name}`").hex()
-                        for name, obj in needed.items()
-                        if name not in values or values[name] is not obj}
-            before = {item: self._digest(old, hasher, f"{item} (before it)").hex()
-                      for item, (old, _) in sorted(changes.items())}
+            requires = {
+                name: self._digest(obj, hasher, f"`{name}`").hex()
+                for name, obj in needed.items()
+                if name not in values or values[name] is not obj
+            }
+            before = {
+                item: self._digest(old, hasher, f"{item} (before it)").hex()
+                for item, (old, _) in sorted(changes.items())
+            }
             assert plan.key is not None and plan.components is not None
             bundle = None
             if values or result is not None or states or left:
                 after = {name: randomness.state_digest(state) for name, state in states.items()}
-                bundle = xxhash.xxh3_128(json.dumps(
-                    [plan.key, variables, result_digest, requires, after,
-                     left_digests]).encode()).hexdigest()
+                bundle = xxhash.xxh3_128(
+                    json.dumps(
+                        [plan.key, variables, result_digest, requires, after, left_digests]
+                    ).encode()
+                ).hexdigest()
                 if not self.store.has_value(bundle):
                     try:
-                        serialised = dumps((values, result, states, left),
-                                           own=[*values.values(), result, *left.values()],
-                                           refs=refs,
-                                           inside=inside)
+                        serialised = dumps(
+                            (values, result, states, left),
+                            own=[*values.values(), result, *left.values()],
+                            refs=refs,
+                            inside=inside,
+                        )
                     except Shared as exc:
                         raise _Uncacheable(
                             f"writes a value that shares objects with `{exc.name}`, which it "
-                            "does not write: a restore would copy them") from None
+                            "does not write: a restore would copy them"
+                        ) from None
                     except Unpicklable as exc:
                         raise _Uncacheable(self._unpicklable(values, result, refs, exc)) from None
                     if doubtful:
                         self._prove_round_trip(serialised, values, result, namespace)
                     self.store.put_value(bundle, serialised)
             written = {path: self._put_file(data) for path, data in produced.items()}
-            self.store.put(Entry(key=plan.key, source=plan.source, variables=variables,
-                                 deleted=deleted, outputs=outputs, result=result_digest,
-                                 bundle=bundle, random=random, packages=packages,
-                                 duration=duration,
-                                 created=time.time(),
-                                 components=plan.components, requires=requires,
-                                 files=plan.files, cwd=self._started_in(plan), written=written,
-                                 through=through, probes=probes,
-                                 sources=code_sources([*values.values(), result]),
-                                 interpreter=before))
-            self.store.put_note(f"lineage:{plan.identity}",
-                                {"key": plan.key, "components": plan.components})
+            self.store.put(
+                Entry(
+                    key=plan.key,
+                    source=plan.source,
+                    variables=variables,
+                    deleted=deleted,
+                    outputs=outputs,
+                    result=result_digest,
+                    bundle=bundle,
+                    random=random,
+                    packages=packages,
+                    duration=duration,
+                    created=time.time(),
+                    components=plan.components,
+                    requires=requires,
+                    files=plan.files,
+                    cwd=self._started_in(plan),
+                    written=written,
+                    through=through,
+                    probes=probes,
+                    sources=code_sources([*values.values(), result]),
+                    interpreter=before,
+                )
+            )
+            self.store.put_note(
+                f"lineage:{plan.identity}", {"key": plan.key, "components": plan.components}
+            )
             for name, value in values.items():
-                self._remember(value, bytes.fromhex(variables[name]),
-                               frozenset(packages[name]))
+                self._remember(value, bytes.fromhex(variables[name]), frozenset(packages[name]))
         except _Uncacheable as exc:
             return str(exc)
         except StoreError as exc:
-            warnings.warn(f"incrcell: could not save the cell to the cache ({exc.reason}); "
-                          "it will run again next time.", CacheWarning, stacklevel=2)
+            warnings.warn(
+                f"incrcell: could not save the cell to the cache ({exc.reason}); "
+                "it will run again next time.",
+                CacheWarning,
+                stacklevel=2,
+            )
             return f"could not be saved: {exc.reason}"
         return ""
 
@@ -1107,8 +1388,11 @@ class Engine:
         noted for the cell's source, and hashed before its next run (see :meth:`_through`).
         An alias of an input (the same object) had the input's content.
         """
-        inputs = {plan.bindings[name]: digest.hex() for name, digest in plan.digests.items()
-                  if name in plan.bindings}
+        inputs = {
+            plan.bindings[name]: digest.hex()
+            for name, digest in plan.digests.items()
+            if name in plan.bindings
+        }
         through: dict[str, str] = {}
         unknown = []
         for name, value in values.items():
@@ -1116,23 +1400,29 @@ class Engine:
                 continue
             before = plan.through.get(name, inputs.get(id(value), _ABSENT))
             if before is None:
-                raise _Uncacheable(f"changes `{name}` through an object they share, and what "
-                                   f"`{name}` held before cannot be hashed")
+                raise _Uncacheable(
+                    f"changes `{name}` through an object they share, and what "
+                    f"`{name}` held before cannot be hashed"
+                )
             if before is _ABSENT:
                 unknown.append(name)
             else:
                 through[name] = before
         if unknown:
-            self.store.put_note(f"through:{plan.source_digest}",
-                                {"names": sorted({*plan.through, *through, *unknown})})
+            self.store.put_note(
+                f"through:{plan.source_digest}",
+                {"names": sorted({*plan.through, *through, *unknown})},
+            )
             raise _Uncacheable(
                 f"changes `{unknown[0]}` through an object they share, which was not known "
-                "before it ran: what it held before is part of the key from the next run on")
+                "before it ran: what it held before is part of the key from the next run on"
+            )
         return through
 
     @staticmethod
-    def _prove_round_trip(serialised: Any, values: dict[str, Any], result: Any,
-                          namespace: MutableMapping[str, Any]) -> None:
+    def _prove_round_trip(
+        serialised: Any, values: dict[str, Any], result: Any, namespace: MutableMapping[str, Any]
+    ) -> None:
         """Load what was just pickled and hash it; raises :class:`_Uncacheable` unless it is
         what was stored, sharing included.
 
@@ -1143,20 +1433,34 @@ class Engine:
         pickles are faithful, and a large one is never read again here.
         """
         try:
-            loaded, loaded_result, *_ = loads(serialised.method, serialised.stream,
-                                             serialised.buffers, namespace.__getitem__)
+            loaded, loaded_result, *_ = loads(
+                serialised.method, serialised.stream, serialised.buffers, namespace.__getitem__
+            )
         except Exception as exc:  # user __setstate__ & co.: any failure means not cacheable
-            raise _Uncacheable(f"writes values that cannot be loaded back from their pickle "
-                               f"({one_line(exc)})") from None
-        aliases = {id(loaded[name]): name for name, value in values.items()
-                   if notebook_definition(value) == name}
-        lossy = ("{} ({}), which its pickle does not bring back as it was (its __reduce__ or "
-                 "__getstate__ leaves out part of what it holds)")
-        pairs = [*((lossy.format(f"`{name}`", _type_name(values[name])), values[name],
-                    loaded[name]) for name in values),
-                 (lossy.format("its result", _type_name(result)), result, loaded_result),
-                 ("values sharing objects (closure cells...) that pickling copies apart",
-                  (values, result), (loaded, loaded_result))]
+            raise _Uncacheable(
+                f"writes values that cannot be loaded back from their pickle ({one_line(exc)})"
+            ) from None
+        aliases = {
+            id(loaded[name]): name
+            for name, value in values.items()
+            if notebook_definition(value) == name
+        }
+        lossy = (
+            "{} ({}), which its pickle does not bring back as it was (its __reduce__ or "
+            "__getstate__ leaves out part of what it holds)"
+        )
+        pairs = [
+            *(
+                (lossy.format(f"`{name}`", _type_name(values[name])), values[name], loaded[name])
+                for name in values
+            ),
+            (lossy.format("its result", _type_name(result)), result, loaded_result),
+            (
+                "values sharing objects (closure cells...) that pickling copies apart",
+                (values, result),
+                (loaded, loaded_result),
+            ),
+        ]
         with ValueHasher() as original, ValueHasher() as copied:
             original.skim = copied.skim = True  # arrays and frames come back as they were
             copied.aliases = aliases
@@ -1188,15 +1492,17 @@ class Engine:
         return blob
 
     @staticmethod
-    def _unpicklable(values: dict[str, Any], result: Any, refs: dict[str, Any],
-                     exc: Unpicklable) -> str:
+    def _unpicklable(
+        values: dict[str, Any], result: Any, refs: dict[str, Any], exc: Unpicklable
+    ) -> str:
         """Which written value could not be pickled, as a reason."""
         for what, value in [*((f"`{n}`", v) for n, v in values.items()), ("its result", result)]:
             try:
                 dumps(value, refs=refs)
             except Unpicklable as inner:
-                return (f"writes {what} ({_type_name(value)}), which cannot be pickled: "
-                        f"{inner.reason}")
+                return (
+                    f"writes {what} ({_type_name(value)}), which cannot be pickled: {inner.reason}"
+                )
         return f"writes values that cannot be pickled together: {exc.reason}"
 
     @staticmethod
@@ -1204,8 +1510,9 @@ class Engine:
         try:
             return hasher.hash(value)
         except Unhashable as exc:
-            raise _Uncacheable(f"writes {what} ({_type_name(value)}), which cannot be hashed: "
-                               f"{exc.reason}") from None
+            raise _Uncacheable(
+                f"writes {what} ({_type_name(value)}), which cannot be hashed: {exc.reason}"
+            ) from None
 
     # -- housekeeping ------------------------------------------------------------
     def clear_session(self, also: Iterable[str] = ()) -> int:
@@ -1235,8 +1542,9 @@ def _loaded(store: Store, digest: str, resolve: Callable[[str], object] | None =
     try:
         return loads(stored.method, stored.stream, stored.buffers, resolve)
     except Exception as exc:  # whatever a reducer raises: this value can't be had here
-        raise StoreError(f"cached value {digest[:8]}… cannot be loaded "
-                         f"({type(exc).__name__}: {one_line(exc)})") from exc
+        raise StoreError(
+            f"cached value {digest[:8]}… cannot be loaded ({type(exc).__name__}: {one_line(exc)})"
+        ) from exc
 
 
 class _Uncacheable(Exception):

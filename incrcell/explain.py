@@ -27,8 +27,10 @@ def explain_miss(previous: Mapping[str, Any] | None, current: Mapping[str, Any])
     if previous.get("format") != current.get("format"):
         reasons.append("the cache format changed (incrcell was upgraded)")
     if previous.get("python") != current.get("python"):
-        reasons.append(f"Python changed ({_short(previous.get('python', '?'))} -> "
-                       f"{_short(current.get('python', '?'))})")
+        reasons.append(
+            f"Python changed ({_short(previous.get('python', '?'))} -> "
+            f"{_short(current.get('python', '?'))})"
+        )
     if previous.get("source") != current.get("source"):
         reasons.append("source changed")
     before, now = previous.get("inputs", {}), current.get("inputs", {})
@@ -49,8 +51,10 @@ def explain_miss(previous: Mapping[str, Any] | None, current: Mapping[str, Any])
     before, now = previous.get("packages", {}), current.get("packages", {})
     for name in sorted(set(before) | set(now)):
         if before.get(name) != now.get(name):
-            reasons.append(f"package `{name}` changed ({_short(before.get(name, 'none'))} -> "
-                           f"{_short(now.get(name, 'none'))})")
+            reasons.append(
+                f"package `{name}` changed ({_short(before.get(name, 'none'))} -> "
+                f"{_short(now.get(name, 'none'))})"
+            )
     if not reasons:
         return "its cache entry was cleared or could not be read"
     return "; ".join(reasons)

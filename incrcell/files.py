@@ -114,13 +114,15 @@ _local = _Local()
 ORIGINAL = "__incrcell_original__"
 
 
-def _watching(original: Callable[..., Any], observe: Callable[..., None],
-              quiet: bool = False) -> Callable[..., Any]:
+def _watching(
+    original: Callable[..., Any], observe: Callable[..., None], quiet: bool = False
+) -> Callable[..., Any]:
     """``original``, reporting what ``observe(watch, *args)`` finds to the active watch.
 
     With ``quiet``, the calls ``original`` makes itself are not reported (what
     ``os.path.exists`` is, not the ``os.stat`` it calls).
     """
+
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # noqa: F841  (IPython hides this frame in tracebacks)
@@ -138,6 +140,7 @@ def _watching(original: Callable[..., Any], observe: Callable[..., None],
             return original(*args, **kwargs)
         finally:
             _local.quiet = False
+
     setattr(wrapper, ORIGINAL, original)
     return wrapper
 
@@ -166,19 +169,27 @@ def _open_seen(watch: FileWatch, file: Any, mode: str = "r", *args: Any, **kwarg
         watch._opened(file, kwargs.get("mode", mode), None)
 
 
-def _os_open_seen(watch: FileWatch, path: Any, flags: int, *args: Any,
-                  dir_fd: int | None = None, **kwargs: Any) -> None:
+def _os_open_seen(
+    watch: FileWatch, path: Any, flags: int, *args: Any, dir_fd: int | None = None, **kwargs: Any
+) -> None:
     watch._opened(_resolve(path, dir_fd), None, flags)
 
 
-def _remove_seen(watch: FileWatch, path: Any, *args: Any, dir_fd: int | None = None,
-                 **kwargs: Any) -> None:
+def _remove_seen(
+    watch: FileWatch, path: Any, *args: Any, dir_fd: int | None = None, **kwargs: Any
+) -> None:
     watch._opened(_resolve(path, dir_fd), _REMOVE, None)  # deleting is writing
 
 
-def _rename_seen(watch: FileWatch, src: Any, dst: Any, *args: Any,
-                 src_dir_fd: int | None = None, dst_dir_fd: int | None = None,
-                 **kwargs: Any) -> None:
+def _rename_seen(
+    watch: FileWatch,
+    src: Any,
+    dst: Any,
+    *args: Any,
+    src_dir_fd: int | None = None,
+    dst_dir_fd: int | None = None,
+    **kwargs: Any,
+) -> None:
     source, target = _resolve(src, src_dir_fd), _resolve(dst, dst_dir_fd)
     if source not in watch.writes:  # what moves to ``dst`` is an input, unless the cell made it
         watch._probe("tree", source)
@@ -190,13 +201,13 @@ def _rename_seen(watch: FileWatch, src: Any, dst: Any, *args: Any,
         watch._opened(target, "w", None)
 
 
-def _mkdir_seen(watch: FileWatch, path: Any, *args: Any, dir_fd: int | None = None,
-                **kwargs: Any) -> None:
+def _mkdir_seen(
+    watch: FileWatch, path: Any, *args: Any, dir_fd: int | None = None, **kwargs: Any
+) -> None:
     watch._changed(_resolve(path, dir_fd), existed=True)  # raises if it exists: an input
 
 
-def _makedirs_seen(watch: FileWatch, name: Any, mode: int = 0o777,
-                   exist_ok: bool = False) -> None:
+def _makedirs_seen(watch: FileWatch, name: Any, mode: int = 0o777, exist_ok: bool = False) -> None:
     path = _resolve(name)
     if path is None:
         return
@@ -211,40 +222,67 @@ def _makedirs_seen(watch: FileWatch, name: Any, mode: int = 0o777,
         path = os.path.dirname(path)
 
 
-def _path_mkdir_seen(watch: FileWatch, path: pathlib.Path, mode: int = 0o777,
-                     parents: bool = False, exist_ok: bool = False) -> None:
+def _path_mkdir_seen(
+    watch: FileWatch,
+    path: pathlib.Path,
+    mode: int = 0o777,
+    parents: bool = False,
+    exist_ok: bool = False,
+) -> None:
     if parents:
         _makedirs_seen(watch, path, mode, exist_ok)
     else:
         watch._changed(_resolve(path), existed=not exist_ok)
 
 
-def _rmtree_seen(watch: FileWatch, path: Any, *args: Any, dir_fd: int | None = None,
-                 **kwargs: Any) -> None:
+def _rmtree_seen(
+    watch: FileWatch, path: Any, *args: Any, dir_fd: int | None = None, **kwargs: Any
+) -> None:
     watch._changed(_resolve(path, dir_fd), tree=True, existed=True)
 
 
-def _link_seen(watch: FileWatch, src: Any, dst: Any, *args: Any, dir_fd: int | None = None,
-               **kwargs: Any) -> None:
+def _link_seen(
+    watch: FileWatch, src: Any, dst: Any, *args: Any, dir_fd: int | None = None, **kwargs: Any
+) -> None:
     watch._changed(_resolve(dst, dir_fd), existed=True)
 
 
-def _hardlink_seen(watch: FileWatch, src: Any, dst: Any, *args: Any,
-                   src_dir_fd: int | None = None, dst_dir_fd: int | None = None,
-                   **kwargs: Any) -> None:
+def _hardlink_seen(
+    watch: FileWatch,
+    src: Any,
+    dst: Any,
+    *args: Any,
+    src_dir_fd: int | None = None,
+    dst_dir_fd: int | None = None,
+    **kwargs: Any,
+) -> None:
     watch._probe("tree", _resolve(src, src_dir_fd))  # the new name holds its content
     watch._changed(_resolve(dst, dst_dir_fd), existed=True)
 
 
 def _probe_seen(what: str) -> Callable[..., None]:
-    def seen(watch: FileWatch, path: Any = ".", *args: Any, dir_fd: int | None = None,
-             follow_symlinks: bool = True, **kwargs: Any) -> None:
+    def seen(
+        watch: FileWatch,
+        path: Any = ".",
+        *args: Any,
+        dir_fd: int | None = None,
+        follow_symlinks: bool = True,
+        **kwargs: Any,
+    ) -> None:
         watch._probe(what if follow_symlinks else "l" + what, _resolve(path, dir_fd))
+
     return seen
 
 
-def _glob_seen(watch: FileWatch, pathname: Any, *, root_dir: Any = None, dir_fd: Any = None,
-               recursive: bool = False, include_hidden: bool = False) -> None:
+def _glob_seen(
+    watch: FileWatch,
+    pathname: Any,
+    *,
+    root_dir: Any = None,
+    dir_fd: Any = None,
+    recursive: bool = False,
+    include_hidden: bool = False,
+) -> None:
     root = os.path.abspath(os.fsdecode(root_dir)) if root_dir is not None else os.getcwd()
     if dir_fd is None:
         watch._probe("glob", json.dumps([os.fsdecode(pathname), root, recursive, include_hidden]))
@@ -255,6 +293,7 @@ def _glob_seen(watch: FileWatch, pathname: Any, *, root_dir: Any = None, dir_fd:
 def _path_glob_seen(what: str) -> Callable[..., None]:
     def seen(watch: FileWatch, path: pathlib.Path, pattern: str, *args: Any, **kw: Any) -> None:
         watch._probe(what, json.dumps([str(path.absolute()), pattern]))
+
     return seen
 
 
@@ -298,15 +337,23 @@ _WatchedFileIO.__module__ = "io"
 
 # (owner, attribute, what a call touches, quiet: see _watching): the functions wrapped
 _TABLE = (
-    (io, "open", _open_seen, False), (builtins, "open", _open_seen, False),
-    (os, "open", _os_open_seen, False), (os, "remove", _remove_seen, False),
-    (os, "unlink", _remove_seen, False), (os, "rename", _rename_seen, False),
-    (os, "replace", _rename_seen, False), (os, "mkdir", _mkdir_seen, False),
-    (os, "rmdir", _rmtree_seen, False), (os, "makedirs", _makedirs_seen, True),
-    (os, "symlink", _link_seen, False), (os, "link", _hardlink_seen, False),
+    (io, "open", _open_seen, False),
+    (builtins, "open", _open_seen, False),
+    (os, "open", _os_open_seen, False),
+    (os, "remove", _remove_seen, False),
+    (os, "unlink", _remove_seen, False),
+    (os, "rename", _rename_seen, False),
+    (os, "replace", _rename_seen, False),
+    (os, "mkdir", _mkdir_seen, False),
+    (os, "rmdir", _rmtree_seen, False),
+    (os, "makedirs", _makedirs_seen, True),
+    (os, "symlink", _link_seen, False),
+    (os, "link", _hardlink_seen, False),
     (shutil, "rmtree", _rmtree_seen, True),
-    (os, "listdir", _probe_seen("list"), False), (os, "scandir", _probe_seen("list"), False),
-    (os, "stat", _probe_seen("stat"), False), (os, "lstat", _probe_seen("lstat"), False),
+    (os, "listdir", _probe_seen("list"), False),
+    (os, "scandir", _probe_seen("list"), False),
+    (os, "stat", _probe_seen("stat"), False),
+    (os, "lstat", _probe_seen("lstat"), False),
     (posixpath, "exists", _probe_seen("kind"), True),
     (posixpath, "lexists", _probe_seen("lkind"), True),
     (posixpath, "isfile", _probe_seen("kind"), True),
@@ -316,14 +363,16 @@ _TABLE = (
     (posixpath, "getmtime", _probe_seen("stat"), True),
     (posixpath, "getctime", _probe_seen("stat"), True),
     (posixpath, "realpath", _nothing, True),
-    (glob, "glob", _glob_seen, True), (glob, "iglob", _glob_seen, True),
+    (glob, "glob", _glob_seen, True),
+    (glob, "iglob", _glob_seen, True),
     (pathlib.Path, "exists", _probe_seen("kind"), True),
     (pathlib.Path, "is_file", _probe_seen("kind"), True),
     (pathlib.Path, "is_dir", _probe_seen("kind"), True),
     (pathlib.Path, "is_symlink", _probe_seen("lkind"), True),
     (pathlib.Path, "mkdir", _path_mkdir_seen, True),
     (pathlib.Path, "glob", _path_glob_seen("pglob"), True),
-    (pathlib.Path, "rglob", _path_glob_seen("prglob"), True))
+    (pathlib.Path, "rglob", _path_glob_seen("prglob"), True),
+)
 
 
 def _wrappers() -> list[tuple[Any, str, Any]]:
@@ -350,8 +399,21 @@ _WRAPPED = _wrappers()
 
 _ORIGINALS = {id(getattr(owner, name)): replacement for owner, name, replacement in _WRAPPED}
 # Modules whose own references are the originals by design.
-_UNSCANNED = frozenset({"builtins", "io", "_io", "os", "posix", "posixpath", "genericpath",
-                        "glob", "shutil", "pathlib", __name__})
+_UNSCANNED = frozenset(
+    {
+        "builtins",
+        "io",
+        "_io",
+        "os",
+        "posix",
+        "posixpath",
+        "genericpath",
+        "glob",
+        "shutil",
+        "pathlib",
+        __name__,
+    }
+)
 _installed = False
 _scanned: set[str] = set()
 _modules_seen: tuple[int, str | None] = (0, None)  # sys.modules' size and last name when scanned
@@ -399,8 +461,9 @@ def _patch_module(name: str, module: Any) -> None:
                 wrapper = _ORIGINALS.get(id(held))
                 if wrapper is not None and held is not wrapper:
                     # a builtin held by a class is not bound to instances; a wrapper would be
-                    replacement = (wrapper if isinstance(held, types.FunctionType)
-                                   else staticmethod(wrapper))
+                    replacement = (
+                        wrapper if isinstance(held, types.FunctionType) else staticmethod(wrapper)
+                    )
                     with contextlib.suppress(TypeError, AttributeError):
                         setattr(value, attribute, replacement)
                         _patched.append((value, attribute, held, replacement))
@@ -423,6 +486,7 @@ def uninstall() -> None:
     _scanned.clear()
     _installed = False
     from . import nativeio  # imports this module: bound here, not at import time
+
     nativeio.restore()  # the native entry points' wrappers and their import hook
 
 
@@ -434,8 +498,10 @@ def _tool_directories() -> list[str]:
     """Where tools keep caches and settings of their own (matplotlib's font cache,
     IPython's history): files there are not a cell's data."""
     home = os.path.expanduser("~")
-    found = [os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"),
-             os.environ.get("IPYTHONDIR") or os.path.join(home, ".ipython")]
+    found = [
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache"),
+        os.environ.get("IPYTHONDIR") or os.path.join(home, ".ipython"),
+    ]
     found += [os.environ[name] for name in ("MPLCONFIGDIR",) if os.environ.get(name)]
     return found
 
@@ -473,12 +539,14 @@ class FileWatch:
         self._open_before = self._open_files()
         _active = self
         from . import nativeio  # imports this module: bound here, not at import time
+
         nativeio.start(self)
         return self
 
     def stop(self) -> FileWatch:
         global _active
         from . import nativeio
+
         nativeio.stop(self)
         if _active is self:
             _active = None
@@ -492,7 +560,9 @@ class FileWatch:
         return not (
             (path.startswith(_IGNORED_PREFIXES) and not path.startswith(_DATA_UNDER_IGNORED))
             or f"{os.sep}__pycache__{os.sep}" in path
-            or path.startswith(self._ignore) or not is_local_path(path))
+            or path.startswith(self._ignore)
+            or not is_local_path(path)
+        )
 
     def _opened(self, path: Any, mode: Any, flags: Any) -> None:
         """A file opened with ``mode`` (``open``'s) or ``flags`` (``os.open``'s): mode "r"
@@ -504,18 +574,23 @@ class FileWatch:
         path = os.path.abspath(os.fsdecode(path))
         if not self._data(path):
             return
-        if mode == _REMOVE or (isinstance(mode, str) and "x" in mode) or (
-                mode is None and isinstance(flags, int) and flags & os.O_EXCL):
+        if (
+            mode == _REMOVE
+            or (isinstance(mode, str) and "x" in mode)
+            or (mode is None and isinstance(flags, int) and flags & os.O_EXCL)
+        ):
             self._existed(path)  # raises or not: an input
             mode = "w"
         writing = (isinstance(mode, str) and not _WRITE_MODES.isdisjoint(mode)) or (
-            mode is None and isinstance(flags, int) and bool(flags & _WRITE_FLAGS))
+            mode is None and isinstance(flags, int) and bool(flags & _WRITE_FLAGS)
+        )
         if os.path.isdir(path):
             return
         (self.writes if writing else self.reads).add(path)
         if writing and not (
-                (isinstance(mode, str) and ("w" in mode or "x" in mode))
-                or (mode is None and isinstance(flags, int) and flags & os.O_TRUNC)):
+            (isinstance(mode, str) and ("w" in mode or "x" in mode))
+            or (mode is None and isinstance(flags, int) and flags & os.O_TRUNC)
+        ):
             self.updates.add(path)
 
     def _existed(self, path: str) -> None:
@@ -649,8 +724,15 @@ _GLOBS = frozenset({"glob", "pglob", "prglob"})
 
 def _kind(st: os.stat_result) -> str:
     mode = st.st_mode
-    return ("f" if stat_module.S_ISREG(mode) else "d" if stat_module.S_ISDIR(mode)
-            else "l" if stat_module.S_ISLNK(mode) else "o")
+    return (
+        "f"
+        if stat_module.S_ISREG(mode)
+        else "d"
+        if stat_module.S_ISDIR(mode)
+        else "l"
+        if stat_module.S_ISLNK(mode)
+        else "o"
+    )
 
 
 def _names_digest(names: Iterable[Any]) -> str:
@@ -689,7 +771,8 @@ def observe(probe: str) -> str:
         with _scandir(path) as entries:
             return "d " + _names_digest(
                 f"{e.name}/{'l' if e.is_symlink() else 'd' if e.is_dir() else 'f' if e.is_file() else 'o'}"
-                for e in entries)
+                for e in entries
+            )
     except (OSError, ValueError):
         return MISSING
 
@@ -816,7 +899,7 @@ def write_back(path: str, data: bytes | str | None) -> None:
     if isinstance(data, str):
         if data.startswith(LINK):
             os.makedirs(directory, exist_ok=True)
-            os.symlink(data[len(LINK):], path)
+            os.symlink(data[len(LINK) :], path)
             return
         if os.path.lexists(path) and not os.path.isdir(path):
             os.unlink(path)
@@ -841,8 +924,11 @@ def changed_files(recorded: dict[str, str]) -> list[str]:
     """Which of the recorded ``{path: digest}`` no longer have that content (for
     EXISTS and MISSING: no longer exist, or exist)."""
     # MISSING by existence too: file_digest says MISSING for a directory, which exists
-    return [path for path, digest in sorted(recorded.items())
-            if (_existence(path) if digest in (EXISTS, MISSING) else file_digest(path)) != digest]
+    return [
+        path
+        for path, digest in sorted(recorded.items())
+        if (_existence(path) if digest in (EXISTS, MISSING) else file_digest(path)) != digest
+    ]
 
 
 def _existence(path: str) -> str:

@@ -117,6 +117,7 @@ HASH_FORMAT = 3
 #: incrcell's own top-level package, whose objects are never the user's code.
 _OWN = __name__.partition(".")[0]
 
+
 class Unhashable(Exception):
     """A value whose content cannot be hashed faithfully.
 
@@ -217,7 +218,9 @@ class ValueHasher:
         # id -> notebook name of objects to hash as if the notebook bound them under that name
         # (a round trip's copies of the definitions it stored, see ``_note_definition``)
         self.aliases: dict[int, str] = {}
-        self._cells: dict[int, tuple[object, object]] = {}  # closure cell id -> (cell, first function)
+        self._cells: dict[
+            int, tuple[object, object]
+        ] = {}  # closure cell id -> (cell, first function)
         # Hash raw numpy arrays and pandas objects by type and shape only: enough to compare
         # a value with its own pickled copy, whose buffers are faithful by construction.
         self.skim = False
@@ -247,8 +250,9 @@ class ValueHasher:
 
     def _digest(self, obj: object) -> bytes:
         handler = self._kind(type(obj))[1]
-        if self.skim and (handler is _pid_pandas or handler is _pid_ndarray
-                          and _raw_dtype(obj.dtype)):
+        if self.skim and (
+            handler is _pid_pandas or handler is _pid_ndarray and _raw_dtype(obj.dtype)
+        ):
             digest = hash_bytes(f"skimmed\0{type(obj)}\0{obj.shape}".encode())
         elif handler is _pid_ndarray and _raw_dtype(obj.dtype):
             self._note("numpy")
@@ -356,8 +360,11 @@ class ValueHasher:
         if module == "__main__":
             return True
         # incrcell's own objects (its ABSENT marker...) are never the user's, wherever it lives
-        return (isinstance(module, str) and module.partition(".")[0] != _OWN
-                and self._module_fingerprint(module).startswith(LOCAL))
+        return (
+            isinstance(module, str)
+            and module.partition(".")[0] != _OWN
+            and self._module_fingerprint(module).startswith(LOCAL)
+        )
 
     def _note(self, module: object) -> None:
         """Record the top-level package of ``module`` if it is non-stdlib code
@@ -435,8 +442,9 @@ class ValueHasher:
         """Note ``obj`` in :attr:`met` if it is watched, or is an array viewing a watched one."""
         name = self.watch.get(id(obj))
         if name is None and self._kind(type(obj))[1] is _pid_ndarray:
-            name = next((self.watch[id(base)] for base in array_bases(obj)
-                         if id(base) in self.watch), None)
+            name = next(
+                (self.watch[id(base)] for base in array_bases(obj) if id(base) in self.watch), None
+            )
         if name is not None:
             self.met.add(name)
 
@@ -561,8 +569,11 @@ def _pid_function(hasher: ValueHasher, fn: types.FunctionType) -> object:
         fn.__dict__ or None,
         # a global that is the builtin of its name behaves as no global at all (dill's
         # private globals for a function of another module's namespace hold such copies)
-        tuple((name, namespace[name]) for name in sorted(referenced_globals(fn))
-              if namespace[name] is not getattr(builtins, name, _ABSENT)),
+        tuple(
+            (name, namespace[name])
+            for name in sorted(referenced_globals(fn))
+            if namespace[name] is not getattr(builtins, name, _ABSENT)
+        ),
     )
 
 
@@ -659,9 +670,11 @@ def _pid_lru_cache(hasher: ValueHasher, obj: Any) -> object:
     if filled:
         # The memo decides what later calls return (an impure function keeps old results),
         # but its content cannot be read, nor pickled: nothing can stand for it.
-        raise Unhashable(f"the functools.lru_cache memo of {obj.__qualname__}() holds {filled} "
-                         "result(s) that cannot be read (call its cache_clear() to cache cells "
-                         "using it)")
+        raise Unhashable(
+            f"the functools.lru_cache memo of {obj.__qualname__}() holds {filled} "
+            "result(s) that cannot be read (call its cache_clear() to cache cells "
+            "using it)"
+        )
     return ("lru_cache", obj.__wrapped__, obj.cache_parameters())
 
 
@@ -677,8 +690,9 @@ def _pid_custom_pickled(hasher: ValueHasher, obj: Any) -> object:
             # a singleton of a local module, pickled by reference: its module's source keys it
             hasher._note(module)
             return ("global", module, reduced)
-        raise Unhashable(f"{type(obj).__qualname__} would be hashed by its name {reduced}, "
-                         "not by its content")
+        raise Unhashable(
+            f"{type(obj).__qualname__} would be hashed by its name {reduced}, not by its content"
+        )
     parts = tuple(list(part) if isinstance(part, Iterator) else part for part in reduced)
     return ("custom pickled", parts, _held_state(obj))
 
@@ -695,8 +709,11 @@ def _held_state(obj: object) -> tuple[object, tuple[object, ...]]:
         for name in (names,) if isinstance(names, str) else names:
             if name in ("__dict__", "__weakref__"):
                 continue
-            attribute = (f"_{klass.__name__.lstrip('_')}{name}"
-                         if name.startswith("__") and not name.endswith("__") else name)
+            attribute = (
+                f"_{klass.__name__.lstrip('_')}{name}"
+                if name.startswith("__") and not name.endswith("__")
+                else name
+            )
             try:
                 slots.append((name, object.__getattribute__(obj, attribute)))
             except AttributeError:
@@ -706,8 +723,12 @@ def _held_state(obj: object) -> tuple[object, tuple[object, ...]]:
 
 def _customises_pickling(cls: type) -> bool:
     """True when a class (or a non-builtin base) defines how its instances pickle."""
-    return any(hook in vars(klass) for klass in cls.__mro__
-               if klass.__module__ != "builtins" for hook in _PICKLING_HOOKS)
+    return any(
+        hook in vars(klass)
+        for klass in cls.__mro__
+        if klass.__module__ != "builtins"
+        for hook in _PICKLING_HOOKS
+    )
 
 
 def _pid_mappingproxy(hasher: ValueHasher, obj: Any) -> object:
@@ -813,8 +834,14 @@ _BASE_KINDS: dict[type, _Kind] = {
 # Kinds (by handler) whose instances can be changed in place, for ValueHasher.collect.
 _MUTABLE = frozenset({None, _pid_set, _pid_ndarray, _pid_custom_pickled})
 
-_PICKLING_HOOKS = ("__reduce_ex__", "__reduce__", "__getstate__", "__setstate__",
-                   "__getnewargs_ex__", "__getnewargs__")
+_PICKLING_HOOKS = (
+    "__reduce_ex__",
+    "__reduce__",
+    "__getstate__",
+    "__setstate__",
+    "__getnewargs_ex__",
+    "__getnewargs__",
+)
 
 # Immutable stdlib types (by top-level module and qualname, so that nothing is
 # imported for them): hashed by value, like atoms, and sortable inside sets.
@@ -840,8 +867,15 @@ _STDLIB_VALUES = frozenset(
 # Class attributes that are bookkeeping rather than behaviour (__firstlineno__
 # changes with the cell position), or unpicklable caches (_abc_impl).
 _CLASS_SKIP = frozenset(
-    {"__dict__", "__weakref__", "__module__", "__qualname__", "__firstlineno__", "_abc_impl",
-     "__slotnames__"}
+    {
+        "__dict__",
+        "__weakref__",
+        "__module__",
+        "__qualname__",
+        "__firstlineno__",
+        "_abc_impl",
+        "__slotnames__",
+    }
 )
 
 _NATIVE_ELEMENTS = frozenset({str, int, float, bytes})
@@ -919,7 +953,14 @@ def _pandas_parts(obj: Any) -> tuple[object, ...]:
     pd = sys.modules["pandas"]
     if isinstance(obj, pd.DataFrame):
         columns = tuple((col.dtype, _pandas_values(col)) for _, col in obj.items())
-        return (type(obj), obj.index, obj.columns, columns, obj.attrs, obj.flags.allows_duplicate_labels)
+        return (
+            type(obj),
+            obj.index,
+            obj.columns,
+            columns,
+            obj.attrs,
+            obj.flags.allows_duplicate_labels,
+        )
     if isinstance(obj, pd.Series):
         return (
             type(obj),

@@ -43,7 +43,7 @@ def split_directive(raw_cell: str) -> tuple[str | None, str]:
     """``("rerun", body)`` for a cell starting with ``%%incrcell rerun``, else ``(None, raw_cell)``."""
     match = DIRECTIVE.match(raw_cell)
     if match and match.group(1) in DIRECTIVES:
-        return match.group(1), raw_cell[match.end():]
+        return match.group(1), raw_cell[match.end() :]
     return None, raw_cell
 
 
@@ -76,8 +76,12 @@ class _CellSubstitution(ast.NodeTransformer):
         if pending.plan is not None and pending.plan.action == RESTORE:
             return ast.parse(_REPLAY)
         if pending.body is not None:
-            return compile(pending.body, "<cell>", "exec",
-                           flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            return compile(
+                pending.body,
+                "<cell>",
+                "exec",
+                flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+            )
         return node
 
 
@@ -92,8 +96,10 @@ def _interrupted_code() -> ast.Module:
 
 
 def _warn(what: str, exc: BaseException) -> None:
-    print(f"incrcell: {what} ({type(exc).__name__}: {one_line(exc)}); the cell runs as usual.",
-          file=sys.stderr)
+    print(
+        f"incrcell: {what} ({type(exc).__name__}: {one_line(exc)}); the cell runs as usual.",
+        file=sys.stderr,
+    )
 
 
 @contextmanager
@@ -110,8 +116,13 @@ def _one_line_warnings() -> Iterator[None]:
         if issubclass(warning.category, CacheWarning):
             print(str(warning.message), file=sys.stderr)
         else:
-            warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                   warning.lineno, source=warning.source)
+            warnings.warn_explicit(
+                warning.message,
+                warning.category,
+                warning.filename,
+                warning.lineno,
+                source=warning.source,
+            )
 
 
 class KernelHooks:
@@ -150,13 +161,15 @@ class KernelHooks:
         if _ACTIVE is self:
             _ACTIVE = None
 
-    def _structured_traceback(self, etype: Any, evalue: Any, etb: Any = None,
-                              *args: Any, **kwargs: Any) -> Any:
+    def _structured_traceback(
+        self, etype: Any, evalue: Any, etb: Any = None, *args: Any, **kwargs: Any
+    ) -> Any:
         """IPython's traceback formatting, without incrcell's own frames (see
         :func:`without_own_frames`)."""
         etb = without_own_frames(evalue, etb)
         return type(self.shell.InteractiveTB).structured_traceback(
-            self.shell.InteractiveTB, etype, evalue, etb, *args, **kwargs)
+            self.shell.InteractiveTB, etype, evalue, etb, *args, **kwargs
+        )
 
     def is_session_name(self, name: str) -> bool:
         """Objects IPython put in the namespace (``get_ipython``, ``In``...), not user data.
@@ -169,8 +182,11 @@ class KernelHooks:
         if name not in hidden:
             return False
         value = self.shell.user_ns.get(name, hidden)
-        return (value is hidden[name] and not isinstance(value, str)
-                and not isinstance(value, types.FunctionType))
+        return (
+            value is hidden[name]
+            and not isinstance(value, str)
+            and not isinstance(value, types.FunctionType)
+        )
 
     # -- events ------------------------------------------------------------------
     def prepare(self, raw_cell: str, transformed: str | None = None) -> tuple[str | None, str, str]:
@@ -179,18 +195,27 @@ class KernelHooks:
         ``transformed`` is IPython's transformation of ``raw_cell`` if known.
         """
         directive, body = split_directive(raw_cell)
-        return directive, body, (None if directive else transformed) or self.shell.transform_cell(body)
+        return (
+            directive,
+            body,
+            (None if directive else transformed) or self.shell.transform_cell(body),
+        )
 
     def refusal(self) -> str:
         """Why no cell can be cached under the shell's current settings ('' if they can)."""
         if self.shell.ast_node_interactivity != "last_expr":
-            return (f"ast_node_interactivity is {self.shell.ast_node_interactivity!r}: "
-                    "only 'last_expr' outputs are replayed")
+            return (
+                f"ast_node_interactivity is {self.shell.ast_node_interactivity!r}: "
+                "only 'last_expr' outputs are replayed"
+            )
         return ""
 
     def _events(self) -> tuple[tuple[str, Any], ...]:
-        return (("pre_execute", self.pre_execute), ("pre_run_cell", self.pre_run_cell),
-                ("post_run_cell", self.post_run_cell))
+        return (
+            ("pre_execute", self.pre_execute),
+            ("pre_run_cell", self.pre_run_cell),
+            ("post_run_cell", self.post_run_cell),
+        )
 
     def pre_execute(self) -> None:
         if not self._depth:  # code a magic runs inside a cell is part of that cell
@@ -219,8 +244,9 @@ class KernelHooks:
 
     def _plan_cell(self, info: Any) -> None:
         """Plan the cell about to run and start recording it if it is a miss."""
-        directive, body, transformed = self.prepare(info.raw_cell,
-                                                    getattr(info, "transformed_cell", None))
+        directive, body, transformed = self.prepare(
+            info.raw_cell, getattr(info, "transformed_cell", None)
+        )
         plan = None
         if self.engine.config.enabled:
             try:
@@ -228,11 +254,16 @@ class KernelHooks:
                 # get_ipython in builtins, as they would find it while the cell runs.
                 with _one_line_warnings(), self.shell.builtin_trap:
                     plan = self.engine.plan(
-                        transformed, self.shell.user_ns, raw_source=body,
+                        transformed,
+                        self.shell.user_ns,
+                        raw_source=body,
                         cell_id=getattr(info, "cell_id", None),
-                        execution_count=(self.shell.execution_count - 1
-                                         if info.store_history else None),
-                        directive=directive, refusal=self.refusal())
+                        execution_count=(
+                            self.shell.execution_count - 1 if info.store_history else None
+                        ),
+                        directive=directive,
+                        refusal=self.refusal(),
+                    )
             except Exception as exc:  # a bug here must not cost the user their cell
                 _warn("could not analyse this cell", exc)
         # pending first, so that an interrupt while the watches start stops those started
@@ -264,15 +295,27 @@ class KernelHooks:
             return  # the cell never reached execution (it failed to compile)
         try:
             with _one_line_warnings():
-                self.engine.finish(plan, self.shell.user_ns, success=result.success,
-                                   outputs=events, result=result.result, files=files,
-                                   seeds=seeds)
+                self.engine.finish(
+                    plan,
+                    self.shell.user_ns,
+                    success=result.success,
+                    outputs=events,
+                    result=result.result,
+                    files=files,
+                    seeds=seeds,
+                )
         except KeyboardInterrupt:
-            print("incrcell: interrupted while recording this cell: it ran, but is not in the "
-                  "cache (it will run again next time).", file=sys.stderr)
+            print(
+                "incrcell: interrupted while recording this cell: it ran, but is not in the "
+                "cache (it will run again next time).",
+                file=sys.stderr,
+            )
         except Exception as exc:
-            print(f"incrcell: could not record this cell ({type(exc).__name__}: "
-                  f"{one_line(exc)}); it ran, but is not in the cache.", file=sys.stderr)
+            print(
+                f"incrcell: could not record this cell ({type(exc).__name__}: "
+                f"{one_line(exc)}); it ran, but is not in the cache.",
+                file=sys.stderr,
+            )
 
     def _loading_cell(self, result: Any) -> _Pending | None:
         """The cell that loaded incrcell started before the hooks: plan it now, so that
@@ -317,8 +360,9 @@ class KernelHooks:
 def _own_frame(tb: types.TracebackType) -> bool:
     """A traceback entry of one of incrcell's invisible frames (wrappers of ``open``...)."""
     frame = tb.tb_frame
-    return (frame.f_globals.get("__name__", "").partition(".")[0] == "incrcell"
-            and bool(frame.f_locals.get("__tracebackhide__")))
+    return frame.f_globals.get("__name__", "").partition(".")[0] == "incrcell" and bool(
+        frame.f_locals.get("__tracebackhide__")
+    )
 
 
 def _cut(tb: types.TracebackType | None) -> types.TracebackType | None:
@@ -333,8 +377,9 @@ def _cut(tb: types.TracebackType | None) -> types.TracebackType | None:
     return tb
 
 
-def without_own_frames(exc: BaseException | None, tb: types.TracebackType | None
-                       ) -> types.TracebackType | None:
+def without_own_frames(
+    exc: BaseException | None, tb: types.TracebackType | None
+) -> types.TracebackType | None:
     """``tb`` with incrcell's invisible frames cut out, in place (so ``%debug`` and
     ``sys.last_traceback`` do not show them either), and the same for ``exc`` and the
     exceptions it was raised from or during.
@@ -357,10 +402,13 @@ def without_own_frames(exc: BaseException | None, tb: types.TracebackType | None
 def restored_marker(saved: float) -> tuple[dict[str, str], dict[str, Any]]:
     """The unobtrusive note shown under a restored cell (data, metadata)."""
     text = f"restored by incrcell, saved {format_seconds(saved)}"
-    html = (f'<div class="incrcell-restored" style="font-size:0.8em;opacity:0.6">'
-            f"&#8634; {text}</div>")
-    return ({"text/plain": f"[{text}]", "text/html": html},
-            {"incrcell": {"restored": True, "saved": saved}})
+    html = (
+        f'<div class="incrcell-restored" style="font-size:0.8em;opacity:0.6">&#8634; {text}</div>'
+    )
+    return (
+        {"text/plain": f"[{text}]", "text/html": html},
+        {"incrcell": {"restored": True, "saved": saved}},
+    )
 
 
 def format_seconds(seconds: float) -> str:

@@ -23,8 +23,9 @@ class AfterImport(importlib.abc.MetaPathFinder):
     """Calls ``then(name, module)`` once a module for which ``wanted(name)`` is true has
     been executed by its import."""
 
-    def __init__(self, wanted: Callable[[str], bool],
-                 then: Callable[[str, types.ModuleType], None]) -> None:
+    def __init__(
+        self, wanted: Callable[[str], bool], then: Callable[[str, types.ModuleType], None]
+    ) -> None:
         self._wanted, self._then = wanted, then
         self._busy = threading.local()  # asking the other finders: not again for them
 
@@ -53,8 +54,9 @@ class AfterImport(importlib.abc.MetaPathFinder):
 class _ThenLoader(importlib.abc.Loader):
     """The module's own loader, then ``then``."""
 
-    def __init__(self, loader: Any, name: str,
-                 then: Callable[[str, types.ModuleType], None]) -> None:
+    def __init__(
+        self, loader: Any, name: str, then: Callable[[str, types.ModuleType], None]
+    ) -> None:
         self._loader, self._name, self._then = loader, name, then
 
     def create_module(self, spec: Any) -> Any:

@@ -91,8 +91,12 @@ def is_local_module(name: str, module: object) -> bool:
     known = _local.get(name)
     if known is None:
         path = getattr(module, "__file__", None)
-        known = _local[name] = (isinstance(path, str) and is_local_path(path)
-                                and name != "__main__" and name.partition(".")[0] != _OWN)
+        known = _local[name] = (
+            isinstance(path, str)
+            and is_local_path(path)
+            and name != "__main__"
+            and name.partition(".")[0] != _OWN
+        )
     return known
 
 
@@ -139,7 +143,8 @@ def _table(mapping: dict[Any, Any], nested: bool = False) -> _Table:
 def _same_table(a: _Table, b: _Table) -> bool:
     return len(a) == len(b) and all(
         keys == other_keys and len(values) == len(other) and all(map(operator.is_, values, other))
-        for (keys, values), (other_keys, other) in zip(a, b))
+        for (keys, values), (other_keys, other) in zip(a, b)
+    )
 
 
 def _flat(table: _Table) -> dict[Any, Any]:
@@ -186,7 +191,8 @@ def _warnings() -> list[Any]:
 def _set_warnings(_: str, value: Any) -> None:
     warnings.filters[:] = value
     mutated = getattr(warnings, "_filters_mutated", None) or getattr(
-        warnings, "_filters_mutated_lock_held", None)
+        warnings, "_filters_mutated_lock_held", None
+    )
     if mutated is not None:
         mutated()
 
@@ -209,8 +215,15 @@ def _decimal() -> Any:
     if decimal is None:
         return None
     context = decimal.getcontext()
-    return (context.prec, context.rounding, context.Emin, context.Emax, context.capitals,
-            context.clamp, tuple(context.traps.values()))
+    return (
+        context.prec,
+        context.rounding,
+        context.Emin,
+        context.Emax,
+        context.capitals,
+        context.clamp,
+        tuple(context.traps.values()),
+    )
 
 
 def _set_decimal(_: str, value: Any) -> None:
@@ -226,12 +239,14 @@ def _numpy(get: str) -> Callable[[], Any]:
     def read() -> Any:
         numpy = _module("numpy")
         return None if numpy is None else getattr(numpy, get)()
+
     return read
 
 
 def _set_numpy(setter: str) -> Callable[[str, Any], None]:
     def write(_: str, value: Any) -> None:
         getattr(importlib.import_module("numpy"), setter)(**value)
+
     return write
 
 
@@ -289,19 +304,32 @@ _GROUPS = (
     _Group("decimal context", _decimal, _set_decimal),
     _Group("numpy print options", _numpy("get_printoptions"), _set_numpy("set_printoptions")),
     _Group("numpy error state", _numpy("geterr"), _set_numpy("seterr")),
-    _Group("pandas option", _pandas, _set_pandas, keyed=True, reached="pandas",
-           pristine=_pandas_defaults),
+    _Group(
+        "pandas option",
+        _pandas,
+        _set_pandas,
+        keyed=True,
+        reached="pandas",
+        pristine=_pandas_defaults,
+    ),
     # the backend is resolved lazily by matplotlib itself, on the first plot
-    _Group("matplotlib.rcParams", _rc, _set_rc, keyed=True, ignored=frozenset({"backend"}),
-           pristine=_rc_defaults),
+    _Group(
+        "matplotlib.rcParams",
+        _rc,
+        _set_rc,
+        keyed=True,
+        ignored=frozenset({"backend"}),
+        pristine=_rc_defaults,
+    ),
 )
 _BY_PREFIX = {group.prefix: group for group in _GROUPS}
 #: Settings that key every cell, whatever changed them and whenever (also before incrcell
 #: was loaded): few, small, the same in every kernel of a project.  The other items key
 #: the cells after one that changed them (the path and working directory differ between
 #: projects, which may share cells).
-SETTINGS = tuple(group.prefix for group in _GROUPS
-                 if not group.keyed and group.prefix not in ("sys.path", CWD))
+SETTINGS = tuple(
+    group.prefix for group in _GROUPS if not group.keyed and group.prefix not in ("sys.path", CWD)
+)
 _ATTRIBUTE = "module attribute "  # prefix of the items that are module attributes
 BUILTINS = _ATTRIBUTE + "builtins"  # what precedes ``.name`` in the items of builtins
 
@@ -320,12 +348,17 @@ def watched_modules(referenced: Iterable[object]) -> list[str]:
     """Names of the modules whose attributes a snapshot tracks: ``builtins``, the local
     modules imported so far, and the modules among ``referenced``."""
     names = {"builtins"}
-    names.update(module.__name__ for module in referenced
-                 if isinstance(module, types.ModuleType) and module.__name__ in sys.modules)
+    names.update(
+        module.__name__
+        for module in referenced
+        if isinstance(module, types.ModuleType) and module.__name__ in sys.modules
+    )
     global _locals
     if _locals[0] != len(sys.modules):  # modules were imported (or removed) since
-        _locals = (len(sys.modules), [name for name, module in list(sys.modules.items())
-                                      if is_local_module(name, module)])
+        _locals = (
+            len(sys.modules),
+            [name for name, module in list(sys.modules.items()) if is_local_module(name, module)],
+        )
     names.update(_locals[1])
     return sorted(names)
 
@@ -348,9 +381,12 @@ def snapshot(modules: Iterable[str], reach: frozenset[str] = frozenset()) -> Sna
         module = sys.modules.get(name)
         if module is not None:
             namespaces[name] = dict(vars(module))
-    return Snapshot(groups, namespaces, sys.modules.copy(),
-                    frozenset(thread.ident for thread in threading.enumerate()
-                              if thread.ident is not None))
+    return Snapshot(
+        groups,
+        namespaces,
+        sys.modules.copy(),
+        frozenset(thread.ident for thread in threading.enumerate() if thread.ident is not None),
+    )
 
 
 def _tracked_attribute(module: str, name: str, value: object) -> bool:
@@ -398,8 +434,11 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
             continue
         for name in old.keys() | new.keys():
             was, value = old.get(name, ABSENT), new.get(name, ABSENT)
-            if (was is not value and _tracked_attribute(module, name, value)
-                    and not _incrcell_wrapping(was, value)):
+            if (
+                was is not value
+                and _tracked_attribute(module, name, value)
+                and not _incrcell_wrapping(was, value)
+            ):
                 changes[f"{_ATTRIBUTE}{module}.{name}"] = (was, value)
     return changes
 
@@ -437,23 +476,28 @@ def refusal(before: Snapshot, after: Snapshot) -> str:
     if len(old) != len(new) or (old and next(reversed(old)) != next(reversed(new))):
         removed = sorted(old - new)
         if removed:
-            return (f"removes module `{removed[0]}` from sys.modules: a restore cannot "
-                    "bring that back")
+            return (
+                f"removes module `{removed[0]}` from sys.modules: a restore cannot bring that back"
+            )
         for name in sorted(new - old):
             module = after.module_table[name]
             # an import leaves modules with a spec; libraries also share private ones
             # between their extensions (Cython's ``_cython_3_3_0``), made again by their import
             if not isinstance(module, types.ModuleType) or (
-                    getattr(module, "__spec__", None) is None
-                    and not name.rpartition(".")[2].startswith("_")):
-                return (f"puts `{name}` into sys.modules by hand: a restore cannot bring "
-                        "that back")
-    running = [thread for thread in threading.enumerate()
-               if thread.ident not in before.threads and thread.is_alive()
-               and _users_thread(thread)]
+                getattr(module, "__spec__", None) is None
+                and not name.rpartition(".")[2].startswith("_")
+            ):
+                return f"puts `{name}` into sys.modules by hand: a restore cannot bring that back"
+    running = [
+        thread
+        for thread in threading.enumerate()
+        if thread.ident not in before.threads and thread.is_alive() and _users_thread(thread)
+    ]
     if running:
-        return (f"starts thread `{running[0].name}`, still running when the cell ended: "
-                "what it does next cannot be replayed")
+        return (
+            f"starts thread `{running[0].name}`, still running when the cell ended: "
+            "what it does next cannot be replayed"
+        )
     return ""
 
 
@@ -463,7 +507,7 @@ def current(item: str, cache: dict[str, Any] | None = None) -> Any:
     ``cache`` (prefix -> settings) saves reading a keyed group again for its other items.
     """
     if item.startswith(_ATTRIBUTE):
-        module, _, name = item[len(_ATTRIBUTE):].rpartition(".")
+        module, _, name = item[len(_ATTRIBUTE) :].rpartition(".")
         return vars(sys.modules[module]).get(name, ABSENT) if module in sys.modules else ABSENT
     prefix, key = _split(item)
     if prefix == "os.environ":
@@ -494,10 +538,12 @@ def imported_items(before: Snapshot, after: Snapshot) -> set[str]:
     for name in after.module_table.keys() - before.module_table.keys():
         module = after.module_table[name]
         if isinstance(module, types.ModuleType) and is_local_module(name, module):
-            items.update(f"{_ATTRIBUTE}{name}.{attribute}"
-                         for attribute, value in list(vars(module).items())
-                         if _tracked_attribute(name, attribute, value)
-                         and not isinstance(value, (types.FunctionType, type)))
+            items.update(
+                f"{_ATTRIBUTE}{name}.{attribute}"
+                for attribute, value in list(vars(module).items())
+                if _tracked_attribute(name, attribute, value)
+                and not isinstance(value, (types.FunctionType, type))
+            )
     return items
 
 
@@ -507,7 +553,7 @@ def reaches(item: str, modules: frozenset[str]) -> bool:
     module reads that module's attributes."""
     if not item.startswith(_ATTRIBUTE) or item.startswith(BUILTINS + "."):
         return True
-    return item[len(_ATTRIBUTE):].rpartition(".")[0] in modules
+    return item[len(_ATTRIBUTE) :].rpartition(".")[0] in modules
 
 
 def _split(item: str) -> tuple[str, Any]:
@@ -525,7 +571,7 @@ def apply(changes: dict[str, Any]) -> None:
     """
     for item, value in changes.items():
         if item.startswith(_ATTRIBUTE):
-            module_name, _, name = item[len(_ATTRIBUTE):].rpartition(".")
+            module_name, _, name = item[len(_ATTRIBUTE) :].rpartition(".")
             module = sys.modules.get(module_name) or importlib.import_module(module_name)
             if value is ABSENT:
                 if hasattr(module, name):
@@ -535,4 +581,3 @@ def apply(changes: dict[str, Any]) -> None:
         else:
             prefix, key = _split(item)
             _BY_PREFIX[prefix].set(key, value)
-

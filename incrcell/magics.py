@@ -49,16 +49,22 @@ class _HelpShown(Exception):
 
 
 def _parser() -> _Parser:
-    parser = _Parser(prog="%incrcell", description="Incremental cell execution: "
-                     "unchanged cells restore their variables and outputs from a cache.",
-                     epilog=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter,
-                     usage="%%incrcell {status,why,clear,off,on,config} ...")
+    parser = _Parser(
+        prog="%incrcell",
+        description="Incremental cell execution: "
+        "unchanged cells restore their variables and outputs from a cache.",
+        epilog=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%%incrcell {status,why,clear,off,on,config} ...",
+    )
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     commands.add_parser("status", help="show every cell seen and what happened to it")
     why = commands.add_parser("why", help="why a cell ran instead of being restored")
     why.add_argument("n", nargs="?", type=int, help="execution count of the cell (In[N])")
     clear = commands.add_parser("clear", help="delete cache entries")
-    clear.add_argument("--all", action="store_true", help="the whole cache, not only this session's cells")
+    clear.add_argument(
+        "--all", action="store_true", help="the whole cache, not only this session's cells"
+    )
     commands.add_parser("off", help="turn caching off")
     commands.add_parser("on", help="turn caching back on")
     config = commands.add_parser("config", help="show or change settings")
@@ -145,47 +151,60 @@ class IncrcellMagics(Magics):
         """Reached only when the hooks did not substitute the body (e.g. a nested call)."""
         directive = line.strip().split()[0] if line.strip() else ""
         if directive not in DIRECTIVES:
-            raise UsageError(f"%%incrcell: unknown directive {directive!r}; use "
-                             f"{' or '.join(DIRECTIVES)}. See %incrcell --help.")
+            raise UsageError(
+                f"%%incrcell: unknown directive {directive!r}; use "
+                f"{' or '.join(DIRECTIVES)}. See %incrcell --help."
+            )
         self.shell.run_cell(cell, store_history=False)
 
     # -- reports ---------------------------------------------------------------------
     def status_text(self) -> str:
         engine = self.engine
-        records = sorted(engine.records.values(),
-                         key=lambda r: (r.execution_count is None, r.execution_count or 0))
+        records = sorted(
+            engine.records.values(),
+            key=lambda r: (r.execution_count is None, r.execution_count or 0),
+        )
         report = self.sidebar.report()
         counts = report.totals
         current = {cell.identity: cell for cell in report.cells}  # stale cells say so
         stale = f", {len(report.stale)} stale" if report.stale else ""
-        lines = [f"incrcell {'on' if engine.config.enabled else 'OFF'}: "
-                 f"{counts[RESTORED]} restored, {counts[RAN]} ran, "
-                 f"{counts[UNCACHEABLE]} uncacheable, {counts[ERROR]} failed{stale}; "
-                 f"{format_seconds(counts['saved'])} saved; "
-                 f"cache {format_size(int(counts['cache_bytes']))}{_cap(engine)} "
-                 f"in {engine.config.cache_dir}"]
+        lines = [
+            f"incrcell {'on' if engine.config.enabled else 'OFF'}: "
+            f"{counts[RESTORED]} restored, {counts[RAN]} ran, "
+            f"{counts[UNCACHEABLE]} uncacheable, {counts[ERROR]} failed{stale}; "
+            f"{format_seconds(counts['saved'])} saved; "
+            f"cache {format_size(int(counts['cache_bytes']))}{_cap(engine)} "
+            f"in {engine.config.cache_dir}"
+        ]
         for r in records:
             cell = current.get(r.identity)
             state, reason = (cell.state, cell.reason) if cell else (r.state, r.reason)
             detail = f"saved {format_seconds(r.saved)}" if state == RESTORED else reason
-            lines.append(f"  {_where(r):>9}  {state:<11}  {format_seconds(r.duration):>8}  "
-                         f"{r.label[:50]:<50}  {detail}")
+            lines.append(
+                f"  {_where(r):>9}  {state:<11}  {format_seconds(r.duration):>8}  "
+                f"{r.label[:50]:<50}  {detail}"
+            )
         return "\n".join(lines)
 
     def why_text(self, n: int | None) -> str:
         engine = self.engine
         if n is None:
             current = self.shell.execution_count - 1
-            candidates = [r for c, r in sorted(engine.by_count.items())
-                          if c != current and r.state != RESTORED]
+            candidates = [
+                r
+                for c, r in sorted(engine.by_count.items())
+                if c != current and r.state != RESTORED
+            ]
             if not candidates:
                 return "incrcell: no cell has run yet in this session."
             record = candidates[-1]
         else:
             record = engine.by_count.get(n)
             if record is None:
-                raise UsageError(f"%incrcell why: In [{n}] was not seen by incrcell "
-                                 "(run %incrcell status to see the cells it knows)")
+                raise UsageError(
+                    f"%incrcell why: In [{n}] was not seen by incrcell "
+                    "(run %incrcell status to see the cells it knows)"
+                )
         head = f"{_where(record)} `{record.label}`"
         if record.state == RESTORED:
             text = f"{head} was restored from the cache (saved {format_seconds(record.saved)})."

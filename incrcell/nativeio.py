@@ -84,6 +84,7 @@ _READ, _WRITE, _OPEN, _SQL, _LAZY = "read", "write", "open", "sql", "lazy"
 class _Spec:
     """One entry point: ``attribute`` (dotted) of ``module``; its path argument is at
     ``position`` (``self`` counts) or named ``keyword``."""
+
     module: str
     attribute: str
     kind: str
@@ -96,20 +97,28 @@ class _Spec:
     lazy: bool = False  # ``self`` is a lazy query: its sources are read by the call
 
 
-def _entries(module: str, kind: str, names: Iterable[str], position: int, keyword: str,
-             **more: Any) -> list[_Spec]:
+def _entries(
+    module: str, kind: str, names: Iterable[str], position: int, keyword: str, **more: Any
+) -> list[_Spec]:
     return [_Spec(module, name, kind, position, keyword, **more) for name in names]
 
 
 _SQLITE = ("-wal", "-journal")
 _TABLE: tuple[_Spec, ...] = (
     # pandas: the readers and writers that hand a path to native code
-    *_entries("pandas", _READ, ("read_parquet", "read_feather", "read_orc", "read_spss"), 0, "path"),
+    *_entries(
+        "pandas", _READ, ("read_parquet", "read_feather", "read_orc", "read_spss"), 0, "path"
+    ),
     *_entries("pandas", _READ, ("read_stata", "read_sas"), 0, "filepath_or_buffer"),
     _Spec("pandas", "read_hdf", _READ, 0, "path_or_buf"),
     _Spec("pandas", "HDFStore.__init__", _OPEN, 1, "path", mode=(2, "mode", "a")),
-    *_entries("pandas", _WRITE, ("DataFrame.to_parquet", "DataFrame.to_feather",
-                                 "DataFrame.to_orc", "DataFrame.to_stata"), 1, "path"),
+    *_entries(
+        "pandas",
+        _WRITE,
+        ("DataFrame.to_parquet", "DataFrame.to_feather", "DataFrame.to_orc", "DataFrame.to_stata"),
+        1,
+        "path",
+    ),
     _Spec("pandas", "core.generic.NDFrame.to_hdf", _OPEN, 1, "path_or_buf", mode=(99, "mode", "a")),
     # pyarrow
     *_entries("pyarrow.parquet", _READ, ("read_table", "read_pandas"), 0, "source"),
@@ -137,38 +146,115 @@ _TABLE: tuple[_Spec, ...] = (
     _Spec("sqlite3.dbapi2", "connect", _OPEN, 0, "database", companions=_SQLITE),  # SQLAlchemy's
     _Spec("h5py", "File.__init__", _OPEN, 1, "name", mode=(2, "mode", "r")),
     _Spec("tables", "open_file", _OPEN, 0, "filename", mode=(1, "mode", "r")),
-    *_entries("xarray", _READ, ("open_dataset", "open_dataarray", "load_dataset",
-                                "load_dataarray", "open_zarr"), 0, "filename_or_obj"),
+    *_entries(
+        "xarray",
+        _READ,
+        ("open_dataset", "open_dataarray", "load_dataset", "load_dataarray", "open_zarr"),
+        0,
+        "filename_or_obj",
+    ),
     _Spec("xarray", "open_mfdataset", _READ, 0, "paths"),
     *_entries("xarray", _WRITE, ("Dataset.to_netcdf", "DataArray.to_netcdf"), 1, "path"),
     *_entries("xarray", _WRITE, ("Dataset.to_zarr", "DataArray.to_zarr"), 1, "store"),
     _Spec("duckdb", "connect", _OPEN, 0, "database", companions=(".wal",), readonly="read_only"),
-    *_entries("duckdb", _READ, ("read_parquet", "read_csv", "read_json", "from_parquet",
-                                "from_csv_auto"), 0, "path_or_buffer"),
+    *_entries(
+        "duckdb",
+        _READ,
+        ("read_parquet", "read_csv", "read_json", "from_parquet", "from_csv_auto"),
+        0,
+        "path_or_buffer",
+    ),
     *_entries("duckdb", _SQL, ("sql", "query", "execute", "executemany"), 0, "query"),
-    *_entries("duckdb", _READ, ("DuckDBPyConnection.read_parquet", "DuckDBPyConnection.read_csv",
-                                "DuckDBPyConnection.read_json", "DuckDBPyConnection.from_parquet",
-                                "DuckDBPyConnection.from_csv_auto"), 1, "path_or_buffer"),
-    *_entries("duckdb", _SQL, ("DuckDBPyConnection.sql", "DuckDBPyConnection.query",
-                               "DuckDBPyConnection.execute", "DuckDBPyConnection.executemany"),
-              1, "query"),
+    *_entries(
+        "duckdb",
+        _READ,
+        (
+            "DuckDBPyConnection.read_parquet",
+            "DuckDBPyConnection.read_csv",
+            "DuckDBPyConnection.read_json",
+            "DuckDBPyConnection.from_parquet",
+            "DuckDBPyConnection.from_csv_auto",
+        ),
+        1,
+        "path_or_buffer",
+    ),
+    *_entries(
+        "duckdb",
+        _SQL,
+        (
+            "DuckDBPyConnection.sql",
+            "DuckDBPyConnection.query",
+            "DuckDBPyConnection.execute",
+            "DuckDBPyConnection.executemany",
+        ),
+        1,
+        "query",
+    ),
     # polars reads most formats natively, and lazily: a scan reads when collected
-    *_entries("polars", _READ, ("read_parquet", "scan_parquet", "read_csv", "scan_csv",
-                                "read_ipc", "scan_ipc", "read_ipc_stream", "read_ndjson",
-                                "scan_ndjson", "read_json", "read_avro", "read_parquet_schema",
-                                "read_delta", "scan_delta"), 0, "source"),
-    *_entries("polars", _WRITE, ("DataFrame.write_parquet", "DataFrame.write_csv",
-                                 "DataFrame.write_ipc", "DataFrame.write_ipc_stream",
-                                 "DataFrame.write_ndjson", "DataFrame.write_json",
-                                 "DataFrame.write_avro", "DataFrame.write_delta"), 1, "file"),
-    *_entries("polars", _WRITE, ("LazyFrame.sink_parquet", "LazyFrame.sink_csv",
-                                 "LazyFrame.sink_ipc", "LazyFrame.sink_ndjson"), 1, "path",
-              lazy=True),
-    *_entries("polars", _LAZY, ("LazyFrame.collect", "LazyFrame.collect_async",
-                                "LazyFrame.fetch"), 0, "", lazy=True),
+    *_entries(
+        "polars",
+        _READ,
+        (
+            "read_parquet",
+            "scan_parquet",
+            "read_csv",
+            "scan_csv",
+            "read_ipc",
+            "scan_ipc",
+            "read_ipc_stream",
+            "read_ndjson",
+            "scan_ndjson",
+            "read_json",
+            "read_avro",
+            "read_parquet_schema",
+            "read_delta",
+            "scan_delta",
+        ),
+        0,
+        "source",
+    ),
+    *_entries(
+        "polars",
+        _WRITE,
+        (
+            "DataFrame.write_parquet",
+            "DataFrame.write_csv",
+            "DataFrame.write_ipc",
+            "DataFrame.write_ipc_stream",
+            "DataFrame.write_ndjson",
+            "DataFrame.write_json",
+            "DataFrame.write_avro",
+            "DataFrame.write_delta",
+        ),
+        1,
+        "file",
+    ),
+    *_entries(
+        "polars",
+        _WRITE,
+        (
+            "LazyFrame.sink_parquet",
+            "LazyFrame.sink_csv",
+            "LazyFrame.sink_ipc",
+            "LazyFrame.sink_ndjson",
+        ),
+        1,
+        "path",
+        lazy=True,
+    ),
+    *_entries(
+        "polars",
+        _LAZY,
+        ("LazyFrame.collect", "LazyFrame.collect_async", "LazyFrame.fetch"),
+        0,
+        "",
+        lazy=True,
+    ),
 )
 _BY_MODULE: dict[str, tuple[_Spec, ...]] = {
-    name: tuple(s for s in _TABLE if s.module == name) for name in dict.fromkeys(s.module for s in _TABLE)}
+    name: tuple(s for s in _TABLE if s.module == name)
+    for name in dict.fromkeys(s.module for s in _TABLE)
+}
 _GLOB = re.compile(r"[*?\[]")
 _QUOTED = re.compile(r"'((?:[^']|'')+)'")  # SQL string literals
 _SCANNED = re.compile(r"SCAN \[([^\]]*)\]")  # the sources in a polars plan
@@ -256,8 +342,9 @@ def _settle(recording: _Recording) -> None:
         try:
             path = os.readlink(f"/proc/self/fd/{number}")
             with files._OPEN(f"/proc/self/fdinfo/{number}") as info:
-                flags = next((int(line.split()[1], 8) for line in info
-                              if line.startswith("flags:")), 0)
+                flags = next(
+                    (int(line.split()[1], 8) for line in info if line.startswith("flags:")), 0
+                )
         except (OSError, ValueError):
             continue  # closed meanwhile
         if not path.startswith("/") or not os.path.isfile(path):
@@ -267,8 +354,10 @@ def _settle(recording: _Recording) -> None:
         else:
             watch._opened(path, "w", None)
             if path in watch.writes:  # a data file, not one the watch ignores
-                recording.refuse(f"leaves file `{os.path.relpath(path)}` open for writing: "
-                                 "what is written to it after the cell cannot be stored")
+                recording.refuse(
+                    f"leaves file `{os.path.relpath(path)}` open for writing: "
+                    "what is written to it after the cell cannot be stored"
+                )
 
 
 def _lowest_free() -> int:
@@ -317,7 +406,9 @@ def _open_before() -> set[str]:
 
 # -- patching ----------------------------------------------------------------------
 def _own(owner: Any, attribute: str) -> Any:
-    return vars(owner).get(attribute) if isinstance(owner, type) else getattr(owner, attribute, None)
+    return (
+        vars(owner).get(attribute) if isinstance(owner, type) else getattr(owner, attribute, None)
+    )
 
 
 def _patch(name: str, module: types.ModuleType) -> None:
@@ -364,6 +455,7 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
     """``original``, reporting its files while a cell records; it keeps the original's
     module and qualified name, which now name it: pickles and fingerprints by name
     are the same as the original's."""
+
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # noqa: F841  (IPython hides this frame)
@@ -382,6 +474,7 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
             except Exception:
                 recording.refuse(f"could not see the files `{spec.attribute}` uses")
         return result
+
     setattr(wrapper, files.ORIGINAL, original)
     return wrapper
 
@@ -400,15 +493,17 @@ _FINDER = AfterImport(_BY_MODULE.__contains__, _patch_imported)
 
 
 # -- what a call reads and writes --------------------------------------------------
-def _argument(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, keyword: str,
-              default: Any = None) -> Any:
+def _argument(
+    args: tuple[Any, ...], kwargs: dict[str, Any], position: int, keyword: str, default: Any = None
+) -> Any:
     if keyword and keyword in kwargs:
         return kwargs[keyword]
     return args[position] if position < len(args) else default
 
 
-def _before(recording: _Recording, spec: _Spec, args: tuple[Any, ...],
-            kwargs: dict[str, Any]) -> Callable[[], None] | None:
+def _before(
+    recording: _Recording, spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[], None] | None:
     """Report what the call is about to read; return what to do after it (writes)."""
     if spec.lazy:
         _lazy_sources(recording, spec, args[0] if args else None)
@@ -438,16 +533,19 @@ def _before(recording: _Recording, spec: _Spec, args: tuple[Any, ...],
         return lambda: [_written(recording, path, before) for path, before in trees.items()]
     existing = [path for path in paths if os.path.isfile(path)]  # _OPEN: read and maybe modify
     for path in existing:
-        digests = {name: files.file_digest(name) for name in
-                   (path, *(path + suffix for suffix in spec.companions))}
+        digests = {
+            name: files.file_digest(name)
+            for name in (path, *(path + suffix for suffix in spec.companions))
+        }
         with recording.lock:
             recording.handles.setdefault(path, digests)
         for name, digest in digests.items():
             if digest != files.MISSING:
                 recording.watch._opened(name, "r", None)
     created = [path for path in paths if path not in existing]
-    return lambda: [recording.watch._opened(path, "w", None)
-                    for path in created if os.path.isfile(path)]
+    return lambda: [
+        recording.watch._opened(path, "w", None) for path in created if os.path.isfile(path)
+    ]
 
 
 def _paths(recording: _Recording, spec: _Spec, value: Any) -> list[str]:
@@ -463,8 +561,10 @@ def _paths(recording: _Recording, spec: _Spec, value: Any) -> list[str]:
     if value.startswith("file:"):
         value = re.sub(r"^file:(//)?", "", value).split("?", 1)[0]
     elif "://" in value:
-        recording.refuse(f"reads `{value}` through `{spec.attribute}`: remote data is not "
-                         "an input incrcell can key")
+        recording.refuse(
+            f"reads `{value}` through `{spec.attribute}`: remote data is not "
+            "an input incrcell can key"
+        )
         return []
     return [os.path.abspath(os.path.expanduser(value))]
 
@@ -492,10 +592,15 @@ def _listing(recording: _Recording, spec: _Spec, directory: str) -> None:
     watch = recording.watch
     watch._opened(directory, "r", None)
     os.listdir(directory)  # through the watch's own wrappers, where it has them
-    if not any(directory in found for found in vars(watch).values()
-               if isinstance(found, (set, frozenset, dict))):
-        recording.refuse(f"reads directory `{os.path.relpath(directory)}` through "
-                         f"`{spec.attribute}`: its listing is not an input incrcell can key")
+    if not any(
+        directory in found
+        for found in vars(watch).values()
+        if isinstance(found, (set, frozenset, dict))
+    ):
+        recording.refuse(
+            f"reads directory `{os.path.relpath(directory)}` through "
+            f"`{spec.attribute}`: its listing is not an input incrcell can key"
+        )
 
 
 def _tree(path: str) -> dict[str, tuple[int, int, int]]:
@@ -537,8 +642,12 @@ def _sql(recording: _Recording, query: str) -> Callable[[], None] | None:
     """Quoted paths in SQL text: unchanged by the call, reads; created, writes;
     changed, read and modified."""
     spec = _Spec("duckdb", "sql", _SQL)
-    candidates = [path for literal in _QUOTED.findall(query) if "/" in literal or "." in literal
-                  for path in _paths(recording, spec, literal.replace("''", "'"))]
+    candidates = [
+        path
+        for literal in _QUOTED.findall(query)
+        if "/" in literal or "." in literal
+        for path in _paths(recording, spec, literal.replace("''", "'"))
+    ]
     patterns = [path for path in candidates if not os.path.lexists(path) and _GLOB.search(path)]
     trees = {path: _tree(path) for path in candidates if path not in patterns}
     for pattern in patterns:
@@ -564,12 +673,13 @@ def _sql(recording: _Recording, query: str) -> Callable[[], None] | None:
                 watch._opened(name, "w", None)
             if os.path.isdir(path):
                 _listing(recording, spec, path)
+
     return after
 
 
 def _glob_base(pattern: str) -> str:
     """The directory a glob lists first: the part before its first wildcard."""
-    return os.path.dirname(pattern[:_GLOB.search(pattern).start()]) or os.sep  # type: ignore[union-attr]
+    return os.path.dirname(pattern[: _GLOB.search(pattern).start()]) or os.sep  # type: ignore[union-attr]
 
 
 def _lazy_sources(recording: _Recording, spec: _Spec, frame: Any) -> None:
@@ -588,8 +698,7 @@ def _lazy_sources(recording: _Recording, spec: _Spec, frame: Any) -> None:
     for listed in sources:
         for name in listed.split(", "):
             if name.startswith("...") or not os.path.lexists(name):
-                recording.refuse(f"`{spec.attribute}` reads files whose names incrcell "
-                                 "cannot find")
+                recording.refuse(f"`{spec.attribute}` reads files whose names incrcell cannot find")
                 return
             _read(recording, spec, os.path.abspath(name))
 
@@ -608,8 +717,9 @@ def _deferred(code: types.CodeType) -> bool:
     return bool(code.co_flags & inspect.CO_OPTIMIZED) and code.co_name not in _COMPREHENSIONS
 
 
-def literal_reads(watch: files.FileWatch, source: str,
-                  codes: Iterable[types.CodeType] = ()) -> None:
+def literal_reads(
+    watch: files.FileWatch, source: str, codes: Iterable[types.CodeType] = ()
+) -> None:
     """Existing files named by a string literal of the cell (``source``) or of the
     functions it calls (``codes``), which the cell did not write: reads.
 
@@ -622,8 +732,11 @@ def literal_reads(watch: files.FileWatch, source: str,
     try:
         # the code the cell runs itself: not the bodies of the functions it only defines
         # (a cell defining ``load()`` does not read what ``load`` opens; its callers do)
-        todo.append(compile(source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-                            dont_inherit=True))
+        todo.append(
+            compile(
+                source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+            )
+        )
         executed_only = {id(todo[-1])}
     except (SyntaxError, ValueError):  # IPython syntax (``!ls``): every literal of its text
         names = {text for _, text in _LITERAL.findall(source) if "." in text or "/" in text}

@@ -68,8 +68,9 @@ class _StreamTap:
     proxy instead.
     """
 
-    def __init__(self, name: str, events: list[dict[str, Any]],
-                 other: Callable[[], TextIO]) -> None:
+    def __init__(
+        self, name: str, events: list[dict[str, Any]], other: Callable[[], TextIO]
+    ) -> None:
         self.name = name
         self.events = events
         self.stream: TextIO = getattr(sys, name)
@@ -121,19 +122,32 @@ class OutputRecorder:
 
     def __init__(self, display_pub: Any) -> None:
         self.events: list[dict[str, Any]] = []
-        self._taps = [_StreamTap("stdout", self.events, lambda: sys.stderr),
-                      _StreamTap("stderr", self.events, lambda: sys.stdout)]
+        self._taps = [
+            _StreamTap("stdout", self.events, lambda: sys.stderr),
+            _StreamTap("stderr", self.events, lambda: sys.stdout),
+        ]
         self._pub = display_pub
         self._saved = {n: display_pub.__dict__.get(n, _ABSENT) for n in ("publish", "clear_output")}
         publish, clear_output = display_pub.publish, display_pub.clear_output
 
-        def recording_publish(data: dict, metadata: dict | None = None, *args: Any,
-                              transient: dict | None = None, update: bool = False,
-                              **kwargs: Any) -> Any:
+        def recording_publish(
+            data: dict,
+            metadata: dict | None = None,
+            *args: Any,
+            transient: dict | None = None,
+            update: bool = False,
+            **kwargs: Any,
+        ) -> Any:
             __tracebackhide__ = True  # noqa: F841
-            self.events.append({"type": "display", "data": _jsonable(data),
-                                "metadata": _jsonable(metadata or {}),
-                                "transient": _jsonable(transient or {}), "update": bool(update)})
+            self.events.append(
+                {
+                    "type": "display",
+                    "data": _jsonable(data),
+                    "metadata": _jsonable(metadata or {}),
+                    "transient": _jsonable(transient or {}),
+                    "update": bool(update),
+                }
+            )
             return publish(data, metadata, *args, transient=transient, update=update, **kwargs)
 
         def recording_clear(wait: bool = False) -> Any:
@@ -177,8 +191,11 @@ def replay(events: list[dict[str, Any]], display_pub: Any) -> None:
             stream.write(event.get("text", ""))
             _flush(stream)
         elif kind == "display":
-            display_pub.publish(event.get("data", {}), event.get("metadata", {}),
-                                transient=event.get("transient") or None,
-                                update=bool(event.get("update")))
+            display_pub.publish(
+                event.get("data", {}),
+                event.get("metadata", {}),
+                transient=event.get("transient") or None,
+                update=bool(event.get("update")),
+            )
         elif kind == "clear":
             display_pub.clear_output(bool(event.get("wait")))

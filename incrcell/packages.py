@@ -94,9 +94,15 @@ def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
             hasher.update(source)
             for name in sorted(_imported_tops(source)):  # parsed once per content
                 spec = _find_spec(name)
-                location = spec and (spec.origin or next(iter(spec.submodule_search_locations or []), None))
+                location = spec and (
+                    spec.origin or next(iter(spec.submodule_search_locations or []), None)
+                )
                 if location and location not in ("built-in", "frozen") and is_local_path(location):
-                    todo.append(_source_files(spec.origin, list(spec.submodule_search_locations or []) or None))
+                    todo.append(
+                        _source_files(
+                            spec.origin, list(spec.submodule_search_locations or []) or None
+                        )
+                    )
     return LOCAL + hasher.hexdigest()
 
 
@@ -119,8 +125,11 @@ def _imported_tops(source: bytes) -> frozenset[str]:
             found |= {alias.name.partition(".")[0] for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.add(node.module.partition(".")[0])
-    return frozenset(name for name in found
-                     if name not in sys.builtin_module_names and name not in sys.stdlib_module_names)
+    return frozenset(
+        name
+        for name in found
+        if name not in sys.builtin_module_names and name not in sys.stdlib_module_names
+    )
 
 
 def _find_spec(top: str) -> Any:
@@ -178,8 +187,10 @@ def _load_signature(module: Any) -> tuple[int, ...]:
     name = module.__name__
     ids = [id(module)]
     for value in list(vars(module).values()):
-        if isinstance(value, (type, types.FunctionType)) and getattr(
-                value, "__module__", None) == name:
+        if (
+            isinstance(value, (type, types.FunctionType))
+            and getattr(value, "__module__", None) == name
+        ):
             members = vars(value).values() if isinstance(value, type) else [value]
             ids.append(id(value))
             ids.extend(id(m.__code__) for m in members if isinstance(m, types.FunctionType))

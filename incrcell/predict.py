@@ -44,9 +44,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .analysis import CellAnalysis, analyse_cell
-from .engine import (ERROR, FORCED, RAN, RESTORE, RESTORED, RUN, STATE_INPUT, UNCACHEABLE,
-                     CellRecord, Engine, cell_key, cell_label, files_changed, key_components,
-                     unhashable_input)
+from .engine import (
+    ERROR,
+    FORCED,
+    RAN,
+    RESTORE,
+    RESTORED,
+    RUN,
+    STATE_INPUT,
+    UNCACHEABLE,
+    CellRecord,
+    Engine,
+    cell_key,
+    cell_label,
+    files_changed,
+    key_components,
+    unhashable_input,
+)
 from .explain import BOUND, UNBOUND, explain_miss, explain_upstream
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .packages import package_versions
@@ -92,11 +106,20 @@ class CellState:
     depends_on: list[tuple[str, list[str]]] = field(default_factory=list)  # (upstream id, names)
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "execution_count": self.execution_count, "label": self.label,
-                "state": self.state, "reason": self.reason, "prediction": self.prediction,
-                "prediction_reason": self.prediction_reason, "duration": self.duration,
-                "saved": self.saved, "reads": self.reads, "writes": self.writes,
-                "depends_on": [{"id": cell, "names": names} for cell, names in self.depends_on]}
+        return {
+            "id": self.id,
+            "execution_count": self.execution_count,
+            "label": self.label,
+            "state": self.state,
+            "reason": self.reason,
+            "prediction": self.prediction,
+            "prediction_reason": self.prediction_reason,
+            "duration": self.duration,
+            "saved": self.saved,
+            "reads": self.reads,
+            "writes": self.writes,
+            "depends_on": [{"id": cell, "names": names} for cell, names in self.depends_on],
+        }
 
 
 @dataclass
@@ -113,8 +136,12 @@ class Report:
         return [c.id for c in self.cells if c.state == STALE]
 
     def to_json(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "cells": [c.to_json() for c in self.cells],
-                "totals": self.totals, "stale": self.stale}
+        return {
+            "enabled": self.enabled,
+            "cells": [c.to_json() for c in self.cells],
+            "totals": self.totals,
+            "stale": self.stale,
+        }
 
 
 def totals(records: Iterable[CellRecord]) -> dict[str, int | float]:
@@ -122,7 +149,8 @@ def totals(records: Iterable[CellRecord]) -> dict[str, int | float]:
     records = list(records)
     counts: dict[str, int | float] = {
         state: sum(r.state == state for r in records)
-        for state in (RESTORED, RAN, UNCACHEABLE, ERROR)}
+        for state in (RESTORED, RAN, UNCACHEABLE, ERROR)
+    }
     counts["saved"] = sum(r.saved for r in records)
     return counts
 
@@ -145,8 +173,9 @@ def _upstream(position: int, label: str) -> str:
 class Predictor:
     """States and predictions for one notebook, over one engine's session and cache."""
 
-    def __init__(self, engine: Engine, prepare: Prepare = _plain,
-                 refusal: Callable[[], str] = lambda: "") -> None:
+    def __init__(
+        self, engine: Engine, prepare: Prepare = _plain, refusal: Callable[[], str] = lambda: ""
+    ) -> None:
         """``prepare`` transforms a raw cell like the glue does before planning it;
         ``refusal()`` is the reason the glue currently refuses every cell ('' if none)."""
         self.engine = engine
@@ -184,8 +213,11 @@ class Predictor:
             identity = f"cell:{cell_id}"
             record = self.engine.records.get(identity)
             note = self._lineage(identity)
-            keys |= {record.key if record else None, note.get("key") if note else None,
-                     self._keys.get(identity)}
+            keys |= {
+                record.key if record else None,
+                note.get("key") if note else None,
+                self._keys.get(identity),
+            }
         keys.discard(None)
         return keys
 
@@ -248,11 +280,23 @@ class Predictor:
                 if rows[order[producer]].state == STALE:
                     state, reason = STALE, f"`{label}` is stale"
                     break
-            rows.append(CellState(
-                _cell_id(node.cell), node.cell, record.execution_count, record.label, state,
-                reason, UNKNOWN, "the notebook's cells have not been received",
-                record.duration, record.saved, sorted(record.reads), sorted(record.writes),
-                [(_cell_id(p), names) for p, names in producers.items()]))
+            rows.append(
+                CellState(
+                    _cell_id(node.cell),
+                    node.cell,
+                    record.execution_count,
+                    record.label,
+                    state,
+                    reason,
+                    UNKNOWN,
+                    "the notebook's cells have not been received",
+                    record.duration,
+                    record.saved,
+                    sorted(record.reads),
+                    sorted(record.writes),
+                    [(_cell_id(p), names) for p, names in producers.items()],
+                )
+            )
         return rows
 
     # -- cached reads -----------------------------------------------------------------
@@ -287,8 +331,9 @@ class Predictor:
             return None
         if key not in self._entries:
             entry = store.get(key)
-            self._entries[key] = (dataclasses.replace(entry, outputs=[], source="")
-                                  if entry is not None else None)
+            self._entries[key] = (
+                dataclasses.replace(entry, outputs=[], source="") if entry is not None else None
+            )
         return self._entries[key]
 
     def _recorded(self, identity: str, store: Store | None) -> bool:
@@ -322,8 +367,9 @@ def _size(store: Store | None) -> int:
 class _Simulation:
     """One Run All of the notebook, in a fresh kernel, from the cache alone."""
 
-    def __init__(self, predictor: Predictor, namespace: Mapping[str, Any], store: Store | None,
-                 failure: str) -> None:
+    def __init__(
+        self, predictor: Predictor, namespace: Mapping[str, Any], store: Store | None, failure: str
+    ) -> None:
         self.predictor = predictor
         self.engine = predictor.engine
         self.namespace = namespace
@@ -378,17 +424,34 @@ class _Simulation:
             state, reason = self.state(identity, record, current, depends, states)
             if state == NOT_RUN and prediction != RESTORE:
                 reason = why
-            states.append(CellState(
-                cell.id, identity, record.execution_count if record else None,
-                self.labels[position], state, reason, prediction, why,
-                record.duration if record else 0.0, record.saved if record else 0.0,
-                sorted(reads), sorted(writes),
-                [(cells[j].id, names) for j, names in sorted(depends.items())]))
+            states.append(
+                CellState(
+                    cell.id,
+                    identity,
+                    record.execution_count if record else None,
+                    self.labels[position],
+                    state,
+                    reason,
+                    prediction,
+                    why,
+                    record.duration if record else 0.0,
+                    record.saved if record else 0.0,
+                    sorted(reads),
+                    sorted(writes),
+                    [(cells[j].id, names) for j, names in sorted(depends.items())],
+                )
+            )
             writers.update(dict.fromkeys(writes, position))
         return states
 
-    def state(self, identity: str, record: CellRecord | None, current: CellRecord | None,
-              depends: dict[int, list[str]], states: list[CellState]) -> tuple[str, str]:
+    def state(
+        self,
+        identity: str,
+        record: CellRecord | None,
+        current: CellRecord | None,
+        depends: dict[int, list[str]],
+        states: list[CellState],
+    ) -> tuple[str, str]:
         """The cell's session state and why: what its last execution did, unless stale."""
         if record is None:
             return NOT_RUN, ""
@@ -402,8 +465,13 @@ class _Simulation:
                 return STALE, f"{_upstream(j, upstream.label)} ran again after it"
         return record.state, record.reason
 
-    def predict(self, identity: str, p: _Parsed, current: CellRecord | None,
-                components: dict[str, Any] | None) -> tuple[str, str, Entry | None]:
+    def predict(
+        self,
+        identity: str,
+        p: _Parsed,
+        current: CellRecord | None,
+        components: dict[str, Any] | None,
+    ) -> tuple[str, str, Entry | None]:
         """(prediction, why, the entry a restore would use) for one cell; records its key."""
         if self.store is None:
             return UNKNOWN, self.failure, None
@@ -425,8 +493,11 @@ class _Simulation:
                 # engine alone knows how to read it; assume it is as recorded
                 inputs[name] = recorded[name]
                 continue
-            existence = (name in p.analysis.unbinds and name not in p.analysis.reads
-                         and recorded.get(name, UNBOUND) in (BOUND, UNBOUND))
+            existence = (
+                name in p.analysis.unbinds
+                and name not in p.analysis.reads
+                and recorded.get(name, UNBOUND) in (BOUND, UNBOUND)
+            )
             value = self.input(name, existence)
             if isinstance(value, int):
                 return RUN, explain_upstream(name, _upstream(value, self.labels[value])), None

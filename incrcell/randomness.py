@@ -78,17 +78,38 @@ def _no_seed(keyword: str) -> Callable[[str, tuple, dict], bool]:
 
 
 GENERATORS = (
-    Generator("random", "random", lambda: sys.modules["random"].getstate(),
-              lambda state: sys.modules["random"].setstate(state), (("random", "seed"),),
-              True, _no_seed("a")),
-    Generator("numpy", "numpy.random", lambda: _numpy().get_state(),
-              lambda state: _numpy().set_state(state), (("numpy.random", "seed"),),
-              True, _no_seed("seed")),
-    Generator("torch", "torch", lambda: _torch().random.get_rng_state(),
-              lambda state: _torch().random.set_rng_state(state),
-              (("torch", "manual_seed"), ("torch", "seed"), ("torch.random", "manual_seed"),
-               ("torch.random", "seed")),
-              False, lambda attribute, args, kwargs: attribute == "seed"),
+    Generator(
+        "random",
+        "random",
+        lambda: sys.modules["random"].getstate(),
+        lambda state: sys.modules["random"].setstate(state),
+        (("random", "seed"),),
+        True,
+        _no_seed("a"),
+    ),
+    Generator(
+        "numpy",
+        "numpy.random",
+        lambda: _numpy().get_state(),
+        lambda state: _numpy().set_state(state),
+        (("numpy.random", "seed"),),
+        True,
+        _no_seed("seed"),
+    ),
+    Generator(
+        "torch",
+        "torch",
+        lambda: _torch().random.get_rng_state(),
+        lambda state: _torch().random.set_rng_state(state),
+        (
+            ("torch", "manual_seed"),
+            ("torch", "seed"),
+            ("torch.random", "manual_seed"),
+            ("torch.random", "seed"),
+        ),
+        False,
+        lambda attribute, args, kwargs: attribute == "seed",
+    ),
 )
 _BY_NAME = {generator.name: generator for generator in GENERATORS}
 
@@ -119,8 +140,11 @@ def state_digest(state: Any) -> str:
 
 def changed(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """Names of the generators whose state differs between two snapshots."""
-    return [name for name, state in after.items()
-            if name not in before or not _same(state, before[name])]
+    return [
+        name
+        for name, state in after.items()
+        if name not in before or not _same(state, before[name])
+    ]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -177,12 +201,15 @@ class SeedWatch:
         for generator in GENERATORS:
             if generator.name in self.before:
                 self._wrap_seeders(generator)
-        missing = {generator.module: generator for generator in GENERATORS
-                   if generator.name not in self.before}
+        missing = {
+            generator.module: generator
+            for generator in GENERATORS
+            if generator.name not in self.before
+        }
         if missing:
             self._finder = AfterImport(
-                missing.__contains__,
-                lambda name, module: self._imported(missing.pop(name)))
+                missing.__contains__, lambda name, module: self._imported(missing.pop(name))
+            )
             sys.meta_path.insert(0, self._finder)
         return self
 
@@ -203,7 +230,7 @@ class SeedWatch:
         changed = set(changed)
         for name in self.fresh & after.keys():
             reference = self._reference.get(name)
-            if (name in changed if reference is None else not _same(after[name], reference)):
+            if name in changed if reference is None else not _same(after[name], reference):
                 drew.add(name)
         return drew
 
@@ -237,15 +264,17 @@ class SeedWatch:
             except Exception:  # cannot tell: count it as drawn, which reruns the cell
                 self._drew_fresh.add(name)
 
-    def _wrap(self, generator: Generator, attribute: str,
-              original: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap(
+        self, generator: Generator, attribute: str, original: Callable[..., Any]
+    ) -> Callable[..., Any]:
         @functools.wraps(original)
         def seed(*args: Any, **kwargs: Any) -> Any:
             __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
             name = generator.name
             try:
                 if name not in self.seeded and (
-                        state_digest(generator.get()) == state_digest(self.before[name])):
+                    state_digest(generator.get()) == state_digest(self.before[name])
+                ):
                     self.seeded_first.add(name)
                 self._check_drawn(generator)
                 fresh = generator.fresh(attribute, args, kwargs)
@@ -263,4 +292,5 @@ class SeedWatch:
                 self.fresh.add(name)
                 self._drew_fresh.add(name)
             return result
+
         return seed

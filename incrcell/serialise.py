@@ -131,7 +131,11 @@ def _is_code_by_value(obj: object) -> bool:
     if not isinstance(obj, (type, types.FunctionType)):
         return False
     qualname = obj.__qualname__
-    return getattr(obj, "__module__", None) == "__main__" or "<locals>" in qualname or "<lambda>" in qualname
+    return (
+        getattr(obj, "__module__", None) == "__main__"
+        or "<locals>" in qualname
+        or "<lambda>" in qualname
+    )
 
 
 def _is_ndarray(cls: type) -> bool:
@@ -157,10 +161,17 @@ class _DillPickler(dill.Pickler):
 
     dispatch = _Dispatch()
 
-    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None],
-                 root: object, own: frozenset[int]) -> None:
+    def __init__(
+        self,
+        file: io.BytesIO,
+        buffer_callback: Callable[[pickle.PickleBuffer], None],
+        root: object,
+        own: frozenset[int],
+    ) -> None:
         # Explicit options: the user's global dill.settings must not change what we write.
-        super().__init__(file, PROTOCOL, buffer_callback=buffer_callback, byref=False, recurse=False)
+        super().__init__(
+            file, PROTOCOL, buffer_callback=buffer_callback, byref=False, recurse=False
+        )
         # dill remembers the __main__ of the moment it was imported; IPython replaces it later.
         self._main = sys.modules["__main__"]
         self._root = root
@@ -197,8 +208,9 @@ class _DillUnpickler(dill.Unpickler):
         self._main = sys.modules["__main__"]
 
 
-def _code_by_value(obj: type | types.FunctionType,
-                   own: frozenset[int]) -> tuple[Callable[..., object], tuple[object, ...]]:
+def _code_by_value(
+    obj: type | types.FunctionType, own: frozenset[int]
+) -> tuple[Callable[..., object], tuple[object, ...]]:
     """A reduction that rebuilds ``obj`` from a dill pickle of its definition.
 
     Buffers inside it (say a closure over an array) become arguments, so that
@@ -221,7 +233,8 @@ def _load_code(blob: bytes, *buffers: memoryview) -> object:
 
 # How a load resolves a notebook name (see _main_reference); None: the live __main__.
 _RESOLVER: contextvars.ContextVar[Callable[[str], object] | None] = contextvars.ContextVar(
-    "incrcell_resolver", default=None)
+    "incrcell_resolver", default=None
+)
 
 
 def _main_reference(name: str) -> object:
@@ -245,8 +258,13 @@ class _Pickler(pickle.Pickler):
     stored as that view, so writes through one stay visible through the other.
     """
 
-    def __init__(self, file: io.BytesIO, own: frozenset[int], anchors: dict[int, list[Any]],
-                 buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
+    def __init__(
+        self,
+        file: io.BytesIO,
+        own: frozenset[int],
+        anchors: dict[int, list[Any]],
+        buffer_callback: Callable[[pickle.PickleBuffer], None],
+    ) -> None:
         super().__init__(file, PROTOCOL, buffer_callback=buffer_callback)
         self._own = own
         self._anchors = anchors  # id of the memory's owner -> arrays stored (or referred to)
@@ -280,9 +298,15 @@ class _RefPickler(_Pickler):
     costs a Python call for every object pickled.
     """
 
-    def __init__(self, file: io.BytesIO, own: frozenset[int], anchors: dict[int, list[Any]],
-                 refs: Mapping[int, str], inside: Mapping[int, str],
-                 buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
+    def __init__(
+        self,
+        file: io.BytesIO,
+        own: frozenset[int],
+        anchors: dict[int, list[Any]],
+        refs: Mapping[int, str],
+        inside: Mapping[int, str],
+        buffer_callback: Callable[[pickle.PickleBuffer], None],
+    ) -> None:
         super().__init__(file, own, anchors, buffer_callback)
         self._refs = refs
         self._inside = inside
@@ -320,17 +344,31 @@ def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, .
     low, high = _byte_bounds(view)
     for anchor in candidates:
         start, end = _byte_bounds(anchor)
-        if (anchor.flags.c_contiguous or anchor.flags.f_contiguous) and start <= low and high <= end:
+        if (
+            (anchor.flags.c_contiguous or anchor.flags.f_contiguous)
+            and start <= low
+            and high <= end
+        ):
             offset = view.__array_interface__["data"][0] - anchor.__array_interface__["data"][0]
-            return _load_view, (anchor, offset, view.shape, view.strides, view.dtype,
-                                view.flags.writeable, anchor.strides)
+            return _load_view, (
+                anchor,
+                offset,
+                view.shape,
+                view.strides,
+                view.dtype,
+                view.flags.writeable,
+                anchor.strides,
+            )
     if (view.flags.c_contiguous or view.flags.f_contiguous) and all(
-            low <= start and end <= high for start, end in map(_byte_bounds, candidates)):
+        low <= start and end <= high for start, end in map(_byte_bounds, candidates)
+    ):
         # the view is the anchor of the others (``m`` restored, viewing an unnamed buffer,
         # and ``col = m[:, 1]``): stored by value, they are stored as views of it
         return None
-    raise pickle.PicklingError("an array view shares memory with another stored array "
-                               "in a way that cannot be stored shared")
+    raise pickle.PicklingError(
+        "an array view shares memory with another stored array "
+        "in a way that cannot be stored shared"
+    )
 
 
 def _byte_bounds(arr: Any) -> tuple[int, int]:
@@ -344,8 +382,15 @@ def _byte_bounds(arr: Any) -> tuple[int, int]:
     return low, high
 
 
-def _load_view(anchor: Any, offset: int, shape: tuple[int, ...], strides: tuple[int, ...],
-               dtype: Any, writeable: bool, anchor_strides: tuple[int, ...]) -> Any:
+def _load_view(
+    anchor: Any,
+    offset: int,
+    shape: tuple[int, ...],
+    strides: tuple[int, ...],
+    dtype: Any,
+    writeable: bool,
+    anchor_strides: tuple[int, ...],
+) -> Any:
     """Rebuild an array view on ``anchor``'s memory (see :func:`_view_reduction`)."""
     if anchor.strides != anchor_strides:
         raise pickle.UnpicklingError("the array a view refers to has another layout now")
@@ -354,8 +399,13 @@ def _load_view(anchor: Any, offset: int, shape: tuple[int, ...], strides: tuple[
         raise pickle.UnpicklingError("the array a view refers to is not contiguous")
     start = anchor.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
     ndarray = sys.modules["numpy"].ndarray
-    view = ndarray(shape, dtype, buffer=owner.reshape(-1, order="A").view("u1"),
-                   offset=start + offset, strides=strides)
+    view = ndarray(
+        shape,
+        dtype,
+        buffer=owner.reshape(-1, order="A").view("u1"),
+        offset=start + offset,
+        strides=strides,
+    )
     view.flags.writeable = writeable and anchor.flags.writeable
     return view
 
@@ -371,7 +421,9 @@ class _Unpickler(pickle.Unpickler):
 
 def _type_name(obj: object) -> str:
     cls = type(obj)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
 
 
 def one_line(exc: BaseException) -> str:
@@ -381,8 +433,13 @@ def one_line(exc: BaseException) -> str:
     return line if len(line) <= 200 else line[:199] + "…"
 
 
-def dumps(obj: object, *, own: Iterable[object] = (), refs: Mapping[str, object] | None = None,
-          inside: Mapping[int, str] | None = None) -> Serialised:
+def dumps(
+    obj: object,
+    *,
+    own: Iterable[object] = (),
+    refs: Mapping[str, object] | None = None,
+    inside: Mapping[int, str] | None = None,
+) -> Serialised:
     """Serialise ``obj``; raises :class:`Unpicklable` if it can't be.
 
     ``own``: the values stored together in ``obj`` (by default ``obj`` itself);
@@ -416,8 +473,12 @@ def dumps(obj: object, *, own: Iterable[object] = (), refs: Mapping[str, object]
     return Serialised("pickle", file.getvalue(), buffers)
 
 
-def loads(method: str, stream: bytes | memoryview, buffers: Sequence[memoryview],
-          resolve: Callable[[str], object] | None = None) -> object:
+def loads(
+    method: str,
+    stream: bytes | memoryview,
+    buffers: Sequence[memoryview],
+    resolve: Callable[[str], object] | None = None,
+) -> object:
     """Rebuild a value from what :func:`dumps` produced.
 
     Objects are built on top of ``buffers`` without copying: a writeable

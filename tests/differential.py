@@ -71,36 +71,38 @@ from incrcell import packages
 
 #: Every mechanism the generator can exercise; plain assignments, prints and
 #: Out values ("basic") are always on.
-MECHANISMS = frozenset({
-    "mutation",     # lst.append, d.update, arr[0] = ..., obj.attr = ...
-    "aliases",      # b = a, views, containers holding another name's object, class attributes
-    "functions",    # functions reading globals, mutating arguments, writing globals
-    "classes",      # a class defined in a cell, instances made and changed later
-    "file_reads",   # open(...).read(), np.load, pd.read_csv, and edits of those files
-    "file_writes",  # open(..., 'w'/'a'), np.save, df.to_csv, os.remove
-    "random",       # random / numpy legacy global state: seeds and draws; numpy Generators
-    "modules",      # a local module helpers.py, imported, edited, its attributes set
-    "effects",      # environment variables, numpy print options, a shell command writing a file
-    "dynamic",      # globals(), eval, exec, setattr
-    "unpicklable",  # generators, locks
-    "errors",       # exceptions, some after partial mutation
-    "delete",       # del
-    "pandas",       # DataFrames, their columns set in place
-    # issue 9: what a cell reaches without naming it
-    "helper_reads",  # files read inside functions from earlier cells and from helpers.py
-    "native",        # files read and written by native code: parquet (pyarrow), sqlite3
-    "directories",   # os.listdir, glob; makedirs, rename of a directory, rmtree, copytree
-    "exists",        # os.path.exists / getsize / stat: "load it if saved, else compute and save"
-    "sys_path",      # sys.path.insert, then importing a vendored module, its attributes set
-    "module_state",  # module attributes set (local module, json) and read through functions; pandas options
-    "views",         # writes through a column view of a matrix, through a tuple's shared list
-    "lossy",         # instances of a class whose __getstate__ drops a field
-    "closures",      # two closures sharing a nonlocal, changed by calls
-    "memo",          # functools.lru_cache memos filled by calls (and printing when they compute)
-    "unseeded",      # draws from global generators the notebook never seeded (simulated kernels only)
-    "magics",        # %%capture of prints and Out values (real kernels only)
-    "streams",       # stdout and stderr interleaved within a cell (real kernels only)
-})
+MECHANISMS = frozenset(
+    {
+        "mutation",  # lst.append, d.update, arr[0] = ..., obj.attr = ...
+        "aliases",  # b = a, views, containers holding another name's object, class attributes
+        "functions",  # functions reading globals, mutating arguments, writing globals
+        "classes",  # a class defined in a cell, instances made and changed later
+        "file_reads",  # open(...).read(), np.load, pd.read_csv, and edits of those files
+        "file_writes",  # open(..., 'w'/'a'), np.save, df.to_csv, os.remove
+        "random",  # random / numpy legacy global state: seeds and draws; numpy Generators
+        "modules",  # a local module helpers.py, imported, edited, its attributes set
+        "effects",  # environment variables, numpy print options, a shell command writing a file
+        "dynamic",  # globals(), eval, exec, setattr
+        "unpicklable",  # generators, locks
+        "errors",  # exceptions, some after partial mutation
+        "delete",  # del
+        "pandas",  # DataFrames, their columns set in place
+        # issue 9: what a cell reaches without naming it
+        "helper_reads",  # files read inside functions from earlier cells and from helpers.py
+        "native",  # files read and written by native code: parquet (pyarrow), sqlite3
+        "directories",  # os.listdir, glob; makedirs, rename of a directory, rmtree, copytree
+        "exists",  # os.path.exists / getsize / stat: "load it if saved, else compute and save"
+        "sys_path",  # sys.path.insert, then importing a vendored module, its attributes set
+        "module_state",  # module attributes set (local module, json) and read through functions; pandas options
+        "views",  # writes through a column view of a matrix, through a tuple's shared list
+        "lossy",  # instances of a class whose __getstate__ drops a field
+        "closures",  # two closures sharing a nonlocal, changed by calls
+        "memo",  # functools.lru_cache memos filled by calls (and printing when they compute)
+        "unseeded",  # draws from global generators the notebook never seeded (simulated kernels only)
+        "magics",  # %%capture of prints and Out values (real kernels only)
+        "streams",  # stdout and stderr interleaved within a cell (real kernels only)
+    }
+)
 #: Mechanisms only real kernels run: the simulated kernel runs plain Python and captures stdout only.
 REAL_ONLY = frozenset({"magics", "streams"})
 #: Mechanisms only simulated kernels run: a real kernel's fresh random state is truly
@@ -169,12 +171,27 @@ LIBRARY_FLAG = "flag"
 #: The pandas option cells may set: a restart resets it.
 PANDAS_OPTION = "display.precision"
 #: Files cells read and write, and edits change (directories: created by cells and edits).
-DATA_FILES = ("data.txt", "table.csv", "arr.npy", "helpers.py", "out.txt", "log.txt", "shell.txt",
-              "t.parquet", "shop.db", VENDOR, "part-1.txt")
+DATA_FILES = (
+    "data.txt",
+    "table.csv",
+    "arr.npy",
+    "helpers.py",
+    "out.txt",
+    "log.txt",
+    "shell.txt",
+    "t.parquet",
+    "shop.db",
+    VENDOR,
+    "part-1.txt",
+)
 #: Which mechanisms need which initial files (the others always exist).
-_FILES_OF = {"helpers.py": {"modules", "helper_reads", "module_state"},
-             "t.parquet": {"native"}, "shop.db": {"native"}, VENDOR: {"sys_path"},
-             "part-1.txt": {"directories"}}
+_FILES_OF = {
+    "helpers.py": {"modules", "helper_reads", "module_state"},
+    "t.parquet": {"native"},
+    "shop.db": {"native"},
+    VENDOR: {"sys_path"},
+    "part-1.txt": {"directories"},
+}
 
 
 class _Picker:
@@ -248,10 +265,21 @@ TEMPLATES: tuple[Template, ...] = (
     _t("basic", "num", lambda p: f"{p.new('num')} = {p.use('num')} + {p.int()}"),
     _t("basic", "num", lambda p: f"{p.new('num')} = {p.use('num')} * {p.use('num')} - {p.int()}"),
     _t("basic", "", lambda p: f"{p.new('list')} = [{p.int()}, {p.int()}, {p.int()}]"),
-    _t("basic", "list num", lambda p: f"{p.new('list')} = [x * {p.use('num')} for x in {p.use('list')}]"),
-    _t("basic", "num", lambda p: f"{p.binds('d')} = {{'k': {p.use('num')}, 'v': [{p.int()}, {p.int()}]}}"),
-    _t("basic", "num",
-       lambda p: f"{p.binds('arr')} = np.arange({p.int(1, 5)}, dtype=float) * {p.use('num')}"),
+    _t(
+        "basic",
+        "list num",
+        lambda p: f"{p.new('list')} = [x * {p.use('num')} for x in {p.use('list')}]",
+    ),
+    _t(
+        "basic",
+        "num",
+        lambda p: f"{p.binds('d')} = {{'k': {p.use('num')}, 'v': [{p.int()}, {p.int()}]}}",
+    ),
+    _t(
+        "basic",
+        "num",
+        lambda p: f"{p.binds('arr')} = np.arange({p.int(1, 5)}, dtype=float) * {p.use('num')}",
+    ),
     _t("basic", "", lambda p: f"{p.binds('arr')} = np.linspace(0, 1, {p.int(2, 6)})"),
     _t("basic", "num list", lambda p: f"print({p.use('num')}, {p.use('list')})"),
     _t("basic", "array", lambda p: f"print({p.use('array')})"),
@@ -259,8 +287,11 @@ TEMPLATES: tuple[Template, ...] = (
     _t("basic", "num", lambda p: f"{p.use('num')} + {p.int()}"),
     _t("basic", "list", lambda p: p.use("list")),
     _t("basic", "array", lambda p: f"{p.use('array')}.sum()"),
-    _t("basic", "list array",
-       lambda p: f"{p.new('num')} = len({p.use('list')}) + int({p.use('array')}.sum())"),
+    _t(
+        "basic",
+        "list array",
+        lambda p: f"{p.new('num')} = len({p.use('list')}) + int({p.use('array')}.sum())",
+    ),
     # in-place mutation
     _t("mutation", "list num", lambda p: f"{p.use('list')}.append({p.use('num')})"),
     _t("mutation", "list", lambda p: f"{p.use('list')}.extend([{p.int()}, {p.int()}])"),
@@ -279,8 +310,13 @@ TEMPLATES: tuple[Template, ...] = (
     _t("aliases", "list", lambda p: f"{p.new('list')} = {p.use('list')}"),
     _t("aliases", "dict", lambda p: f"{p.new('list')} = d['v']"),
     _t("aliases", "dict list", lambda p: f"d['v'] = {p.use('list')}"),
-    _t("aliases", "array",
-       lambda p: f"{p.new('array')} = {p.use('array')}{p.choice(('[::2]', '[1:]', '.reshape(-1)', ''))}"),
+    _t(
+        "aliases",
+        "array",
+        lambda p: (
+            f"{p.new('array')} = {p.use('array')}{p.choice(('[::2]', '[1:]', '.reshape(-1)', ''))}"
+        ),
+    ),
     _t("aliases", "dict array", lambda p: f"d['arr'] = {p.use('array')}"),
     _t("aliases", "dict", lambda p: f"d['arr'][0] = {p.int()}"),
     _t("aliases", "list", lambda p: f"{p.new('list')} = [{p.use('list')}, {p.use('list')}]"),
@@ -292,8 +328,11 @@ TEMPLATES: tuple[Template, ...] = (
     _t("functions", "num", lambda p: f"def {p.binds('f')}(x):\n    return x + {p.use('num')}"),
     _t("functions", "num", lambda p: f"{p.binds('f')} = lambda x: x * {p.use('num')}"),
     _t("functions", "", lambda p: f"def {p.binds('g')}(seq):\n    seq.append(len(seq))"),
-    _t("functions", "num",
-       lambda p: f"def {p.binds('h')}():\n    global c\n    c = {p.use('num')} * 2"),
+    _t(
+        "functions",
+        "num",
+        lambda p: f"def {p.binds('h')}():\n    global c\n    c = {p.use('num')} * 2",
+    ),
     _t("functions", "f num", lambda p: f"{p.new('num')} = f({p.use('num')})"),
     _t("functions", "f", lambda p: f"print(f({p.int()}))"),
     _t("functions", "f", lambda p: f"{p.new('list')} = list(map(f, range(3)))"),
@@ -315,8 +354,11 @@ TEMPLATES: tuple[Template, ...] = (
     _t("file_reads", "", lambda p: f"{p.new('list')} = open('table.csv').read().splitlines()"),
     # files written (outputs)
     _t("file_writes", "num", lambda p: f"open('out.txt', 'w').write(str({p.use('num')}))"),
-    _t("file_writes", "list",
-       lambda p: f"open('data.txt', 'w').write(' '.join(map(str, {p.use('list')})))"),
+    _t(
+        "file_writes",
+        "list",
+        lambda p: f"open('data.txt', 'w').write(' '.join(map(str, {p.use('list')})))",
+    ),
     _t("file_writes", "num", lambda p: f"open('log.txt', 'a').write(str({p.use('num')}) + '\\n')"),
     _t("file_writes", "array", lambda p: f"np.save('arr.npy', {p.use('array')})"),
     _t("file_writes", "frame", lambda p: f"{p.use('frame')}.to_csv('table.csv', index=False)"),
@@ -356,7 +398,9 @@ TEMPLATES: tuple[Template, ...] = (
     _t("dynamic", "list", lambda p: f"exec('{p.use('list')}.append({p.int()})')"),
     _t("dynamic", "object num", lambda p: f"setattr({p.use('object')}, 'v', {p.use('num')})"),
     # values that cannot be pickled
-    _t("unpicklable", "num", lambda p: f"{p.binds('gen')} = (i * {p.use('num')} for i in range(3))"),
+    _t(
+        "unpicklable", "num", lambda p: f"{p.binds('gen')} = (i * {p.use('num')} for i in range(3))"
+    ),
     _t("unpicklable", "gen", lambda p: f"{p.new('num')} = next(gen)"),
     _t("unpicklable", "", lambda p: f"{p.binds('lock')} = threading.Lock()"),
     _t("unpicklable", "lock", lambda p: "lock.acquire(blocking=False)"),
@@ -372,53 +416,111 @@ TEMPLATES: tuple[Template, ...] = (
     _t("delete", "list", lambda p: f"del {p.use('list')}[0]"),
     _t("delete", "dict", lambda p: "del d['k']"),
     # pandas
-    _t("pandas", "",
-       lambda p: f"{p.new('frame')} = pd.DataFrame({{'x': [1, 2, 3], 'y': [{p.int()}, 0.5, 2.0]}})"),
-    _t("pandas", "frame num", lambda p: f"{p.use('frame')}['z'] = {p.use('frame')}['x'] * {p.use('num')}"),
+    _t(
+        "pandas",
+        "",
+        lambda p: (
+            f"{p.new('frame')} = pd.DataFrame({{'x': [1, 2, 3], 'y': [{p.int()}, 0.5, 2.0]}})"
+        ),
+    ),
+    _t(
+        "pandas",
+        "frame num",
+        lambda p: f"{p.use('frame')}['z'] = {p.use('frame')}['x'] * {p.use('num')}",
+    ),
     _t("pandas", "frame", lambda p: f"{p.use('frame')}.loc[0, 'x'] = {p.int()}"),
     _t("pandas", "frame", lambda p: f"{p.new('num')} = int({p.use('frame')}['x'].sum())"),
     _t("pandas", "frame", lambda p: f"print({p.use('frame')})"),
     _t("pandas", "frame", lambda p: p.use("frame")),
     _t("pandas", "frame", lambda p: f"{p.new('frame')} = {p.use('frame')}.copy()"),
     # files read by functions from earlier cells and by a local module's functions
-    _t("helper_reads", "", lambda p: f"def {p.binds('load')}():\n    with open('data.txt') as f:\n"
-                                     "        return f.read()"),
-    _t("helper_reads", "", lambda p: f"def {p.binds('load_table')}():\n    return pd.read_csv('table.csv')"),
+    _t(
+        "helper_reads",
+        "",
+        lambda p: (
+            f"def {p.binds('load')}():\n    with open('data.txt') as f:\n        return f.read()"
+        ),
+    ),
+    _t(
+        "helper_reads",
+        "",
+        lambda p: f"def {p.binds('load_table')}():\n    return pd.read_csv('table.csv')",
+    ),
     _t("helper_reads", "loader", lambda p: f"{p.binds('text')} = load()"),
     _t("helper_reads", "loader", lambda p: f"{p.new('num')} = len(load().split())"),
     _t("helper_reads", "table_loader", lambda p: f"{p.new('frame')} = load_table()"),
     _t("helper_reads", "table_loader", lambda p: "print(load_table())"),
-    _t("helper_reads", "", lambda p: f"import {p.binds('helpers')}\n{p.binds('text')} = helpers.read_data()"),
+    _t(
+        "helper_reads",
+        "",
+        lambda p: f"import {p.binds('helpers')}\n{p.binds('text')} = helpers.read_data()",
+    ),
     # native readers and writers: pyarrow's parquet, sqlite3
     _t("native", "", lambda p: f"{p.new('frame')} = pd.read_parquet('t.parquet')"),
     _t("native", "frame", lambda p: f"{p.use('frame')}.to_parquet('t.parquet')"),
-    _t("native", "", lambda p: f"def {p.binds('query')}():\n    con = sqlite3.connect('shop.db')\n"
-                               "    try:\n        return con.execute('select count(*), total(v) from t')"
-                               ".fetchone()\n    finally:\n        con.close()"),
+    _t(
+        "native",
+        "",
+        lambda p: (
+            f"def {p.binds('query')}():\n    con = sqlite3.connect('shop.db')\n"
+            "    try:\n        return con.execute('select count(*), total(v) from t')"
+            ".fetchone()\n    finally:\n        con.close()"
+        ),
+    ),
     _t("native", "query", lambda p: f"{p.new('num')} = query()[0]"),
     _t("native", "query", lambda p: "print(query())"),
-    _t("native", "", lambda p: f"con = sqlite3.connect('shop.db')\n{p.new('list')} = "
-                               "[r[0] for r in con.execute('select v from t order by v')]\n"
-                               "con.close()\ndel con"),
-    _t("native", "num", lambda p: f"con = sqlite3.connect('shop.db')\n"
-                                  f"con.execute('insert into t values (?)', ({p.use('num')},))\n"
-                                  "con.commit()\ncon.close()\ndel con"),
+    _t(
+        "native",
+        "",
+        lambda p: (
+            f"con = sqlite3.connect('shop.db')\n{p.new('list')} = "
+            "[r[0] for r in con.execute('select v from t order by v')]\n"
+            "con.close()\ndel con"
+        ),
+    ),
+    _t(
+        "native",
+        "num",
+        lambda p: (
+            f"con = sqlite3.connect('shop.db')\n"
+            f"con.execute('insert into t values (?)', ({p.use('num')},))\n"
+            "con.commit()\ncon.close()\ndel con"
+        ),
+    ),
     # directories: listed, globbed, created, renamed, removed, copied
     _t("directories", "", lambda p: f"os.makedirs('runs/r{p.int(1, 3)}', exist_ok=True)"),
     _t("directories", "", lambda p: f"{p.new('list')} = sorted(os.listdir('runs'))"),
     _t("directories", "", lambda p: f"{p.new('list')} = sorted(glob.glob('part-*.txt'))"),
-    _t("directories", "", lambda p: f"{p.new('list')} = sorted(str(q) for q in pathlib.Path('.').glob('runs/*'))"),
-    _t("directories", "num", lambda p: f"open('part-{p.int(1, 3)}.txt', 'w').write(str({p.use('num')}))"),
+    _t(
+        "directories",
+        "",
+        lambda p: f"{p.new('list')} = sorted(str(q) for q in pathlib.Path('.').glob('runs/*'))",
+    ),
+    _t(
+        "directories",
+        "num",
+        lambda p: f"open('part-{p.int(1, 3)}.txt', 'w').write(str({p.use('num')}))",
+    ),
     _t("directories", "", lambda p: "os.rename('runs', 'archive')"),
     _t("directories", "", lambda p: f"os.rename('runs/r{p.int(1, 3)}', 'runs/r{p.int(4, 5)}')"),
     _t("directories", "", lambda p: "shutil.rmtree('runs', ignore_errors=True)"),
     _t("directories", "", lambda p: "shutil.copytree('runs', 'backup', dirs_exist_ok=True)"),
     _t("directories", "", lambda p: "shutil.move('part-1.txt', 'runs')"),
     # existence and size checks without an open
-    _t("exists", "num", lambda p: f"if os.path.exists('saved.npy'):\n    {p.binds('arr')} = np.load('saved.npy')\n"
-                                  f"else:\n    arr = np.arange(3.0) * {p.use('num')}\n"
-                                  "    np.save('saved.npy', arr)"),
-    _t("exists", "", lambda p: f"{p.binds('text')} = 'saved' if os.path.exists('out.txt') else 'missing'"),
+    _t(
+        "exists",
+        "num",
+        lambda p: (
+            f"if os.path.exists('saved.npy'):\n    {p.binds('arr')} = np.load('saved.npy')\n"
+            f"else:\n    arr = np.arange(3.0) * {p.use('num')}\n"
+            "    np.save('saved.npy', arr)"
+        ),
+    ),
+    _t(
+        "exists",
+        "",
+        lambda p: f"{p.binds('text')} = 'saved' if os.path.exists('out.txt') else 'missing'",
+    ),
     _t("exists", "", lambda p: f"{p.new('num')} = os.path.getsize('data.txt')"),
     _t("exists", "", lambda p: f"{p.new('num')} = pathlib.Path('data.txt').stat().st_size"),
     _t("exists", "", lambda p: f"{p.new('num')} = int(os.path.isfile('saved.npy'))"),
@@ -434,7 +536,11 @@ TEMPLATES: tuple[Template, ...] = (
     _t("module_state", "module", lambda p: f"helpers.LEVEL = {p.int()}"),
     _t("module_state", "", lambda p: f"json.{LIBRARY_FLAG} = {p.int()}{p.marks('json.flag')}"),
     _t("module_state", "flag", lambda p: f"print(json.{LIBRARY_FLAG})"),
-    _t("module_state", "", lambda p: f"def {p.binds('flagged')}():\n    return json.{LIBRARY_FLAG} * 2"),
+    _t(
+        "module_state",
+        "",
+        lambda p: f"def {p.binds('flagged')}():\n    return json.{LIBRARY_FLAG} * 2",
+    ),
     _t("module_state", "flagged flag", lambda p: f"{p.new('num')} = flagged()"),
     _t("module_state", "", lambda p: f"pd.set_option('{PANDAS_OPTION}', {p.int(1, 4)})"),
     _t("module_state", "", lambda p: "print(pd.DataFrame({'v': [1 / 3, 2 / 3]}))"),
@@ -460,8 +566,14 @@ TEMPLATES: tuple[Template, ...] = (
     _t("closures", "bump", lambda p: f"{p.new('num')} = bump()"),
     _t("closures", "bump", lambda p: "print(peek())"),
     # functools.lru_cache memos
-    _t("memo", "num", lambda p: f"@functools.lru_cache(maxsize=None)\ndef {p.binds('slow')}(x):\n"
-                                f"    print('computing', x)\n    return x * {p.use('num')}"),
+    _t(
+        "memo",
+        "num",
+        lambda p: (
+            f"@functools.lru_cache(maxsize=None)\ndef {p.binds('slow')}(x):\n"
+            f"    print('computing', x)\n    return x * {p.use('num')}"
+        ),
+    ),
     _t("memo", "slow", lambda p: f"{p.new('num')} = slow({p.int(0, 2)})"),
     _t("memo", "slow", lambda p: "print(slow.cache_info())"),
     # global generators never seeded (the first cell seeds nothing): fresh entropy
@@ -473,8 +585,14 @@ TEMPLATES: tuple[Template, ...] = (
     _t("magics", "num", lambda p: f"%%capture {p.binds('cap')}\n{p.use('num')} * 2"),
     _t("magics", "captured", lambda p: "print(repr(cap.stdout), len(cap.outputs))"),
     # stdout and stderr in one cell, flushed in between (real kernels only)
-    _t("streams", "num", lambda p: f"print('out', {p.use('num')}, flush=True)\n"
-                                   f"print('err', {p.use('num')}, file=sys.stderr, flush=True)"),
+    _t(
+        "streams",
+        "num",
+        lambda p: (
+            f"print('out', {p.use('num')}, flush=True)\n"
+            f"print('err', {p.use('num')}, file=sys.stderr, flush=True)"
+        ),
+    ),
     _t("streams", "", lambda p: f"sys.stderr.write('warning {p.int()}\\n')\nsys.stderr.flush()"),
 )
 
@@ -511,15 +629,18 @@ def first_cell(seeded: bool = True) -> str:
     plain run deterministic, and the random states comparable (a real
     kernel's fresh states differ from another's).  Edits never touch this cell.
     """
-    source = ("import functools, glob, json, os, pathlib, random, shutil, sqlite3, sys, threading\n"
-              "import numpy as np\nimport pandas as pd")
+    source = (
+        "import functools, glob, json, os, pathlib, random, shutil, sqlite3, sys, threading\n"
+        "import numpy as np\nimport pandas as pd"
+    )
     if seeded:
         source += "\nrandom.seed(0)\nnp.random.seed(0)"
     return source
 
 
-def _several(draw: Callable[[st.SearchStrategy[Any]], Any], low: int, high: int,
-             odds: int = 1) -> Iterator[int]:
+def _several(
+    draw: Callable[[st.SearchStrategy[Any]], Any], low: int, high: int, odds: int = 1
+) -> Iterator[int]:
     """``range(high)``, cut short after ``low`` items by a drawn "one more?" (odds:1 for yes).
 
     Hypothesis shrinks this by deleting any one item's draws; a count drawn
@@ -532,14 +653,22 @@ def _several(draw: Callable[[st.SearchStrategy[Any]], Any], low: int, high: int,
 
 
 @st.composite
-def cell_sources(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: frozenset[str],
-                 defined: set[str], max_statements: int = 2) -> str:
+def cell_sources(
+    draw: Callable[[st.SearchStrategy[Any]], Any],
+    mechanisms: frozenset[str],
+    defined: set[str],
+    max_statements: int = 2,
+) -> str:
     """One cell of 1..max_statements templates; updates ``defined`` with what it binds."""
     lines = []
     for _ in _several(draw, 1, max_statements):
-        eligible = [t for t in TEMPLATES if t.mechanism in mechanisms | {"basic"}
-                    and all(any(n in defined for n in KINDS[k]) for k in t.needs)
-                    and not (t.mechanism == "magics" and lines and lines[0].startswith("%%"))]
+        eligible = [
+            t
+            for t in TEMPLATES
+            if t.mechanism in mechanisms | {"basic"}
+            and all(any(n in defined for n in KINDS[k]) for k in t.needs)
+            and not (t.mechanism == "magics" and lines and lines[0].startswith("%%"))
+        ]
         template = draw(st.sampled_from(eligible))
         picker = _Picker(draw, defined)
         line = template.render(picker)
@@ -555,11 +684,14 @@ def cell_sources(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: froz
 
 # --------------------------------------------------------------------------- files
 
+
 @st.composite
 def file_contents(draw: Callable[[st.SearchStrategy[Any]], Any], name: str) -> bytes:
     """Content for one of the DATA_FILES (each in the format the cells expect)."""
     if name == "table.csv":
-        rows = draw(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), min_size=1, max_size=3))
+        rows = draw(
+            st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), min_size=1, max_size=3)
+        )
         return ("x,y\n" + "".join(f"{x},{y}\n" for x, y in rows)).encode()
     if name == "arr.npy":
         buffer = io.BytesIO()
@@ -582,10 +714,12 @@ def file_contents(draw: Callable[[st.SearchStrategy[Any]], Any], name: str) -> b
 
 def helpers_source(level: int = 2, op: str = "x * LEVEL") -> str:
     """helpers.py: a global, a function reading it, one setting it, one reading a file."""
-    return (f"LEVEL = {level}\n\n\ndef scale(x):\n    return {op}\n\n\n"
-            "def level():\n    return LEVEL\n\n\n"
-            "def configure(n):\n    global LEVEL\n    LEVEL = n\n\n\n"
-            "def read_data():\n    with open('data.txt') as f:\n        return f.read()\n")
+    return (
+        f"LEVEL = {level}\n\n\ndef scale(x):\n    return {op}\n\n\n"
+        "def level():\n    return LEVEL\n\n\n"
+        "def configure(n):\n    global LEVEL\n    LEVEL = n\n\n\n"
+        "def read_data():\n    with open('data.txt') as f:\n        return f.read()\n"
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -620,6 +754,7 @@ def sqlite_file(values: tuple[int, ...]) -> bytes:
 
 
 # --------------------------------------------------------------------------- edits and sequences
+
 
 def _show(name: str, content: bytes) -> str:
     """A file's content for a report: .npy files as the array they hold."""
@@ -702,13 +837,18 @@ class Edit:
                 cells.insert(1 + self.target % (len(cells) - 1), cells.pop(i))
 
     def __repr__(self) -> str:
-        shown = {k: getattr(self, k) for k in ("index", "target", "cell_id", "source", "file")
-                 if getattr(self, k) != getattr(Edit, k)}
+        shown = {
+            k: getattr(self, k)
+            for k in ("index", "target", "cell_id", "source", "file")
+            if getattr(self, k) != getattr(Edit, k)
+        }
         if self.content:
             shown["content"] = _Shown(_show(self.file, self.content))
         return f"Edit({self.kind!r}, {', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis prints failing cases so
+    def _repr_pretty_(
+        self, printer: Any, cycle: bool
+    ) -> None:  # hypothesis prints failing cases so
         printer.text(repr(self))
 
     def __str__(self) -> str:
@@ -785,8 +925,12 @@ def _edited_files(mechanisms: frozenset[str]) -> list[str]:
 
 
 @st.composite
-def edits(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: frozenset[str],
-          defined: set[str], cell_id: str) -> Edit:
+def edits(
+    draw: Callable[[st.SearchStrategy[Any]], Any],
+    mechanisms: frozenset[str],
+    defined: set[str],
+    cell_id: str,
+) -> Edit:
     kind = draw(st.sampled_from(_mechanism_edits(mechanisms)))
     index = draw(st.integers(0, 20))
     if kind in ("replace", "insert"):
@@ -807,15 +951,23 @@ def edits(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: frozenset[s
 
 
 @st.composite
-def sequences(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: Collection[str] = MECHANISMS,
-              max_cells: int = 6, max_steps: int = 3, max_edits: int = 2) -> Sequence:
+def sequences(
+    draw: Callable[[st.SearchStrategy[Any]], Any],
+    mechanisms: Collection[str] = MECHANISMS,
+    max_cells: int = 6,
+    max_steps: int = 3,
+    max_edits: int = 2,
+) -> Sequence:
     """A random notebook, its initial files, a first Run All, then 1..max_steps Run Alls,
     each after 0..max_edits edits."""
     mechanisms = frozenset(mechanisms)
     unknown = mechanisms - MECHANISMS
     assert not unknown, f"unknown mechanisms {sorted(unknown)}"
-    files = [(name, draw(file_contents(name))) for name in DATA_FILES
-             if name not in _FILES_OF or _FILES_OF[name] & mechanisms]
+    files = [
+        (name, draw(file_contents(name)))
+        for name in DATA_FILES
+        if name not in _FILES_OF or _FILES_OF[name] & mechanisms
+    ]
     defined: set[str] = set()
     seeded = "unseeded" not in mechanisms or draw(st.booleans())
     cells = [("c0", first_cell(seeded))]
@@ -823,8 +975,10 @@ def sequences(draw: Callable[[st.SearchStrategy[Any]], Any], mechanisms: Collect
         cells.append((f"c{number + 1}", draw(cell_sources(mechanisms, defined))))
     steps = [Step(())]
     for number in _several(draw, 1, max_steps):
-        step_edits = tuple(draw(edits(mechanisms, defined, f"e{number + 1}.{k}"))
-                           for k in _several(draw, 0, max_edits))
+        step_edits = tuple(
+            draw(edits(mechanisms, defined, f"e{number + 1}.{k}"))
+            for k in _several(draw, 0, max_edits)
+        )
         steps.append(Step(step_edits, draw(st.booleans()), draw(st.booleans())))
     return Sequence(tuple(files), tuple(cells), tuple(steps))
 
@@ -835,15 +989,23 @@ _HISTORY = re.compile(r"^(_+|_\d+|_i+|_i\d+|_ih|_oh|_dh|In|Out)$")
 _NOTEBOOK_MODULES = ("__main__", *LOCAL_MODULES)  # whose classes are described by content
 # Class attributes that are not the class's content: ``__slotnames__`` is a cache
 # that pickling an instance adds (copyreg), so a plain run may lack it.
-_CLASS_SKIP = frozenset({"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__",
-                         "__slotnames__"})
+_CLASS_SKIP = frozenset(
+    {"__dict__", "__weakref__", "__module__", "__doc__", "__qualname__", "__slotnames__"}
+)
 
 
 def _code(code: types.CodeType) -> tuple[Any, ...]:
     """A function's code without where it was compiled (filename, line numbers)."""
     consts = tuple(_code(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts)
-    return (code.co_name, code.co_argcount, code.co_varnames, code.co_names,
-            code.co_freevars, code.co_code.hex(), consts)
+    return (
+        code.co_name,
+        code.co_argcount,
+        code.co_varnames,
+        code.co_names,
+        code.co_freevars,
+        code.co_code.hex(),
+        consts,
+    )
 
 
 class _Describer:
@@ -890,14 +1052,20 @@ class _Describer:
         if isinstance(value, list):
             return ("list", [self(v, f"{path}[{i}]") for i, v in enumerate(value)])
         if isinstance(value, dict):
-            return ("dict", [(self(k, f"{path}.<key>"), self(v, f"{path}[{k!r}]"))
-                             for k, v in value.items()])
+            return (
+                "dict",
+                [(self(k, f"{path}.<key>"), self(v, f"{path}[{k!r}]")) for k, v in value.items()],
+            )
         if isinstance(value, (set, frozenset)):
             return (type(value).__name__, sorted(repr(self(v, f"{path}.<item>")) for v in value))
         if isinstance(value, np.ndarray):
             return self._array(value, path)
         if isinstance(value, pd.DataFrame):
-            return ("DataFrame", repr(value.to_dict(orient="split")), [str(t) for t in value.dtypes])
+            return (
+                "DataFrame",
+                repr(value.to_dict(orient="split")),
+                [str(t) for t in value.dtypes],
+            )
         if isinstance(value, pd.Series):
             return ("Series", value.name, repr(value.to_dict()), str(value.dtype))
         if isinstance(value, types.CellType):  # shared by the closures that hold it
@@ -906,39 +1074,68 @@ class _Describer:
             except ValueError:
                 return ("cell", "empty")
         if isinstance(value, functools._lru_cache_wrapper):  # the memo's fill is state too
-            return ("lru_cache", self(value.__wrapped__, f"{path}.__wrapped__"), repr(value.cache_info()))
+            return (
+                "lru_cache",
+                self(value.__wrapped__, f"{path}.__wrapped__"),
+                repr(value.cache_info()),
+            )
         if type(value).__name__ == "CapturedIO":  # %%capture: what it holds, as a user reads it
-            return ("captured", value.stdout, value.stderr,
-                    [repr(sorted(o.data.items())) for o in value.outputs])
+            return (
+                "captured",
+                value.stdout,
+                value.stderr,
+                [repr(sorted(o.data.items())) for o in value.outputs],
+            )
         if isinstance(value, types.FunctionType):
-            return ("function", value.__module__, value.__qualname__, _code(value.__code__),
-                    self(value.__defaults__, f"{path}.__defaults__"),
-                    self(value.__kwdefaults__, f"{path}.__kwdefaults__"),
-                    [self(c, f"{path}.<closure {i}>") for i, c in enumerate(value.__closure__ or ())],
-                    self._globals(value))
+            return (
+                "function",
+                value.__module__,
+                value.__qualname__,
+                _code(value.__code__),
+                self(value.__defaults__, f"{path}.__defaults__"),
+                self(value.__kwdefaults__, f"{path}.__kwdefaults__"),
+                [self(c, f"{path}.<closure {i}>") for i, c in enumerate(value.__closure__ or ())],
+                self._globals(value),
+            )
         if isinstance(value, type):
             if value.__module__ not in _NOTEBOOK_MODULES:
                 return ("type", value.__module__, value.__qualname__)
-            return ("class", value.__module__, value.__qualname__,
-                    [self(b, f"{path}.<base>") for b in value.__bases__],
-                    self._items(sorted((k, v) for k, v in vars(value).items() if k not in _CLASS_SKIP),
-                                path))
+            return (
+                "class",
+                value.__module__,
+                value.__qualname__,
+                [self(b, f"{path}.<base>") for b in value.__bases__],
+                self._items(
+                    sorted((k, v) for k, v in vars(value).items() if k not in _CLASS_SKIP), path
+                ),
+            )
         if isinstance(value, types.ModuleType):
             if value.__name__ not in LOCAL_MODULES:
                 return ("module", value.__name__)
-            return ("module", value.__name__,
-                    self._items(sorted((k, v) for k, v in vars(value).items() if not k.startswith("__")),
-                                path))
+            return (
+                "module",
+                value.__name__,
+                self._items(
+                    sorted((k, v) for k, v in vars(value).items() if not k.startswith("__")), path
+                ),
+            )
         if isinstance(value, np.random.Generator):
             return ("Generator", self(value.bit_generator.state, f"{path}.<state>"))
         if isinstance(value, types.GeneratorType):
-            return ("generator", value.__qualname__, inspect.getgeneratorstate(value),
-                    self._items(sorted(inspect.getgeneratorlocals(value).items()), f"{path}.<locals>"))
+            return (
+                "generator",
+                value.__qualname__,
+                inspect.getgeneratorstate(value),
+                self._items(sorted(inspect.getgeneratorlocals(value).items()), f"{path}.<locals>"),
+            )
         if hasattr(value, "locked") and hasattr(value, "acquire"):
             return ("lock", value.locked())
         if type(value).__module__ in _NOTEBOOK_MODULES:
-            return ("instance", self(type(value), f"{path}.<class>"),
-                    self._items(getattr(value, "__dict__", {}).items(), path))
+            return (
+                "instance",
+                self(type(value), f"{path}.<class>"),
+                self._items(getattr(value, "__dict__", {}).items(), path),
+            )
         shown = repr(value)
         return ("other", type(value).__qualname__, "" if " at 0x" in shown else shown)
 
@@ -956,20 +1153,35 @@ class _Describer:
         memory: tuple[Any, ...] = ("own memory",)
         for other, other_path in self.arrays:
             if np.shares_memory(value, other):
-                memory = ("shares memory with", other_path,  # strides matter only then
-                          address - other.__array_interface__["data"][0], value.strides, other.strides)
+                memory = (
+                    "shares memory with",
+                    other_path,  # strides matter only then
+                    address - other.__array_interface__["data"][0],
+                    value.strides,
+                    other.strides,
+                )
                 break
         self.arrays.append((value, path))
-        content = ([self(v, f"{path}.flat[{i}]") for i, v in enumerate(value.ravel().tolist())]
-                   if value.dtype == object else repr(value.tolist()))  # repr: exact, and readable
-        return ("ndarray", str(value.dtype), value.shape, content,
-                "writeable" if value.flags.writeable else "read-only", memory)
+        content = (
+            [self(v, f"{path}.flat[{i}]") for i, v in enumerate(value.ravel().tolist())]
+            if value.dtype == object
+            else repr(value.tolist())
+        )  # repr: exact, and readable
+        return (
+            "ndarray",
+            str(value.dtype),
+            value.shape,
+            content,
+            "writeable" if value.flags.writeable else "read-only",
+            memory,
+        )
 
 
 def user_names(namespace: dict[str, Any], hidden: Collection[str] = ()) -> list[str]:
     """The names a notebook's cells bound: not dunders, IPython's history or ``hidden`` ones."""
-    return sorted(n for n in namespace
-                  if not n.startswith("__") and not _HISTORY.match(n) and n not in hidden)
+    return sorted(
+        n for n in namespace if not n.startswith("__") and not _HISTORY.match(n) and n not in hidden
+    )
 
 
 def _digest(data: bytes) -> str:
@@ -1007,8 +1219,9 @@ def describe_sys_path(directory: Path) -> list[str]:
     return entries
 
 
-def describe_state(namespace: dict[str, Any], directory: Path = Path("."),
-                   hidden: Collection[str] = ()) -> dict[str, Any]:
+def describe_state(
+    namespace: dict[str, Any], directory: Path = Path("."), hidden: Collection[str] = ()
+) -> dict[str, Any]:
     """Everything a later cell could observe: user names (values and sharing), the local
     modules loaded and their attributes, the library module attribute cells set, sys.path
     additions, files and directories, the module random states, the environment variable,
@@ -1016,8 +1229,11 @@ def describe_state(namespace: dict[str, Any], directory: Path = Path("."),
     describe = _Describer(namespace)
     np_state = np.random.get_state()
     names = {name: describe(namespace[name], name) for name in user_names(namespace, hidden)}
-    modules = {name: describe(sys.modules[name], f"sys.modules[{name!r}]") for name in LOCAL_MODULES
-               if name in sys.modules}  # after the namespace: a module it holds is described there
+    modules = {
+        name: describe(sys.modules[name], f"sys.modules[{name!r}]")
+        for name in LOCAL_MODULES
+        if name in sys.modules
+    }  # after the namespace: a module it holds is described there
     return {
         "namespace": names,
         "local modules": modules,
@@ -1039,8 +1255,9 @@ def first_difference(plain: dict[str, Any], tested: dict[str, Any]) -> str:
         if x == y:
             continue
         if isinstance(x, dict) and isinstance(y, dict):  # namespace, files: the first name
-            name = next(n for n in sorted(set(x) | set(y))
-                        if x.get(n, "<absent>") != y.get(n, "<absent>"))
+            name = next(
+                n for n in sorted(set(x) | set(y)) if x.get(n, "<absent>") != y.get(n, "<absent>")
+            )
             key, x, y = f"{key} `{name}`", x.get(name, "<absent>"), y.get(name, "<absent>")
         return f"{key}:\n      plain:    {x!r}\n      incrcell: {y!r}"
     return ""
@@ -1080,14 +1297,25 @@ class _ProcessState:
     @classmethod
     def fresh(cls, seed: int, cwd: Path) -> _ProcessState:
         """A new kernel's: its working directory first on sys.path, random states from ``seed``."""
-        return cls(random.Random(seed).getstate(), np.random.RandomState(seed).get_state(),
-                   [str(cwd), *sys.path])
+        return cls(
+            random.Random(seed).getstate(),
+            np.random.RandomState(seed).get_state(),
+            [str(cwd), *sys.path],
+        )
 
     @classmethod
     def current(cls) -> _ProcessState:
-        return cls(random.getstate(), np.random.get_state(), list(sys.path), os.environ.get(ENV_VAR),
-                   np.get_printoptions(), pd.get_option(PANDAS_OPTION), vars(json).get(LIBRARY_FLAG, _MISSING),
-                   {n: sys.modules[n] for n in LOCAL_MODULES if n in sys.modules}, dict(packages._imported))
+        return cls(
+            random.getstate(),
+            np.random.get_state(),
+            list(sys.path),
+            os.environ.get(ENV_VAR),
+            np.get_printoptions(),
+            pd.get_option(PANDAS_OPTION),
+            vars(json).get(LIBRARY_FLAG, _MISSING),
+            {n: sys.modules[n] for n in LOCAL_MODULES if n in sys.modules},
+            dict(packages._imported),
+        )
 
     def install(self) -> None:
         random.setstate(self.random)
@@ -1151,8 +1379,9 @@ class SimulatedKernel:
 
     parallel = False  # it borrows this process's state while active
 
-    def __init__(self, cwd: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch,
-                 incrcell: bool) -> None:
+    def __init__(
+        self, cwd: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, incrcell: bool
+    ) -> None:
         self.cwd, self.cache_dir, self.monkeypatch = cwd, cache_dir, monkeypatch
         self.incrcell = incrcell
         self.restarts = 0
@@ -1163,8 +1392,12 @@ class SimulatedKernel:
         self.session.ns.update(_IPYTHON_NAMESPACE)
         namespace = self.session.ns  # as the hooks tell the engine in a real kernel (hooks.py)
         self.session.engine.is_session_name = (  # plain functions (open) are not session state
-            lambda name: name in _IPYTHON_NAMESPACE and namespace.get(name) is _IPYTHON_NAMESPACE[name]
-            and not isinstance(namespace[name], types.FunctionType))
+            lambda name: (
+                name in _IPYTHON_NAMESPACE
+                and namespace.get(name) is _IPYTHON_NAMESPACE[name]
+                and not isinstance(namespace[name], types.FunctionType)
+            )
+        )
         self.process = _ProcessState.fresh(_FRESH_SEED + self.restarts, self.cwd)
         self.restarts += 1
 
@@ -1209,9 +1442,16 @@ class SimulatedKernel:
             return describe_state(self.session.ns, self.cwd, hidden=_IPYTHON_NAMESPACE)
 
 
-def _result(cell_id: str, stdout: str, value: Any, error: BaseException | None, how: str) -> CellResult:
-    return CellResult(cell_id, stdout, None if value is None else repr(value),
-                      None if error is None else type(error).__name__, how)
+def _result(
+    cell_id: str, stdout: str, value: Any, error: BaseException | None, how: str
+) -> CellResult:
+    return CellResult(
+        cell_id,
+        stdout,
+        None if value is None else repr(value),
+        None if error is None else type(error).__name__,
+        how,
+    )
 
 
 def _how(outcome: Outcome) -> str:
@@ -1219,6 +1459,7 @@ def _how(outcome: Outcome) -> str:
 
 
 # --------------------------------------------------------------------------- the check
+
 
 class Divergence(AssertionError):
     """incrcell and a plain run disagree; the message is the whole story."""
@@ -1238,8 +1479,9 @@ def check(sequence: Sequence, work: Path, mirror: Path, tested: Executor, plain:
         (work / name).parent.mkdir(parents=True, exist_ok=True)
         (work / name).write_bytes(content)
     cells = list(sequence.cells)
-    history = ["files at the start:"] + [f"    {name} = {_show(name, content)}"
-                                         for name, content in sequence.files]
+    history = ["files at the start:"] + [
+        f"    {name} = {_show(name, content)}" for name, content in sequence.files
+    ]
     for number, step in enumerate(sequence.steps, 1):
         for edit in step.edits:
             edit.apply(cells, work)
@@ -1247,7 +1489,9 @@ def check(sequence: Sequence, work: Path, mirror: Path, tested: Executor, plain:
         shutil.copytree(work, mirror, dirs_exist_ok=True)
         if number == 1 or not step.same_kernel:
             _both(tested, plain, lambda kernel: kernel.restart())
-        got, expected = _both(tested, plain, lambda kernel: kernel.run_all(cells, step.continue_on_error))
+        got, expected = _both(
+            tested, plain, lambda kernel: kernel.run_all(cells, step.continue_on_error)
+        )
         history.append(_report_run(number, step, cells, got))
         where = _first_cell_difference(expected, got)
         if not where:
@@ -1260,8 +1504,10 @@ def check(sequence: Sequence, work: Path, mirror: Path, tested: Executor, plain:
 def _report_run(number: int, step: Step, cells: Cells, results: list[CellResult]) -> str:
     """One run for a report: its edits, then each cell with what incrcell did and its source."""
     how = {r.cell_id: r.how or "ran" for r in results}
-    lines = [f"run {number} ({'same kernel' if step.same_kernel else 'restart'}"
-             f"{', continue on error' if step.continue_on_error else ''}):"]
+    lines = [
+        f"run {number} ({'same kernel' if step.same_kernel else 'restart'}"
+        f"{', continue on error' if step.continue_on_error else ''}):"
+    ]
     lines += [f"  edit: {edit}" for edit in step.edits]
     for cell_id, source in cells:
         lines.append(f"  [{cell_id}] {how.get(cell_id, 'not run')}")
@@ -1282,8 +1528,13 @@ def check_in_process(sequence: Sequence, root: Path, incrcell: bool = True) -> N
     """:func:`check` with simulated kernels under ``root`` (``incrcell=False``: plain against plain)."""
     work, mirror, cache = root / "work", root / "plain", root / "cache"
     with pytest.MonkeyPatch.context() as monkeypatch:
-        check(sequence, work, mirror, SimulatedKernel(work, cache, monkeypatch, incrcell),
-              SimulatedKernel(mirror, cache, monkeypatch, False))
+        check(
+            sequence,
+            work,
+            mirror,
+            SimulatedKernel(work, cache, monkeypatch, incrcell),
+            SimulatedKernel(mirror, cache, monkeypatch, False),
+        )
 
 
 def _empty(directory: Path) -> None:

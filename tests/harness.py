@@ -85,18 +85,28 @@ class Outcome:
         if not self.restored:
             return self.stdout
         assert self.plan.entry is not None
-        return "".join(o["text"] for o in self.plan.entry.outputs
-                       if o.get("type") == "stream" and o.get("name") == "stdout")
+        return "".join(
+            o["text"]
+            for o in self.plan.entry.outputs
+            if o.get("type") == "stream" and o.get("name") == "stdout"
+        )
 
 
-def run_cell(engine: Engine, ns: dict[str, Any], source: str, cell_id: str | None = None,
-             execution_count: int | None = None) -> Outcome:
+def run_cell(
+    engine: Engine,
+    ns: dict[str, Any],
+    source: str,
+    cell_id: str | None = None,
+    execution_count: int | None = None,
+) -> Outcome:
     """One cell execution, as the IPython hooks drive the engine."""
     plan = engine.plan(source, ns, cell_id=cell_id, execution_count=execution_count)
     if plan.action == RESTORE:
         assert plan.entry is not None
         value = engine.restore(plan, ns)
-        record = engine.finish(plan, ns, success=True, outputs=list(plan.entry.outputs), result=value)
+        record = engine.finish(
+            plan, ns, success=True, outputs=list(plan.entry.outputs), result=value
+        )
         return Outcome(plan, record, value, "")
     watch = engine.watch_files().start()
     seeds = engine.watch_seeds(plan).start()
@@ -109,8 +119,9 @@ def run_cell(engine: Engine, ns: dict[str, Any], source: str, cell_id: str | Non
         record = engine.finish(plan, ns, success=False, files=watch, seeds=seeds)
         return Outcome(plan, record, None, ran.stdout, ran.error)
     outputs = [{"type": "stream", "name": "stdout", "text": ran.stdout}] if ran.stdout else []
-    record = engine.finish(plan, ns, success=True, outputs=outputs, result=ran.value, files=watch,
-                           seeds=seeds)
+    record = engine.finish(
+        plan, ns, success=True, outputs=outputs, result=ran.value, files=watch, seeds=seeds
+    )
     return Outcome(plan, record, ran.value, ran.stdout)
 
 
@@ -144,4 +155,3 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     signing_key.cache_clear()
     yield tmp_path / "cache"
     signing_key.cache_clear()
-

@@ -49,8 +49,11 @@ class Execution:
 
     @property
     def stdout(self) -> str:
-        return "".join(o["text"] for o in self.outputs
-                       if o["output_type"] == "stream" and o["name"] == "stdout")
+        return "".join(
+            o["text"]
+            for o in self.outputs
+            if o["output_type"] == "stream" and o["name"] == "stdout"
+        )
 
     @property
     def result(self) -> str | None:
@@ -67,7 +70,7 @@ def ok(executions: list[Execution]) -> list[Execution]:
 
 
 def states(executions: list[Execution]) -> list[str]:
-    """"restored" or "ran" per execution, from incrcell's marker."""
+    """ "restored" or "ran" per execution, from incrcell's marker."""
     return ["restored" if e.restored else "ran" for e in executions]
 
 
@@ -78,8 +81,12 @@ def normalise_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if o.get("metadata", {}).get("incrcell"):
             continue
         o = {k: v for k, v in o.items() if k not in ("execution_count", "transient")}
-        if (o["output_type"] == "stream" and merged and merged[-1]["output_type"] == "stream"
-                and merged[-1]["name"] == o["name"]):
+        if (
+            o["output_type"] == "stream"
+            and merged
+            and merged[-1]["output_type"] == "stream"
+            and merged[-1]["name"] == o["name"]
+        ):
             merged[-1] = {**merged[-1], "text": merged[-1]["text"] + o["text"]}
         else:
             merged.append(o)
@@ -113,8 +120,14 @@ class Kernel:
         self.km.interrupt_kernel()
 
     def send(self, code: str, cell_id: str | None = None) -> str:
-        content = {"code": code, "silent": False, "store_history": True,
-                   "user_expressions": {}, "allow_stdin": False, "stop_on_error": False}
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
         metadata = {"cellId": cell_id} if cell_id else {}
         msg = self.kc.session.msg("execute_request", content, metadata=metadata)
         self.kc.shell_channel.send(msg)
@@ -135,8 +148,9 @@ class Kernel:
             if kind == "status" and content["execution_state"] == "idle":
                 break
             if kind == "stream":
-                outputs.append({"output_type": "stream", "name": content["name"],
-                                "text": content["text"]})
+                outputs.append(
+                    {"output_type": "stream", "name": content["name"], "text": content["text"]}
+                )
             elif kind in ("display_data", "execute_result", "error"):
                 output = {"output_type": kind, **content}
                 outputs.append(output)
@@ -164,8 +178,11 @@ class Kernel:
     def comm_open(self, target: str, data: dict[str, Any] | None = None) -> str:
         """Open a comm to ``target`` in the kernel; returns its comm id."""
         comm_id = uuid.uuid4().hex
-        self.kc.shell_channel.send(self.kc.session.msg(
-            "comm_open", {"comm_id": comm_id, "target_name": target, "data": data or {}}))
+        self.kc.shell_channel.send(
+            self.kc.session.msg(
+                "comm_open", {"comm_id": comm_id, "target_name": target, "data": data or {}}
+            )
+        )
         return comm_id
 
     def comm_send(self, comm_id: str, data: Any) -> str:
@@ -174,8 +191,9 @@ class Kernel:
         self.kc.shell_channel.send(msg)
         return msg["header"]["msg_id"]
 
-    def comm_wait(self, predicate: Callable[[dict[str, Any]], bool],
-                  timeout: float = 30) -> dict[str, Any]:
+    def comm_wait(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
         """Take the first comm message (comm_open/msg/close, from iopub) matching ``predicate``."""
         deadline = time.monotonic() + timeout
         while True:
@@ -199,7 +217,9 @@ class Kernel:
             reply = self.kc.get_shell_msg(timeout=TIMEOUT)
         result = reply["content"]["user_expressions"]["v"]
         if result["status"] != "ok":
-            raise AssertionError(f"{expression!r} failed: {result.get('ename')}: {result.get('evalue')}")
+            raise AssertionError(
+                f"{expression!r} failed: {result.get('ename')}: {result.get('evalue')}"
+            )
         return result["data"]["text/plain"]
 
 
@@ -209,8 +229,13 @@ def run_notebook(path: Path, env: dict[str, str]) -> nbformat.NotebookNode:
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3", allow_errors=True,
-                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        NotebookClient(
+            nb,
+            timeout=TIMEOUT,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -29,11 +29,21 @@ CASES = [
     pytest.param("global x\nx = 1", "", "x", "", id="top-level-global-noop"),
     # ---- branches and loops: bindings inside are not definite afterwards
     pytest.param("if c:\n    x = 1\nprint(x)", "c print x", "x", "", id="if-no-else"),
-    pytest.param("if c:\n    x = 1\nelse:\n    x = 2\nprint(x)", "c print", "x", "", id="if-else-both-bind"),
-    pytest.param("if c:\n    print(x)\nelse:\n    x = 1", "c print x", "x", "", id="read-in-other-branch"),
-    pytest.param("for i in r:\n    x = i\nprint(x, i)", "r print x i", "i x", "", id="for-not-definite"),
-    pytest.param("for i in r:\n    print(x)\n    x = i", "r print x", "i x", "", id="for-read-before-bind"),
-    pytest.param("for i in r:\n    x = i\n    print(x)", "r print", "i x", "", id="for-bind-then-read"),
+    pytest.param(
+        "if c:\n    x = 1\nelse:\n    x = 2\nprint(x)", "c print", "x", "", id="if-else-both-bind"
+    ),
+    pytest.param(
+        "if c:\n    print(x)\nelse:\n    x = 1", "c print x", "x", "", id="read-in-other-branch"
+    ),
+    pytest.param(
+        "for i in r:\n    x = i\nprint(x, i)", "r print x i", "i x", "", id="for-not-definite"
+    ),
+    pytest.param(
+        "for i in r:\n    print(x)\n    x = i", "r print x", "i x", "", id="for-read-before-bind"
+    ),
+    pytest.param(
+        "for i in r:\n    x = i\n    print(x)", "r print", "i x", "", id="for-bind-then-read"
+    ),
     pytest.param(
         "while n:\n    n = n - 1\n    y = n\nelse:\n    z = 1\nprint(y, z)",
         "n print y z",
@@ -48,7 +58,9 @@ CASES = [
         "",
         id="try-except-both-bind",
     ),
-    pytest.param("try:\n    x = f()\nexcept E:\n    pass\nprint(x)", "f E print x", "x", "", id="try-except"),
+    pytest.param(
+        "try:\n    x = f()\nexcept E:\n    pass\nprint(x)", "f E print x", "x", "", id="try-except"
+    ),
     pytest.param(
         "try:\n    x = 1\nexcept E:\n    x = 2\nelse:\n    y = x\nprint(x, y)",
         "E print y",
@@ -56,13 +68,25 @@ CASES = [
         "",
         id="try-else",
     ),
-    pytest.param("try:\n    x = f()\nfinally:\n    y = x", "f x", "x y", "", id="finally-after-partial-body"),
-    pytest.param("try:\n    x = 1\nfinally:\n    y = 2\nprint(y)", "print", "x y", "", id="finally-definite"),
     pytest.param(
-        "try:\n    f()\nexcept E as e:\n    pass\nprint(e)", "f E print e", "e", "", id="except-name-unbound-after"
+        "try:\n    x = f()\nfinally:\n    y = x", "f x", "x y", "", id="finally-after-partial-body"
     ),
     pytest.param(
-        "try:\n    pass\nexcept (E1, E2) as err:\n    raise Wrapped(err)", "E1 E2 Wrapped", "err", "", id="except-tuple"
+        "try:\n    x = 1\nfinally:\n    y = 2\nprint(y)", "print", "x y", "", id="finally-definite"
+    ),
+    pytest.param(
+        "try:\n    f()\nexcept E as e:\n    pass\nprint(e)",
+        "f E print e",
+        "e",
+        "",
+        id="except-name-unbound-after",
+    ),
+    pytest.param(
+        "try:\n    pass\nexcept (E1, E2) as err:\n    raise Wrapped(err)",
+        "E1 E2 Wrapped",
+        "err",
+        "",
+        id="except-tuple",
     ),
     pytest.param(
         "with open(p) as fh:\n    data = fh.read()\nprint(data)",
@@ -73,7 +97,11 @@ CASES = [
     ),
     pytest.param("with a() as x, b(x) as y:\n    pass", "a b", "x y", "", id="with-multiple-items"),
     pytest.param(
-        "with suppress(KeyError):\n    v = d['k']\nprint(v)", "suppress KeyError d print v", "v", "", id="with-suppress"
+        "with suppress(KeyError):\n    v = d['k']\nprint(v)",
+        "suppress KeyError d print v",
+        "v",
+        "",
+        id="with-suppress",
     ),
     # ---- augmented assignment
     pytest.param("x += 1", "x", "x", "x", id="augassign-name"),
@@ -113,12 +141,16 @@ CASES = [
     pytest.param("from . import x\nfrom .m import y", "", "x y", "", id="relative-import"),
     pytest.param("import os\nos.getcwd()", "", "os", "", id="import-then-use"),
     # ---- def: signature is immediate, body deferred
-    pytest.param("def f(x: T = d, *, k=kd) -> R:\n    return g", "T d kd R", "f", "", id="def-signature"),
+    pytest.param(
+        "def f(x: T = d, *, k=kd) -> R:\n    return g", "T d kd R", "f", "", id="def-signature"
+    ),
     pytest.param("def f():\n    return x", "", "f", "", id="def-body-deferred"),
     pytest.param("def f():\n    return x\nf()", "x", "f", "", id="def-called"),
     pytest.param("def f():\n    return x\nx = 1\nf()", "", "f x", "", id="def-called-after-bind"),
     pytest.param("def f():\n    return x\nf()\nx = 1", "x", "f x", "", id="def-called-before-bind"),
-    pytest.param("x = 1\ndef f():\n    return x\nprint(f())", "print", "x f", "", id="def-reads-cell-value"),
+    pytest.param(
+        "x = 1\ndef f():\n    return x\nprint(f())", "print", "x f", "", id="def-reads-cell-value"
+    ),
     pytest.param(
         "def g():\n    return y\ndef f():\n    return g()\nf()", "y", "f g", "", id="def-transitive"
     ),
@@ -130,7 +162,11 @@ CASES = [
         id="def-mutual-recursion",
     ),
     pytest.param(
-        "def key(v):\n    return w[v]\nsorted(xs, key=key)", "sorted xs w", "key", "", id="def-passed-as-argument"
+        "def key(v):\n    return w[v]\nsorted(xs, key=key)",
+        "sorted xs w",
+        "key",
+        "",
+        id="def-passed-as-argument",
     ),
     pytest.param(
         "@dec(a)\ndef f():\n    return g", "dec a g", "f", "", id="decorated-def-pulled-in"
@@ -142,7 +178,9 @@ CASES = [
         "counter",
         id="global-in-called-def",
     ),
-    pytest.param("def f():\n    global counter\n    counter = 1", "", "f", "", id="global-in-uncalled-def"),
+    pytest.param(
+        "def f():\n    global counter\n    counter = 1", "", "f", "", id="global-in-uncalled-def"
+    ),
     pytest.param("def f():\n    log.append(1)\nf()", "log", "f", "log", id="def-mutates-global"),
     pytest.param(
         "def f(a, *args, b=1, **kw):\n    c = a + b\n    for d in args:\n        pass\n"
@@ -160,7 +198,9 @@ CASES = [
         "",
         id="nested-def-nonlocal",
     ),
-    pytest.param("def f():\n    print(x)\n    x = 1\nf()", "print", "f", "", id="def-local-shadows-global"),
+    pytest.param(
+        "def f():\n    print(x)\n    x = 1\nf()", "print", "f", "", id="def-local-shadows-global"
+    ),
     pytest.param(
         "def f():\n    v = 1\n    class B:\n        w = v\n        u = t\n    return B\nf()",
         "t",
@@ -168,8 +208,16 @@ CASES = [
         "",
         id="class-inside-def",
     ),
-    pytest.param("def f():\n    return [i + j for i in r]\nf()", "r j", "f", "", id="comprehension-inside-def"),
-    pytest.param("async def f():\n    return await g(h)\nawait f()", "g h", "f", "", id="async-def"),
+    pytest.param(
+        "def f():\n    return [i + j for i in r]\nf()",
+        "r j",
+        "f",
+        "",
+        id="comprehension-inside-def",
+    ),
+    pytest.param(
+        "async def f():\n    return await g(h)\nawait f()", "g h", "f", "", id="async-def"
+    ),
     pytest.param(
         "for i in range(2):\n    if i:\n        f()\n    def f():\n        return z",
         "range f z",
@@ -177,9 +225,15 @@ CASES = [
         "",
         id="def-used-in-loop-before-def",
     ),
-    pytest.param("if c:\n    def f():\n        return z\nf()", "c f z", "f", "", id="def-in-branch"),
     pytest.param(
-        "def f():\n    return a\nf()\ndef f():\n    return b", "a b", "f", "", id="redefinition-union"
+        "if c:\n    def f():\n        return z\nf()", "c f z", "f", "", id="def-in-branch"
+    ),
+    pytest.param(
+        "def f():\n    return a\nf()\ndef f():\n    return b",
+        "a b",
+        "f",
+        "",
+        id="redefinition-union",
     ),
     # ---- classes
     pytest.param(
@@ -196,16 +250,36 @@ CASES = [
         "",
         id="class-decorators-bases-keywords",
     ),
-    pytest.param("class A:\n    def m(self):\n        return q\nA().m()", "q", "A", "", id="class-used-later"),
-    pytest.param("class A:\n    if c:\n        x = 1\n    y = x", "c x", "A", "", id="class-load-name-fallback"),
     pytest.param(
-        "class A:\n    n = 3\n    sq = [n * i for i in range(3)]", "range n", "A", "", id="class-comprehension-scope"
+        "class A:\n    def m(self):\n        return q\nA().m()", "q", "A", "", id="class-used-later"
     ),
     pytest.param(
-        "class A:\n    k = 1\n    def m(self):\n        return k\nA().m()", "k", "A", "", id="method-skips-class-scope"
+        "class A:\n    if c:\n        x = 1\n    y = x",
+        "c x",
+        "A",
+        "",
+        id="class-load-name-fallback",
     ),
     pytest.param(
-        "class A:\n    @property\n    def p(self):\n        return cfg", "property cfg", "A", "", id="decorated-method"
+        "class A:\n    n = 3\n    sq = [n * i for i in range(3)]",
+        "range n",
+        "A",
+        "",
+        id="class-comprehension-scope",
+    ),
+    pytest.param(
+        "class A:\n    k = 1\n    def m(self):\n        return k\nA().m()",
+        "k",
+        "A",
+        "",
+        id="method-skips-class-scope",
+    ),
+    pytest.param(
+        "class A:\n    @property\n    def p(self):\n        return cfg",
+        "property cfg",
+        "A",
+        "",
+        id="decorated-method",
     ),
     pytest.param("class A:\n    global g\n    g = 1", "", "A g", "", id="global-in-class-body"),
     pytest.param(
@@ -221,13 +295,27 @@ CASES = [
     pytest.param("[j for i in m for j in i]", "m", "", "", id="nested-generators"),
     pytest.param("[x for x in x]", "x", "", "", id="first-iter-outer-scope"),
     pytest.param("(y for y in ys)\nprint(y)", "ys print y", "", "", id="genexp-no-leak"),
-    pytest.param("{s for s in ss}\n[[a * b for b in bs] for a in as_]", "ss bs as_", "", "", id="setcomp-nested"),
-    pytest.param("[(last := v) for v in vs]\nprint(last)", "vs print last", "last", "", id="walrus-in-comp"),
+    pytest.param(
+        "{s for s in ss}\n[[a * b for b in bs] for a in as_]",
+        "ss bs as_",
+        "",
+        "",
+        id="setcomp-nested",
+    ),
+    pytest.param(
+        "[(last := v) for v in vs]\nprint(last)", "vs print last", "last", "", id="walrus-in-comp"
+    ),
     # ---- walrus
     pytest.param("if (m := f()):\n    print(m)\nprint(m)", "f print", "m", "", id="walrus-in-test"),
     pytest.param("y = (n := 10) + n", "n", "n y", "", id="walrus-same-statement"),
     pytest.param("a or (b := 1)\nprint(b)", "a print b", "b", "", id="walrus-short-circuit"),
-    pytest.param("if a < (b := 1) < (c := 2):\n    pass\nprint(b, c)", "a print c", "b c", "", id="walrus-compare"),
+    pytest.param(
+        "if a < (b := 1) < (c := 2):\n    pass\nprint(b, c)",
+        "a print c",
+        "b c",
+        "",
+        id="walrus-compare",
+    ),
     pytest.param(
         "while (chunk := read()):\n    out.append(chunk)\nprint(chunk)",
         "read out print",
@@ -275,10 +363,18 @@ CASES = [
     ),
     # ---- IPython-transformed magics
     pytest.param(
-        "get_ipython().run_line_magic('time', 'x = 1')", "get_ipython", "", "get_ipython", id="line-magic"
+        "get_ipython().run_line_magic('time', 'x = 1')",
+        "get_ipython",
+        "",
+        "get_ipython",
+        id="line-magic",
     ),
     pytest.param(
-        "files = get_ipython().getoutput('ls')", "get_ipython", "files", "get_ipython", id="shell-escape"
+        "files = get_ipython().getoutput('ls')",
+        "get_ipython",
+        "files",
+        "get_ipython",
+        id="shell-escape",
     ),
 ]
 
@@ -489,7 +585,9 @@ def _expanded(*args: object) -> tuple[frozenset[str], frozenset[str]]:
         ({"compute", "helper"}, {"offset", "scale"}, set()),
     ],
 )
-def test_expand_through_callables(ns: dict[str, object], names: set[str], reads: set[str], writes: set[str]) -> None:
+def test_expand_through_callables(
+    ns: dict[str, object], names: set[str], reads: set[str], writes: set[str]
+) -> None:
     assert _expanded(names, ns) == (reads, writes)
 
 

@@ -23,8 +23,12 @@ ROOT = Path(__file__).parent.parent
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    values = {"INCRCELL_CACHE_DIR": str(tmp_path / "cache"), "INCRCELL_SIGNING_KEY": KEY.decode(),
-              "INCRCELL_MAX_SIZE": "", "INCRCELL_MAX_AGE": ""}
+    values = {
+        "INCRCELL_CACHE_DIR": str(tmp_path / "cache"),
+        "INCRCELL_SIGNING_KEY": KEY.decode(),
+        "INCRCELL_MAX_SIZE": "",
+        "INCRCELL_MAX_AGE": "",
+    }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
@@ -37,9 +41,20 @@ def fill(cache: str, sizes: list[int]) -> list[str]:
     for index, size in enumerate(sizes):
         digest, key = f"{index + 16:02x}" * 16, f"{index + 160:02x}" * 16
         store.put_value(digest, dumps(np.full(size // 8, index)))
-        store.put(Entry(key=key, source=f"# cell {index}\nx{index} = make({size})",
-                        variables={}, deleted=[], outputs=[], result=None, duration=1.0,
-                        created=time.time(), components={}, bundle=digest))
+        store.put(
+            Entry(
+                key=key,
+                source=f"# cell {index}\nx{index} = make({size})",
+                variables={},
+                deleted=[],
+                outputs=[],
+                result=None,
+                duration=1.0,
+                created=time.time(),
+                components={},
+                bundle=digest,
+            )
+        )
         used = time.time() - 1000 + index
         root = Path(cache, f"v{FORMAT_VERSION}")
         os.utime(root / "entries" / key[:2] / key, (used, used))
@@ -49,8 +64,13 @@ def fill(cache: str, sizes: list[int]) -> list[str]:
 
 
 def run(*args: str) -> tuple[int, str]:
-    done = subprocess.run([sys.executable, "-m", "incrcell.cli", *args], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "incrcell.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -80,7 +100,10 @@ def test_info_and_ls(env: dict[str, str], capsys: pytest.CaptureFixture[str]) ->
     assert "1.0 MB" in lines[2] and lines[-1].startswith("2 entries")
     assert cli.main(["cache", "ls", "--json", "--sort", "used", "--reverse"]) == 0
     listed = json.loads(capsys.readouterr().out)["entries"]
-    assert [e["source"].splitlines()[1] for e in listed] == ["x0 = make(1000000)", "x1 = make(3000000)"]
+    assert [e["source"].splitlines()[1] for e in listed] == [
+        "x0 = make(1000000)",
+        "x1 = make(3000000)",
+    ]
 
 
 def test_gc_evicts_least_recently_used_and_dry_run_removes_nothing(
@@ -101,8 +124,9 @@ def test_gc_evicts_least_recently_used_and_dry_run_removes_nothing(
     assert code == 2 and "expected a size like 20GB" in out
 
 
-def test_verify_removes_what_fails_and_says_so(env: dict[str, str],
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_removes_what_fails_and_says_so(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     fill(env["INCRCELL_CACHE_DIR"], [10_000, 10_000])
     assert cli.main(["cache", "verify"]) == 0
     assert "every file" in capsys.readouterr().out

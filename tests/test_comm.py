@@ -35,22 +35,37 @@ class Frontend:
         self.opened_by = None if comm_id else self.comm_id
 
     def _ours(self, msg: dict[str, Any], kind: str) -> bool:
-        return (msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == self.comm_id
-                and _data(msg).get("type") == kind)
+        return (
+            msg["msg_type"] == "comm_msg"
+            and msg["content"]["comm_id"] == self.comm_id
+            and _data(msg).get("type") == kind
+        )
 
     def next(self, kind: str, parent: str | None = None, timeout: float = 30) -> dict[str, Any]:
         """The next message of type ``kind`` on this comm (replying to ``parent`` if given)."""
-        return _data(self.kernel.comm_wait(
-            lambda m: self._ours(m, kind)
-            and (parent is None or m["parent_header"].get("msg_id") == parent), timeout))
+        return _data(
+            self.kernel.comm_wait(
+                lambda m: (
+                    self._ours(m, kind)
+                    and (parent is None or m["parent_header"].get("msg_id") == parent)
+                ),
+                timeout,
+            )
+        )
 
     def request(self, **data: Any) -> dict[str, Any]:
         """Send a message; returns the kernel's answer (a state or an error)."""
         msg_id = self.kernel.comm_send(self.comm_id, {"protocol": 1, **data})
-        return _data(self.kernel.comm_wait(
-            lambda m: m["msg_type"] == "comm_msg" and m["content"]["comm_id"] == self.comm_id
-            and m["parent_header"].get("msg_id") == msg_id
-            and _data(m).get("type") in ("state", "error")))
+        return _data(
+            self.kernel.comm_wait(
+                lambda m: (
+                    m["msg_type"] == "comm_msg"
+                    and m["content"]["comm_id"] == self.comm_id
+                    and m["parent_header"].get("msg_id") == msg_id
+                    and _data(m).get("type") in ("state", "error")
+                )
+            )
+        )
 
     def cells(self, cells: list[tuple[str, str]]) -> dict[str, Any]:
         return self.request(type="cells", cells=[{"id": i, "source": s} for i, s in cells])
@@ -84,8 +99,16 @@ def test_without_the_extension_the_comm_is_closed_and_load_ext_opens_one(kernel:
     assert sidebar.next("hello") == {"type": "hello", "protocol": 1, "version": "0.1.0"}
     state = sidebar.next("state")
     assert state["protocol"] == 1 and state["enabled"] is True
-    assert set(state["totals"]) == {"restored", "ran", "uncacheable", "error", "saved",
-                                    "cache_bytes", "cache_cap", "cache_entries"}
+    assert set(state["totals"]) == {
+        "restored",
+        "ran",
+        "uncacheable",
+        "error",
+        "saved",
+        "cache_bytes",
+        "cache_cap",
+        "cache_entries",
+    }
 
     # a frontend opening its own comm now gets hello and a state too
     other = Frontend(kernel)
@@ -94,8 +117,10 @@ def test_without_the_extension_the_comm_is_closed_and_load_ext_opens_one(kernel:
 
     # %unload_ext closes them
     kernel.run("%unload_ext incrcell", "unload")
-    gone = {kernel.comm_wait(lambda m: m["msg_type"] == "comm_close")["content"]["comm_id"]
-            for _ in range(2)}
+    gone = {
+        kernel.comm_wait(lambda m: m["msg_type"] == "comm_close")["content"]["comm_id"]
+        for _ in range(2)
+    }
     assert gone == {sidebar.comm_id, other.comm_id}
     late = kernel.comm_open("incrcell")  # and the target is gone
     assert kernel.comm_wait(lambda m: m["msg_type"] == "comm_close")["content"]["comm_id"] == late
@@ -107,11 +132,21 @@ def test_states_predictions_and_restart(kernel: Kernel):
     sidebar.next("hello")
     first = sidebar.cells(CELLS)
     assert first["type"] == "state"
-    assert states(first) == {"load": "uncacheable", "data": "not_run", "scale": "not_run",
-                             "feat": "not_run", "other": "not_run", "tail": "not_run"}
-    assert by_id(first)["tail"]["depends_on"] == [{"id": "feat", "names": ["feat"]},
-                                                  {"id": "other", "names": ["labels"]}]
-    assert by_id(first)["data"]["prediction_reason"] == "first run: nothing recorded for this cell yet"
+    assert states(first) == {
+        "load": "uncacheable",
+        "data": "not_run",
+        "scale": "not_run",
+        "feat": "not_run",
+        "other": "not_run",
+        "tail": "not_run",
+    }
+    assert by_id(first)["tail"]["depends_on"] == [
+        {"id": "feat", "names": ["feat"]},
+        {"id": "other", "names": ["labels"]},
+    ]
+    assert (
+        by_id(first)["data"]["prediction_reason"] == "first run: nothing recorded for this cell yet"
+    )
 
     for cell_id, source in CELLS[1:]:
         msg_id = kernel.send(source, cell_id)
@@ -133,17 +168,29 @@ def test_states_predictions_and_restart(kernel: Kernel):
     cells = by_id(state)
     assert states(state)["data"] == "not_run"
     assert {i: c["prediction"] for i, c in cells.items()} == {
-        "load": "run", "data": "restore", "scale": "run", "feat": "run", "other": "restore",
-        "tail": "run"}
+        "load": "run",
+        "data": "restore",
+        "scale": "run",
+        "feat": "run",
+        "other": "restore",
+        "tail": "run",
+    }
     assert cells["scale"]["prediction_reason"] == "source changed"
     assert cells["feat"]["prediction_reason"] == (
-        "input `scale` comes from cell 3 `scale = 3`, which will run")
+        "input `scale` comes from cell 3 `scale = 3`, which will run"
+    )
 
     runs = kernel.run_all(edited[1:])
     assert [r.restored for r in runs] == [True, False, False, True, False]
     state = sidebar.request(type="request_state")
-    assert states(state) == {"load": "uncacheable", "data": "restored", "scale": "ran",
-                             "feat": "ran", "other": "restored", "tail": "ran"}
+    assert states(state) == {
+        "load": "uncacheable",
+        "data": "restored",
+        "scale": "ran",
+        "feat": "ran",
+        "other": "restored",
+        "tail": "ran",
+    }
     assert by_id(state)["feat"]["reason"] == "input `scale` changed"
     assert state["totals"]["restored"] == 2 and state["totals"]["saved"] >= 0
     assert state["stale"] == []
@@ -170,7 +217,8 @@ def test_invalidate_clear_enable(kernel: Kernel):
     state = sidebar.request(type="invalidate", id="feat")
     assert by_id(state)["feat"]["prediction"] == "run"
     assert by_id(state)["feat"]["prediction_reason"] == (
-        "its cache entry was cleared or could not be read")
+        "its cache entry was cleared or could not be read"
+    )
     assert by_id(state)["feat"]["state"] == "ran"  # what happened stays true
     assert by_id(state)["tail"]["prediction"] == "run"
     assert by_id(state)["data"]["prediction"] == "restore"
@@ -212,8 +260,9 @@ def test_bad_messages_get_one_line_errors(kernel: Kernel):
 
 
 def test_two_hundred_cells(kernel: Kernel):
-    cells = [LOAD] + [(f"c{i}", f"v{i} = {i}" if i == 0 else f"v{i} = v{i - 1} + {i}")
-                      for i in range(199)]
+    cells = [LOAD] + [
+        (f"c{i}", f"v{i} = {i}" if i == 0 else f"v{i} = v{i - 1} + {i}") for i in range(199)
+    ]
     kernel.run_all(cells)
     kernel.restart()
     kernel.run(*LOAD[::-1])
@@ -227,5 +276,7 @@ def test_two_hundred_cells(kernel: Kernel):
     state = sidebar.cells(cells[:100] + [("c99", "v99 = 0")] + cells[101:])
     again = time.perf_counter() - started
     assert [c["prediction"] for c in state["cells"]].count("restore") == 99
-    print(f"\n200-cell `cells` message answered in {elapsed * 1000:.0f} ms "
-          f"(after an edit: {again * 1000:.0f} ms)")
+    print(
+        f"\n200-cell `cells` message answered in {elapsed * 1000:.0f} ms "
+        f"(after an edit: {again * 1000:.0f} ms)"
+    )

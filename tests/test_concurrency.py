@@ -25,8 +25,10 @@ def notebook(k: int) -> list[tuple[str, str]]:
     """Shared cells (the same key in every kernel: deduplicated) and cells of its own."""
     return [
         LOAD,
-        ("shared", "import numpy as np\nbase = np.arange(300_000, dtype=np.float64)\n"
-                   "print(base.sum())"),
+        (
+            "shared",
+            "import numpy as np\nbase = np.arange(300_000, dtype=np.float64)\nprint(base.sum())",
+        ),
         ("mine", f"mine = base * {k + 1}\nprint(mine.sum())"),
         ("big", f"big = np.full(200_000, {k}.5)\nbig.sum()"),
         ("tail", "total = float(mine.sum() + big.sum())\ntotal"),
@@ -38,9 +40,13 @@ def expected_total(k: int) -> float:
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "incrcell.cli", "cache", *args],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **env, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "incrcell.cli", "cache", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+    )
 
 
 class GcLoop:
@@ -98,8 +104,12 @@ def check_values(kernels: list[Kernel], runs: list[list]) -> None:
 
 
 def warnings_in(executions: list) -> list[str]:
-    return [o["text"] for e in executions for o in e.outputs
-            if o["output_type"] == "stream" and o["name"] == "stderr" and "incrcell" in o["text"]]
+    return [
+        o["text"]
+        for e in executions
+        for o in e.outputs
+        if o["output_type"] == "stream" and o["name"] == "stderr" and "incrcell" in o["text"]
+    ]
 
 
 @pytest.fixture

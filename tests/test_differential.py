@@ -32,9 +32,28 @@ from hypothesis import strategies as st
 from IPython.core.inputtransformer2 import TransformerManager
 
 from differential import (
-    COUNTER, KINDS, LOSSY_CLASS, MECHANISMS, REAL_ONLY, SIMULATED_ONLY, VENDOR, CellResult, Cells,
-    Divergence, Edit, Sequence, Step, cell_sources, check, check_in_process, first_cell, helpers_source,
-    parquet_file, selected_mechanisms, sequences, sqlite_file,
+    COUNTER,
+    KINDS,
+    LOSSY_CLASS,
+    MECHANISMS,
+    REAL_ONLY,
+    SIMULATED_ONLY,
+    VENDOR,
+    CellResult,
+    Cells,
+    Divergence,
+    Edit,
+    Sequence,
+    Step,
+    cell_sources,
+    check,
+    check_in_process,
+    first_cell,
+    helpers_source,
+    parquet_file,
+    selected_mechanisms,
+    sequences,
+    sqlite_file,
 )
 from harness import cache_dir  # noqa: F401  (a fixture, used below)
 from kernel import Execution, Kernel, normalise_outputs
@@ -49,16 +68,23 @@ SIMULATED = SELECTED - REAL_ONLY  # what simulated kernels can run
 REAL = SELECTED - SIMULATED_ONLY  # what real kernels can compare
 
 
-
 def _settings(examples: int, shrink: bool = True) -> settings:
     """Reproducible draws (derandomized, no example database); no deadline: sequences
     touch the disk; the fixtures (signing key, base directory) serve all examples."""
     return settings(
-        max_examples=examples, derandomize=True, database=None, deadline=None, print_blob=True,
-        phases=(Phase.explicit, Phase.generate, Phase.shrink) if shrink
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        print_blob=True,
+        phases=(Phase.explicit, Phase.generate, Phase.shrink)
+        if shrink
         else (Phase.explicit, Phase.generate),
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                               HealthCheck.data_too_large],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.data_too_large,
+        ],
     )
 
 
@@ -100,10 +126,17 @@ def test_incrcell_matches_plain_with_every_mechanism(sequence, tmp_path):
 
 # --------------------------------------------------------------------------- one regression test a mechanism
 
-FILES = (("data.txt", b"1 2 3"), ("table.csv", b"x,y\n1,2\n3,4\n"), ("out.txt", b""), ("log.txt", b""),
-         ("helpers.py", helpers_source().encode()), ("t.parquet", parquet_file((1, 2))),
-         ("shop.db", sqlite_file((1, 2))), (VENDOR, b"V = 1\n\n\ndef version():\n    return V\n"),
-         ("part-1.txt", b"1"))
+FILES = (
+    ("data.txt", b"1 2 3"),
+    ("table.csv", b"x,y\n1,2\n3,4\n"),
+    ("out.txt", b""),
+    ("log.txt", b""),
+    ("helpers.py", helpers_source().encode()),
+    ("t.parquet", parquet_file((1, 2))),
+    ("shop.db", sqlite_file((1, 2))),
+    (VENDOR, b"V = 1\n\n\ndef version():\n    return V\n"),
+    ("part-1.txt", b"1"),
+)
 
 
 def notebook(*sources: str, seeded: bool = True) -> Cells:
@@ -130,22 +163,34 @@ def write(name: str, content: bytes) -> Edit:
 
 
 def test_in_place_mutation(tmp_path):
-    cells = notebook("xs = [1]\narr = np.zeros(3)\ndf = pd.DataFrame({'x': [1, 2]})",
-                     "def g(seq):\n    seq.append(len(seq))",
-                     "xs.append(2)\ng(xs)\narr[0] = 5\narr += 1\ndf['y'] = df['x'] * 2",
-                     "print(len(xs), arr, df)")
-    _verify(runs(cells, restart(), restart(replace(1, "xs = [7]\narr = np.ones(3)\n"
-                                              "df = pd.DataFrame({'x': [3]})"))), tmp_path)
+    cells = notebook(
+        "xs = [1]\narr = np.zeros(3)\ndf = pd.DataFrame({'x': [1, 2]})",
+        "def g(seq):\n    seq.append(len(seq))",
+        "xs.append(2)\ng(xs)\narr[0] = 5\narr += 1\ndf['y'] = df['x'] * 2",
+        "print(len(xs), arr, df)",
+    )
+    _verify(
+        runs(
+            cells,
+            restart(),
+            restart(replace(1, "xs = [7]\narr = np.ones(3)\ndf = pd.DataFrame({'x': [3]})")),
+        ),
+        tmp_path,
+    )
 
 
-@pytest.mark.parametrize("cells", [
-    ["xs = [0]", "ys = xs", "xs.append(1)"],
-    ["xs = [0]\nys = xs"],
-    ["xs = [0]", "d = {'v': xs}", "xs.append(1)"],
-    ["arr = np.zeros(3)", "view = arr[::2]", "view += 1"],
-    ["arr = np.arange(4.0)\nview = arr[1:]"],
-    ["class K:\n    scale = 1", "obj = K()", "K.scale = 5", "print(obj.scale)"],
-], ids=["names", "names-one-cell", "container", "view", "view-one-cell", "class-and-instance"])
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["xs = [0]", "ys = xs", "xs.append(1)"],
+        ["xs = [0]\nys = xs"],
+        ["xs = [0]", "d = {'v': xs}", "xs.append(1)"],
+        ["arr = np.zeros(3)", "view = arr[::2]", "view += 1"],
+        ["arr = np.arange(4.0)\nview = arr[1:]"],
+        ["class K:\n    scale = 1", "obj = K()", "K.scale = 5", "print(obj.scale)"],
+    ],
+    ids=["names", "names-one-cell", "container", "view", "view-one-cell", "class-and-instance"],
+)
 def test_aliasing_survives_a_restore(tmp_path, cells):
     _verify(runs(notebook(*cells), restart()), tmp_path)
 
@@ -175,26 +220,51 @@ def test_class_redefined_in_the_same_kernel(tmp_path):
 
 
 def test_files_read_are_inputs(tmp_path):
-    cells = notebook("text = open('data.txt').read()", "n = len(text.split())\nn",
-                     "df = pd.read_csv('table.csv')\nprint(df)")
-    _verify(runs(cells, restart(), restart(Edit("touch", file="data.txt")),
-                 restart(write("data.txt", b"4 5"), write("table.csv", b"x,y\n9,9\n")),
-                 restart(Edit("remove", file="data.txt"))), tmp_path)
+    cells = notebook(
+        "text = open('data.txt').read()",
+        "n = len(text.split())\nn",
+        "df = pd.read_csv('table.csv')\nprint(df)",
+    )
+    _verify(
+        runs(
+            cells,
+            restart(),
+            restart(Edit("touch", file="data.txt")),
+            restart(write("data.txt", b"4 5"), write("table.csv", b"x,y\n9,9\n")),
+            restart(Edit("remove", file="data.txt")),
+        ),
+        tmp_path,
+    )
 
 
 def test_files_written_are_outputs(tmp_path):
-    cells = notebook("a = 3", "open('out.txt', 'w').write(str(a))", "np.save('arr.npy', np.arange(a))",
-                     "open('log.txt', 'a').write('line\\n')", "print(open('out.txt').read())")
-    _verify(runs(cells, restart(), restart(Edit("remove", file="out.txt")),
-                 restart(write("arr.npy", b"")), restart(replace(1, "a = 4"))), tmp_path)
+    cells = notebook(
+        "a = 3",
+        "open('out.txt', 'w').write(str(a))",
+        "np.save('arr.npy', np.arange(a))",
+        "open('log.txt', 'a').write('line\\n')",
+        "print(open('out.txt').read())",
+    )
+    _verify(
+        runs(
+            cells,
+            restart(),
+            restart(Edit("remove", file="out.txt")),
+            restart(write("arr.npy", b"")),
+            restart(replace(1, "a = 4")),
+        ),
+        tmp_path,
+    )
 
 
 @pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no /dev/shm")
 def test_files_read_in_a_working_directory_under_dev_shm():
     root = Path(tempfile.mkdtemp(dir="/dev/shm"))
     try:
-        check_in_process(runs(notebook("text = open('data.txt').read()"),
-                              restart(write("data.txt", b"4 5"))), root)
+        check_in_process(
+            runs(notebook("text = open('data.txt').read()"), restart(write("data.txt", b"4 5"))),
+            root,
+        )
     finally:
         shutil.rmtree(root)
 
@@ -204,10 +274,17 @@ def test_a_cell_that_deletes_a_file(tmp_path):
 
 
 def test_local_modules_are_inputs(tmp_path):
-    cells = notebook("import helpers\nfrom helpers import scale", "y = helpers.scale(3)\ny", "z = scale(2)")
-    _verify(runs(cells, restart(),
-                 restart(write("helpers.py", b"LEVEL = 5\n\n\ndef scale(x):\n    return x + LEVEL\n"))),
-            tmp_path)
+    cells = notebook(
+        "import helpers\nfrom helpers import scale", "y = helpers.scale(3)\ny", "z = scale(2)"
+    )
+    _verify(
+        runs(
+            cells,
+            restart(),
+            restart(write("helpers.py", b"LEVEL = 5\n\n\ndef scale(x):\n    return x + LEVEL\n")),
+        ),
+        tmp_path,
+    )
 
 
 def test_module_edited_while_imported(tmp_path):
@@ -217,15 +294,28 @@ def test_module_edited_while_imported(tmp_path):
 
 
 def test_module_attribute_set_by_a_cell(tmp_path):
-    _verify(runs(notebook("import helpers", "helpers.LEVEL = 0", "a = helpers.scale(3)"), restart()),
-            tmp_path)
+    _verify(
+        runs(notebook("import helpers", "helpers.LEVEL = 0", "a = helpers.scale(3)"), restart()),
+        tmp_path,
+    )
 
 
 def test_random_state_is_an_input_and_an_output(tmp_path):
-    cells = notebook("x = random.random()\narr = np.random.rand(2)", "y = random.randint(0, 9)",
-                     "rng = np.random.default_rng(1)", "z = float(rng.random())\nprint(x, y, z)")
-    _verify(runs(cells, restart(), restart(replace(1, "random.seed(5)\nx = random.random()")),
-                 restart(replace(2, "np.random.seed(2)\ny = 0"))), tmp_path)
+    cells = notebook(
+        "x = random.random()\narr = np.random.rand(2)",
+        "y = random.randint(0, 9)",
+        "rng = np.random.default_rng(1)",
+        "z = float(rng.random())\nprint(x, y, z)",
+    )
+    _verify(
+        runs(
+            cells,
+            restart(),
+            restart(replace(1, "random.seed(5)\nx = random.random()")),
+            restart(replace(2, "np.random.seed(2)\ny = 0")),
+        ),
+        tmp_path,
+    )
 
 
 def test_a_seed_that_leaves_the_state_unchanged(tmp_path):
@@ -234,11 +324,21 @@ def test_a_seed_that_leaves_the_state_unchanged(tmp_path):
 
 
 def test_uncapturable_side_effects(tmp_path):
-    cells = notebook("os.environ['INCRCELL_DIFF_MODE'] = 'fast'",
-                     "mode = os.environ.get('INCRCELL_DIFF_MODE', 'unset')",
-                     "os.system('echo 1 > shell.txt')", "print(open('shell.txt').read())")
-    _verify(runs(cells, restart(), restart(replace(1, "os.environ['INCRCELL_DIFF_MODE'] = 'slow'")),
-                 restart(Edit("remove", file="shell.txt"))), tmp_path)
+    cells = notebook(
+        "os.environ['INCRCELL_DIFF_MODE'] = 'fast'",
+        "mode = os.environ.get('INCRCELL_DIFF_MODE', 'unset')",
+        "os.system('echo 1 > shell.txt')",
+        "print(open('shell.txt').read())",
+    )
+    _verify(
+        runs(
+            cells,
+            restart(),
+            restart(replace(1, "os.environ['INCRCELL_DIFF_MODE'] = 'slow'")),
+            restart(Edit("remove", file="shell.txt")),
+        ),
+        tmp_path,
+    )
 
 
 def test_numpy_print_options_set_by_a_cell(tmp_path):
@@ -247,25 +347,40 @@ def test_numpy_print_options_set_by_a_cell(tmp_path):
 
 
 def test_dynamic_namespace_access(tmp_path):
-    cells = notebook("globals()['a'] = 3", "b = eval('a + 1')", "xs = [1]", "exec('xs.append(b)')",
-                     "print(xs)")
+    cells = notebook(
+        "globals()['a'] = 3", "b = eval('a + 1')", "xs = [1]", "exec('xs.append(b)')", "print(xs)"
+    )
     _verify(runs(cells, restart(), restart(replace(1, "globals()['a'] = 4"))), tmp_path)
 
 
 def test_unpicklable_values(tmp_path):
-    cells = notebook("gen = (i * 2 for i in range(3))", "a = next(gen)",
-                     "lock = threading.Lock()", "lock.acquire(blocking=False)", "print(a, lock.locked())")
+    cells = notebook(
+        "gen = (i * 2 for i in range(3))",
+        "a = next(gen)",
+        "lock = threading.Lock()",
+        "lock.acquire(blocking=False)",
+        "print(a, lock.locked())",
+    )
     _verify(runs(cells, restart(), restart(same_kernel=True)), tmp_path)
 
 
 def test_errors_are_never_cached(tmp_path):
-    cells = notebook("xs = [1]\na = 1", "xs.append(2)\nraise ValueError('boom')",
-                     "a += 1\nraise RuntimeError('after partial work')", "print(xs, a)")
-    later = restart(continue_on_error=True), restart(), restart(same_kernel=True, continue_on_error=True)
+    cells = notebook(
+        "xs = [1]\na = 1",
+        "xs.append(2)\nraise ValueError('boom')",
+        "a += 1\nraise RuntimeError('after partial work')",
+        "print(xs, a)",
+    )
+    later = (
+        restart(continue_on_error=True),
+        restart(),
+        restart(same_kernel=True, continue_on_error=True),
+    )
     _verify(runs(cells, *later), tmp_path)
 
 
 # --------------------------------------------------------------------------- issue 9: one regression test a mechanism
+
 
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
@@ -276,33 +391,50 @@ def _npy(array: np.ndarray) -> bytes:
 LOAD = "def load():\n    with open('data.txt') as f:\n        return f.read()"
 
 
-@pytest.mark.parametrize("cells", [
-    [LOAD, "text = load()"],
-    ["def load_table():\n    return pd.read_csv('data.txt')", "df = load_table()"],
-    ["import helpers\ntext = helpers.read_data()"],
-], ids=["function", "pandas-in-a-function", "local-module"])
+@pytest.mark.parametrize(
+    "cells",
+    [
+        [LOAD, "text = load()"],
+        ["def load_table():\n    return pd.read_csv('data.txt')", "df = load_table()"],
+        ["import helpers\ntext = helpers.read_data()"],
+    ],
+    ids=["function", "pandas-in-a-function", "local-module"],
+)
 def test_a_file_read_inside_a_function_is_an_input(tmp_path, cells):
     _verify(runs(notebook(*cells), restart(write("data.txt", b"4 5"))), tmp_path)
 
 
 def test_parquet_read_by_pyarrow_is_an_input(tmp_path):
-    _verify(runs(notebook("df = pd.read_parquet('t.parquet')\nprint(df)"),
-                 restart(write("t.parquet", parquet_file((1, 2, 3))))), tmp_path)
+    _verify(
+        runs(
+            notebook("df = pd.read_parquet('t.parquet')\nprint(df)"),
+            restart(write("t.parquet", parquet_file((1, 2, 3)))),
+        ),
+        tmp_path,
+    )
 
 
 def test_sqlite_read_in_a_function_is_an_input(tmp_path):
-    query = ("def query():\n    con = sqlite3.connect('shop.db')\n    try:\n"
-             "        return con.execute('select count(*), total(v) from t').fetchone()\n"
-             "    finally:\n        con.close()")
-    _verify(runs(notebook(query, "n = query()"), restart(write("shop.db", sqlite_file((1, 2, 3))))),
-            tmp_path)
+    query = (
+        "def query():\n    con = sqlite3.connect('shop.db')\n    try:\n"
+        "        return con.execute('select count(*), total(v) from t').fetchone()\n"
+        "    finally:\n        con.close()"
+    )
+    _verify(
+        runs(notebook(query, "n = query()"), restart(write("shop.db", sqlite_file((1, 2, 3))))),
+        tmp_path,
+    )
 
 
-@pytest.mark.parametrize("cell", [
-    "df = pd.read_parquet('t.parquet')\ndf['x'] += 1\ndf.to_parquet('t.parquet')",
-    "con = sqlite3.connect('shop.db')\ncon.execute('insert into t values (7)')\ncon.commit()\n"
-    "con.close()\ndel con",
-], ids=["parquet", "sqlite"])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "df = pd.read_parquet('t.parquet')\ndf['x'] += 1\ndf.to_parquet('t.parquet')",
+        "con = sqlite3.connect('shop.db')\ncon.execute('insert into t values (7)')\ncon.commit()\n"
+        "con.close()\ndel con",
+    ],
+    ids=["parquet", "sqlite"],
+)
 def test_a_native_write_of_a_file_it_read(tmp_path, cell):
     _verify(runs(notebook(cell), restart()), tmp_path)
 
@@ -313,28 +445,58 @@ def test_a_directory_listing_is_an_input(tmp_path):
 
 
 def test_a_glob_is_an_input(tmp_path):
-    _verify(runs(notebook("names = sorted(glob.glob('part-*.txt'))"), restart(write("part-2.txt", b"2"))),
-            tmp_path)
+    _verify(
+        runs(
+            notebook("names = sorted(glob.glob('part-*.txt'))"), restart(write("part-2.txt", b"2"))
+        ),
+        tmp_path,
+    )
 
 
-@pytest.mark.parametrize("cell", [
-    "os.makedirs('runs/r1')", "shutil.rmtree('runs')", "os.rename('runs', 'archive')",
-    "shutil.copytree('runs', 'backup')", "shutil.move('part-1.txt', 'runs')",
-], ids=["makedirs", "rmtree", "rename", "copytree", "move"])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "os.makedirs('runs/r1')",
+        "shutil.rmtree('runs')",
+        "os.rename('runs', 'archive')",
+        "shutil.copytree('runs', 'backup')",
+        "shutil.move('part-1.txt', 'runs')",
+    ],
+    ids=["makedirs", "rmtree", "rename", "copytree", "move"],
+)
 def test_directory_changes_are_outputs(tmp_path, cell):
     cells = notebook("os.makedirs('runs/r0', exist_ok=True)", cell)
-    _verify(runs(cells, restart(Edit("remove", file="runs"), Edit("remove", file="archive"),
-                                Edit("remove", file="backup"))), tmp_path)
+    _verify(
+        runs(
+            cells,
+            restart(
+                Edit("remove", file="runs"),
+                Edit("remove", file="archive"),
+                Edit("remove", file="backup"),
+            ),
+        ),
+        tmp_path,
+    )
 
 
 def test_load_if_saved_else_compute(tmp_path):
-    cells = notebook("a = 2", "if os.path.exists('saved.npy'):\n    arr = np.load('saved.npy')\nelse:\n"
-                     "    arr = np.arange(3.0) * a\n    np.save('saved.npy', arr)")
+    cells = notebook(
+        "a = 2",
+        "if os.path.exists('saved.npy'):\n    arr = np.load('saved.npy')\nelse:\n"
+        "    arr = np.arange(3.0) * a\n    np.save('saved.npy', arr)",
+    )
     _verify(runs(cells, restart(write("saved.npy", _npy(np.ones(2))))), tmp_path)
 
 
-@pytest.mark.parametrize("cell", ["n = os.path.getsize('data.txt')", "n = pathlib.Path('data.txt').stat().st_size",
-                                  "n = os.path.exists('data.txt')"], ids=["getsize", "stat", "exists"])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "n = os.path.getsize('data.txt')",
+        "n = pathlib.Path('data.txt').stat().st_size",
+        "n = os.path.exists('data.txt')",
+    ],
+    ids=["getsize", "stat", "exists"],
+)
 def test_existence_and_size_checks_are_inputs(tmp_path, cell):
     _verify(runs(notebook(cell), restart(write("data.txt", b"12345678"))), tmp_path)
     _verify(runs(notebook(cell), restart(Edit("remove", file="data.txt"))), tmp_path)
@@ -342,16 +504,29 @@ def test_existence_and_size_checks_are_inputs(tmp_path, cell):
 
 def test_sys_path_then_a_vendored_module(tmp_path):
     cells = notebook("sys.path.insert(0, 'vendor')", "import vendored\nv = vendored.version()")
-    _verify(runs(cells, restart(), restart(write(VENDOR, b"V = 7\n\n\ndef version():\n    return V\n"))),
-            tmp_path)
+    _verify(
+        runs(
+            cells, restart(), restart(write(VENDOR, b"V = 7\n\n\ndef version():\n    return V\n"))
+        ),
+        tmp_path,
+    )
 
 
-@pytest.mark.parametrize("cells", [
-    ["import helpers\nhelpers.configure(3)", "n = helpers.level()"],
-    ["import helpers\nhelpers.LEVEL = 3", "from helpers import level", "n = level()"],
-    ["json.flag = 3", "def flagged():\n    return json.flag * 2", "n = flagged()", "print(json.flag)"],
-    ["sys.path.insert(0, 'vendor')\nimport vendored\nvendored.V = 3", "n = vendored.version()"],
-], ids=["local-module-function", "local-module", "library-module", "vendored-module"])
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["import helpers\nhelpers.configure(3)", "n = helpers.level()"],
+        ["import helpers\nhelpers.LEVEL = 3", "from helpers import level", "n = level()"],
+        [
+            "json.flag = 3",
+            "def flagged():\n    return json.flag * 2",
+            "n = flagged()",
+            "print(json.flag)",
+        ],
+        ["sys.path.insert(0, 'vendor')\nimport vendored\nvendored.V = 3", "n = vendored.version()"],
+    ],
+    ids=["local-module-function", "local-module", "library-module", "vendored-module"],
+)
 def test_module_attributes_set_and_read_through_functions(tmp_path, cells):
     edited = replace(1, cells[0].replace("3", "4"))
     _verify(runs(notebook(*cells), restart(), restart(edited)), tmp_path)
@@ -362,42 +537,69 @@ def test_pandas_option_set_by_a_cell(tmp_path):
     _verify(runs(cells, restart()), tmp_path)
 
 
-@pytest.mark.parametrize("cells, edited", [
-    (["m = np.ones((4, 4))", "m[0, 0] = 5", "col = m[:, 1]", "col *= 3"], replace(2, "m[0, 0] = 7")),
-    (["xs = [1]", "pair = (xs, [2])", "pair[0].append(3)", "print(xs)"], replace(1, "xs = [5]")),
-], ids=["column-view", "shared-sub-object"])
+@pytest.mark.parametrize(
+    "cells, edited",
+    [
+        (
+            ["m = np.ones((4, 4))", "m[0, 0] = 5", "col = m[:, 1]", "col *= 3"],
+            replace(2, "m[0, 0] = 7"),
+        ),
+        (
+            ["xs = [1]", "pair = (xs, [2])", "pair[0].append(3)", "print(xs)"],
+            replace(1, "xs = [5]"),
+        ),
+    ],
+    ids=["column-view", "shared-sub-object"],
+)
 def test_a_write_through_a_view_never_restores_older_data(tmp_path, cells, edited):
     _verify(runs(notebook(*cells), restart(edited)), tmp_path)
 
 
 def test_a_lossy_pickle_is_not_restored(tmp_path):
-    cells = notebook(LOSSY_CLASS.format(name="Memo"), "memo = Memo(1)", "memo.cache[0] = 5",
-                     "print(memo.v, sorted(memo.cache.items()))")
+    cells = notebook(
+        LOSSY_CLASS.format(name="Memo"),
+        "memo = Memo(1)",
+        "memo.cache[0] = 5",
+        "print(memo.v, sorted(memo.cache.items()))",
+    )
     _verify(runs(cells, restart()), tmp_path)
 
 
 def test_closures_sharing_a_nonlocal(tmp_path):
-    cells = notebook(COUNTER.format(name="counter"), "bump, peek = counter(0)", "n = bump()", "print(peek())")
+    cells = notebook(
+        COUNTER.format(name="counter"), "bump, peek = counter(0)", "n = bump()", "print(peek())"
+    )
     _verify(runs(cells, restart()), tmp_path)
 
 
 def test_an_lru_cache_memo(tmp_path):
-    cells = notebook("a = 2", "@functools.lru_cache(maxsize=None)\ndef slow(x):\n    print('computing', x)\n"
-                     "    return x * a", "b = slow(1)", "c = slow(1)\nprint(slow.cache_info())")
+    cells = notebook(
+        "a = 2",
+        "@functools.lru_cache(maxsize=None)\ndef slow(x):\n    print('computing', x)\n"
+        "    return x * a",
+        "b = slow(1)",
+        "c = slow(1)\nprint(slow.cache_info())",
+    )
     _verify(runs(cells, restart()), tmp_path)
 
 
 def test_unseeded_draws_after_an_import_are_fresh(tmp_path):
-    cells = notebook("x = float(np.random.rand())", "import numpy\narr = numpy.random.rand(2)",
-                     "y = random.random()", seeded=False)
+    cells = notebook(
+        "x = float(np.random.rand())",
+        "import numpy\narr = numpy.random.rand(2)",
+        "y = random.random()",
+        seeded=False,
+    )
     _verify(runs(cells, restart(), restart()), tmp_path)
 
 
 # --------------------------------------------------------------------------- real kernels
 
 #: The last cell of every run in a real kernel: the state, printed for the test to compare.
-DIGEST = ("print(repr(__import__('differential').describe_state("
-          "globals(), hidden=get_ipython().user_ns_hidden)))")
+DIGEST = (
+    "print(repr(__import__('differential').describe_state("
+    "globals(), hidden=get_ipython().user_ns_hidden)))"
+)
 REAL_EXAMPLES = 10
 # Two kernels are read from two threads, and parsing in both at once fails in CPython 3.11
 # ("SystemError: AST constructor recursion depth mismatch").
@@ -434,11 +636,19 @@ class RealKernel:
 
 
 def _cell_result(cell_id: str, execution: Execution) -> CellResult:
-    streams = tuple((o["name"], o["text"]) for o in normalise_outputs(execution.outputs)
-                    if o["output_type"] == "stream")
-    return CellResult(cell_id, execution.stdout, execution.result,
-                      execution.error["ename"] if execution.error else None,
-                      "restored" if execution.restored else "", streams)
+    streams = tuple(
+        (o["name"], o["text"])
+        for o in normalise_outputs(execution.outputs)
+        if o["output_type"] == "stream"
+    )
+    return CellResult(
+        cell_id,
+        execution.stdout,
+        execution.result,
+        execution.error["ename"] if execution.error else None,
+        "restored" if execution.restored else "",
+        streams,
+    )
 
 
 @pytest.fixture
@@ -449,8 +659,13 @@ def real_kernels(tmp_path: Path, cache_env: dict[str, str]):
     work.mkdir()
     mirror.mkdir()
     kernels = Kernel(work, env), Kernel(mirror, env)
-    yield (RealKernel(kernels[0], True), RealKernel(kernels[1], False), work, mirror,
-           Path(cache_env["INCRCELL_CACHE_DIR"]))
+    yield (
+        RealKernel(kernels[0], True),
+        RealKernel(kernels[1], False),
+        work,
+        mirror,
+        Path(cache_env["INCRCELL_CACHE_DIR"]),
+    )
     for kernel in kernels:
         kernel.shutdown()
 
@@ -465,7 +680,9 @@ def test_real_kernels_match(real_kernels, sequence):
 
 @_settings(REAL_EXAMPLES // 2, shrink=False)
 @given(sequence=sequences(REAL_ONLY & SELECTED, max_cells=4, max_steps=2))
-@pytest.mark.skipif(not REAL_ONLY & SELECTED, reason="no mechanism only real kernels run is selected")
+@pytest.mark.skipif(
+    not REAL_ONLY & SELECTED, reason="no mechanism only real kernels run is selected"
+)
 def test_real_kernels_match_with_magics_and_streams(real_kernels, sequence):
     """The mechanisms simulated kernels cannot run, drawn more often than among all of them."""
     tested, plain, work, mirror, cache = real_kernels
@@ -479,13 +696,17 @@ def _check_real(real_kernels, cells: Cells, *later: Step) -> None:
 
 
 def test_real_kernels_code_run_by_a_cell_magic_is_part_of_its_cell(real_kernels):
-    cells = notebook("a = 1", "%%capture cap\nprint(a)\na * 2", "print(repr(cap.stdout), len(cap.outputs))")
+    cells = notebook(
+        "a = 1", "%%capture cap\nprint(a)\na * 2", "print(repr(cap.stdout), len(cap.outputs))"
+    )
     _check_real(real_kernels, cells, restart())
 
 
 def test_real_kernels_stdout_and_stderr_keep_their_order(real_kernels):
-    cells = notebook("print('out', 1, flush=True)\nprint('err', 1, file=sys.stderr, flush=True)\n"
-                     "print('out', 2, flush=True)")
+    cells = notebook(
+        "print('out', 1, flush=True)\nprint('err', 1, file=sys.stderr, flush=True)\n"
+        "print('out', 2, flush=True)"
+    )
     _check_real(real_kernels, cells, restart())
 
 
@@ -498,12 +719,17 @@ def test_real_kernels_unseeded_draws_are_fresh_after_a_restart(real_kernels):
     numbers and cannot be compared; but a plain kernel never draws the same numbers after a
     restart, so neither may incrcell (restoring the import cell must not replay a state)."""
     tested = real_kernels[0]
-    cells = [("c0", first_cell(seeded=False)),
-             ("c1", "print(float(np.random.rand()))"), ("c2", "print(random.random())")]
+    cells = [
+        ("c0", first_cell(seeded=False)),
+        ("c1", "print(float(np.random.rand()))"),
+        ("c2", "print(random.random())"),
+    ]
     draws = []
     for _ in range(2):
         tested.restart()
-        draws.append([result.stdout for result in tested.run_all(cells, continue_on_error=False)[1:]])
+        draws.append(
+            [result.stdout for result in tested.run_all(cells, continue_on_error=False)[1:]]
+        )
     for generator, before, after in zip(("numpy", "random"), *draws):
         assert before != after, f"{generator}: the same draw after a restart: {before!r}"
 
@@ -511,7 +737,10 @@ def test_real_kernels_unseeded_draws_are_fresh_after_a_restart(real_kernels):
 def test_run_all_again_after_an_uncacheable_cell_changed_an_array_in_place(tmp_path):
     """Found by the generator once the simulated namespace held IPython's ``open``: the
     second Run All restored ``arr`` without reloading it, keeping the in-place change."""
-    for uncacheable in ("xs = open('table.csv').read().splitlines()", "import time\nt = time.time() > 0"):
+    for uncacheable in (
+        "xs = open('table.csv').read().splitlines()",
+        "import time\nt = time.time() > 0",
+    ):
         cells = notebook("arr = np.linspace(0, 1, 2)", f"{uncacheable}\narr += 1")
         _verify(runs(cells, restart(same_kernel=True)), tmp_path)
 
@@ -520,9 +749,15 @@ def test_a_removal_is_keyed_on_the_kind_of_what_it_removes(tmp_path):
     """Found by the generator: ``rmtree(..., ignore_errors=True)`` of a file leaves the file;
     restored after a directory took the file's place, it brought the file back."""
     cells = notebook("shutil.move('data.txt', 'runs')", "shutil.rmtree('runs', ignore_errors=True)")
-    _verify(runs(cells, restart(Edit("remove", file="runs"), Edit("mkdir", file="runs/r1"),
-                                continue_on_error=True)),
-            tmp_path)
+    _verify(
+        runs(
+            cells,
+            restart(
+                Edit("remove", file="runs"), Edit("mkdir", file="runs/r1"), continue_on_error=True
+            ),
+        ),
+        tmp_path,
+    )
 
 
 def test_a_statement_changing_an_input_in_place_writes_its_holders_too(tmp_path):

@@ -69,7 +69,10 @@ def flip_bytes(path: Path) -> None:
 def test_hit_after_restart_restores_values_without_running(kernel, probe):
     cells = [
         ("data", "PROBE.append('data')\nxs = [1, 2, 3]\nconfig = {'name': 'run', 'scale': 2.5}"),
-        ("derived", "PROBE.append('derived')\nscaled = [x * config['scale'] for x in xs]\nprint(len(scaled))"),
+        (
+            "derived",
+            "PROBE.append('derived')\nscaled = [x * config['scale'] for x in xs]\nprint(len(scaled))",
+        ),
     ]
     first = kernel()
     runs = first.run_all(cells)
@@ -85,13 +88,20 @@ def test_hit_after_restart_restores_values_without_running(kernel, probe):
     assert [o.record.state for o in runs.values()] == [RESTORED, RESTORED]
     assert probe == ["data", "derived"]  # neither cell's code ran again
     assert {name: second.ns[name] for name in expected} == expected
-    assert runs["derived"].plan.entry.outputs == [{"type": "stream", "name": "stdout", "text": "3\n"}]
+    assert runs["derived"].plan.entry.outputs == [
+        {"type": "stream", "name": "stdout", "text": "3\n"}
+    ]
     assert runs["derived"].record.reason == ""
 
 
 def test_values_are_restored_with_their_types(kernel):
-    cells = [("a", "import numpy as np\narr = np.arange(6.0).reshape(2, 3)\n"
-                   "t = (1, 'two', 3.0, None, b'x')\ns = {1, 2}\nf = frozenset('ab')")]
+    cells = [
+        (
+            "a",
+            "import numpy as np\narr = np.arange(6.0).reshape(2, 3)\n"
+            "t = (1, 'two', 3.0, None, b'x')\ns = {1, 2}\nf = frozenset('ab')",
+        )
+    ]
     first = kernel()
     first.run_all(cells)
     second = kernel()
@@ -124,27 +134,35 @@ def test_plan_leaves_the_namespace_untouched_until_restore(kernel):
 # --------------------------------------------------------------------------- source edits
 
 
-@pytest.mark.parametrize("edited", [
-    "# a comment\nx = [1, 2, 3]\n",
-    "x = [1, 2, 3]   # trailing comment\n\n\n",
-    "x = [1,\n     2,\n     3]",
-    "x = ([1, 2, 3])",
-    "\n\nx = [1,2,3]",
-], ids=["leading-comment", "trailing-comment", "line-breaks", "parentheses", "blank-lines"])
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "# a comment\nx = [1, 2, 3]\n",
+        "x = [1, 2, 3]   # trailing comment\n\n\n",
+        "x = [1,\n     2,\n     3]",
+        "x = ([1, 2, 3])",
+        "\n\nx = [1,2,3]",
+    ],
+    ids=["leading-comment", "trailing-comment", "line-breaks", "parentheses", "blank-lines"],
+)
 def test_comment_and_whitespace_edits_hit(kernel, edited):
     kernel().run("x = [1, 2, 3]", "a")
     outcome = kernel().run(edited, "a")
     assert outcome.restored, outcome.plan.reason
 
 
-@pytest.mark.parametrize("edited", [
-    "x = [1, 2, 4]",
-    "x = [1, 2, 3.0]",
-    "x = (1, 2, 3)",
-    "y = [1, 2, 3]",
-    "x = [1, 2, 3]\ny = 1",
-    "x = [1, 2, 3]\nx",
-], ids=["value", "int-to-float", "type", "name", "extra-statement", "expression"])
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "x = [1, 2, 4]",
+        "x = [1, 2, 3.0]",
+        "x = (1, 2, 3)",
+        "y = [1, 2, 3]",
+        "x = [1, 2, 3]\ny = 1",
+        "x = [1, 2, 3]\nx",
+    ],
+    ids=["value", "int-to-float", "type", "name", "extra-statement", "expression"],
+)
 def test_any_code_change_misses_with_source_changed(kernel, edited):
     kernel().run("x = [1, 2, 3]", "a")
     outcome = kernel().run(edited, "a")
@@ -217,18 +235,45 @@ def test_builtin_shadowed_by_a_notebook_name_is_an_input(kernel):
 
 
 MUTATIONS = [
-    pytest.param([("make", "lst = [1, 2]"), ("mutate", "lst.append(3)")], "lst", [1, 2, 3], id="append"),
-    pytest.param([("make", "d = {'a': 0}"), ("mutate", "d['k'] = 1")], "d", {"a": 0, "k": 1}, id="setitem"),
+    pytest.param(
+        [("make", "lst = [1, 2]"), ("mutate", "lst.append(3)")], "lst", [1, 2, 3], id="append"
+    ),
+    pytest.param(
+        [("make", "d = {'a': 0}"), ("mutate", "d['k'] = 1")], "d", {"a": 0, "k": 1}, id="setitem"
+    ),
     pytest.param([("make", "lst = [1]"), ("mutate", "lst += [2]")], "lst", [1, 2], id="augassign"),
     pytest.param([("make", "s = {1}"), ("mutate", "s |= {2}")], "s", {1, 2}, id="set-ior"),
-    pytest.param([("make", "class Box:\n    pass\nbox = Box()\nbox.v = 1"), ("mutate", "box.v = 2")],
-                 "box", None, id="attribute"),
-    pytest.param([("make", "lst = [3, 1, 2]"), ("def", "def sort_it(seq):\n    seq.sort()"),
-                  ("mutate", "sort_it(lst)")], "lst", [1, 2, 3], id="function-argument"),
-    pytest.param([("make", "nested = {'inner': [1]}"), ("mutate", "inner = nested['inner']\ninner.append(2)")],
-                 "nested", {"inner": [1, 2]}, id="through-a-local-alias"),
-    pytest.param([("make", "lst = [1]"), ("mutate", "for _x in [2, 3]:\n    lst.append(_x)")],
-                 "lst", [1, 2, 3], id="in-a-loop"),
+    pytest.param(
+        [("make", "class Box:\n    pass\nbox = Box()\nbox.v = 1"), ("mutate", "box.v = 2")],
+        "box",
+        None,
+        id="attribute",
+    ),
+    pytest.param(
+        [
+            ("make", "lst = [3, 1, 2]"),
+            ("def", "def sort_it(seq):\n    seq.sort()"),
+            ("mutate", "sort_it(lst)"),
+        ],
+        "lst",
+        [1, 2, 3],
+        id="function-argument",
+    ),
+    pytest.param(
+        [
+            ("make", "nested = {'inner': [1]}"),
+            ("mutate", "inner = nested['inner']\ninner.append(2)"),
+        ],
+        "nested",
+        {"inner": [1, 2]},
+        id="through-a-local-alias",
+    ),
+    pytest.param(
+        [("make", "lst = [1]"), ("mutate", "for _x in [2, 3]:\n    lst.append(_x)")],
+        "lst",
+        [1, 2, 3],
+        id="in-a-loop",
+    ),
 ]
 
 
@@ -393,8 +438,10 @@ def test_restored_function_sees_the_live_namespace(kernel):
 # --------------------------------------------------------------------------- classes
 
 
-CLASS_A = ("class C:\n    def __init__(self, v):\n        self.v = v\n"
-           "    def double(self):\n        return self.v * 2")
+CLASS_A = (
+    "class C:\n    def __init__(self, v):\n        self.v = v\n"
+    "    def double(self):\n        return self.v * 2"
+)
 CLASS_A2 = CLASS_A.replace("self.v * 2", "self.v * 3")
 CLASS_CELLS = [("A", CLASS_A), ("B", "c = C(21)"), ("use", "result = c.double()")]
 
@@ -448,8 +495,11 @@ def test_changed_class_is_never_restored_under(kernel):
     assert isinstance(ns["c"], ns["C"]) and ns["c"].double() == 63 and ns["result"] == 63
 
 
-@pytest.mark.parametrize("class_source", [CLASS_A, CLASS_A + "\n    __slotnames__ = []"],
-                         ids=["plain-class", "slotnames-preset"])
+@pytest.mark.parametrize(
+    "class_source",
+    [CLASS_A, CLASS_A + "\n    __slotnames__ = []"],
+    ids=["plain-class", "slotnames-preset"],
+)
 def test_class_changed_in_the_same_session_after_a_restore(kernel, class_source):
     cells = [("A", class_source), *CLASS_CELLS[1:]]
     kernel().run_all(cells)
@@ -489,7 +539,10 @@ def test_class_and_instance_in_one_cell(kernel):
 
 def test_dataclass_and_subclass_across_cells(kernel):
     cells = [
-        ("base", "from dataclasses import dataclass\n@dataclass\nclass Point:\n    x: int\n    y: int"),
+        (
+            "base",
+            "from dataclasses import dataclass\n@dataclass\nclass Point:\n    x: int\n    y: int",
+        ),
         ("sub", "class Point3(Point):\n    z: int = 0"),
         ("make", "p = Point3(1, 2)\nq = Point(3, 4)"),
     ]
@@ -505,7 +558,10 @@ def test_dataclass_and_subclass_across_cells(kernel):
 
 def test_dataclass_values_are_right_whatever_the_cache_does(kernel):
     cells = [
-        ("base", "from dataclasses import dataclass\n@dataclass\nclass Point:\n    x: int\n    y: int"),
+        (
+            "base",
+            "from dataclasses import dataclass\n@dataclass\nclass Point:\n    x: int\n    y: int",
+        ),
         ("make", "q = Point(3, 4)"),
         ("use", "s = q.x + q.y"),
     ]
@@ -537,8 +593,13 @@ def test_unhashable_input_runs_with_a_reason(kernel):
     assert down.plan.action == RECORD and down.record.state == RAN
 
     second = kernel()
-    runs = second.run_all([("make", "import threading\nlock = threading.Lock()"),
-                           ("use", "with lock:\n    y = 1"), ("down", "z = y + 1")])
+    runs = second.run_all(
+        [
+            ("make", "import threading\nlock = threading.Lock()"),
+            ("use", "with lock:\n    y = 1"),
+            ("down", "z = y + 1"),
+        ]
+    )
     assert [o.plan.action for o in runs.values()] == [RECORD, RUN, RESTORE]
     assert second.ns["z"] == 2
 
@@ -559,11 +620,15 @@ def test_unpicklable_output_is_uncacheable_and_reads_of_it_too(kernel):
     assert again.ran and again.plan.reason.startswith("first run")
 
 
-@pytest.mark.parametrize("make, name", [
-    ("fh = open(PATH)", "fh"),
-    ("import threading\nlocks = [threading.RLock()]", "locks"),
-    ("import io\nsink = {'out': open(PATH, 'rb')}", "sink"),
-], ids=["file", "rlock-in-list", "file-in-dict"])
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        ("fh = open(PATH)", "fh"),
+        ("import threading\nlocks = [threading.RLock()]", "locks"),
+        ("import io\nsink = {'out': open(PATH, 'rb')}", "sink"),
+    ],
+    ids=["file", "rlock-in-list", "file-in-dict"],
+)
 def test_resources_are_never_stored(kernel, tmp_path, make, name):
     path = tmp_path / "data.txt"
     path.write_text("hello")
@@ -607,22 +672,26 @@ def test_cell_that_fails_then_succeeds_is_cached(kernel):
     assert second.run("r = 1 / d", "r").restored and second.ns["r"] == 0.25
 
 
-@pytest.mark.parametrize("source, words", [
-    ("ip = get_ipython()", "magics"),
-    ("y = Out[1]", "`Out`"),
-    ("y = _", "`_`"),
-    ("y = __", "`__`"),
-    ("y = _i1", "`_i1`"),
-    ("y = globals()['x']", "globals()"),
-    ("exec('y = x')", "exec()"),
-    ("y = eval('x + 1')", "eval()"),
-    ("from math import *", "import *"),
-    ("g = globals\ny = g()['x']", "globals()"),
-    ("setattr(obj, 'a', 1)", "setattr()"),
-    ("y = vars()['x']", "vars()"),
-    ("y = locals()['x']", "locals()"),
-    ("def f():\n    return eval('x')\ny = f()", "eval()"),
-], ids=lambda v: v if len(v) < 20 else v[:20])
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("ip = get_ipython()", "magics"),
+        ("y = Out[1]", "`Out`"),
+        ("y = _", "`_`"),
+        ("y = __", "`__`"),
+        ("y = _i1", "`_i1`"),
+        ("y = globals()['x']", "globals()"),
+        ("exec('y = x')", "exec()"),
+        ("y = eval('x + 1')", "eval()"),
+        ("from math import *", "import *"),
+        ("g = globals\ny = g()['x']", "globals()"),
+        ("setattr(obj, 'a', 1)", "setattr()"),
+        ("y = vars()['x']", "vars()"),
+        ("y = locals()['x']", "locals()"),
+        ("def f():\n    return eval('x')\ny = f()", "eval()"),
+    ],
+    ids=lambda v: v if len(v) < 20 else v[:20],
+)
 def test_dynamic_and_session_reads_are_uncacheable(kernel, source, words):
     k = kernel()
     k.run("x = 1\nclass O:\n    pass\nobj = O()", "setup")
@@ -638,22 +707,60 @@ def test_dynamic_and_session_reads_are_uncacheable(kernel, source, words):
 
 
 HIDDEN_READS = [
-    pytest.param("def f():\n    return eval('x + 1')", "y = f()", "`f` uses eval()", id="eval-in-function"),
-    pytest.param("def f():\n    return globals()['x'] + 1", "y = f()", "`f` uses globals()", id="globals-in-function"),
-    pytest.param("def f():\n    ns = {}\n    exec('r = x + 1', globals(), ns)\n    return ns['r']", "y = f()",
-                 "`f` uses exec()", id="exec-in-function"),
-    pytest.param("def inner():\n    return eval('x + 1')\ndef outer():\n    return inner()", "y = outer()",
-                 "`inner` uses eval()", id="through-another-function"),
-    pytest.param("class K:\n    def get(self):\n        return eval('x + 1')\nk = K()", "y = k.get()",
-                 "`k` uses eval()", id="method-of-an-instance"),
-    pytest.param("ev = eval", "y = ev('x + 1')", "`ev` refers to eval()", id="builtin-under-another-name"),
-    pytest.param("import functools\np = functools.partial(eval, 'x + 1')", "y = p()", "`p` refers to eval()",
-                 id="partial-of-eval"),
-    pytest.param("def f(g=eval):\n    return g('x + 1')", "y = f()", "`f` refers to eval()", id="default-argument"),
-    pytest.param("def f():\n    import __main__\n    return __main__.x + 1", "y = f()", "`f` imports __main__",
-                 id="import-main"),
-    pytest.param("def run():\n    return g()", "def g():\n    return eval('x + 1')\ny = run()",
-                 "`g` uses eval()", id="cell-definition-called-by-earlier-function"),
+    pytest.param(
+        "def f():\n    return eval('x + 1')", "y = f()", "`f` uses eval()", id="eval-in-function"
+    ),
+    pytest.param(
+        "def f():\n    return globals()['x'] + 1",
+        "y = f()",
+        "`f` uses globals()",
+        id="globals-in-function",
+    ),
+    pytest.param(
+        "def f():\n    ns = {}\n    exec('r = x + 1', globals(), ns)\n    return ns['r']",
+        "y = f()",
+        "`f` uses exec()",
+        id="exec-in-function",
+    ),
+    pytest.param(
+        "def inner():\n    return eval('x + 1')\ndef outer():\n    return inner()",
+        "y = outer()",
+        "`inner` uses eval()",
+        id="through-another-function",
+    ),
+    pytest.param(
+        "class K:\n    def get(self):\n        return eval('x + 1')\nk = K()",
+        "y = k.get()",
+        "`k` uses eval()",
+        id="method-of-an-instance",
+    ),
+    pytest.param(
+        "ev = eval", "y = ev('x + 1')", "`ev` refers to eval()", id="builtin-under-another-name"
+    ),
+    pytest.param(
+        "import functools\np = functools.partial(eval, 'x + 1')",
+        "y = p()",
+        "`p` refers to eval()",
+        id="partial-of-eval",
+    ),
+    pytest.param(
+        "def f(g=eval):\n    return g('x + 1')",
+        "y = f()",
+        "`f` refers to eval()",
+        id="default-argument",
+    ),
+    pytest.param(
+        "def f():\n    import __main__\n    return __main__.x + 1",
+        "y = f()",
+        "`f` imports __main__",
+        id="import-main",
+    ),
+    pytest.param(
+        "def run():\n    return g()",
+        "def g():\n    return eval('x + 1')\ny = run()",
+        "`g` uses eval()",
+        id="cell-definition-called-by-earlier-function",
+    ),
 ]
 
 
@@ -677,12 +784,18 @@ def test_reads_hidden_in_earlier_code_are_never_stale(kernel, define, use, reaso
     assert second.ns["y"] == 8
 
 
-@pytest.mark.parametrize("define, use", [
-    ("class K:\n    def __init__(self, **kw):\n        for key, value in kw.items():\n"
-     "            setattr(self, key, value)\n    def as_dict(self):\n        return dict(vars(self))",
-     "y = K(a=1).as_dict()"),
-    ("def f(**kw):\n    return sorted(locals())", "y = f(a=1)"),
-], ids=["setattr-and-vars", "locals"])
+@pytest.mark.parametrize(
+    "define, use",
+    [
+        (
+            "class K:\n    def __init__(self, **kw):\n        for key, value in kw.items():\n"
+            "            setattr(self, key, value)\n    def as_dict(self):\n        return dict(vars(self))",
+            "y = K(a=1).as_dict()",
+        ),
+        ("def f(**kw):\n    return sorted(locals())", "y = f(a=1)"),
+    ],
+    ids=["setattr-and-vars", "locals"],
+)
 def test_functions_using_harmless_introspection_stay_cacheable(kernel, define, use):
     cells = [("define", define), ("use", use)]
     runs = kernel().run_all(cells)
@@ -715,7 +828,10 @@ def test_syntax_error_is_not_planned(kernel):
 
 
 def test_corrupt_store_is_a_miss_then_rerecords(kernel, cache_dir, probe):
-    cells = [("a", "PROBE.append('a')\nxs = list(range(5))"), ("b", "PROBE.append('b')\nn = sum(xs)")]
+    cells = [
+        ("a", "PROBE.append('a')\nxs = list(range(5))"),
+        ("b", "PROBE.append('b')\nn = sum(xs)"),
+    ]
     kernel().run_all(cells)
     files = cache_files(cache_dir)
     assert files
@@ -870,8 +986,11 @@ def test_miss_reasons_follow_the_lineage(kernel):
 
 def test_package_change_is_a_reason(kernel, monkeypatch):
     versions = {"numpy": "numpy==1.0"}
-    monkeypatch.setattr(engine_module, "package_versions",
-                        lambda names: {n: versions[n] for n in names if n in versions})
+    monkeypatch.setattr(
+        engine_module,
+        "package_versions",
+        lambda names: {n: versions[n] for n in names if n in versions},
+    )
     source = "import numpy as np\nv = np.float64(1.5).item()"
     assert kernel().run(source, "np").plan.action == RECORD
     assert kernel().run(source, "np").restored
@@ -883,8 +1002,11 @@ def test_package_change_is_a_reason(kernel, monkeypatch):
 
 def test_package_of_an_input_value_is_a_reason(kernel, monkeypatch):
     versions = {"numpy": "numpy==1.0"}
-    monkeypatch.setattr(engine_module, "package_versions",
-                        lambda names: {n: versions[n] for n in names if n in versions})
+    monkeypatch.setattr(
+        engine_module,
+        "package_versions",
+        lambda names: {n: versions[n] for n in names if n in versions},
+    )
     cells = [("make", "import numpy as np\narr = np.ones(3)"), ("use", "s = arr.sum()")]
     kernel().run_all(cells)
     versions["numpy"] = "numpy==2.0"
@@ -958,10 +1080,19 @@ def test_graph_tracks_mutations_as_writes(kernel):
 
 def test_engines_sharing_a_cache_dir_share_entries(kernel, probe):
     one = kernel()
-    one.run_all([("nb1-a", "PROBE.append(1)\nbase = [1, 2, 3]"), ("nb1-b", "PROBE.append(2)\ntotal = sum(base)")])
+    one.run_all(
+        [
+            ("nb1-a", "PROBE.append(1)\nbase = [1, 2, 3]"),
+            ("nb1-b", "PROBE.append(2)\ntotal = sum(base)"),
+        ]
+    )
     other = kernel()
-    runs = other.run_all([("nb2-a", "# another notebook\nPROBE.append(1)\nbase = [1, 2, 3]"),
-                          ("nb2-b", "PROBE.append(2)\ntotal = sum(base)")])
+    runs = other.run_all(
+        [
+            ("nb2-a", "# another notebook\nPROBE.append(1)\nbase = [1, 2, 3]"),
+            ("nb2-b", "PROBE.append(2)\ntotal = sum(base)"),
+        ]
+    )
     assert all(o.restored for o in runs.values())
     assert other.ns["total"] == 6 and probe == [1, 2]
     # without a cell id (e.g. a console) the same code hits too
@@ -970,7 +1101,11 @@ def test_engines_sharing_a_cache_dir_share_entries(kernel, probe):
 
 
 def test_out_value_is_recorded_and_returned_on_restore(kernel):
-    cells = [("a", "x = 3\nx * 2"), ("b", "{'sq': [i * i for i in range(x)]}"), ("none", "y = 1\nNone")]
+    cells = [
+        ("a", "x = 3\nx * 2"),
+        ("b", "{'sq': [i * i for i in range(x)]}"),
+        ("none", "y = 1\nNone"),
+    ]
     first = kernel()
     runs = first.run_all(cells)
     assert runs["a"].value == 6 and runs["b"].value == {"sq": [0, 1, 4]}
@@ -1011,7 +1146,11 @@ def plain_run(cells: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_aliasing_within_one_cell_survives_a_restore(kernel, monkeypatch):
-    cells = [("a", "data = [1, 2]\nview = {'d': data}"), ("b", "data.append(3)"), ("c", "n = len(view['d'])")]
+    cells = [
+        ("a", "data = [1, 2]\nview = {'d': data}"),
+        ("b", "data.append(3)"),
+        ("c", "n = len(view['d'])"),
+    ]
     kernel().run_all(cells)
     second = kernel()
     second.run_all(cells)
@@ -1019,8 +1158,12 @@ def test_aliasing_within_one_cell_survives_a_restore(kernel, monkeypatch):
 
 
 def test_aliasing_across_cells_survives_a_restore(kernel, monkeypatch):
-    cells = [("a", "config = {'opts': {'lr': 1}}"), ("b", "opts = config['opts']"),
-             ("c", "opts['lr'] = 2"), ("d", "lr = config['opts']['lr']")]
+    cells = [
+        ("a", "config = {'opts': {'lr': 1}}"),
+        ("b", "opts = config['opts']"),
+        ("c", "opts['lr'] = 2"),
+        ("d", "lr = config['opts']['lr']"),
+    ]
     kernel().run_all(cells)
     second = kernel()
     second.run_all(cells)
@@ -1028,8 +1171,11 @@ def test_aliasing_across_cells_survives_a_restore(kernel, monkeypatch):
 
 
 def test_numpy_view_survives_a_restore(kernel, monkeypatch):
-    cells = [("a", "import numpy as np\narr = np.zeros(3)\nv = arr[:2]"), ("b", "v[0] = 7"),
-             ("c", "s = float(arr.sum())")]
+    cells = [
+        ("a", "import numpy as np\narr = np.zeros(3)\nv = arr[:2]"),
+        ("b", "v[0] = 7"),
+        ("c", "s = float(arr.sum())"),
+    ]
     kernel().run_all(cells)
     second = kernel()
     second.run_all(cells)
@@ -1037,8 +1183,12 @@ def test_numpy_view_survives_a_restore(kernel, monkeypatch):
 
 
 def test_class_mutated_in_place_keeps_its_instances(kernel, monkeypatch):
-    cells = [("a", "class C:\n    rate = 1\n    __slotnames__ = []"), ("b", "c = C()"),
-             ("d", "C.rate = 5"), ("e", "r = c.rate")]
+    cells = [
+        ("a", "class C:\n    rate = 1\n    __slotnames__ = []"),
+        ("b", "c = C()"),
+        ("d", "C.rate = 5"),
+        ("e", "r = c.rate"),
+    ]
     kernel().run_all(cells)
     second = kernel()
     second.run_all(cells)
@@ -1046,7 +1196,13 @@ def test_class_mutated_in_place_keeps_its_instances(kernel, monkeypatch):
 
 
 def test_hit_that_keeps_the_namespace_value_does_not_keep_its_aliases(kernel, monkeypatch):
-    cells = [("a", "x = [1]"), ("b", "y = x"), ("a", "x = [1]"), ("c", "x.append(2)"), ("d", "n = len(y)")]
+    cells = [
+        ("a", "x = [1]"),
+        ("b", "y = x"),
+        ("a", "x = [1]"),
+        ("c", "x.append(2)"),
+        ("d", "n = len(y)"),
+    ]
     k = kernel()
     for cell_id, source in cells:
         k.run(source, cell_id)
@@ -1054,13 +1210,18 @@ def test_hit_that_keeps_the_namespace_value_does_not_keep_its_aliases(kernel, mo
 
 
 def test_module_state_set_by_an_earlier_cell(kernel, monkeypatch):
-    cells = [("seed", "import random\nrandom.seed(0)"), ("draw", "import random\ny = random.random()")]
+    cells = [
+        ("seed", "import random\nrandom.seed(0)"),
+        ("draw", "import random\ny = random.random()"),
+    ]
     kernel().run_all(cells)
     edited = [("seed", "import random\nrandom.seed(1)"), cells[1]]
     second = kernel()
     outcomes = second.run_all(edited)
     assert second.ns["y"] == plain_run(edited, monkeypatch)["y"]
-    assert outcomes["draw"].ran and "global random state of `random`" in outcomes["draw"].plan.reason
+    assert (
+        outcomes["draw"].ran and "global random state of `random`" in outcomes["draw"].plan.reason
+    )
 
 
 # --------------------------------------------------------------------------- randomness
@@ -1080,8 +1241,9 @@ def test_random_draws_are_restored_with_the_generator_state_after_them(kernel, m
     outcomes = second.run_all(RANDOM_CELLS[:3])
     assert outcomes["seed"].restored and outcomes["draw"].restored
     second.run("e = random.random()\nf = np.random.rand(2)", "new")  # never recorded: it runs
-    plain = plain_run([*RANDOM_CELLS[:3], ("new", "e = random.random()\nf = np.random.rand(2)")],
-                      monkeypatch)
+    plain = plain_run(
+        [*RANDOM_CELLS[:3], ("new", "e = random.random()\nf = np.random.rand(2)")], monkeypatch
+    )
     assert second.ns["a"] == plain["a"] and second.ns["e"] == plain["e"]
     assert (second.ns["b"] == plain["b"]).all() and (second.ns["f"] == plain["f"]).all()
 
@@ -1117,6 +1279,7 @@ def test_a_cell_that_draws_before_seeding_depends_on_the_state_before(kernel):
 
 def _after_seed(seed: int, draws: int) -> float:
     import random
+
     generator = random.Random(seed)
     for _ in range(draws - 1):
         generator.random()
@@ -1160,15 +1323,16 @@ def test_del_of_a_name_that_no_longer_exists_is_not_restored(kernel):
     assert second.run("del x", "b").restored and "x" not in second.ns
 
 
-
 # --------------------------------------------------------------------------- files
 
 
 def test_a_cell_is_keyed_on_the_content_of_the_files_it_reads(kernel, tmp_path):
     data = tmp_path / "data.csv"
     data.write_text("a,b\n1,2\n")
-    cells = [("read", f"import pathlib\ntext = pathlib.Path({str(data)!r}).read_text()"),
-             ("use", "rows = len(text.splitlines())")]
+    cells = [
+        ("read", f"import pathlib\ntext = pathlib.Path({str(data)!r}).read_text()"),
+        ("use", "rows = len(text.splitlines())"),
+    ]
     kernel().run_all(cells)
     assert all(o.restored for o in kernel().run_all(cells).values())
 
@@ -1184,8 +1348,9 @@ def test_a_cell_is_keyed_on_the_content_of_the_files_it_reads(kernel, tmp_path):
 
     data.unlink()
     third = kernel()
-    gone = third.run("import pathlib\ntext = pathlib.Path(" + repr(str(data)) + ").read_text()",
-                     "read")
+    gone = third.run(
+        "import pathlib\ntext = pathlib.Path(" + repr(str(data)) + ").read_text()", "read"
+    )
     assert gone.ran and isinstance(gone.error, FileNotFoundError)
 
 
@@ -1193,9 +1358,14 @@ def test_files_a_cell_writes_are_written_back_on_a_restore(kernel, tmp_path):
     """Written files are outputs: a later cell that reads them finds them after a restore."""
     out, gone = tmp_path / "out.csv", tmp_path / "scratch.txt"
     gone.write_text("old")
-    cells = [("write", f"import os, numpy as np\nnp.save({str(tmp_path / 'arr.npy')!r}, np.arange(3))\n"
-                       f"open({str(out)!r}, 'w').write('a,b\\n1,2\\n')\nos.remove({str(gone)!r})"),
-             ("read", f"text = open({str(out)!r}).read()")]
+    cells = [
+        (
+            "write",
+            f"import os, numpy as np\nnp.save({str(tmp_path / 'arr.npy')!r}, np.arange(3))\n"
+            f"open({str(out)!r}, 'w').write('a,b\\n1,2\\n')\nos.remove({str(gone)!r})",
+        ),
+        ("read", f"text = open({str(out)!r}).read()"),
+    ]
     first = kernel().run_all(cells)
     assert first["write"].record.state == "ran" and first["read"].record.state == "ran"
     out.unlink()
@@ -1206,13 +1376,17 @@ def test_files_a_cell_writes_are_written_back_on_a_restore(kernel, tmp_path):
     assert runs["write"].restored and runs["read"].restored
     assert out.read_text() == "a,b\n1,2\n" and not gone.exists()
     import numpy as np
+
     assert np.load(tmp_path / "arr.npy").tolist() == [0, 1, 2]
 
 
-@pytest.mark.parametrize("cell", [
-    "open({path!r}, 'a').write('more')",
-    "text = open({path!r}).read()\nopen({path!r}, 'w').write(text + '!')",
-])
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "open({path!r}, 'a').write('more')",
+        "text = open({path!r}).read()\nopen({path!r}, 'w').write(text + '!')",
+    ],
+)
 def test_a_cell_that_updates_a_file_in_place_is_not_cached(kernel, tmp_path, cell):
     """Appending, or reading then rewriting, makes the old content an input it cannot restore."""
     path = tmp_path / "log.txt"
@@ -1240,8 +1414,9 @@ def test_a_local_module_is_keyed_on_the_local_modules_it_imports(kernel, tmp_pat
     """Editing utils.py reruns the cells that use helpers, which imports utils."""
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "inc_utils.py").write_text("FACTOR = 2\n")
-    (tmp_path / "inc_helpers.py").write_text("import inc_utils\ndef scale(x):\n"
-                                             "    return x * inc_utils.FACTOR\n")
+    (tmp_path / "inc_helpers.py").write_text(
+        "import inc_utils\ndef scale(x):\n    return x * inc_utils.FACTOR\n"
+    )
     cells = [("use", "import inc_helpers\ny = inc_helpers.scale(21)")]
     kernel().run_all(cells)
     for name in ("inc_utils", "inc_helpers"):
@@ -1255,7 +1430,9 @@ def test_a_local_module_is_keyed_on_the_local_modules_it_imports(kernel, tmp_pat
     assert run.ran and "inc_helpers" in run.plan.reason and second.ns["y"] == 63
 
 
-def test_a_local_module_edited_after_its_import_makes_its_users_rerun(kernel, tmp_path, monkeypatch):
+def test_a_local_module_edited_after_its_import_makes_its_users_rerun(
+    kernel, tmp_path, monkeypatch
+):
     """Without a reload the code in memory is the old one: no key can describe it."""
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "inc_edited.py").write_text("FACTOR = 2\n")
@@ -1271,8 +1448,12 @@ def test_a_local_module_edited_after_its_import_makes_its_users_rerun(kernel, tm
 
 def test_a_cell_holding_an_object_from_inside_another_value_is_not_cached(kernel, monkeypatch):
     """``first = rows[0]``: no name refers to that object, so a restore would copy it."""
-    cells = [("rows", "rows = [[1], [2]]"), ("first", "first = rows[0]"),
-             ("change", "first.append(9)"), ("read", "total = sum(map(len, rows))")]
+    cells = [
+        ("rows", "rows = [[1], [2]]"),
+        ("first", "first = rows[0]"),
+        ("change", "first.append(9)"),
+        ("read", "total = sum(map(len, rows))"),
+    ]
     run = kernel().run_all(cells)
     assert run["first"].record.state == UNCACHEABLE
     assert "shares objects with `rows`" in run["first"].record.reason
@@ -1284,8 +1465,12 @@ def test_a_cell_holding_an_object_from_inside_another_value_is_not_cached(kernel
 
 def test_values_holding_a_mutated_object_are_written_with_it(kernel, monkeypatch):
     """``c = [a]`` in one cell, ``a.append(..)`` in another: c changed too."""
-    cells = [("a", "a = [1]"), ("c", "c = {'k': a}\nb = a"), ("mutate", "a.append(2)"),
-             ("read", "seen = (len(c['k']), len(b), c['k'] is a, b is a)")]
+    cells = [
+        ("a", "a = [1]"),
+        ("c", "c = {'k': a}\nb = a"),
+        ("mutate", "a.append(2)"),
+        ("read", "seen = (len(c['k']), len(b), c['k'] is a, b is a)"),
+    ]
     first = kernel().run_all(cells)
     assert {"a", "b", "c"} <= first["mutate"].record.writes
     # what `c` held before is only known to matter once the cell ran: keyed from its next run on

@@ -45,8 +45,12 @@ def test_reads_and_writes_through_every_kind_of_open(tmp_path: pathlib.Path) -> 
         open(text, "a").write("!")
 
     watch = watched(tmp_path, write_all)
-    assert watch.writes == {str(tmp_path / "new.txt"), str(tmp_path / "new.csv"),
-                            str(tmp_path / "flags.bin"), str(text)}
+    assert watch.writes == {
+        str(tmp_path / "new.txt"),
+        str(tmp_path / "new.csv"),
+        str(tmp_path / "flags.bin"),
+        str(text),
+    }
     assert watch.reads == set()
 
 
@@ -78,8 +82,15 @@ def test_nothing_is_recorded_outside_a_watch_and_uninstall_restores_the_original
     os.listdir(tmp_path)
     assert watch.reads == set() and watch.probes == {}
     files.uninstall()
-    assert (builtins.open, io.open, os.open, os.remove, os.rename, os.listdir,
-            io.FileIO) == originals
+    assert (
+        builtins.open,
+        io.open,
+        os.open,
+        os.remove,
+        os.rename,
+        os.listdir,
+        io.FileIO,
+    ) == originals
 
 
 def test_deleting_and_renaming_count_as_writes(tmp_path) -> None:
@@ -111,7 +122,9 @@ def test_file_digest_follows_content_not_timestamps(tmp_path: pathlib.Path) -> N
 def test_tool_caches_are_not_data(tmp_path: pathlib.Path, monkeypatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     (tmp_path / "xdg" / "matplotlib").mkdir(parents=True)
-    watch = watched(tmp_path, lambda: (tmp_path / "xdg" / "matplotlib" / "fontlist.json").write_text("{}"))
+    watch = watched(
+        tmp_path, lambda: (tmp_path / "xdg" / "matplotlib" / "fontlist.json").write_text("{}")
+    )
     assert watch.writes == set()
 
 
@@ -174,7 +187,8 @@ def test_listings_globs_and_checks_are_inputs(tmp_path: pathlib.Path, monkeypatc
 
 
 def test_directory_changes_are_outputs_put_back_as_a_plain_run_leaves_them(
-        tmp_path: pathlib.Path, monkeypatch) -> None:
+    tmp_path: pathlib.Path, monkeypatch
+) -> None:
     import shutil
 
     monkeypatch.chdir(tmp_path)
@@ -214,9 +228,11 @@ def test_writes_through_streams_and_maps_opened_before_are_seen(tmp_path: pathli
     try:
         assert watched(tmp_path, lambda: None).bypassed == []
         assert watched(tmp_path, lambda: (log.write("x"), log.flush())).bypassed == [
-            str(tmp_path / "log.txt")]
+            str(tmp_path / "log.txt")
+        ]
         assert watched(tmp_path, lambda: mapped.__setitem__(0, 5.0)).bypassed == [
-            str(tmp_path / "m.npy")]
+            str(tmp_path / "m.npy")
+        ]
     finally:
         log.close()
         del mapped
@@ -257,7 +273,8 @@ def test_a_class_holding_the_original_open_is_patched(tmp_path: pathlib.Path, mo
 
 
 def test_creating_a_directory_that_may_exist_does_not_depend_on_whether_it_did(
-        tmp_path, monkeypatch) -> None:
+    tmp_path, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
 
     def make() -> None:

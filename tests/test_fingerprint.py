@@ -42,7 +42,9 @@ from incrcell.fingerprint import (
 H = hash_value
 
 
-def run_cell(source: str, namespace: dict[str, object] | None = None, filename: str = "<cell-1>") -> dict[str, object]:
+def run_cell(
+    source: str, namespace: dict[str, object] | None = None, filename: str = "<cell-1>"
+) -> dict[str, object]:
     """Execute ``source`` the way a notebook kernel does: in a __main__ namespace."""
     ns: dict[str, object] = {"__name__": "__main__"} if namespace is None else namespace
     exec(compile(textwrap.dedent(source), filename, "exec"), ns)
@@ -371,7 +373,9 @@ def test_function_hash_follows_code_defaults_closure_and_globals() -> None:
     assert base == H(run_cell(FUNC_SOURCE)["f"])
     # Same code in another cell / at other line numbers: same hash.
     assert base == H(run_cell("\n\n\n" + FUNC_SOURCE, filename="<cell-7>")["f"])
-    assert base == H(run_cell(FUNC_SOURCE.replace("    return inner", "    # comment\n    return inner"))["f"])
+    assert base == H(
+        run_cell(FUNC_SOURCE.replace("    return inner", "    # comment\n    return inner"))["f"]
+    )
 
     assert base != H(run_cell(FUNC_SOURCE.replace("x * SCALE", "x * SCALE * 1"))["f"])
     assert base != H(run_cell(FUNC_SOURCE.replace("k=2", "k=3"))["f"])
@@ -461,10 +465,14 @@ def test_recursive_functions_terminate() -> None:
             return n != 0 and even(n - 1)
         """
     )
-    assert H(ns["fact"]) == H(run_cell("def fact(n):\n    return 1 if n <= 1 else n * fact(n - 1)")["fact"])
+    assert H(ns["fact"]) == H(
+        run_cell("def fact(n):\n    return 1 if n <= 1 else n * fact(n - 1)")["fact"]
+    )
     assert H(ns["even"]) != H(ns["odd"])
     assert H([ns["even"], ns["odd"]]) == H([ns["even"], ns["odd"]])
-    ns2 = run_cell("def even(n):\n    return n == 0 or odd(n - 1)\ndef odd(n):\n    return n != 1 and even(n - 1)")
+    ns2 = run_cell(
+        "def even(n):\n    return n == 0 or odd(n - 1)\ndef odd(n):\n    return n != 1 and even(n - 1)"
+    )
     assert H(ns["even"]) != H(ns2["even"])
 
 
@@ -504,7 +512,9 @@ def test_partial_methods_and_wrappers() -> None:
     obj = box(1)  # type: ignore[operator]
     assert H(types.MethodType(lambda self: 1, obj)) != H(types.MethodType(lambda self: 2, obj))
     cached = H(ns["cached"])
-    ns2 = run_cell("import functools\n@functools.lru_cache(maxsize=None)\ndef cached(x): return x * 3")
+    ns2 = run_cell(
+        "import functools\n@functools.lru_cache(maxsize=None)\ndef cached(x): return x * 3"
+    )
     assert cached != H(ns2["cached"])
     assert H([].append) != H([1].append)
     assert H(len) != H(abs)
@@ -625,12 +635,16 @@ def test_namedtuple_and_slots() -> None:
     assert H(ns["P"](1, 2)) != H((1, 2))  # type: ignore[operator]
     assert H(ns["P"](1, 2)) != H(ns["P"](2, 1))  # type: ignore[operator]
     assert H(ns["S"](1, 2)) != H(ns["S"](1, 3))  # type: ignore[operator]
-    assert H(ns["S"](1, 2)) == H(run_cell(textwrap.dedent("""
+    assert H(ns["S"](1, 2)) == H(
+        run_cell(
+            textwrap.dedent("""
         class S:
             __slots__ = ("a", "b")
             def __init__(self, a, b):
                 self.a, self.b = a, b
-        """))["S"](1, 2))  # type: ignore[operator]
+        """)
+        )["S"](1, 2)
+    )  # type: ignore[operator]
 
 
 # -- modules ------------------------------------------------------------------------
@@ -646,7 +660,9 @@ def test_stdlib_and_library_modules_hash_by_name() -> None:
     assert H(np) == H(np)
 
 
-def test_local_module_hashes_by_file_content(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_module_hashes_by_file_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "incrcell_localmod.py"
     path.write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -841,7 +857,9 @@ def test_unhashable_values(make: object, type_name: str) -> None:
 
 
 def test_function_reading_unhashable_global_is_unhashable() -> None:
-    ns = run_cell("import threading\nLOCK = threading.Lock()\ndef f():\n    with LOCK:\n        return 1")
+    ns = run_cell(
+        "import threading\nLOCK = threading.Lock()\ndef f():\n    with LOCK:\n        return 1"
+    )
     with pytest.raises(Unhashable, match="lock"):
         H(ns["f"])
 
@@ -894,7 +912,11 @@ print(json.dumps({name: hash_value(value).hex() for name, value in values.items(
 def _hashes_in_subprocess(seed: str) -> dict[str, str]:
     env = dict(os.environ, PYTHONHASHSEED=seed)
     out = subprocess.run(
-        [sys.executable, "-c", STABILITY_SCRIPT], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", STABILITY_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
@@ -969,13 +991,17 @@ atoms = st.one_of(
     st.text(max_size=8),
     st.binary(max_size=8),
 )
-hashables = st.recursive(atoms, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=6)
+hashables = st.recursive(
+    atoms, lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=6
+)
 values = st.recursive(
     atoms | hashables,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.tuples(inner, inner)
-    | st.dictionaries(st.text(max_size=3), inner, max_size=4)
-    | st.sets(hashables, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+        | st.sets(hashables, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -1063,7 +1089,12 @@ def test_slots_that_reduce_drops_are_still_hashed() -> None:
 
 def test_plain_and_library_classes_are_not_doubtful() -> None:
     ns = run_cell("class Plain:\n    def __init__(self):\n        self.x = [1]")
-    for value in (ns["Plain"](), collections.OrderedDict(a=1), np.arange(3), pd.DataFrame({"a": [1]})):
+    for value in (
+        ns["Plain"](),
+        collections.OrderedDict(a=1),
+        np.arange(3),
+        pd.DataFrame({"a": [1]}),
+    ):
         hasher = ValueHasher()
         hasher.hash(value)
         assert not hasher.doubtful, value
@@ -1081,9 +1112,11 @@ def test_a_filled_lru_cache_memo_cannot_be_hashed() -> None:
 
 
 def test_closure_cells_shared_by_two_functions_are_doubtful() -> None:
-    ns = run_cell("def make():\n    n = 0\n    def inc():\n        nonlocal n\n        n += 1\n"
-                  "    def get():\n        return n\n    return inc, get\ninc, get = make()\n"
-                  "lone = make()[0]")
+    ns = run_cell(
+        "def make():\n    n = 0\n    def inc():\n        nonlocal n\n        n += 1\n"
+        "    def get():\n        return n\n    return inc, get\ninc, get = make()\n"
+        "lone = make()[0]"
+    )
     hasher = ValueHasher()
     hasher.hash(ns["lone"])
     assert not hasher.doubtful
@@ -1113,8 +1146,11 @@ def test_a_global_bound_to_its_own_builtin_hashes_as_no_global() -> None:
 
 def test_a_dataclass_restored_from_its_pickle_hashes_the_same() -> None:
     from incrcell.serialise import dumps, loads
-    ns = run_cell("from dataclasses import dataclass\n@dataclass(frozen=True, slots=True)\n"
-                  "class P:\n    x: int")
+
+    ns = run_cell(
+        "from dataclasses import dataclass\n@dataclass(frozen=True, slots=True)\n"
+        "class P:\n    x: int"
+    )
     stored = dumps(ns["P"], own=[ns["P"]])
     copy = loads(stored.method, stored.stream, stored.buffers)
     assert copy is not ns["P"]

@@ -16,14 +16,19 @@ from incrcell.store import FORMAT_VERSION
 
 PIPELINE = [
     LOAD,
-    ("data", "import numpy as np\nrng = np.random.default_rng(0)\ndata = rng.normal(size=(200, 3))\nprint('rows', len(data))"),
+    (
+        "data",
+        "import numpy as np\nrng = np.random.default_rng(0)\ndata = rng.normal(size=(200, 3))\nprint('rows', len(data))",
+    ),
     ("scale", "scale = 2.0"),
     ("feat", "feat = data * scale\nfeat.mean().round(6)"),
     ("other", "labels = ['a', 'b', 'c']\nprint(labels)"),
-    ("html", "from IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))\nsummary = {'n': len(feat)}\nsummary"),
+    (
+        "html",
+        "from IPython.display import HTML, display\ndisplay(HTML('<b>bold</b>'))\nsummary = {'n': len(feat)}\nsummary",
+    ),
     ("tail", "total = float(feat.sum()) + len(labels)\ntotal"),
 ]
-
 
 
 def test_restore_after_restart_replays_identical_outputs(kernel: Kernel):
@@ -127,13 +132,18 @@ def test_matplotlib_figure_and_stderr_replay(kernel: Kernel):
     cells = [
         LOAD,
         ("mpl", "%matplotlib inline"),
-        ("plot", "import sys\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n"
-                 "ax.plot([1, 3, 2])\nprint('to stderr', file=sys.stderr)\nprint('to stdout')"),
+        (
+            "plot",
+            "import sys\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n"
+            "ax.plot([1, 3, 2])\nprint('to stderr', file=sys.stderr)\nprint('to stdout')",
+        ),
     ]
     first = kernel.run_all(cells)
     assert any("image/png" in o.get("data", {}) for o in first[2].outputs)
     # while a cell records, its streams reach the notebook in the order written (see outputs.py)
-    streams = [o["name"] for o in normalise_outputs(first[2].outputs) if o["output_type"] == "stream"]
+    streams = [
+        o["name"] for o in normalise_outputs(first[2].outputs) if o["output_type"] == "stream"
+    ]
     assert streams[-2:] == ["stderr", "stdout"]
     kernel.restart()
     second = kernel.run_all(cells)
@@ -143,15 +153,19 @@ def test_matplotlib_figure_and_stderr_replay(kernel: Kernel):
 
 
 def test_unload_restores_plain_ipython(kernel: Kernel):
-    before = kernel.value("(len(get_ipython().events.callbacks['pre_run_cell']), "
-                          "len(get_ipython().events.callbacks['post_run_cell']), "
-                          "len(get_ipython().ast_transformers))")
+    before = kernel.value(
+        "(len(get_ipython().events.callbacks['pre_run_cell']), "
+        "len(get_ipython().events.callbacks['post_run_cell']), "
+        "len(get_ipython().ast_transformers))"
+    )
     kernel.run_all(PIPELINE[:3])
     kernel.run("%load_ext incrcell")  # loading twice is harmless
     kernel.run("%unload_ext incrcell")
-    after = kernel.value("(len(get_ipython().events.callbacks['pre_run_cell']), "
-                         "len(get_ipython().events.callbacks['post_run_cell']), "
-                         "len(get_ipython().ast_transformers))")
+    after = kernel.value(
+        "(len(get_ipython().events.callbacks['pre_run_cell']), "
+        "len(get_ipython().events.callbacks['post_run_cell']), "
+        "len(get_ipython().ast_transformers))"
+    )
     assert after == before
     assert not kernel.run(PIPELINE[2][1], "scale").restored
     gone = kernel.run("%incrcell status")
@@ -191,8 +205,12 @@ def test_corrupted_entries_are_misses_not_crashes(kernel: Kernel, cache_env):
     assert all(r.status == "ok" for r in runs), [r.error for r in runs]
     assert not any(r.restored for r in runs)
     assert kernel.value("total") == kernel.value("float(feat.sum()) + len(labels)")
-    stderr = "".join(o["text"] for r in runs for o in r.outputs
-                     if o["output_type"] == "stream" and o["name"] == "stderr")
+    stderr = "".join(
+        o["text"]
+        for r in runs
+        for o in r.outputs
+        if o["output_type"] == "stream" and o["name"] == "stderr"
+    )
     assert "incrcell: " in stderr  # the user is told, one plain line per problem
     assert all(line.startswith("incrcell: ") for line in stderr.splitlines())
     # and the rewritten entries are good again
@@ -337,8 +355,12 @@ def test_changing_a_data_file_reruns_the_cells_that_read_it(kernel: Kernel, work
 def test_editing_a_local_module_under_autoreload(kernel: Kernel, workdir: Path):
     """%autoreload keeps working: the edited code runs, and is cached once it is loaded."""
     (workdir / "inc_auto.py").write_text("def f(x):\n    return x * 2\n")
-    cells = [LOAD, ("auto", "%load_ext autoreload\n%autoreload 2"), ("import", "import inc_auto"),
-             ("use", "y = inc_auto.f(21)\ny")]
+    cells = [
+        LOAD,
+        ("auto", "%load_ext autoreload\n%autoreload 2"),
+        ("import", "import inc_auto"),
+        ("use", "y = inc_auto.f(21)\ny"),
+    ]
     assert kernel.run_all(cells)[3].result == "42"
     time.sleep(1.1)  # a new mtime, as an editor would leave
     (workdir / "inc_auto.py").write_text("def f(x):\n    return x * 3\n")
@@ -353,8 +375,14 @@ def test_editing_a_local_module_under_autoreload(kernel: Kernel, workdir: Path):
 
 def test_a_restore_that_imports_pandas_sees_ipython(kernel: Kernel):
     """pandas configures its display when imported: under IPython, not as in a terminal."""
-    cells = [LOAD, ("a", "import pandas as pd\ndf = pd.DataFrame({f'column_{i}': range(3) "
-                         "for i in range(12)})\ndf")]
+    cells = [
+        LOAD,
+        (
+            "a",
+            "import pandas as pd\ndf = pd.DataFrame({f'column_{i}': range(3) "
+            "for i in range(12)})\ndf",
+        ),
+    ]
     first = kernel.run_all(cells)
     kernel.restart()
     second = kernel.run_all(cells)

@@ -26,8 +26,9 @@ def test_frontend_unit_tests() -> None:
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)
-    result = subprocess.run([npm, "test", "--", "--ci"], cwd=LABEXTENSION, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [npm, "test", "--", "--ci"], cwd=LABEXTENSION, capture_output=True, text=True, timeout=300
+    )
     report = result.stdout + result.stderr
     assert result.returncode == 0, report
     passed = re.search(r"Tests:\s+(\d+) passed, (\d+) total", report)

@@ -27,17 +27,20 @@ def _frame(rows: int) -> pd.DataFrame:
     return pd.DataFrame({"a": np.arange(rows), "b": np.arange(rows) * 0.5})
 
 
-
-
 # -- through real kernels ---------------------------------------------------------
 def test_parquet_read_in_the_cell_and_in_a_helper_sees_a_new_row(kernel: Kernel, workdir: Path):
     _frame(2).to_parquet(workdir / "t.parquet")
-    cells = [LOAD,
-             # pandas and pyarrow are imported by the very cell that reads
-             ("read", "import pandas as pd\ndf = pd.read_parquet('t.parquet')\nlen(df)"),
-             ("helper", "import pyarrow.parquet as pq\n"
-                        "def rows(path):\n    return pq.read_table(path).num_rows"),
-             ("use", "n = rows('t.parquet')\nn")]
+    cells = [
+        LOAD,
+        # pandas and pyarrow are imported by the very cell that reads
+        ("read", "import pandas as pd\ndf = pd.read_parquet('t.parquet')\nlen(df)"),
+        (
+            "helper",
+            "import pyarrow.parquet as pq\n"
+            "def rows(path):\n    return pq.read_table(path).num_rows",
+        ),
+        ("use", "n = rows('t.parquet')\nn"),
+    ]
     first = ok(kernel.run_all(cells))
     assert states(first) == ["ran"] * 4 and first[1].result == "2" and first[3].result == "2"
 
@@ -59,11 +62,16 @@ def test_sqlite_in_a_helper_sees_a_row_inserted_outside(kernel: Kernel, workdir:
         con.execute("create table items (name text, price real)")
         con.execute("insert into items values ('tea', 2.5)")
     con.close()
-    cells = [LOAD,
-             ("helper", "import sqlite3\ndef total():\n    con = sqlite3.connect('shop.db')\n"
-                        "    try:\n        return con.execute('select sum(price) from items').fetchone()[0]\n"
-                        "    finally:\n        con.close()"),
-             ("use", "t = total()\nt")]
+    cells = [
+        LOAD,
+        (
+            "helper",
+            "import sqlite3\ndef total():\n    con = sqlite3.connect('shop.db')\n"
+            "    try:\n        return con.execute('select sum(price) from items').fetchone()[0]\n"
+            "    finally:\n        con.close()",
+        ),
+        ("use", "t = total()\nt"),
+    ]
     assert ok(kernel.run_all(cells))[2].result == "2.5"
     kernel.restart()
     assert states(ok(kernel.run_all(cells))) == ["ran", "restored", "restored"]
@@ -82,12 +90,20 @@ def test_a_cell_inserting_into_sqlite_is_uncacheable(kernel: Kernel, workdir: Pa
     with sqlite3.connect(workdir / "shop.db") as con:
         con.execute("create table items (name text)")
     con.close()
-    cells = [LOAD,
-             ("insert", "import sqlite3\ncon = sqlite3.connect('shop.db')\n"
-                        "con.execute(\"insert into items values ('x')\")\ncon.commit()\ncon.close()\n"
-                        "del con"),
-             ("count", "import sqlite3\nwith sqlite3.connect('shop.db') as c:\n"
-                       "    rows = c.execute('select count(*) from items').fetchone()[0]\nrows")]
+    cells = [
+        LOAD,
+        (
+            "insert",
+            "import sqlite3\ncon = sqlite3.connect('shop.db')\n"
+            "con.execute(\"insert into items values ('x')\")\ncon.commit()\ncon.close()\n"
+            "del con",
+        ),
+        (
+            "count",
+            "import sqlite3\nwith sqlite3.connect('shop.db') as c:\n"
+            "    rows = c.execute('select count(*) from items').fetchone()[0]\nrows",
+        ),
+    ]
     assert ok(kernel.run_all(cells))[2].result == "1"
     assert "reads and writes file `shop.db`" in kernel.run("%incrcell status").stdout
     kernel.restart()
@@ -99,9 +115,15 @@ def test_a_cell_inserting_into_sqlite_is_uncacheable(kernel: Kernel, workdir: Pa
 def test_h5py_read_sees_the_dataset_change(kernel: Kernel, workdir: Path):
     with h5py.File(workdir / "d.h5", "w") as f:
         f["x"] = np.arange(4)
-    cells = [LOAD, ("helper", "import h5py\ndef total(path):\n    with h5py.File(path) as f:\n"
-                              "        return int(f['x'][:].sum())"),
-             ("read", "s = total('d.h5')\ns")]
+    cells = [
+        LOAD,
+        (
+            "helper",
+            "import h5py\ndef total(path):\n    with h5py.File(path) as f:\n"
+            "        return int(f['x'][:].sum())",
+        ),
+        ("read", "s = total('d.h5')\ns"),
+    ]
     assert ok(kernel.run_all(cells))[2].result == "6"
     kernel.restart()
     assert states(ok(kernel.run_all(cells))) == ["ran", "restored", "restored"]
@@ -112,12 +134,16 @@ def test_h5py_read_sees_the_dataset_change(kernel: Kernel, workdir: Path):
     assert states(third) == ["ran", "restored", "ran"] and third[2].result == "106"
 
 
-def test_partitioned_parquet_directory_gaining_a_file_is_not_restored(kernel: Kernel,
-                                                                       workdir: Path):
+def test_partitioned_parquet_directory_gaining_a_file_is_not_restored(
+    kernel: Kernel, workdir: Path
+):
     (workdir / "parts").mkdir()
     _frame(2).to_parquet(workdir / "parts" / "p0.parquet")
-    cells = [LOAD, ("imp", "import pyarrow.dataset as ds"),
-             ("read", "rows = ds.dataset('parts', format='parquet').to_table().num_rows\nrows")]
+    cells = [
+        LOAD,
+        ("imp", "import pyarrow.dataset as ds"),
+        ("read", "rows = ds.dataset('parts', format='parquet').to_table().num_rows\nrows"),
+    ]
     assert ok(kernel.run_all(cells))[2].result == "2"
     _frame(3).to_parquet(workdir / "parts" / "p1.parquet")
     kernel.restart()
@@ -127,9 +153,12 @@ def test_partitioned_parquet_directory_gaining_a_file_is_not_restored(kernel: Ke
 
 
 def test_a_cell_writing_parquet_writes_it_back_when_restored(kernel: Kernel, workdir: Path):
-    cells = [LOAD, ("imp", "import pandas as pd"),
-             ("write", "pd.DataFrame({'a': [1, 2, 3]}).to_parquet('out.parquet')"),
-             ("read", "back = len(pd.read_parquet('out.parquet'))\nback")]
+    cells = [
+        LOAD,
+        ("imp", "import pandas as pd"),
+        ("write", "pd.DataFrame({'a': [1, 2, 3]}).to_parquet('out.parquet')"),
+        ("read", "back = len(pd.read_parquet('out.parquet'))\nback"),
+    ]
     assert ok(kernel.run_all(cells))[3].result == "3"
     written = (workdir / "out.parquet").read_bytes()
     (workdir / "out.parquet").unlink()
@@ -182,6 +211,7 @@ def test_readers_writers_and_handles(here: Path):
         c = sqlite3.connect("shop.db")
         c.execute("select * from t").fetchall()
         c.close()
+
     watch = _watch(cell)
     assert watch.reads == {str(here / "t.parquet"), str(here / "shop.db")}
     assert watch.writes == {str(here / "out.parquet")} and not watch.updates
@@ -194,6 +224,7 @@ def test_readers_writers_and_handles(here: Path):
         c.close()
         with h5py.File("new.h5", "w") as f:
             f["x"] = [1]
+
     watch = _watch(modify)
     assert watch.updates == {str(here / "shop.db")} and str(here / "new.h5") in watch.writes
 
@@ -214,13 +245,15 @@ def test_remote_sources_and_unkeyable_listings_fail_safe(here: Path):
     _frame(2).to_parquet("parts/p0.parquet")
     watch = _watch(lambda: pq.ParquetDataset("parts"))
     assert str(here / "parts" / "p0.parquet") in watch.reads
-    if not any(str(here / "parts") in v for v in vars(watch).values()
-               if isinstance(v, (set, dict))):
+    if not any(
+        str(here / "parts") in v for v in vars(watch).values() if isinstance(v, (set, dict))
+    ):
         assert "reads directory `parts`" in nativeio.refusal(watch)
 
     def remote():
         with pytest.raises(Exception):
             pq.read_table("s3://no-such-bucket-incrcell/t.parquet")
+
     assert "remote data" in nativeio.refusal(_watch(remote))
 
 
@@ -228,6 +261,7 @@ def test_wrappers_pickle_and_hash_as_the_original(here: Path):
     import pickle
 
     from incrcell.fingerprint import ValueHasher
+
     nativeio.restore()  # wrapped by an earlier test
     original = pq.read_table
     _watch(lambda: None)
@@ -254,6 +288,7 @@ def test_duckdb_sql_paths_and_polars_lazy_scans(here: Path):
         duckdb.sql("copy (select 1 as a) to 'd.parquet'")
         lazy.collect()
         pl.DataFrame({"a": [1]}).lazy().collect()  # in memory: nothing to read
+
     watch = _watch(cell)
     assert watch.reads == {str(here / "t.parquet")}
     assert watch.writes == {str(here / "d.parquet")} and nativeio.refusal(watch) == ""
@@ -261,13 +296,16 @@ def test_duckdb_sql_paths_and_polars_lazy_scans(here: Path):
 
 def test_a_library_imported_during_the_recording_is_watched(here: Path, monkeypatch):
     import sys
+
     _frame(2).to_parquet("t.parquet")
     for name in [m for m in sys.modules if m == "pyarrow.feather"]:
         monkeypatch.delitem(sys.modules, name)
 
     def cell():
         import pyarrow.feather as feather
+
         feather.write_feather(_frame(1), "f.feather")
+
     watch = _watch(cell)
     assert str(here / "f.feather") in watch.writes
 
@@ -287,15 +325,19 @@ _NATIVE_READER = (
     "    libc.fclose(handle)\n"
     "    return buffer.raw[:size].decode()\n"
     "def load():\n"
-    "    return read_native('inner.txt')")
+    "    return read_native('inner.txt')"
+)
 
 
 def test_files_named_by_literals_are_inputs_of_native_readers(kernel: Kernel, workdir: Path):
     (workdir / "blob.txt").write_text("one")
     (workdir / "inner.txt").write_text("uno")
-    cells = [LOAD, ("reader", _NATIVE_READER),
-             ("direct", "text = read_native('blob.txt')\ntext"),
-             ("through", "inner = load()\ninner")]
+    cells = [
+        LOAD,
+        ("reader", _NATIVE_READER),
+        ("direct", "text = read_native('blob.txt')\ntext"),
+        ("through", "inner = load()\ninner"),
+    ]
     first = ok(kernel.run_all(cells))
     assert first[2].result == "'one'" and first[3].result == "'uno'"
     kernel.restart()
@@ -315,9 +357,11 @@ def test_literal_reads_skip_what_the_cell_wrote_and_what_does_not_exist(here: Pa
     watch.writes.add(str(here / "out.csv"))
 
     def helper():
-        return "sub/in.csv", 'in.csv'
-    nativeio.literal_reads(watch, "x = f('in.csv', \"out.csv\", 'missing.csv', 'plain')",
-                           [helper.__code__])
+        return "sub/in.csv", "in.csv"
+
+    nativeio.literal_reads(
+        watch, "x = f('in.csv', \"out.csv\", 'missing.csv', 'plain')", [helper.__code__]
+    )
     assert watch.reads == {str(here / "in.csv")}
 
 

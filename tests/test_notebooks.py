@@ -47,15 +47,21 @@ def normalise(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if o.get("metadata", {}).get("incrcell"):
             continue
         o = {k: copy.deepcopy(v) for k, v in o.items() if k not in ("execution_count", "transient")}
-        if (o["output_type"] == "stream" and merged and merged[-1]["output_type"] == "stream"
-                and merged[-1]["name"] == o["name"]):
+        if (
+            o["output_type"] == "stream"
+            and merged
+            and merged[-1]["output_type"] == "stream"
+            and merged[-1]["name"] == o["name"]
+        ):
             merged[-1]["text"] += o["text"]
         else:
             merged.append(o)
     for o in merged:
         if o["output_type"] == "stream":
-            o["text"] = "\n".join(NUMBER.sub("#", line) if TIMING_LINE.search(line) else line
-                                  for line in o["text"].split("\n"))
+            o["text"] = "\n".join(
+                NUMBER.sub("#", line) if TIMING_LINE.search(line) else line
+                for line in o["text"].split("\n")
+            )
         for mime in list(o.get("data", {})):
             if mime.startswith("image/"):
                 o["data"][mime] = "<image>"
@@ -63,8 +69,9 @@ def normalise(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def stdout(cell: Any) -> str:
-    return "".join(o["text"] for o in cell.outputs
-                   if o["output_type"] == "stream" and o["name"] == "stdout")
+    return "".join(
+        o["text"] for o in cell.outputs if o["output_type"] == "stream" and o["name"] == "stdout"
+    )
 
 
 def is_magic(cell: Any) -> bool:
@@ -73,8 +80,9 @@ def is_magic(cell: Any) -> bool:
 
 
 def states(nb: Any) -> dict[str, str]:
-    return {c.id: "restored" if demos.restored(c) else "ran"
-            for c in nb.cells if c.cell_type == "code"}
+    return {
+        c.id: "restored" if demos.restored(c) else "ran" for c in nb.cells if c.cell_type == "code"
+    }
 
 
 def loss_drop(train_cell: Any) -> tuple[float, float, float, float]:
@@ -90,7 +98,15 @@ def loss_drop(train_cell: Any) -> tuple[float, float, float, float]:
 #              cells that must be restored after it)
 SCENARIOS = {
     "kv_attention": (
-        {"data", "gradcheck", "train", "loss-curve", "generate-uncached", "generate-cached", "speed"},
+        {
+            "data",
+            "gradcheck",
+            "train",
+            "loss-curve",
+            "generate-uncached",
+            "generate-cached",
+            "speed",
+        },
         ("temperature", "temperature = 0.8", "temperature = 0.5"),
         {"temperature", "generate-uncached", "generate-cached"},
         {"setup", "data", "gradcheck", "train", "loss-curve", "kv-cache", "generate", "speed"},
@@ -106,15 +122,21 @@ SCENARIOS = {
 
 @pytest.fixture
 def demo_env(cache_env: dict[str, str]) -> dict[str, str]:
-    env = {**cache_env, "INCRCELL_DEMO_STEPS": demos.QUICK_STEPS,
-           "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {
+        **cache_env,
+        "INCRCELL_DEMO_STEPS": demos.QUICK_STEPS,
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     demos.warm_matplotlib(env)
     return env
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_cold_warm_and_edited_runs(name: str, tmp_path: Path, demo_env: dict[str, str],
-                                   record_property: Any) -> None:
+def test_cold_warm_and_edited_runs(
+    name: str, tmp_path: Path, demo_env: dict[str, str], record_property: Any
+) -> None:
     path = demos.DEMOS[name][0]
     warm_restored, (edit_id, old, new), rerun_after_edit, restored_after_edit = SCENARIOS[name]
     workdir = tmp_path / "work"
@@ -145,8 +167,9 @@ def test_cold_warm_and_edited_runs(name: str, tmp_path: Path, demo_env: dict[str
     assert not demos.errors(after), demos.errors(after)
     after_states = states(after)
     assert {c: after_states[c] for c in rerun_after_edit} == dict.fromkeys(rerun_after_edit, "ran")
-    assert ({c: after_states[c] for c in restored_after_edit}
-            == dict.fromkeys(restored_after_edit, "restored"))
+    assert {c: after_states[c] for c in restored_after_edit} == dict.fromkeys(
+        restored_after_edit, "restored"
+    )
 
     if name == "kv_attention":
         before, trained, first, last = loss_drop(demos.cell(cold, "train"))
@@ -154,7 +177,9 @@ def test_cold_warm_and_edited_runs(name: str, tmp_path: Path, demo_env: dict[str
         # the restored training is the one that was recorded
         assert stdout(demos.cell(after, "train")) == stdout(demos.cell(cold, "train"))
         # a new temperature, new text; cached and uncached still agree (the cell asserts it)
-        assert stdout(demos.cell(after, "generate-cached")) != stdout(demos.cell(cold, "generate-cached"))
+        assert stdout(demos.cell(after, "generate-cached")) != stdout(
+            demos.cell(cold, "generate-cached")
+        )
     else:
         why = stdout(demos.cell(after, "why"))
         assert "ran because: source changed" in why, why
@@ -168,7 +193,8 @@ def test_committed_notebooks_match_their_source_and_show_a_full_run() -> None:
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         assert [(c.id, c.cell_type, c.source) for c in nb.cells] == [
-            (c.id, c.cell_type, c.source.strip("\n")) for c in cells], f"{name}: run notebooks/demos.py"
+            (c.id, c.cell_type, c.source.strip("\n")) for c in cells
+        ], f"{name}: run notebooks/demos.py"
         code_cells = [c for c in nb.cells if c.cell_type == "code"]
         assert all(c.execution_count for c in code_cells), name
         assert not demos.errors(nb), demos.errors(nb)

@@ -39,8 +39,9 @@ def _prepare(raw: str) -> tuple[str | None, str, str]:
     return directive, body, body
 
 
-def report(session: Session, cells: list[tuple[str, str]] | None = None,
-           predictor: Predictor | None = None) -> Report:
+def report(
+    session: Session, cells: list[tuple[str, str]] | None = None, predictor: Predictor | None = None
+) -> Report:
     predictor = predictor or Predictor(session.engine, prepare=_prepare)
     if cells is not None:
         predictor.set_cells(NotebookCell(cell_id, source) for cell_id, source in cells)
@@ -98,7 +99,12 @@ def test_an_edit_predicts_the_cell_and_its_dependents_run(kernel):
     rep = report(fresh, edited)
     cells = by_id(rep)
     assert {c.id: c.prediction for c in rep.cells} == {
-        "a": "restore", "b": "run", "c": "run", "d": "restore", "e": "run"}
+        "a": "restore",
+        "b": "run",
+        "c": "run",
+        "d": "restore",
+        "e": "run",
+    }
     assert cells["b"].prediction_reason == "source changed"
     assert cells["c"].prediction_reason == "input `b` comes from cell 2 `b = a + 2`, which will run"
     assert cells["c"].reason == cells["c"].prediction_reason  # not run: why it would run
@@ -174,12 +180,14 @@ def test_a_name_only_a_later_cell_writes_is_unbound_in_a_fresh_run(kernel):
 
 
 def test_uncacheable_and_refused_cells_give_the_engines_reason(kernel):
-    cells = [("ev", "x = eval('1')"),
-             ("gen", "g = (i for i in range(3))"),
-             ("nc", "%%incrcell nocache\nn = 1"),
-             ("rr", "%%incrcell rerun\nr = 1"),
-             ("bad", "def (:"),
-             ("boom", "q = 1 / 0")]
+    cells = [
+        ("ev", "x = eval('1')"),
+        ("gen", "g = (i for i in range(3))"),
+        ("nc", "%%incrcell nocache\nn = 1"),
+        ("rr", "%%incrcell rerun\nr = 1"),
+        ("bad", "def (:"),
+        ("boom", "q = 1 / 0"),
+    ]
     session = kernel()
     for cell_id, source in cells:
         directive, body = split_directive(source)
@@ -250,8 +258,9 @@ def test_before_the_notebook_is_known_the_session_is_listed(kernel):
 
 
 def test_two_hundred_cells(kernel):
-    cells = [("c0", "v0 = 0")] + [(f"c{i}", f"v{i} = v{i - 1} + {i}\nw{i} = [v{i}] * 3")
-                                  for i in range(1, 200)]
+    cells = [("c0", "v0 = 0")] + [
+        (f"c{i}", f"v{i} = v{i - 1} + {i}\nw{i} = [v{i}] * 3") for i in range(1, 200)
+    ]
     kernel().run_all(cells)
     fresh = kernel()
     predictor = Predictor(fresh.engine)

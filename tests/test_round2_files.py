@@ -23,16 +23,20 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
     """restored / ran / uncacheable / error, as ``%incrcell status`` says, per execution."""
     found = []
     for execution in executions:
-        found.append(kernel.value(
-            "__import__('incrcell.hooks').hooks._ACTIVE.engine"
-            f".by_count[{execution.execution_count}].state").strip("'"))
+        found.append(
+            kernel.value(
+                "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+                f".by_count[{execution.execution_count}].state"
+            ).strip("'")
+        )
     return found
 
 
 def reason(kernel: Kernel, execution: Execution) -> str:
-    return kernel.value("__import__('incrcell.hooks').hooks._ACTIVE.engine"
-                        f".by_count[{execution.execution_count}].reason")
-
+    return kernel.value(
+        "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+        f".by_count[{execution.execution_count}].reason"
+    )
 
 
 def test_a_cell_calling_open_itself_is_cached_and_keyed_on_the_file(kernel, workdir):
@@ -52,8 +56,11 @@ def test_a_cell_calling_open_itself_is_cached_and_keyed_on_the_file(kernel, work
 
 def test_a_file_read_inside_a_function_from_an_earlier_cell_is_an_input(kernel, workdir):
     (workdir / "payload.txt").write_text("one")
-    cells = [LOAD, ("def", "def load():\n    with open('payload.txt') as f:\n        return f.read()"),
-             ("use", "x = load()")]
+    cells = [
+        LOAD,
+        ("def", "def load():\n    with open('payload.txt') as f:\n        return f.read()"),
+        ("use", "x = load()"),
+    ]
     ok(kernel.run_all(cells))
     assert kernel.value("x") == "'one'"
     kernel.restart()
@@ -67,8 +74,11 @@ def test_a_file_read_inside_a_function_from_an_earlier_cell_is_an_input(kernel, 
 
 
 def test_a_listing_after_a_new_directory_appears_reruns(kernel, workdir):
-    cells = [LOAD, ("make", "import os\nos.makedirs('runs/r1', exist_ok=True)"),
-             ("list", "names = sorted(os.listdir('runs'))")]
+    cells = [
+        LOAD,
+        ("make", "import os\nos.makedirs('runs/r1', exist_ok=True)"),
+        ("list", "names = sorted(os.listdir('runs'))"),
+    ]
     ok(kernel.run_all(cells))
     kernel.restart()
     assert states(kernel, ok(kernel.run_all(cells)))[1:] == ["restored", "restored"]
@@ -96,24 +106,34 @@ def test_a_glob_after_a_new_matching_file_reruns(kernel, workdir):
 
 
 def tree(root: Path) -> list[tuple[str, str]]:
-    return sorted((str(p.relative_to(root)), "link" if p.is_symlink() else "dir" if p.is_dir()
-                   else p.read_text()) for p in root.rglob("*"))
+    return sorted(
+        (
+            str(p.relative_to(root)),
+            "link" if p.is_symlink() else "dir" if p.is_dir() else p.read_text(),
+        )
+        for p in root.rglob("*")
+    )
 
 
 def test_directory_changes_are_replayed_and_a_later_rename_works(kernel, workdir):
     (workdir / "raw").mkdir()
     (workdir / "raw" / "a.txt").write_text("a")
-    cells = [LOAD,
-             ("dirs", "import os, shutil\n"
-                      "os.makedirs('out/stage1')\n"
-                      "from pathlib import Path\n"
-                      "Path('out/stage1/result.txt').write_text('r')\n"
-                      "shutil.copytree('raw', 'out/raw_copy')\n"
-                      "os.makedirs('scratch/tmp')\n"
-                      "shutil.rmtree('scratch')\n"
-                      "os.rename('out/stage1', 'out/final')\n"
-                      "os.symlink('final/result.txt', 'out/latest')"),
-             ("later", "os.rename('out/final', 'out/published')\nn = len(os.listdir('out'))")]
+    cells = [
+        LOAD,
+        (
+            "dirs",
+            "import os, shutil\n"
+            "os.makedirs('out/stage1')\n"
+            "from pathlib import Path\n"
+            "Path('out/stage1/result.txt').write_text('r')\n"
+            "shutil.copytree('raw', 'out/raw_copy')\n"
+            "os.makedirs('scratch/tmp')\n"
+            "shutil.rmtree('scratch')\n"
+            "os.rename('out/stage1', 'out/final')\n"
+            "os.symlink('final/result.txt', 'out/latest')",
+        ),
+        ("later", "os.rename('out/final', 'out/published')\nn = len(os.listdir('out'))"),
+    ]
     ok(kernel.run_all(cells))
     plain = tree(workdir)
     for name in ("out",):
@@ -127,16 +147,22 @@ def test_directory_changes_are_replayed_and_a_later_rename_works(kernel, workdir
 
 
 def test_the_load_it_if_saved_else_compute_pattern(kernel, workdir):
-    cells = [LOAD,
-             ("cached", "import os, pickle\nfrom pathlib import Path\n"
-                        "if os.path.exists('model.pkl'):\n"
-                        "    model = pickle.loads(Path('model.pkl').read_bytes())\n"
-                        "    source = 'loaded'\n"
-                        "else:\n    model, source = {'w': 1}, 'computed'")]
+    cells = [
+        LOAD,
+        (
+            "cached",
+            "import os, pickle\nfrom pathlib import Path\n"
+            "if os.path.exists('model.pkl'):\n"
+            "    model = pickle.loads(Path('model.pkl').read_bytes())\n"
+            "    source = 'loaded'\n"
+            "else:\n    model, source = {'w': 1}, 'computed'",
+        ),
+    ]
     ok(kernel.run_all(cells))
     assert kernel.value("source") == "'computed'"
     with open(workdir / "model.pkl", "wb") as f:
         import pickle
+
         pickle.dump({"w": 2}, f)
     kernel.restart()
     runs = ok(kernel.run_all(cells))
@@ -148,8 +174,11 @@ def test_the_load_it_if_saved_else_compute_pattern(kernel, workdir):
 def test_readers_that_kept_their_own_open_bz2_and_numpy(kernel, workdir):
     (workdir / "data.bz2").write_bytes(bz2.compress(b"first"))
     np.save(workdir / "arr.npy", np.arange(3))
-    cells = [LOAD, ("bz2", "import bz2\ntext = bz2.open('data.bz2').read()"),
-             ("npy", "import numpy as np\ntotal = int(np.load('arr.npy').sum())")]
+    cells = [
+        LOAD,
+        ("bz2", "import bz2\ntext = bz2.open('data.bz2').read()"),
+        ("npy", "import numpy as np\ntotal = int(np.load('arr.npy').sum())"),
+    ]
     ok(kernel.run_all(cells))
     kernel.restart()
     assert states(kernel, ok(kernel.run_all(cells)))[1:] == ["restored", "restored"]
@@ -162,13 +191,21 @@ def test_readers_that_kept_their_own_open_bz2_and_numpy(kernel, workdir):
 
 
 def test_writes_through_a_memmap_or_a_log_handler_from_an_earlier_cell(kernel, workdir):
-    cells = [LOAD,
-             ("map", "import numpy as np\n"
-                     "m = np.lib.format.open_memmap('m.npy', mode='w+', dtype='f8', shape=(4,))"),
-             ("write", "m[0] = 5.0\nm.flush()"),
-             ("log", "import logging\nlog = logging.getLogger('t')\n"
-                     "log.addHandler(logging.FileHandler('run.log'))"),
-             ("emit", "log.warning('hello')")]
+    cells = [
+        LOAD,
+        (
+            "map",
+            "import numpy as np\n"
+            "m = np.lib.format.open_memmap('m.npy', mode='w+', dtype='f8', shape=(4,))",
+        ),
+        ("write", "m[0] = 5.0\nm.flush()"),
+        (
+            "log",
+            "import logging\nlog = logging.getLogger('t')\n"
+            "log.addHandler(logging.FileHandler('run.log'))",
+        ),
+        ("emit", "log.warning('hello')"),
+    ]
     runs = ok(kernel.run_all(cells))
     found = states(kernel, runs)
     assert found[2] == "uncacheable" and "`m.npy`" in reason(kernel, runs[2])
@@ -181,8 +218,11 @@ def test_writes_through_a_memmap_or_a_log_handler_from_an_earlier_cell(kernel, w
 
 def test_a_symlink_is_replayed(kernel, workdir):
     (workdir / "v1.txt").write_text("v1")
-    cells = [LOAD, ("link", "import os\nos.symlink('v1.txt', 'current')"),
-             ("read", "from pathlib import Path\ntext = Path('current').read_text()")]
+    cells = [
+        LOAD,
+        ("link", "import os\nos.symlink('v1.txt', 'current')"),
+        ("read", "from pathlib import Path\ntext = Path('current').read_text()"),
+    ]
     ok(kernel.run_all(cells))
     os.remove(workdir / "current")
     kernel.restart()
@@ -193,7 +233,11 @@ def test_a_symlink_is_replayed(kernel, workdir):
 
 
 def test_a_failing_open_shows_no_incrcell_frame(kernel, workdir):
-    cells = [LOAD, ("def", "def load():\n    return open('nowhere.txt').read()"), ("use", "x = load()")]
+    cells = [
+        LOAD,
+        ("def", "def load():\n    return open('nowhere.txt').read()"),
+        ("use", "x = load()"),
+    ]
     runs = kernel.run_all(cells)
     assert runs[2].status == "error" and runs[2].error["ename"] == "FileNotFoundError"
     text = "\n".join(runs[2].error["traceback"])
@@ -226,8 +270,10 @@ def test_a_rename_onto_a_directory_that_now_exists_reruns(tmp_path, monkeypatch)
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    cells = [("make", "import os\nos.makedirs('runs/r1', exist_ok=True)"),
-             ("move", "os.rename('runs', 'archive')")]
+    cells = [
+        ("make", "import os\nos.makedirs('runs/r1', exist_ok=True)"),
+        ("move", "os.rename('runs', 'archive')"),
+    ]
     first = Session(tmp_path / "cache", monkeypatch).run_all(cells)
     assert first["move"].record.state == "ran"
     second = Session(tmp_path / "cache", monkeypatch).run_all(cells)  # `archive` exists now

@@ -20,15 +20,17 @@ from incrcell.store import FORMAT_VERSION
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-
 def traceback_text(execution: Execution) -> str:
     assert execution.error is not None
     return _ANSI.sub("", "\n".join(execution.error["traceback"]))
 
 
 def stderr(execution: Execution) -> str:
-    return "".join(o["text"] for o in execution.outputs
-                   if o["output_type"] == "stream" and o["name"] == "stderr")
+    return "".join(
+        o["text"]
+        for o in execution.outputs
+        if o["output_type"] == "stream" and o["name"] == "stderr"
+    )
 
 
 def wait_for(path: Path, timeout: float = 60) -> None:
@@ -77,9 +79,16 @@ def test_cells_after_a_nested_run_are_cells_again(kernel: Kernel):
 
 # -- stream order ---------------------------------------------------------------------
 
+
 def test_stderr_and_stdout_reach_the_notebook_in_the_order_written(kernel: Kernel):
-    cells = [LOAD, ("mixed", "import sys\nprint('e1', file=sys.stderr)\nprint('o1')\n"
-                             "print('e2', file=sys.stderr)\nprint('o2')\nmixed = 1")]
+    cells = [
+        LOAD,
+        (
+            "mixed",
+            "import sys\nprint('e1', file=sys.stderr)\nprint('o1')\n"
+            "print('e2', file=sys.stderr)\nprint('o2')\nmixed = 1",
+        ),
+    ]
     first = kernel.run_all(cells)
     expected = [("stderr", "e1\n"), ("stdout", "o1\n"), ("stderr", "e2\n"), ("stdout", "o2\n")]
     assert [(o["name"], o["text"]) for o in normalise_outputs(first[1].outputs)] == expected
@@ -122,7 +131,8 @@ SLOW = ("mk", "import slowmod\nv = slowmod.Slow(3)\nprint('made')")
 
 
 def test_interrupt_while_loading_a_hit_stops_the_cell_without_running_it(
-        kernel: Kernel, workdir: Path):
+    kernel: Kernel, workdir: Path
+):
     (workdir / "slowmod.py").write_text(SLOW_MODULE)
     cold = kernel.run_all([LOAD, SLOW])
     assert cold[1].status == "ok" and cold[1].stdout == "made\n"
@@ -167,6 +177,7 @@ def test_interrupt_while_recording_says_the_cell_ran(kernel: Kernel, workdir: Pa
 
 
 # -- special files in the cache -------------------------------------------------------
+
 
 def test_a_named_pipe_in_the_cache_is_a_miss_not_a_hang(kernel: Kernel, cache_env):
     cells = [LOAD, ("a", "a = [1, 2, 3]"), ("b", "b = sum(a)")]
@@ -215,10 +226,14 @@ def test_restored_functions_have_their_source_after_a_restart(kernel: Kernel):
 
 # -- unseeded randomness ---------------------------------------------------------------
 
+
 def test_unseeded_draws_are_fresh_after_every_restart(kernel: Kernel):
-    cells = [LOAD, ("imp", "import numpy as np\nimport random"),
-             ("draw", "x = np.random.rand(3)\nx.tolist()"),
-             ("pydraw", "p = random.random()")]
+    cells = [
+        LOAD,
+        ("imp", "import numpy as np\nimport random"),
+        ("draw", "x = np.random.rand(3)\nx.tolist()"),
+        ("pydraw", "p = random.random()"),
+    ]
     first = kernel.run_all(cells)
     x1, p1 = kernel.value("x.tolist()"), kernel.value("p")
     kernel.restart()
@@ -244,9 +259,12 @@ def test_an_import_cell_does_not_replay_numpys_state(kernel: Kernel):
 
 
 def test_seeded_streams_are_restored_exactly(kernel: Kernel):
-    cells = [LOAD, ("imp", "import numpy as np\nnp.random.seed(5)\nimport random\nrandom.seed(6)"),
-             ("draw", "x = np.random.rand(3)\nq = random.random()"),
-             ("more", "y = np.random.rand(2)\nr = random.random()")]
+    cells = [
+        LOAD,
+        ("imp", "import numpy as np\nnp.random.seed(5)\nimport random\nrandom.seed(6)"),
+        ("draw", "x = np.random.rand(3)\nq = random.random()"),
+        ("more", "y = np.random.rand(2)\nr = random.random()"),
+    ]
     kernel.run_all(cells)
     values = kernel.value("(x.tolist(), q, y.tolist(), r)")
     kernel.restart()
@@ -256,17 +274,23 @@ def test_seeded_streams_are_restored_exactly(kernel: Kernel):
     following = kernel.value("(np.random.rand(), random.random())")
     kernel.restart()
     kernel.run(*LOAD[::-1])
-    plain = kernel.run("%%incrcell nocache\nimport numpy as np\nnp.random.seed(5)\nimport random\n"
-                       "random.seed(6)\nnp.random.rand(3); random.random()\n"
-                       "np.random.rand(2); random.random()\n"
-                       "following = (np.random.rand(), random.random())")
+    plain = kernel.run(
+        "%%incrcell nocache\nimport numpy as np\nnp.random.seed(5)\nimport random\n"
+        "random.seed(6)\nnp.random.rand(3); random.random()\n"
+        "np.random.rand(2); random.random()\n"
+        "following = (np.random.rand(), random.random())"
+    )
     assert plain.status == "ok"
     assert kernel.value("following") == following
 
 
 def test_reseeding_from_entropy_makes_draws_fresh_again(kernel: Kernel):
-    cells = [LOAD, ("imp", "import numpy as np\nnp.random.seed(1)"),
-             ("fresh", "np.random.seed()"), ("draw", "x = np.random.rand()")]
+    cells = [
+        LOAD,
+        ("imp", "import numpy as np\nnp.random.seed(1)"),
+        ("fresh", "np.random.seed()"),
+        ("draw", "x = np.random.rand()"),
+    ]
     kernel.run_all(cells)
     x = kernel.value("x")
     kernel.restart()
@@ -275,8 +299,11 @@ def test_reseeding_from_entropy_makes_draws_fresh_again(kernel: Kernel):
 
 
 def test_cache_directive_accepts_fresh_draws_without_fixing_later_ones(kernel: Kernel):
-    cells = [LOAD, ("imp", "import numpy as np"),
-             ("kept", "%%incrcell cache\nx = np.random.rand()")]
+    cells = [
+        LOAD,
+        ("imp", "import numpy as np"),
+        ("kept", "%%incrcell cache\nx = np.random.rand()"),
+    ]
     kernel.run_all(cells)
     x = kernel.value("x")
     kernel.restart()
@@ -291,6 +318,7 @@ def test_cache_directive_accepts_fresh_draws_without_fixing_later_ones(kernel: K
 
 # -- incrcell's frames stay out of tracebacks --------------------------------------------
 
+
 def test_incrcell_frames_are_hidden_in_tracebacks(kernel: Kernel):
     kernel.run(*LOAD[::-1])
     kernel.run("import numpy as np\nnp.random.seed(0)", "imp")
@@ -300,14 +328,16 @@ def test_incrcell_frames_are_hidden_in_tracebacks(kernel: Kernel):
     failed = kernel.run("np.random.seed('not a seed')", "seed")
     assert failed.error["ename"] in ("TypeError", "ValueError")
     assert "incrcell" not in traceback_text(failed)
-    failed = kernel.run("from IPython.display import display\ndisplay({'a': 1}, raw=True)\n1/0",
-                        "disp")
+    failed = kernel.run(
+        "from IPython.display import display\ndisplay({'a': 1}, raw=True)\n1/0", "disp"
+    )
     assert "incrcell" not in traceback_text(failed)
 
 
 def test_interrupted_code_is_one_plain_statement():
     """The code that replaces an interrupted cell raises KeyboardInterrupt and nothing else."""
     from incrcell.hooks import _interrupted_code
+
     code = _interrupted_code()
     assert isinstance(code.body[0], ast.Raise) and len(code.body) == 1
     try:

@@ -16,7 +16,6 @@ def restored(executions) -> list[bool]:
     return [e.restored for e in executions]
 
 
-
 def twice(kernel: Kernel, cells, edited=None):
     """Run ``cells``, restart, run ``edited`` (default: the same cells); the second run."""
     ok(kernel.run_all(cells))
@@ -33,9 +32,11 @@ def status(kernel: Kernel) -> str:
 def test_sys_path_insert_is_replayed_so_a_later_import_works(kernel: Kernel, workdir: Path):
     (workdir / "vendor").mkdir()
     (workdir / "vendor" / "vendored_mod.py").write_text("VALUE = 41\n")
-    cells = [LOAD,
-             ("path", "import sys\nsys.path.insert(0, 'vendor')"),
-             ("use", "import vendored_mod\nv = vendored_mod.VALUE + 1")]
+    cells = [
+        LOAD,
+        ("path", "import sys\nsys.path.insert(0, 'vendor')"),
+        ("use", "import vendored_mod\nv = vendored_mod.VALUE + 1"),
+    ]
     second = twice(kernel, cells)
     assert restored(second) == [False, True, True]
     assert kernel.value("sys.path[0]") == "'vendor'"
@@ -45,15 +46,19 @@ def test_sys_path_insert_is_replayed_so_a_later_import_works(kernel: Kernel, wor
 
 
 def test_editing_the_cell_that_sets_a_module_attribute_reruns_its_readers(
-        kernel: Kernel, workdir: Path):
+    kernel: Kernel, workdir: Path
+):
     (workdir / "settings.py").write_text("LEVEL = 1\n")
     (workdir / "helpers.py").write_text(
-        "import settings\n\ndef level():\n    return settings.LEVEL * 10\n")
-    cells = [LOAD,
-             ("imp", "import settings, helpers"),
-             ("set", "settings.LEVEL = 2"),
-             ("read", "x = helpers.level()"),
-             ("direct", "y = settings.LEVEL")]
+        "import settings\n\ndef level():\n    return settings.LEVEL * 10\n"
+    )
+    cells = [
+        LOAD,
+        ("imp", "import settings, helpers"),
+        ("set", "settings.LEVEL = 2"),
+        ("read", "x = helpers.level()"),
+        ("direct", "y = settings.LEVEL"),
+    ]
     second = twice(kernel, cells)
     assert restored(second) == [False, True, True, True, True]
     assert kernel.value("(settings.LEVEL, x, y)") == "(2, 20, 2)"
@@ -92,25 +97,30 @@ def test_a_builtin_set_by_a_cell_is_replayed_and_keys_its_readers(kernel: Kernel
 
 
 def test_environment_set_in_one_cell_and_read_in_another(kernel: Kernel):
-    cells = [LOAD,
-             ("env", "import os\nos.environ['INCRCELL_MODE'] = 'fast'"),
-             ("read", "import os\nmode = os.environ['INCRCELL_MODE']")]
+    cells = [
+        LOAD,
+        ("env", "import os\nos.environ['INCRCELL_MODE'] = 'fast'"),
+        ("read", "import os\nmode = os.environ['INCRCELL_MODE']"),
+    ]
     second = twice(kernel, cells)
     assert restored(second) == [False, True, True]
     assert kernel.value("(os.environ['INCRCELL_MODE'], mode)") == "('fast', 'fast')"
     kernel.restart()
-    third = kernel.run_all([cells[0], ("env", "import os\nos.environ['INCRCELL_MODE'] = 'slow'"),
-                            cells[2]])
+    third = kernel.run_all(
+        [cells[0], ("env", "import os\nos.environ['INCRCELL_MODE'] = 'slow'"), cells[2]]
+    )
     ok(third)
     assert restored(third) == [False, False, False]
     assert kernel.value("mode") == "'slow'"
 
 
 def test_print_options_set_inside_a_helper_function(kernel: Kernel):
-    cells = [LOAD,
-             ("def", "import numpy as np\ndef setup():\n    np.set_printoptions(precision=2)"),
-             ("call", "setup()"),
-             ("show", "print(np.array([1 / 3]))")]
+    cells = [
+        LOAD,
+        ("def", "import numpy as np\ndef setup():\n    np.set_printoptions(precision=2)"),
+        ("call", "setup()"),
+        ("show", "print(np.array([1 / 3]))"),
+    ]
     first = kernel.run_all(cells)
     ok(first)
     assert first[3].stdout == "[0.33]\n"
@@ -130,7 +140,11 @@ def test_print_options_set_inside_a_helper_function(kernel: Kernel):
 def test_working_directory_changed_by_a_cell_is_replayed(kernel: Kernel, workdir: Path):
     (workdir / "sub").mkdir()
     (workdir / "sub" / "f.txt").write_text("inside")
-    cells = [LOAD, ("cd", "import os\nos.chdir('sub')"), ("read", "from pathlib import Path\ntext = Path('f.txt').read_text()")]
+    cells = [
+        LOAD,
+        ("cd", "import os\nos.chdir('sub')"),
+        ("read", "from pathlib import Path\ntext = Path('f.txt').read_text()"),
+    ]
     second = twice(kernel, cells)
     assert restored(second) == [False, True, True]
     assert kernel.value("os.getcwd()") == repr(str(workdir / "sub"))
@@ -140,8 +154,13 @@ def test_working_directory_changed_by_a_cell_is_replayed(kernel: Kernel, workdir
 def test_the_clock_read_inside_a_local_module_function(kernel: Kernel, workdir: Path):
     (workdir / "clock.py").write_text("import time\n\ndef stamp():\n    return time.time()\n")
     (workdir / "wrapper.py").write_text("import clock\n\ndef go():\n    return clock.stamp()\n")
-    cells = [LOAD, ("imp", "import wrapper"), ("use", "t = wrapper.go()"),
-             ("from", "from clock import stamp"), ("use2", "t2 = stamp()")]
+    cells = [
+        LOAD,
+        ("imp", "import wrapper"),
+        ("use", "t = wrapper.go()"),
+        ("from", "from clock import stamp"),
+        ("use2", "t2 = stamp()"),
+    ]
     ok(kernel.run_all(cells))
     text = status(kernel)
     assert "calls `stamp`, which reads the clock" in text
@@ -154,7 +173,8 @@ def test_the_clock_read_inside_a_local_module_function(kernel: Kernel, workdir: 
 
 
 def test_the_clock_read_by_a_local_module_the_same_cell_imports_first(
-        kernel: Kernel, workdir: Path):
+    kernel: Kernel, workdir: Path
+):
     (workdir / "clock.py").write_text("import time\n\ndef stamp():\n    return time.time()\n")
     cells = [LOAD, ("use", "import clock\nt = clock.stamp()")]
     ok(kernel.run_all(cells))
@@ -183,10 +203,15 @@ def test_values_that_name_this_process_can_be_cached_on_purpose(kernel: Kernel):
 
 
 def test_a_thread_still_running_when_the_cell_ends(kernel: Kernel):
-    cells = [LOAD,
-             ("thread", "import threading, time\nresults = []\n"
-                        "threading.Thread(target=lambda: (time.sleep(60), results.append(1)),\n"
-                        "                 name='worker', daemon=True).start()")]
+    cells = [
+        LOAD,
+        (
+            "thread",
+            "import threading, time\nresults = []\n"
+            "threading.Thread(target=lambda: (time.sleep(60), results.append(1)),\n"
+            "                 name='worker', daemon=True).start()",
+        ),
+    ]
     ok(kernel.run_all(cells))
     assert "starts thread `worker`, still running" in status(kernel)
     kernel.restart()
@@ -196,10 +221,14 @@ def test_a_thread_still_running_when_the_cell_ends(kernel: Kernel):
 def test_a_module_planted_in_sys_modules_by_hand(kernel: Kernel, workdir: Path):
     # through a local module's function, where no static check sees it
     (workdir / "planter.py").write_text(
-        "import sys, types\n\ndef plant(name):\n    sys.modules[name] = types.ModuleType(name)\n")
-    cells = [LOAD, ("def", "from planter import plant"),
-             ("plant", "plant('planted')"),
-             ("use", "import planted\nname = planted.__name__")]
+        "import sys, types\n\ndef plant(name):\n    sys.modules[name] = types.ModuleType(name)\n"
+    )
+    cells = [
+        LOAD,
+        ("def", "from planter import plant"),
+        ("plant", "plant('planted')"),
+        ("use", "import planted\nname = planted.__name__"),
+    ]
     ok(kernel.run_all(cells))
     assert "puts `planted` into sys.modules by hand" in status(kernel)
     kernel.restart()

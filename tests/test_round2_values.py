@@ -40,7 +40,10 @@ def test_a_write_through_a_view_never_restores_an_older_owner(kernel: Kernel):
     second = run(kernel, VIEW)  # now keyed on what `m` holds before it: recorded
     assert not second["scale"].restored and second["read"].restored
     assert run(kernel, VIEW)["scale"].restored
-    assert kernel.value("(float(m.sum()), bool(col.base is m or col.base is m.base))") == "(28.0, True)"
+    assert (
+        kernel.value("(float(m.sum()), bool(col.base is m or col.base is m.base))")
+        == "(28.0, True)"
+    )
 
     edited = edit(VIEW, "corner", "m[0, 0] = 7")
     runs = run(kernel, edited)
@@ -66,7 +69,9 @@ def test_a_container_holding_an_object_inside_a_mutated_value_is_keyed_on_it(ker
     first = run(kernel, HOLDERS)
     assert "`c`" in why(kernel, first["grow"])  # found from the list inside `a`, written too
     run(kernel, HOLDERS)
-    runs = run(kernel, HOLDERS)  # `hold` copies no object of `a`: it runs (README: `first = rows[0]`)
+    runs = run(
+        kernel, HOLDERS
+    )  # `hold` copies no object of `a`: it runs (README: `first = rows[0]`)
     assert all(e.restored for cid, e in runs.items() if cid not in ("load", "hold"))
     assert kernel.value("seen") == "(1, 2, True)"
 
@@ -78,20 +83,23 @@ def test_a_container_holding_an_object_inside_a_mutated_value_is_keyed_on_it(ker
 
 LOSSY = [
     LOAD,
-    ("define", "class Model:\n"
-               "    def __init__(self):\n"
-               "        self.weights = [1.0, 2.0]\n"
-               "        self.cache = {}\n"
-               "    def __getstate__(self):\n"
-               "        state = dict(self.__dict__)\n"
-               "        state['cache'] = {}  # 'transient', but a plain run keeps it\n"
-               "        return state\n"
-               "class Span:\n"
-               "    __slots__ = ('start', 'stop')\n"
-               "    def __init__(self, start, stop):\n"
-               "        self.start, self.stop = start, stop\n"
-               "    def __reduce__(self):\n"
-               "        return (Span, (self.start, self.start))  # drops `stop`"),
+    (
+        "define",
+        "class Model:\n"
+        "    def __init__(self):\n"
+        "        self.weights = [1.0, 2.0]\n"
+        "        self.cache = {}\n"
+        "    def __getstate__(self):\n"
+        "        state = dict(self.__dict__)\n"
+        "        state['cache'] = {}  # 'transient', but a plain run keeps it\n"
+        "        return state\n"
+        "class Span:\n"
+        "    __slots__ = ('start', 'stop')\n"
+        "    def __init__(self, start, stop):\n"
+        "        self.start, self.stop = start, stop\n"
+        "    def __reduce__(self):\n"
+        "        return (Span, (self.start, self.start))  # drops `stop`",
+    ),
     ("fit", "model = Model()\nmodel.cache['score'] = 0.75\nspan = Span(1, 9)"),
     ("plain", "kept = Model()"),
     ("use", "result = (model.cache.get('score'), span.stop, len(kept.cache))"),
@@ -130,8 +138,11 @@ def test_an_lru_cache_memo_is_state_a_restore_cannot_drop(kernel: Kernel):
 
 CLOSURES = [
     LOAD,
-    ("define", "def make():\n    n = 0\n    def inc():\n        nonlocal n\n        n += 1\n"
-               "        return n\n    def get():\n        return n\n    return inc, get"),
+    (
+        "define",
+        "def make():\n    n = 0\n    def inc():\n        nonlocal n\n        n += 1\n"
+        "        return n\n    def get():\n        return n\n    return inc, get",
+    ),
     ("make", "inc, get = make()"),
     ("step", "inc()"),
     ("read", "x = get()"),
@@ -144,7 +155,10 @@ def test_closures_sharing_a_nonlocal_stay_shared(kernel: Kernel):
     for _ in range(2):
         runs = run(kernel, CLOSURES)
         assert not runs["make"].restored and not runs["step"].restored
-        assert runs["step"].result == "1" and kernel.value("(x, get(), inc(), get())") == "(1, 1, 2, 2)"
+        assert (
+            runs["step"].result == "1"
+            and kernel.value("(x, get(), inc(), get())") == "(1, 1, 2, 2)"
+        )
     assert "uncacheable" in why(kernel, runs["make"])
     assert normalise_outputs(runs["step"].outputs) == normalise_outputs(first["step"].outputs)
 
@@ -155,13 +169,20 @@ from harness import Session, cache_dir  # noqa: E402,F401  (cache_dir is a fixtu
 
 
 def test_a_faithful_custom_pickle_is_cached_and_restored(cache_dir, monkeypatch):
-    cells = [("define", "class Box:\n    def __init__(self, items):\n        self.items = items\n"
-                        "    def __getstate__(self):\n        return dict(self.__dict__)\n"
-                        "    def __setstate__(self, state):\n        self.__dict__.update(state)"),
-             ("make", "box = Box([1, 2])\nbox.items.append(3)"),
-             ("use", "n = len(box.items)")]
+    cells = [
+        (
+            "define",
+            "class Box:\n    def __init__(self, items):\n        self.items = items\n"
+            "    def __getstate__(self):\n        return dict(self.__dict__)\n"
+            "    def __setstate__(self, state):\n        self.__dict__.update(state)",
+        ),
+        ("make", "box = Box([1, 2])\nbox.items.append(3)"),
+        ("use", "n = len(box.items)"),
+    ]
     first = Session(cache_dir, monkeypatch).run_all(cells)
-    assert all(o.record.state == "ran" for o in first.values()), {c: o.record.reason for c, o in first.items()}
+    assert all(o.record.state == "ran" for o in first.values()), {
+        c: o.record.reason for c, o in first.items()
+    }
     second = Session(cache_dir, monkeypatch)
     assert all(o.restored for o in second.run_all(cells).values())
     assert second.ns["box"].items == [1, 2, 3] and second.ns["n"] == 3

@@ -177,7 +177,8 @@ def test_arrays_captured_by_notebook_code_stay_out_of_band() -> None:
     array = np.arange(100_000.0)
     serialised, restored = roundtrip(lambda: array.sum())
     assert any(
-        np.shares_memory(np.frombuffer(buffer, dtype=np.float64), array) for buffer in serialised.buffers
+        np.shares_memory(np.frombuffer(buffer, dtype=np.float64), array)
+        for buffer in serialised.buffers
     )
     assert restored() == array.sum()
 
@@ -313,6 +314,7 @@ def test_pickles_that_leave_state_out_lose_it() -> None:
 
 def test_a_notebook_base_class_is_referred_to_by_name_inside_a_class_stored_by_value() -> None:
     import types as _types
+
     main = _types.ModuleType("__main__")
     exec("class Base:\n    pass\nclass Sub(Base):\n    pass", main.__dict__)
     saved = sys.modules["__main__"]

@@ -30,9 +30,14 @@ import nbformat
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TIMEOUT_MS = 60_000
 
@@ -76,7 +81,11 @@ def lab(tmp_path: Path, cache_env: dict[str, str]) -> Iterator[str]:
     root.mkdir()
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source, id=cell_id) for cell_id, source in CELLS.items()]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, root / "chain.ipynb")
     plain = nbformat.v4.new_notebook()
     plain.cells = [nbformat.v4.new_code_cell("x = 1", id="plain")]
@@ -98,10 +107,18 @@ def lab(tmp_path: Path, cache_env: dict[str, str]) -> Iterator[str]:
         "IPYTHONDIR": str(tmp_path / "ipython"),
     }
     port, token = _free_port(), secrets.token_hex(16)
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
-               f"--port={port}", f"--IdentityProvider.token={token}",
-               "--ServerApp.port_retries=0", "--LabApp.expose_app_in_browser=True",
-               f"--ServerApp.root_dir={root}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.port_retries=0",
+        "--LabApp.expose_app_in_browser=True",
+        f"--ServerApp.root_dir={root}",
+    ]
     if os.geteuid() == 0:
         command.append("--allow-root")
     log_path = tmp_path / "jupyter-lab.log"
@@ -116,7 +133,9 @@ def lab(tmp_path: Path, cache_env: dict[str, str]) -> Iterator[str]:
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("jupyter lab did not start:\n" + log_path.read_text()) from None
+                    raise RuntimeError(
+                        "jupyter lab did not start:\n" + log_path.read_text()
+                    ) from None
                 time.sleep(0.25)
         yield f"{url}/lab/tree/chain.ipynb?token={token}"
     finally:
@@ -174,7 +193,9 @@ def test_sidebar_restores_then_shows_stale(lab: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     started = time.monotonic()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(TIMEOUT_MS)
@@ -185,11 +206,15 @@ def test_sidebar_restores_then_shows_stale(lab: str) -> None:
             page.evaluate("() => window.jupyterapp.commands.execute('incrcell:show-sidebar')")
             sidebar = page.locator("#incrcell-sidebar")
             # A fresh kernel has not loaded incrcell: the panel says how to enable it.
-            page.wait_for_selector("#incrcell-sidebar .jp-incrcell-banner:has-text('%load_ext incrcell')")
+            page.wait_for_selector(
+                "#incrcell-sidebar .jp-incrcell-banner:has-text('%load_ext incrcell')"
+            )
 
             # 1. First run: everything runs (and is recorded).
             page.evaluate(RUN_ALL)
-            page.wait_for_function(HAS_STATES, arg={cell: "ran" for cell in CELLS if cell != "load"})
+            page.wait_for_function(
+                HAS_STATES, arg={cell: "ran" for cell in CELLS if cell != "load"}
+            )
 
             # 2. Restart: the kernel forgets incrcell, and so does the panel.
             page.evaluate(RESTART)
@@ -200,7 +225,9 @@ def test_sidebar_restores_then_shows_stale(lab: str) -> None:
             page.evaluate(RUN_ALL)
             restored = {cell: "restored" for cell in CELLS if cell != "load"}
             page.wait_for_function(HAS_STATES, arg=restored)
-            assert page.locator(".jp-CodeCell[data-incrcell-state='restored']").count() == len(restored)
+            assert page.locator(".jp-CodeCell[data-incrcell-state='restored']").count() == len(
+                restored
+            )
             assert "5 restored" in sidebar.locator(".jp-incrcell-totals").inner_text()
 
             # 4. Edit a cell in its editor: it and its dependents become stale, the rest stays.
@@ -209,8 +236,11 @@ def test_sidebar_restores_then_shows_stale(lab: str) -> None:
             page.keyboard.press("End")
             page.keyboard.press("Backspace")
             page.keyboard.type("3")
-            expected = {EDITED: "stale", **{c: "stale" for c in DEPENDENTS},
-                        **{c: "restored" for c in UNAFFECTED}}
+            expected = {
+                EDITED: "stale",
+                **{c: "stale" for c in DEPENDENTS},
+                **{c: "restored" for c in UNAFFECTED},
+            }
             page.wait_for_function(HAS_STATES, arg=expected)
             assert page.locator(".jp-CodeCell[data-incrcell-state='stale']").count() == 3
             run_stale = sidebar.locator(".jp-incrcell-run-stale")
@@ -221,14 +251,18 @@ def test_sidebar_restores_then_shows_stale(lab: str) -> None:
             sidebar.locator(".jp-incrcell-tab[data-tab='graph']").click()
             sidebar.locator(f".jp-incrcell-node[data-cell-id='{EDITED}'] circle").hover()
             affected = sidebar.locator(".jp-incrcell-node.jp-incrcell-mod-affected")
-            assert {affected.nth(i).get_attribute("data-cell-id")
-                    for i in range(affected.count())} == DEPENDENTS
+            assert {
+                affected.nth(i).get_attribute("data-cell-id") for i in range(affected.count())
+            } == DEPENDENTS
             _screenshot_sidebar(page, ARTIFACTS / "sidebar-graph.png")
             sidebar.locator(".jp-incrcell-tab[data-tab='cells']").click()
 
             # 6. Run stale cells: exactly the stale ones run, the others stay restored.
             run_stale.click()
-            after_run = {**{c: "ran" for c in (EDITED, *DEPENDENTS)}, **{c: "restored" for c in UNAFFECTED}}
+            after_run = {
+                **{c: "ran" for c in (EDITED, *DEPENDENTS)},
+                **{c: "restored" for c in UNAFFECTED},
+            }
             page.wait_for_function(HAS_STATES, arg=after_run)
             assert run_stale.inner_text() == "Run stale cells (0)"
             outputs = page.locator(".jp-Notebook .jp-CodeCell").nth(list(CELLS).index("total"))

@@ -26,7 +26,7 @@ from incrcell.store import cache as cache_module
 from incrcell.store import file as file_module
 from incrcell.serialise import Serialised, dumps
 from incrcell.serialise import loads
-from incrcell.store import (FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store)
+from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store.codec import ENTRY
 from incrcell.store.entry import parse_entry
 from incrcell.store.signing import KEY_ENV, KeyRefused, Signer, signing_key
@@ -193,7 +193,9 @@ def test_an_entry_is_only_written_once_its_values_are_in(store: Store) -> None:
         store.put(make_entry(KEY_A, "ff" * 16))
     assert not store.hit(KEY_A)
     bundle = record(store, KEY_B, x=1).bundle
-    with pytest.raises(StoreError, match="not in the cache"):  # a file it wrote, whose bytes are not in
+    with pytest.raises(
+        StoreError, match="not in the cache"
+    ):  # a file it wrote, whose bytes are not in
         store.put(make_entry(KEY_A, bundle, written={"/tmp/out.txt": "ee" * 16}))
     assert not store.hit(KEY_A)
 
@@ -256,7 +258,9 @@ CORRUPTIONS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
 
 
 @pytest.mark.parametrize("corruption", CORRUPTIONS)
-def test_corrupt_entries_are_misses_with_a_warning(store: Store, root: Path, corruption: str) -> None:
+def test_corrupt_entries_are_misses_with_a_warning(
+    store: Store, root: Path, corruption: str
+) -> None:
     mutate, message = CORRUPTIONS[corruption]
     entry = record(store, KEY_A, x=np.arange(10))
     path = files(root, "entries")[0]
@@ -319,7 +323,9 @@ def test_a_corrupt_value_is_not_deduplicated_against(store: Store, root: Path) -
     digest = entry.bundle
     assert not fresh.has_value(digest)  # the checksum caught it...
     assert not value_file.exists()  # ...and the file is gone
-    assert record(fresh, KEY_A, x=value) == dataclasses.replace(entry, created=fresh.get(KEY_A).created)
+    assert record(fresh, KEY_A, x=value) == dataclasses.replace(
+        entry, created=fresh.get(KEY_A).created
+    )
     np.testing.assert_array_equal(values(open_store(root, signer=Signer(KEY)), entry)["x"], value)
 
 
@@ -331,11 +337,13 @@ def test_has_value_reads_a_file_once_per_store(
     store.put_value(digest, serialised)
     checks = []
     real_check = Store._verify
-    monkeypatch.setattr(
-        Store, "_verify", lambda *args: checks.append(args) or real_check(*args)
-    )
+    monkeypatch.setattr(Store, "_verify", lambda *args: checks.append(args) or real_check(*args))
     fresh = open_store(root, signer=Signer(KEY))
-    assert fresh.has_value(digest) and fresh.has_value(digest) and fresh.put_value(digest, serialised) == 0
+    assert (
+        fresh.has_value(digest)
+        and fresh.has_value(digest)
+        and fresh.put_value(digest, serialised) == 0
+    )
     assert len(checks) == 1
     assert store.has_value(digest) and len(checks) == 1  # the writer knows its file is intact
     files(root, "values")[0].unlink()
@@ -393,7 +401,10 @@ def test_a_valid_file_under_another_name_is_refused(store: Store, root: Path) ->
     first, second = dumps("first"), dumps("second")
     store.put_value(digest_of(first), first)
     store.put_value(digest_of(second), second)
-    source, target = (root / f"v{FORMAT_VERSION}" / "values" / d[:2] / d for d in (digest_of(first), digest_of(second)))
+    source, target = (
+        root / f"v{FORMAT_VERSION}" / "values" / d[:2] / d
+        for d in (digest_of(first), digest_of(second))
+    )
     target.write_bytes(source.read_bytes())
     with pytest.raises(StoreError, match="wrong name"):
         store.get_value(digest_of(second))
@@ -428,7 +439,9 @@ def test_values_that_cannot_be_loaded_here_raise_store_error_and_are_kept(
     assert store.has_value("dd" * 16)
 
 
-def test_a_value_too_large_for_memory_is_a_miss(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_value_too_large_for_memory_is_a_miss(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     entry = record(store, KEY_A, x=1)
 
     def no_memory(size: int) -> memoryview:
@@ -458,7 +471,9 @@ open_store(sys.argv[1], signer=Signer(b"k" * 32)).put_value(sys.argv[2], dumps(n
 """
 
 
-def test_a_writer_killed_mid_write_leaves_a_clean_miss(store: Store, root: Path, tmp_path: Path) -> None:
+def test_a_writer_killed_mid_write_leaves_a_clean_miss(
+    store: Store, root: Path, tmp_path: Path
+) -> None:
     script = tmp_path / "slow_writer.py"
     script.write_text(SLOW_WRITER)
     digest = "cc" * 16
@@ -466,7 +481,9 @@ def test_a_writer_killed_mid_write_leaves_a_clean_miss(store: Store, root: Path,
     try:
         deadline = time.monotonic() + 60
         while not any(path.stat().st_size > 0 for path in files(root, "values", temp=True)):
-            assert writer.poll() is None and time.monotonic() < deadline, "the writer never started writing"
+            assert writer.poll() is None and time.monotonic() < deadline, (
+                "the writer never started writing"
+            )
             time.sleep(0.02)
     finally:
         writer.send_signal(signal.SIGKILL)
@@ -555,7 +572,9 @@ def concurrent_writer(root: str, barrier) -> None:
 def test_concurrent_writers_leave_one_valid_entry(store: Store, root: Path) -> None:
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(4)
-    writers = [context.Process(target=concurrent_writer, args=(str(root), barrier)) for _ in range(4)]
+    writers = [
+        context.Process(target=concurrent_writer, args=(str(root), barrier)) for _ in range(4)
+    ]
     for writer in writers:
         writer.start()
     for writer in writers:
@@ -567,7 +586,9 @@ def test_concurrent_writers_leave_one_valid_entry(store: Store, root: Path) -> N
     np.testing.assert_array_equal(restored["big"], np.arange(1_000_000.0))
     assert restored["small"] == list(range(1000))
     assert load(store, entry.written["/tmp/out.bin"]) == bytes(range(256)) * 1000
-    assert len(files(root, "values")) == 2 and len(files(root, "entries")) == 1  # the bundle, the file
+    assert (
+        len(files(root, "values")) == 2 and len(files(root, "entries")) == 1
+    )  # the bundle, the file
     assert files(root, "values", temp=True) == files(root, "entries", temp=True) == []
 
 
@@ -584,8 +605,10 @@ def test_delete_collects_values_no_entry_needs(store: Store, root: Path) -> None
     for value in (orphan, young):
         store.put_value(digest_of(value), value)
     an_hour_ago = time.time() - 3600
-    os.utime(files(root, "values")[[p.name for p in files(root, "values")].index(digest_of(orphan))],
-             (an_hour_ago, an_hour_ago))
+    os.utime(
+        files(root, "values")[[p.name for p in files(root, "values")].index(digest_of(orphan))],
+        (an_hour_ago, an_hour_ago),
+    )
     assert store.delete([KEY_A, KEY_C, "99" * 16]) == 2
     assert not store.hit(KEY_A) and not store.hit(KEY_C)
     assert not store.has_value(own.bundle)
@@ -603,14 +626,18 @@ def test_delete_keeps_the_files_an_entry_wrote(store: Store, root: Path, no_warn
     shared = file_blob(store, b"both cells wrote this")
     own = file_blob(store, b"only the first cell wrote this")
     deleted = {"/tmp/gone.txt": files_module.MISSING}  # a file the cell deleted: no blob
-    first = make_entry(KEY_A, first_bundle, written={"/tmp/out.txt": shared, "/tmp/own.txt": own, **deleted})
+    first = make_entry(
+        KEY_A, first_bundle, written={"/tmp/out.txt": shared, "/tmp/own.txt": own, **deleted}
+    )
     second = make_entry(KEY_B, second_bundle, written={"/tmp/out.txt": shared, **deleted})
     store.put(first)  # MISSING is not taken for a value that must be in the cache
     store.put(second)
     assert first.digests() == {first_bundle, shared, own}
     assert files_module.MISSING not in second.digests()
     assert store.get(KEY_A) == first and store.get(KEY_B) == second
-    assert store.delete([]) == 0  # a collection keeps both entries (MISSING is no dangling reference)...
+    assert (
+        store.delete([]) == 0
+    )  # a collection keeps both entries (MISSING is no dangling reference)...
     assert len(files(root, "values")) == 4  # ...and every blob they need
     assert store.get(KEY_A) == first and store.get(KEY_B) == second
     assert store.delete([KEY_A]) == 1
@@ -639,7 +666,9 @@ def test_clear_and_size(store: Store, root: Path) -> None:
     assert store.size() == 0
     record(store, KEY_A, x=np.arange(10_000))
     store.put_note("lineage", {"a": 1})
-    on_disk = sum(path.stat().st_size for path in (root / f"v{FORMAT_VERSION}").rglob("*") if path.is_file())
+    on_disk = sum(
+        path.stat().st_size for path in (root / f"v{FORMAT_VERSION}").rglob("*") if path.is_file()
+    )
     assert store.size() == on_disk > 80_000
     store.clear()
     assert store.size() == 0
@@ -693,14 +722,26 @@ def test_signing_key_file_is_created_private_and_reused(config_home: Path) -> No
     assert signing_key() == key
 
 
-def test_signing_key_from_the_environment(config_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_signing_key_from_the_environment(
+    config_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(KEY_ENV, "team secret")
     assert signing_key() == b"team secret"
     assert not (config_home / "incrcell" / "signing.key").exists()
 
 
-@pytest.mark.parametrize("damage", ["empty", "short", "group-writable", "world-writable",
-                                    "symlink", "dangling symlink", "directory"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "empty",
+        "short",
+        "group-writable",
+        "world-writable",
+        "symlink",
+        "dangling symlink",
+        "directory",
+    ],
+)
 def test_an_unsafe_or_damaged_signing_key_is_refused_never_replaced(
     config_home: Path, tmp_path: Path, damage: str
 ) -> None:
@@ -727,7 +768,11 @@ def test_an_unsafe_or_damaged_signing_key_is_refused_never_replaced(
     assert "\n" not in message and str(path) in message
     assert any(fix in message for fix in ("chmod 600", "remove it", "replace it"))
     after = os.lstat(path)
-    assert (after.st_ino, after.st_mode, after.st_size) == (before.st_ino, before.st_mode, before.st_size)
+    assert (after.st_ino, after.st_mode, after.st_size) == (
+        before.st_ino,
+        before.st_mode,
+        before.st_size,
+    )
     with pytest.raises(StoreError, match="nothing is cached until then"):
         open_store(tmp_path / "cache")
 
@@ -794,7 +839,7 @@ def test_every_backend_round_trips_dedupes_and_refuses_foreign_files(
 
 
 def test_a_value_signed_with_another_key_is_never_deduplicated_against(
-    opener: Callable[..., Store]
+    opener: Callable[..., Store],
 ) -> None:
     """After a key change, a new entry must not refer to a value the current key rejects."""
     bundle, serialised = bundle_of(x=list(range(100)))
@@ -848,7 +893,7 @@ def test_eviction_is_least_recently_used_and_a_hit_counts_as_a_use(
 
 
 def test_a_shared_value_is_counted_once_and_goes_with_the_last_entry(
-    opener: Callable[..., Store]
+    opener: Callable[..., Store],
 ) -> None:
     store = opener(housekeeping=False)
     shared = np.zeros(50_000)
@@ -911,7 +956,9 @@ def test_a_value_evicted_between_lookup_and_load_is_a_miss(opener: Callable[...,
         store.get_value(entry.bundle)
 
 
-def test_values_being_referred_to_by_an_entry_in_writing_are_kept(opener: Callable[..., Store]) -> None:
+def test_values_being_referred_to_by_an_entry_in_writing_are_kept(
+    opener: Callable[..., Store],
+) -> None:
     """gc between a writer's values and its entry (values first) never takes the values."""
     writer = opener(housekeeping=False)
     bundle, serialised = bundle_of(x=list(range(1000)))
@@ -946,8 +993,7 @@ def test_verify_removes_and_reports_what_fails(store: Store, root: Path) -> None
 
 @pytest.mark.parametrize("kind", ["entries", "values", "notes"])
 def test_special_files_in_the_cache_never_block(store: Store, root: Path, kind: str) -> None:
-    name = {"entries": KEY_A, "values": "ab" * 16,
-            "notes": xxhash.xxh3_128_hexdigest(b"n")}[kind]
+    name = {"entries": KEY_A, "values": "ab" * 16, "notes": xxhash.xxh3_128_hexdigest(b"n")}[kind]
     path = root / f"v{FORMAT_VERSION}" / kind / name[:2] / name
     path.parent.mkdir(parents=True, exist_ok=True)
     os.mkfifo(path)  # a reader opening it blockingly would wait for a writer forever
@@ -976,8 +1022,9 @@ def test_an_unusable_cache_location_says_so_in_one_line(tmp_path: Path) -> None:
         open_store("s3://bucket/cache", signer=Signer(KEY))
 
 
-def test_an_unusable_cache_warns_once_per_session(config_home: Path, monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
+def test_an_unusable_cache_warns_once_per_session(
+    config_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from harness import Session
 
     blocker = tmp_path / "a-file"
@@ -988,7 +1035,8 @@ def test_an_unusable_cache_warns_once_per_session(config_home: Path, monkeypatch
         outcomes = [session.run(f"x{i} = {i}") for i in range(3)]
     assert [str(w.message) for w in caught if issubclass(w.category, CacheWarning)] == [
         f"incrcell: the cache directory {blocker / 'cache'} cannot be used (Not a directory); "
-        "set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH."]
+        "set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH."
+    ]
     assert all("cannot be used" in o.record.reason for o in outcomes)
     assert session.ns["x2"] == 2
 
@@ -996,8 +1044,9 @@ def test_an_unusable_cache_warns_once_per_session(config_home: Path, monkeypatch
 # -- faults, through a real kernel ----------------------------------------------------------
 
 
-def test_a_kernel_says_once_why_it_caches_nothing(workdir: Path, cache_env: dict[str, str],
-                                                 tmp_path: Path) -> None:
+def test_a_kernel_says_once_why_it_caches_nothing(
+    workdir: Path, cache_env: dict[str, str], tmp_path: Path
+) -> None:
     """An unusable cache directory, then a key others can write: one line each, cells run."""
     from kernel import LOAD, Kernel
 
@@ -1006,8 +1055,14 @@ def test_a_kernel_says_once_why_it_caches_nothing(workdir: Path, cache_env: dict
     cells = [LOAD, ("a", "x = 1"), ("b", "y = x + 1\ny")]
 
     def incrcell_lines(executions) -> list[str]:
-        return [line for e in executions for o in e.outputs if o.get("name") == "stderr"
-                for line in o["text"].splitlines() if line.startswith("incrcell:")]
+        return [
+            line
+            for e in executions
+            for o in e.outputs
+            if o.get("name") == "stderr"
+            for line in o["text"].splitlines()
+            if line.startswith("incrcell:")
+        ]
 
     kernel = Kernel(workdir, {**cache_env, "INCRCELL_CACHE_DIR": str(blocker / "cache")})
     try:
@@ -1042,7 +1097,9 @@ def test_status_shows_the_size_against_the_cap_that_config_sets(kernel) -> None:
     assert refused.status == "error" and "expected a size like 20GB" in refused.error["evalue"]
 
 
-def test_the_engine_runs_on_the_store_it_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_engine_runs_on_the_store_it_is_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """memory://: a restart is a new engine on the same name; nothing touches the disk."""
     import builtins
     import types
@@ -1058,10 +1115,14 @@ def test_the_engine_runs_on_the_store_it_is_given(monkeypatch: pytest.MonkeyPatc
         module = types.ModuleType("__main__")
         module.__dict__["__builtins__"] = builtins
         monkeypatch.setitem(sys.modules, "__main__", module)
-        engine = Engine(Config(cache_dir=tmp_path / "unused"),
-                        store=open_store("memory://engine-test", signer=Signer(KEY)))
-        outcomes = [run_cell(engine, module.__dict__, source, f"c{i}", i + 1)
-                    for i, source in enumerate(cells)]
+        engine = Engine(
+            Config(cache_dir=tmp_path / "unused"),
+            store=open_store("memory://engine-test", signer=Signer(KEY)),
+        )
+        outcomes = [
+            run_cell(engine, module.__dict__, source, f"c{i}", i + 1)
+            for i, source in enumerate(cells)
+        ]
         states.append([o.record.state for o in outcomes])
         assert module.__dict__["y"].tolist() == [0, 2, 4, 6, 8]
     assert states[1] == [RESTORED, RESTORED]
@@ -1069,7 +1130,7 @@ def test_the_engine_runs_on_the_store_it_is_given(monkeypatch: pytest.MonkeyPatc
 
 
 def test_delete_takes_its_entries_values_but_not_those_of_an_entry_in_writing(
-    opener: Callable[..., Store]
+    opener: Callable[..., Store],
 ) -> None:
     store = opener(housekeeping=False)
     mine = record(store, KEY_A, x=list(range(10)))

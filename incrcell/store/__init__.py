@@ -19,8 +19,18 @@ from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 from .backend import Backend, Listing
-from .cache import (DEFAULT_MAX_SIZE, CacheWarning, Collection, EntryInfo, Inventory, Payload,
-                    Store, StoreError, Stored, Usage)
+from .cache import (
+    DEFAULT_MAX_SIZE,
+    CacheWarning,
+    Collection,
+    EntryInfo,
+    Inventory,
+    Payload,
+    Store,
+    StoreError,
+    Stored,
+    Usage,
+)
 from .codec import FORMAT_VERSION
 from .entry import Entry
 from .file import FileBackend
@@ -28,9 +38,26 @@ from .memory import MemoryBackend
 from .signing import KEY_ENV, KeyRefused, Signer, signing_key
 
 __all__ = [
-    "BACKENDS", "DEFAULT_MAX_SIZE", "FORMAT_VERSION", "KEY_ENV", "Backend", "CacheWarning",
-    "Collection", "Entry", "EntryInfo", "Inventory", "KeyRefused", "Listing", "Payload",
-    "Signer", "Store", "StoreError", "Stored", "Usage", "open_store", "signing_key",
+    "BACKENDS",
+    "DEFAULT_MAX_SIZE",
+    "FORMAT_VERSION",
+    "KEY_ENV",
+    "Backend",
+    "CacheWarning",
+    "Collection",
+    "Entry",
+    "EntryInfo",
+    "Inventory",
+    "KeyRefused",
+    "Listing",
+    "Payload",
+    "Signer",
+    "Store",
+    "StoreError",
+    "Stored",
+    "Usage",
+    "open_store",
+    "signing_key",
 ]
 
 
@@ -50,9 +77,14 @@ def _file(location: str) -> Backend:
 BACKENDS: dict[str, Callable[[str], Backend]] = {"file": _file, "memory": MemoryBackend}
 
 
-def open_store(url: str | os.PathLike, *, signer: Signer | None = None,
-               max_size: int | None = None, max_age: float | None = None,
-               housekeeping: bool = True) -> Store:
+def open_store(
+    url: str | os.PathLike,
+    *,
+    signer: Signer | None = None,
+    max_size: int | None = None,
+    max_age: float | None = None,
+    housekeeping: bool = True,
+) -> Store:
     """The store at ``url`` (``file:///path``, ``memory://name``, or a plain path).
 
     Raises StoreError, in one line, when it cannot be used: a directory that
@@ -62,21 +94,25 @@ def open_store(url: str | os.PathLike, *, signer: Signer | None = None,
     parts = urlsplit(text)
     if len(parts.scheme) > 1 and "://" in text:
         if parts.scheme not in BACKENDS:
-            raise StoreError(f"unknown cache location {text!r}: use one of "
-                             + ", ".join(f"{scheme}://" for scheme in BACKENDS))
+            raise StoreError(
+                f"unknown cache location {text!r}: use one of "
+                + ", ".join(f"{scheme}://" for scheme in BACKENDS)
+            )
         scheme, location = parts.scheme, unquote(parts.netloc + parts.path)
     else:
         scheme, location = "file", text
     try:
         backend = BACKENDS[scheme](location)
     except OSError as exc:
-        raise StoreError(f"the cache directory {location} cannot be used "
-                         f"({exc.strerror or exc})") from None
+        raise StoreError(
+            f"the cache directory {location} cannot be used ({exc.strerror or exc})"
+        ) from None
     try:
-        return Store(backend, signer, max_size=max_size, max_age=max_age,
-                     housekeeping=housekeeping)
+        return Store(backend, signer, max_size=max_size, max_age=max_age, housekeeping=housekeeping)
     except KeyRefused as exc:
         raise StoreError(f"{exc}; nothing is cached until then") from None
     except OSError as exc:
-        raise StoreError(f"no signing key ({exc.strerror or exc}); nothing is cached until "
-                         f"one can be created, or {KEY_ENV} is set") from None
+        raise StoreError(
+            f"no signing key ({exc.strerror or exc}); nothing is cached until "
+            f"one can be created, or {KEY_ENV} is set"
+        ) from None

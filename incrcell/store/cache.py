@@ -48,8 +48,22 @@ from typing import Protocol, TypeVar
 import xxhash
 
 from .backend import Backend, Listing
-from .codec import (ENTRY, HEADER_SIZE, KINDS, NOTE, PREFIX_SIZE, VALUE, Digests, Unusable,
-                    aligned_buffer, check_header, frame, name_in, parts, unframe)
+from .codec import (
+    ENTRY,
+    HEADER_SIZE,
+    KINDS,
+    NOTE,
+    PREFIX_SIZE,
+    VALUE,
+    Digests,
+    Unusable,
+    aligned_buffer,
+    check_header,
+    frame,
+    name_in,
+    parts,
+    unframe,
+)
 from .entry import NAME, Entry, entry_bytes, json_body, json_bytes, parse_entry
 from .signing import Signer, signing_key
 
@@ -132,9 +146,11 @@ class Inventory:
 
     @property
     def size(self) -> int:
-        return (sum(item.size for item in self.listings.values())
-                + sum(item.size for item in self.values.values())
-                + sum(item.size for item in self.notes))
+        return (
+            sum(item.size for item in self.listings.values())
+            + sum(item.size for item in self.values.values())
+            + sum(item.size for item in self.notes)
+        )
 
 
 @dataclasses.dataclass
@@ -194,8 +210,9 @@ class _Housekeeper:
                 return
             self._pending.add(name)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="incrcell-housekeeping",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="incrcell-housekeeping", daemon=True
+                )
                 self._thread.start()
         self._jobs.put((name, job))
 
@@ -222,9 +239,15 @@ _HOUSEKEEPER = _Housekeeper()
 class Store:
     """The cache of cell executions on one :class:`~incrcell.store.backend.Backend`."""
 
-    def __init__(self, backend: Backend, signer: Signer | None = None, *,
-                 max_size: int | None = None, max_age: float | None = None,
-                 housekeeping: bool = True) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        signer: Signer | None = None,
+        *,
+        max_size: int | None = None,
+        max_age: float | None = None,
+        housekeeping: bool = True,
+    ) -> None:
         """``signer`` defaults to one with :func:`signing_key` (which may raise KeyRefused or
         OSError).  ``max_size`` None: :data:`DEFAULT_MAX_SIZE` or a tenth of the free space,
         whichever is smaller.  ``housekeeping``: sweep what dead writers left now, and
@@ -258,7 +281,9 @@ class Store:
             return self.max_size
         if self._default_cap is None:
             free = self.backend.free_space()
-            self._default_cap = DEFAULT_MAX_SIZE if free is None else min(DEFAULT_MAX_SIZE, free // 10)
+            self._default_cap = (
+                DEFAULT_MAX_SIZE if free is None else min(DEFAULT_MAX_SIZE, free // 10)
+            )
         return self._default_cap
 
     def size(self) -> int:
@@ -286,7 +311,8 @@ class Store:
     def _remeasure(self) -> None:
         self._measure()
         aging = self.max_age is not None and (
-            self._aged is None or time.monotonic() - self._aged > _AGE_CHECK_SECONDS)
+            self._aged is None or time.monotonic() - self._aged > _AGE_CHECK_SECONDS
+        )
         if (self._size or 0) > self.cap or aging:
             self._auto_gc()
 
@@ -330,10 +356,10 @@ class Store:
             digests.update(data[:PREFIX_SIZE])
             pending = None
             while done < len(data):
-                count = _read_into(file, data[done: done + _READ_CHUNK])
+                count = _read_into(file, data[done : done + _READ_CHUNK])
                 if not count:
                     break
-                chunk = data[done: done + count]
+                chunk = data[done : done + count]
                 done += count
                 if len(data) <= _READ_CHUNK:
                     digests.update(chunk)
@@ -434,8 +460,10 @@ class Store:
                     digests.check(data)
                     claimed = name_in(data)
             if claimed is not None and (
-                    claimed != name.encode() if name is not None
-                    else _note_hash(claimed) != obj.rsplit("/", 1)[1]):
+                claimed != name.encode()
+                if name is not None
+                else _note_hash(claimed) != obj.rsplit("/", 1)[1]
+            ):
                 raise Unusable("is corrupt (stored under the wrong name)")
         except Unusable:
             self.backend.delete(obj, version)
@@ -490,7 +518,9 @@ class Store:
         obj = _object(ENTRY, entry.key)
         missing = [d for d in entry.digests() if not self.backend.exists(_object(VALUE, d))]
         if missing:
-            raise StoreError(f"{what} refers to value {_short(missing[0])}, which is not in the cache")
+            raise StoreError(
+                f"{what} refers to value {_short(missing[0])}, which is not in the cache"
+            )
         try:
             body = entry_bytes(entry)
         except (TypeError, ValueError) as exc:
@@ -510,8 +540,9 @@ class Store:
             return 0
         what = f"cached value {_short(digest)}"
         try:
-            chunks, _ = frame(VALUE, _METHODS[value.method], digest,
-                              [value.stream, *value.buffers], self._signer)
+            chunks, _ = frame(
+                VALUE, _METHODS[value.method], digest, [value.stream, *value.buffers], self._signer
+            )
         except Exception as exc:
             raise StoreError(f"{what} could not be written ({_describe(exc)})") from exc
         size = self._write(obj, chunks, what)
@@ -536,13 +567,23 @@ class Store:
         self._measured = time.monotonic()
         self._size = sum(item.size for items in listed.values() for item in items)
         uses = [item.used for item in entries]
-        return Usage(self._size, self.cap, len(entries), len(listed[KINDS[VALUE]]),
-                     len(listed[KINDS[NOTE]]), min(uses, default=None), max(uses, default=None))
+        return Usage(
+            self._size,
+            self.cap,
+            len(entries),
+            len(listed[KINDS[VALUE]]),
+            len(listed[KINDS[NOTE]]),
+            min(uses, default=None),
+            max(uses, default=None),
+        )
 
     def inventory(self) -> Inventory:
         """Every object, with each entry read and verified (what fails is removed and listed)."""
-        values = {item.name.rsplit("/", 1)[1]: item for item in self.backend.list(KINDS[VALUE])
-                  if NAME.fullmatch(item.name.rsplit("/", 1)[1])}
+        values = {
+            item.name.rsplit("/", 1)[1]: item
+            for item in self.backend.list(KINDS[VALUE])
+            if NAME.fullmatch(item.name.rsplit("/", 1)[1])
+        }
         notes = list(self.backend.list(KINDS[NOTE]))
         found = Inventory([], values, notes, [], [], {})
         for item in self.backend.list(KINDS[ENTRY]):
@@ -565,13 +606,26 @@ class Store:
                     found.removed.append((item.name, "refers to a value no longer in the cache"))
                 continue
             found.listings[key] = item
-            found.entries.append(EntryInfo(
-                key, entry.source, item.size + sum(values[d].size for d in needs),
-                entry.created, item.used, frozenset(needs)))
+            found.entries.append(
+                EntryInfo(
+                    key,
+                    entry.source,
+                    item.size + sum(values[d].size for d in needs),
+                    entry.created,
+                    item.used,
+                    frozenset(needs),
+                )
+            )
         return found
 
-    def gc(self, max_size: int | None = None, max_age: float | None = None, *,
-           dry_run: bool = False, release: frozenset[str] = frozenset()) -> Collection:
+    def gc(
+        self,
+        max_size: int | None = None,
+        max_age: float | None = None,
+        *,
+        dry_run: bool = False,
+        release: frozenset[str] = frozenset(),
+    ) -> Collection:
         """Evict least recently used entries (this process's last) until the cache is at most
         ``max_size`` (default :attr:`cap`) and none is unused for more than ``max_age`` seconds
         (default :attr:`max_age`); then the values no entry needs.
@@ -599,7 +653,8 @@ class Store:
                 last_use[digest] = max(last_use.get(digest, 0.0), info.used)
         working = self._working.copy()
         candidates: list[tuple[bool, float, EntryInfo | Listing]] = [
-            (info.key in working, info.used, info) for info in found.entries]
+            (info.key in working, info.used, info) for info in found.entries
+        ]
         candidates += [(False, item.used, item) for item in found.notes]
         candidates.sort(key=lambda c: (c[0], c[1]))
 
@@ -614,8 +669,11 @@ class Store:
             """No entry needs it; unless it was used after them (deduplicated against by
             an entry being written now), lately, it goes."""
             item = found.values[digest]
-            if (digest not in release and item.used >= last_use.get(digest, 0.0) + 1
-                    and item.used > now - _GRACE_SECONDS):
+            if (
+                digest not in release
+                and item.used >= last_use.get(digest, 0.0) + 1
+                and item.used > now - _GRACE_SECONDS
+            ):
                 return False
             return not found.unreadable and remove(item, "no entry needs it")
 

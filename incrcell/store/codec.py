@@ -93,7 +93,9 @@ def check_header(header: memoryview | bytes, file_size: int) -> tuple[int, int, 
     if version != FORMAT_VERSION:
         raise Unusable(f"is corrupt (format version {version}, expected {FORMAT_VERSION})")
     if size != file_size:
-        raise Unusable("is corrupt (truncated)" if size > file_size else "is corrupt (trailing bytes)")
+        raise Unusable(
+            "is corrupt (truncated)" if size > file_size else "is corrupt (trailing bytes)"
+        )
     return kind, method, count
 
 
@@ -120,8 +122,9 @@ class Digests:
             raise Unusable("signature does not verify (written with another signing key)")
 
 
-def parts(data: memoryview, kind: int, signer: Signer,
-          digests: Digests | None = None) -> tuple[int, list[memoryview]]:
+def parts(
+    data: memoryview, kind: int, signer: Signer, digests: Digests | None = None
+) -> tuple[int, list[memoryview]]:
     """Check a whole file's integrity, authenticity and kind; returns (method, parts), the
     file's own name first.
 
@@ -153,8 +156,9 @@ def parts(data: memoryview, kind: int, signer: Signer,
     return method, found
 
 
-def unframe(data: memoryview, kind: int, name: str, signer: Signer,
-            digests: Digests | None = None) -> tuple[int, list[memoryview]]:
+def unframe(
+    data: memoryview, kind: int, name: str, signer: Signer, digests: Digests | None = None
+) -> tuple[int, list[memoryview]]:
     """:func:`parts`, and the file must be the one stored under ``name``; returns (method, body)."""
     method, found = parts(data, kind, signer, digests)
     if found[0] != name.encode():
@@ -173,7 +177,7 @@ def name_in(head: bytes | memoryview) -> bytes | None:
         return None
     length = _PART.unpack_from(head, HEADER_SIZE)[0]
     start = _aligned(table)
-    return bytes(head[start:start + length]) if start + length <= len(head) else None
+    return bytes(head[start : start + length]) if start + length <= len(head) else None
 
 
 def aligned_buffer(size: int) -> memoryview:

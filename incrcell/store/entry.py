@@ -85,10 +85,12 @@ def parse_entry(method: int, body: list[memoryview]) -> Entry:
         isinstance(entry.source, str),
         isinstance(entry.variables, dict)
         and all(
-            isinstance(name, str) and isinstance(digest, str) for name, digest in entry.variables.items()
+            isinstance(name, str) and isinstance(digest, str)
+            for name, digest in entry.variables.items()
         ),
         isinstance(entry.deleted, list) and all(isinstance(name, str) for name in entry.deleted),
-        isinstance(entry.outputs, list) and all(isinstance(output, dict) for output in entry.outputs),
+        isinstance(entry.outputs, list)
+        and all(isinstance(output, dict) for output in entry.outputs),
         entry.result is None or isinstance(entry.result, str),
         entry.bundle is None or isinstance(entry.bundle, str),
         isinstance(entry.duration, (int, float)),
@@ -99,12 +101,16 @@ def parse_entry(method: int, body: list[memoryview]) -> Entry:
         isinstance(entry.files, dict)
         and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.files.items()),
         isinstance(entry.cwd, str),
-        isinstance(entry.random, dict) and all(
+        isinstance(entry.random, dict)
+        and all(
             isinstance(name, str) and (d is None or isinstance(d, str))
-            for name, d in entry.random.items()),
-        isinstance(entry.packages, dict) and all(
+            for name, d in entry.random.items()
+        ),
+        isinstance(entry.packages, dict)
+        and all(
             isinstance(name, str) and isinstance(p, list) and all(isinstance(t, str) for t in p)
-            for name, p in entry.packages.items()),
+            for name, p in entry.packages.items()
+        ),
         isinstance(entry.written, dict)
         and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.written.items()),
         isinstance(entry.probes, dict)
@@ -119,7 +125,6 @@ def parse_entry(method: int, body: list[memoryview]) -> Entry:
     if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
         raise Unusable("is corrupt (not an entry)")
     return entry
-
 
 
 def json_bytes(data: object) -> bytes:

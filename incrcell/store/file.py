@@ -113,7 +113,7 @@ class FileBackend(Backend):
                     view = memoryview(chunk).cast("B")
                     size += view.nbytes
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
             finally:
                 os.close(fd)
             try:
@@ -155,8 +155,11 @@ class FileBackend(Backend):
 
     def list(self, prefix: str) -> Iterator[Listing]:
         try:
-            shards = [entry for entry in os.scandir(self._path(prefix))
-                      if entry.is_dir(follow_symlinks=False)]
+            shards = [
+                entry
+                for entry in os.scandir(self._path(prefix))
+                if entry.is_dir(follow_symlinks=False)
+            ]
         except (FileNotFoundError, NotADirectoryError):
             return
         for shard in shards:
@@ -170,8 +173,9 @@ class FileBackend(Backend):
                 with suppress(OSError):
                     info = entry.stat(follow_symlinks=False)
                     if stat.S_ISREG(info.st_mode):
-                        yield Listing(f"{prefix}/{shard.name}/{entry.name}", info.st_size,
-                                      info.st_mtime)
+                        yield Listing(
+                            f"{prefix}/{shard.name}/{entry.name}", info.st_size, info.st_mtime
+                        )
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -205,7 +209,7 @@ class FileBackend(Backend):
 
 def _writer_gone(name: str) -> bool:
     """Whether the process that named temp file ``name`` has certainly exited."""
-    parts = name[len(_TMP_PREFIX):].split("-")
+    parts = name[len(_TMP_PREFIX) :].split("-")
     if len(parts) < 3 or parts[1] != _HOST or not parts[0].isdigit():
         return False  # another host's (a shared directory), or not ours: the age rule decides
     pid = int(parts[0])

@@ -64,8 +64,11 @@ class MemoryBackend(Backend):
 
     def list(self, prefix: str) -> Iterator[Listing]:
         with _LOCK:
-            found = [Listing(name, len(data), used) for name, (data, used, _) in self._objects.items()
-                     if name.startswith(prefix + "/")]
+            found = [
+                Listing(name, len(data), used)
+                for name, (data, used, _) in self._objects.items()
+                if name.startswith(prefix + "/")
+            ]
         return iter(found)
 
     def clear(self) -> None:

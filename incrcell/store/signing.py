@@ -76,32 +76,42 @@ def _read_key(path: Path) -> bytes | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         if os.path.islink(path):
-            raise KeyRefused(f"the signing key {path} is a symbolic link to nothing: replace it "
-                             f"with the key file itself ({KEY_ENV} can hold a shared key)") from None
+            raise KeyRefused(
+                f"the signing key {path} is a symbolic link to nothing: replace it "
+                f"with the key file itself ({KEY_ENV} can hold a shared key)"
+            ) from None
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise KeyRefused(f"the signing key {path} is a symbolic link: replace it with the "
-                             f"key file itself ({KEY_ENV} can hold a shared key)") from None
+            raise KeyRefused(
+                f"the signing key {path} is a symbolic link: replace it with the "
+                f"key file itself ({KEY_ENV} can hold a shared key)"
+            ) from None
         raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise KeyRefused(f"the signing key {path} is not a regular file: remove it to "
-                             "create a new key")
+            raise KeyRefused(
+                f"the signing key {path} is not a regular file: remove it to create a new key"
+            )
         if info.st_mode & 0o022:
-            raise KeyRefused(f"the signing key {path} is writable by others (mode "
-                             f"{stat.S_IMODE(info.st_mode):04o}): run chmod 600 {path}")
+            raise KeyRefused(
+                f"the signing key {path} is writable by others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}): run chmod 600 {path}"
+            )
         if info.st_uid != os.getuid():
-            raise KeyRefused(f"the signing key {path} belongs to another user: "
-                             "remove it to create a new key")
+            raise KeyRefused(
+                f"the signing key {path} belongs to another user: remove it to create a new key"
+            )
         key = os.read(fd, 4096)
     finally:
         os.close(fd)
     if len(key) < _KEY_BYTES:
-        raise KeyRefused(f"the signing key {path} is damaged ({len(key)} bytes, expected "
-                         f"{_KEY_BYTES}): remove it to create a new one (entries signed "
-                         "with the old key will then run again)")
+        raise KeyRefused(
+            f"the signing key {path} is damaged ({len(key)} bytes, expected "
+            f"{_KEY_BYTES}): remove it to create a new one (entries signed "
+            "with the old key will then run again)"
+        )
     return key
 
 
@@ -157,6 +167,8 @@ class Signer:
             mac.update(part)
         return mac.digest()
 
-    def verify(self, tag: bytes | bytearray | memoryview, *parts: bytes | bytearray | memoryview) -> bool:
+    def verify(
+        self, tag: bytes | bytearray | memoryview, *parts: bytes | bytearray | memoryview
+    ) -> bool:
         """Whether ``tag`` is the tag of the parts, compared in constant time."""
         return hmac.compare_digest(bytes(tag), self.sign(*parts))
