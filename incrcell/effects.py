@@ -123,9 +123,8 @@ _EFFECTS: dict[str, str] = {
     "getpass.getpass": "asks for keyboard input",
     "os.putenv": "sets environment variables",
     "os.unsetenv": "sets environment variables",
-    **{
-        name: "reads values that name this process"
-        for name in (
+    **dict.fromkeys(
+        (
             "builtins.id",
             "builtins.hash",
             "os.getpid",
@@ -134,20 +133,21 @@ _EFFECTS: dict[str, str] = {
             "threading.get_native_id",
             "_thread.get_ident",
             "_thread.get_native_id",
-        )
-    },
+        ),
+        "reads values that name this process",
+    ),
     # Settings that interpreter.py does not snapshot (the rest it captures and replays).
-    **{
-        name: "changes process-wide settings"
-        for name in (
+    **dict.fromkeys(
+        (
             "numpy.seterrcall",
             "matplotlib.use",
             "logging.basicConfig",
             "torch.set_default_dtype",
             "torch.set_num_threads",
             "torch.set_printoptions",
-        )
-    },
+        ),
+        "changes process-wide settings",
+    ),
 }
 # Modules whose every use counts (by the prefixes above), and the attribute
 # names through which code in earlier cells' functions reaches the others.

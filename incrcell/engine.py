@@ -35,7 +35,8 @@ from typing import Any
 
 import xxhash
 
-from . import fingerprint, interpreter, nativeio, randomness, store as store_module
+from . import fingerprint, interpreter, nativeio, randomness
+from . import store as store_module
 from .analysis import (
     DYNAMIC_BUILTINS,
     CellAnalysis,

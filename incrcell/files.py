@@ -125,7 +125,7 @@ def _watching(
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # noqa: F841  (IPython hides this frame in tracebacks)
+        __tracebackhide__ = True
         watch = _active
         if watch is None or _local.quiet:
             return original(*args, **kwargs)
@@ -319,7 +319,7 @@ class _WatchedFileIO(_FILEIO, metaclass=_FileIOType):
     """``io.FileIO`` constructed directly, reporting the file it opens."""
 
     def __init__(self, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> None:
-        __tracebackhide__ = True  # noqa: F841
+        __tracebackhide__ = True
         watch = _active
         if watch is not None and not _local.quiet:
             _local.quiet = True
@@ -622,7 +622,7 @@ class FileWatch:
             root = json.loads(path)[1 if what == "glob" else 0]
             if not self._data(os.path.join(root, "")):
                 return
-        elif not self._data(path) or path in self.writes and what != "list":
+        elif not self._data(path) or (path in self.writes and what != "list"):
             return  # not data, or what the cell itself made
         probe = f"{what} {path}"
         if probe not in self.probes:
@@ -762,7 +762,7 @@ def observe(probe: str) -> str:
             return _tree_digest(path)
         st = (_lstat if what.startswith("l") else _stat)(path)
         kind = _kind(st)
-        if what.endswith("kind") or kind != "f" and what != "list":
+        if what.endswith("kind") or (kind != "f" and what != "list"):
             return kind
         if what == "size":
             return f"f {st.st_size}"
@@ -891,7 +891,7 @@ def _remove(path: str) -> None:
 def write_back(path: str, data: bytes | str | None) -> None:
     """Put a recorded path back as the cell left it (see :meth:`FileWatch.outputs`): a
     file atomically (temp file + rename), a directory, a symlink, or nothing."""
-    if data is None or data == TREE or isinstance(data, str) and data.startswith(LINK):
+    if data is None or data == TREE or (isinstance(data, str) and data.startswith(LINK)):
         _remove(path)
     if data is None:
         return

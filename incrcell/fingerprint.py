@@ -251,7 +251,7 @@ class ValueHasher:
     def _digest(self, obj: object) -> bytes:
         handler = self._kind(type(obj))[1]
         if self.skim and (
-            handler is _pid_pandas or handler is _pid_ndarray and _raw_dtype(obj.dtype)
+            handler is _pid_pandas or (handler is _pid_ndarray and _raw_dtype(obj.dtype))
         ):
             digest = hash_bytes(f"skimmed\0{type(obj)}\0{obj.shape}".encode())
         elif handler is _pid_ndarray and _raw_dtype(obj.dtype):

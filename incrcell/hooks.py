@@ -26,10 +26,10 @@ from typing import Any
 
 from .engine import RECORD, RESTORE, RUN, Engine, Plan
 from .files import FileWatch
-from .randomness import SeedWatch
-from .store import CacheWarning
 from .outputs import OutputRecorder, replay
+from .randomness import SeedWatch
 from .serialise import one_line
+from .store import CacheWarning
 
 #: ``%%incrcell rerun`` / ``nocache`` / ``cache`` as the first line of a cell.
 DIRECTIVE = re.compile(r"\A[ \t]*%%incrcell[ \t]+(\S+)[^\n]*(?:\n|\Z)")
@@ -346,7 +346,7 @@ class KernelHooks:
 
     # -- the replacement code of a restored cell ----------------------------------
     def replay(self) -> Any:
-        __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
+        __tracebackhide__ = True
         pending = self.pending
         assert pending is not None and pending.plan is not None and pending.plan.entry is not None
         plan = pending.plan
@@ -421,7 +421,7 @@ def format_seconds(seconds: float) -> str:
 
 def _replay() -> Any:
     """Called by the code that replaces a restored cell (see ``_REPLAY``)."""
-    __tracebackhide__ = True  # noqa: F841
+    __tracebackhide__ = True
     if _ACTIVE is None:
         raise RuntimeError("incrcell was unloaded while restoring a cell; run the cell again")
     return _ACTIVE.replay()

@@ -30,7 +30,7 @@ class AfterImport(importlib.abc.MetaPathFinder):
         self._busy = threading.local()  # asking the other finders: not again for them
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
+        __tracebackhide__ = True
         if getattr(self._busy, "on", False) or not self._wanted(fullname):
             return None
         self._busy.on = True
@@ -63,7 +63,7 @@ class _ThenLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module: types.ModuleType) -> None:
-        __tracebackhide__ = True  # noqa: F841
+        __tracebackhide__ = True
         module.__loader__ = self._loader  # the module keeps its real loader
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader

@@ -62,8 +62,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import inspect
 import glob
+import inspect
 import os
 import re
 import sys
@@ -458,7 +458,7 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        __tracebackhide__ = True  # noqa: F841  (IPython hides this frame)
+        __tracebackhide__ = True
         recording = _recording
         if recording is None:
             return original(*args, **kwargs)

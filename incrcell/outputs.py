@@ -79,7 +79,7 @@ class _StreamTap:
         original = self.stream.write
 
         def write(text: str) -> Any:
-            __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
+            __tracebackhide__ = True
             last = self.events[-1] if self.events else None
             switching = bool(last and last["type"] == "stream" and last["name"] != self.name)
             if switching and isinstance(text, str) and text:
@@ -138,7 +138,7 @@ class OutputRecorder:
             update: bool = False,
             **kwargs: Any,
         ) -> Any:
-            __tracebackhide__ = True  # noqa: F841
+            __tracebackhide__ = True
             self.events.append(
                 {
                     "type": "display",
@@ -151,7 +151,7 @@ class OutputRecorder:
             return publish(data, metadata, *args, transient=transient, update=update, **kwargs)
 
         def recording_clear(wait: bool = False) -> Any:
-            __tracebackhide__ = True  # noqa: F841
+            __tracebackhide__ = True
             self.events.append({"type": "clear", "wait": bool(wait)})
             return clear_output(wait)
 

@@ -269,7 +269,7 @@ class SeedWatch:
     ) -> Callable[..., Any]:
         @functools.wraps(original)
         def seed(*args: Any, **kwargs: Any) -> Any:
-            __tracebackhide__ = True  # noqa: F841 (IPython hides this frame in tracebacks)
+            __tracebackhide__ = True
             name = generator.name
             try:
                 if name not in self.seeded and (

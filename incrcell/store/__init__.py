@@ -27,8 +27,8 @@ from .cache import (
     Inventory,
     Payload,
     Store,
-    StoreError,
     Stored,
+    StoreError,
     Usage,
 )
 from .codec import FORMAT_VERSION

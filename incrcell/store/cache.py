@@ -223,7 +223,7 @@ class _Housekeeper:
                 self._pending.discard(name)
             try:
                 job()
-            except Exception:  # noqa: S110 - housekeeping is best effort; the cache stays valid
+            except Exception:
                 pass
             finally:
                 self._jobs.task_done()
