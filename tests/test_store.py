@@ -1,12 +1,15 @@
-"""The on-disk cache: round trips, and failing safe under corruption, foreign keys, crashes and races."""
+"""The on-disk cache: round trips, and failing safe under corruption, untrusted signers,
+crashes and races."""
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import multiprocessing
 import os
 import pickle
+import re
 import signal
 import stat
 import subprocess
@@ -22,16 +25,23 @@ import pytest
 import xxhash
 
 from incrcell import files as files_module
+from incrcell.serialise import Serialised, dumps, loads
+from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store import cache as cache_module
 from incrcell.store import file as file_module
-from incrcell.serialise import Serialised, dumps
-from incrcell.serialise import loads
-from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store.codec import ENTRY
 from incrcell.store.entry import parse_entry
-from incrcell.store.signing import KEY_ENV, KeyRefused, Signer, signing_key
+from incrcell.store.signing import (
+    KEY_ENV,
+    KeyRefused,
+    Signer,
+    fingerprint,
+    private_text,
+    signing_key,
+)
 
 KEY = b"k" * 32
+OTHER = b"o" * 32  # someone else's private key
 KEY_A = "a1" * 16
 KEY_B = "b2" * 16
 KEY_C = "c3" * 16
@@ -65,7 +75,8 @@ def make_entry(
 
 
 def bundle_of(**values: object) -> tuple[str, Serialised]:
-    """Digest and pickle of the one stored value holding all of a cell's values, as the engine makes it."""
+    """Digest and pickle of the one stored value holding all of a cell's values, as the
+    engine makes it."""
     serialised = dumps((values, None), own=[*values.values(), None])
     return digest_of(serialised), serialised
 
@@ -350,17 +361,29 @@ def test_has_value_reads_a_file_once_per_store(
     assert not fresh.has_value(digest)  # still an existence check every time
 
 
-def test_files_signed_with_another_key_are_misses(root: Path) -> None:
-    theirs = open_store(root, signer=Signer(b"another key"))
+def test_files_signed_by_an_untrusted_key_are_misses_naming_it(root: Path) -> None:
+    theirs = open_store(root, signer=Signer(OTHER))
     entry = record(theirs, KEY_A, x=1)
     theirs.put_note("lineage", {"cell": 1})
     ours = open_store(root, signer=Signer(KEY))
-    with pytest.warns(CacheWarning, match="signature does not verify"):
+    named = f"signed by an untrusted key {fingerprint(Signer(OTHER).public)}"
+    with pytest.warns(CacheWarning, match=re.escape(named)):
         assert ours.get(KEY_A) is None
-    with pytest.raises(StoreError, match="signature does not verify"):
+    with pytest.raises(StoreError, match=re.escape(named)):
         ours.get_value(entry.bundle)
-    with pytest.warns(CacheWarning, match="signature does not verify"):
+    with pytest.warns(CacheWarning, match=re.escape(named)):
         assert ours.get_note("lineage") is None
+
+
+@pytest.mark.parametrize("how", ["public key", "fingerprint"])
+def test_files_signed_by_a_trusted_key_are_used(root: Path, how: str) -> None:
+    theirs = Signer(OTHER)
+    entry = record(open_store(root, signer=theirs), KEY_A, x=[1, 2])
+    pin = theirs.public if how == "public key" else theirs.fingerprint
+    ours = open_store(root, signer=Signer(KEY, trusted=[pin]))
+    assert ours.get(KEY_A) == entry and values(ours, entry)["x"] == [1, 2]
+    again = open_store(root, signer=Signer(KEY, trusted=[pin]))  # verified without our seal
+    assert again.get(KEY_A) == entry
 
 
 class Exploit:
@@ -376,9 +399,9 @@ class Exploit:
 def test_untrusted_pickles_are_never_run(root: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     evil = Serialised("pickle", pickle.dumps(Exploit(marker), protocol=5), [])
-    open_store(root, signer=Signer(b"attacker's key")).put_value("ee" * 16, evil)
+    open_store(root, signer=Signer(OTHER)).put_value("ee" * 16, evil)
     ours = open_store(root, signer=Signer(KEY))
-    with pytest.raises(StoreError, match="signature does not verify"):
+    with pytest.raises(StoreError, match="untrusted key"):
         ours.get_value("ee" * 16)
     assert not marker.exists()
 
@@ -389,12 +412,23 @@ def test_tampering_that_fixes_up_the_checksum_fails_the_signature(store: Store, 
     store.put_value(digest, serialised)
     path = files(root, "values")[0]
     data = bytearray(flip_middle_byte(path.read_bytes()))
-    checksum = xxhash.xxh3_128(data[:24])
-    checksum.update(data[72:])
-    data[24:40] = checksum.digest()
+    data[24:56] = hashlib.sha256(data[184:]).digest()
     path.write_bytes(data)
     with pytest.raises(StoreError, match="signature does not verify"):
         store.get_value(digest)
+
+
+def test_a_forged_file_claiming_a_trusted_signer_is_refused(root: Path) -> None:
+    """The attacker signs with their own key but writes the trusted key into the header."""
+    ours = open_store(root, signer=Signer(KEY))
+    digest, serialised = bundle_of(x=1)
+    open_store(root, signer=Signer(OTHER)).put_value(digest, serialised)
+    path = files(root, "values")[0]
+    data = bytearray(path.read_bytes())
+    data[56:88] = Signer(KEY).public
+    path.write_bytes(data)
+    with pytest.raises(StoreError, match="signature does not verify"):
+        ours.get_value(digest)
 
 
 def test_a_valid_file_under_another_name_is_refused(store: Store, root: Path) -> None:
@@ -502,7 +536,7 @@ def test_temp_files_of_live_or_remote_writers_stay_for_an_hour(store: Store, roo
     temps = root / f"v{FORMAT_VERSION}" / "tmp"
     temps.mkdir(parents=True, exist_ok=True)
     live = temps / f".tmp-{os.getpid()}-{file_module._HOST}-abc"
-    remote = temps / f".tmp-1-0123abcd-abc"  # another host's: its process cannot be asked
+    remote = temps / ".tmp-1-0123abcd-abc"  # another host's: its process cannot be asked
     for temp in (live, remote):
         temp.write_bytes(b"half a value")
     open_store(root, signer=Signer(KEY)).wait()
@@ -725,9 +759,13 @@ def test_signing_key_file_is_created_private_and_reused(config_home: Path) -> No
 def test_signing_key_from_the_environment(
     config_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(KEY_ENV, "team secret")
-    assert signing_key() == b"team secret"
+    monkeypatch.setenv(KEY_ENV, private_text(OTHER))
+    assert signing_key() == OTHER
     assert not (config_home / "incrcell" / "signing.key").exists()
+    signing_key.cache_clear()
+    monkeypatch.setenv(KEY_ENV, "a shared secret of the old kind")
+    with pytest.raises(KeyRefused, match="incrcell key generate"):
+        signing_key()
 
 
 @pytest.mark.parametrize(
@@ -737,6 +775,7 @@ def test_signing_key_from_the_environment(
         "short",
         "group-writable",
         "world-writable",
+        "group-readable",
         "symlink",
         "dangling symlink",
         "directory",
@@ -752,9 +791,9 @@ def test_an_unsafe_or_damaged_signing_key_is_refused_never_replaced(
     real.chmod(0o600)
     if damage in ("empty", "short"):
         path.write_bytes(b"" if damage == "empty" else b"s" * 31)
-    elif damage.endswith("writable"):
+    elif damage.endswith(("writable", "readable")):
         path.write_bytes(b"s" * 32)
-        path.chmod(0o620 if damage == "group-writable" else 0o602)
+        path.chmod({"group-writable": 0o620, "world-writable": 0o602}.get(damage, 0o640))
     elif damage == "symlink":
         path.symlink_to(real)
     elif damage == "dangling symlink":
@@ -830,11 +869,11 @@ def test_every_backend_round_trips_dedupes_and_refuses_foreign_files(
     assert again.get_note("n") is None
     again.put_note("n", {"a": 1})
     assert opener().get_note("n") == {"a": 1}
-    theirs = opener(signer=Signer(b"their key"))
+    theirs = opener(signer=Signer(OTHER))
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         assert theirs.get(KEY_A) is None
-    with pytest.raises(StoreError, match="another signing key"):
+    with pytest.raises(StoreError, match="untrusted key"):
         theirs.get_value(entry.bundle)
 
 
@@ -843,7 +882,7 @@ def test_a_value_signed_with_another_key_is_never_deduplicated_against(
 ) -> None:
     """After a key change, a new entry must not refer to a value the current key rejects."""
     bundle, serialised = bundle_of(x=list(range(100)))
-    opener(signer=Signer(b"the old key")).put_value(bundle, serialised)
+    opener(signer=Signer(OTHER)).put_value(bundle, serialised)
     ours = opener()
     assert not ours.has_value(bundle)
     assert ours.put_value(bundle, serialised) > 0  # written anew, with our key
@@ -988,7 +1027,7 @@ def test_verify_removes_and_reports_what_fails(store: Store, root: Path) -> None
     assert fresh.get(KEY_A) == good and fresh.get_note("n") == {"a": 1}
     with pytest.warns(CacheWarning, match="no longer in the cache"):
         assert fresh.get(KEY_B) is None
-    assert open_store(root, signer=Signer(b"other")).verify().removed  # foreign: all of it
+    assert open_store(root, signer=Signer(OTHER)).verify().removed  # untrusted: all of it
 
 
 @pytest.mark.parametrize("kind", ["entries", "values", "notes"])

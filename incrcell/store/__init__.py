@@ -1,15 +1,17 @@
 """The cache of cell executions, in layers (as joblib's and marimo's stores are split):
 
-* :mod:`.codec`: the file format (framing, checksums, signatures), pure functions of bytes;
-* :mod:`.signing`: the signing key and HMAC signatures;
+* :mod:`.codec`: the file format (framing, digests, signatures), pure functions of bytes;
+* :mod:`.signing`: our Ed25519 key pair, the keys we trust, signatures;
 * :mod:`.backend`: the interface at the bytes line, with :mod:`.file` (``file://``, the
-  default) and :mod:`.memory` (``memory://``) implementing it;
+  default), :mod:`.memory` (``memory://``) and :mod:`.s3` (``s3://``, a remote) implementing it;
 * :mod:`.cache`: the one :class:`Store` holding every policy above the bytes (verify before
-  parse, deduplication, notes, size cap and eviction) for every backend;
+  parse, deduplication, notes, size cap and eviction, the remote tier) for every backend;
+* :mod:`.remote`: the remote tier's own policy (circuit breaker, listing, background uploads);
 * :mod:`.entry`: the :class:`Entry` record.
 
-:func:`open_store` opens a store from a URL (a plain path is ``file://``).  The store
-returns verified bytes, never objects: it imports nothing that deserialises.
+:func:`open_store` opens a store from a URL (a plain path is ``file://``), with a remote
+behind it if one is configured.  The store returns verified bytes, never objects: it
+imports nothing that deserialises.
 """
 
 from __future__ import annotations
@@ -35,7 +37,19 @@ from .codec import FORMAT_VERSION
 from .entry import Entry
 from .file import FileBackend
 from .memory import MemoryBackend
-from .signing import KEY_ENV, KeyRefused, Signer, signing_key
+from .remote import MODES, READ, Remote, RemoteStatus
+from .signing import (
+    KEY_ENV,
+    TRUSTED_ENV,
+    KeyRefused,
+    Signer,
+    parse_trusted,
+    signing_key,
+    trusted_from_env,
+)
+
+REMOTE_ENV = "INCRCELL_REMOTE"
+REMOTE_MODE_ENV = "INCRCELL_REMOTE_MODE"
 
 __all__ = [
     "BACKENDS",
@@ -51,6 +65,7 @@ __all__ = [
     "KeyRefused",
     "Listing",
     "Payload",
+    "RemoteStatus",
     "Signer",
     "Store",
     "StoreError",
@@ -77,6 +92,32 @@ def _file(location: str) -> Backend:
 BACKENDS: dict[str, Callable[[str], Backend]] = {"file": _file, "memory": MemoryBackend}
 
 
+def _s3(location: str) -> Backend:
+    from .s3 import S3Backend  # obstore is only loaded when a remote is configured
+
+    return S3Backend(location)
+
+
+#: The same, for remotes (write-once backends; see :mod:`.remote`).
+REMOTES: dict[str, Callable[[str], Backend]] = {"s3": _s3}
+
+
+def open_remote(url: str, mode: str) -> Remote:
+    """The remote tier at ``url`` (``s3://BUCKET/PREFIX``); raises StoreError in one line."""
+    parts = urlsplit(url)
+    if parts.scheme not in REMOTES or "://" not in url:
+        raise StoreError(
+            f"unknown remote cache {url!r}: use "
+            + " or ".join(f"{scheme}://BUCKET/PREFIX" for scheme in REMOTES)
+        )
+    if mode not in MODES:
+        raise StoreError(f"the remote mode is {' or '.join(MODES)}, not {mode!r}")
+    try:
+        return Remote(REMOTES[parts.scheme](unquote(parts.netloc + parts.path)), mode)
+    except Exception as exc:
+        raise StoreError(f"the remote cache {url} cannot be used ({exc})") from None
+
+
 def open_store(
     url: str | os.PathLike,
     *,
@@ -84,11 +125,21 @@ def open_store(
     max_size: int | None = None,
     max_age: float | None = None,
     housekeeping: bool = True,
+    remote: str | None = None,
+    remote_mode: str | None = None,
+    trusted_keys: str | None = None,
 ) -> Store:
     """The store at ``url`` (``file:///path``, ``memory://name``, or a plain path).
 
+    ``remote``: a shared cache behind it (``s3://BUCKET/PREFIX``; None:
+    ``$INCRCELL_REMOTE``; "": none), read from (``remote_mode`` "read", the
+    default: ``$INCRCELL_REMOTE_MODE``) or also written to ("readwrite").
+    ``trusted_keys``: public keys trusted besides ours and ``$INCRCELL_TRUSTED_KEYS``
+    (see :func:`~incrcell.store.signing.parse_trusted`); ignored with an explicit ``signer``.
+
     Raises StoreError, in one line, when it cannot be used: a directory that
-    cannot be created or written, a signing key refused or missing.
+    cannot be created or written, a signing key refused or missing, a trusted
+    key that is not one, a remote that cannot be configured.
     """
     text = os.fspath(url)
     parts = urlsplit(text)
@@ -107,8 +158,30 @@ def open_store(
         raise StoreError(
             f"the cache directory {location} cannot be used ({exc.strerror or exc})"
         ) from None
+    if remote is None:
+        remote = os.environ.get(REMOTE_ENV, "")
+    if remote_mode is None:
+        remote_mode = os.environ.get(REMOTE_MODE_ENV, "").strip().lower() or READ
+    tier = open_remote(remote.strip(), remote_mode) if remote.strip() else None
     try:
-        return Store(backend, signer, max_size=max_size, max_age=max_age, housekeeping=housekeeping)
+        if signer is None:
+            try:
+                trusted = trusted_from_env()
+            except ValueError as exc:
+                raise StoreError(f"${TRUSTED_ENV}: {exc}; nothing is cached until then") from None
+            try:
+                trusted |= parse_trusted(trusted_keys or "")
+            except ValueError as exc:
+                raise StoreError(f"{exc}; nothing is cached until then") from None
+            signer = Signer(signing_key(), trusted)
+        return Store(
+            backend,
+            signer,
+            max_size=max_size,
+            max_age=max_age,
+            housekeeping=housekeeping,
+            remote=tier,
+        )
     except KeyRefused as exc:
         raise StoreError(f"{exc}; nothing is cached until then") from None
     except OSError as exc:

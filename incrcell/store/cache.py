@@ -53,19 +53,22 @@ from .codec import (
     HEADER_SIZE,
     KINDS,
     NOTE,
-    PREFIX_SIZE,
     VALUE,
-    Digests,
+    Digest,
     Unusable,
     aligned_buffer,
     check_header,
+    check_signer,
+    digest_of,
     frame,
     name_in,
     parts,
+    resealed,
     unframe,
 )
 from .entry import NAME, Entry, entry_bytes, json_body, json_bytes, parse_entry
-from .signing import Signer, signing_key
+from .remote import Remote, RemoteDown, RemoteStatus, note_version
+from .signing import Signer, signing_key, trusted_from_env
 
 #: The cap when neither max_size nor a tenth of the free space says less.
 DEFAULT_MAX_SIZE = 10 * 10**9
@@ -80,6 +83,9 @@ _GRACE_SECONDS = 600.0
 _REMEASURE_SECONDS = 60.0
 #: How often writes have entries older than max_age looked for (it reads every entry).
 _AGE_CHECK_SECONDS = 3600.0
+
+#: Versions of a remote note tried, newest first, before giving up on it.
+_NOTE_TRIES = 3
 
 _METHODS = {"pickle": 1}  # Payload.method -> its code in the header
 _METHOD_NAMES = {code: name for name, code in _METHODS.items()}
@@ -199,12 +205,12 @@ class _Housekeeper:
     once pending (a job is named by its store and what it does)."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[Hashable, Callable[[], None]]] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Hashable, Callable[[], object]]] = queue.Queue()
         self._pending: set[Hashable] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, name: Hashable, job: Callable[[], None]) -> None:
+    def submit(self, name: Hashable, job: Callable[[], object]) -> None:
         with self._lock:
             if name in self._pending:
                 return
@@ -247,15 +253,22 @@ class Store:
         max_size: int | None = None,
         max_age: float | None = None,
         housekeeping: bool = True,
+        remote: Remote | None = None,
     ) -> None:
-        """``signer`` defaults to one with :func:`signing_key` (which may raise KeyRefused or
+        """``signer`` defaults to one with :func:`signing_key` and the keys
+        ``$INCRCELL_TRUSTED_KEYS`` trusts (which may raise KeyRefused, ValueError or
         OSError).  ``max_size`` None: :data:`DEFAULT_MAX_SIZE` or a tenth of the free space,
         whichever is smaller.  ``housekeeping``: sweep what dead writers left now, and
         measure the cache and collect (over the cap, or past max_age) after writes; all in a
-        background thread, never on the caller's path.
+        background thread, never on the caller's path.  ``remote``: a shared tier behind
+        this one (see :mod:`.remote`): lookups go here first, then there.
         """
         self.backend = backend
-        self._signer = signer if signer is not None else Signer(signing_key())
+        self._signer = signer if signer is not None else Signer(signing_key(), trusted_from_env())
+        self.remote = remote
+        self._fetched: set[str] = set()  # objects this store copied from the remote
+        if remote is not None:
+            remote.start_listing()
         self.max_size = max_size
         self.max_age = max_age
         self._default_cap: int | None = None
@@ -327,13 +340,14 @@ class Store:
 
     # -- reading --------------------------------------------------------------
 
-    def _read(self, obj: str) -> tuple[memoryview, Hashable, Digests | None]:
-        """The whole object, its version, and the digests of its signed bytes.
+    def _read(self, obj: str) -> tuple[memoryview, Hashable, Digest | None]:
+        """The whole object, its version, and the digest of its bytes after the header.
 
         Through the backend's fast local path, a large file is read in chunks
-        while a worker thread hashes and signs the chunks already read (both
-        release the GIL), so verifying costs little more than reading.  The
-        digests are None when the backend has no such path or the object is
+        while a worker thread hashes the chunks already read (both release the
+        GIL), so verifying costs little more than reading; a file whose signer
+        is not trusted is refused (Unusable) once its header is read.  The
+        digest is None when the backend has no such path or the object is
         too short to have a header (``unframe`` then computes or refuses).
 
         Not mmap: the checksum reads every byte anyway, and a mapping of a file
@@ -352,8 +366,13 @@ class Store:
             done = _read_into(file, data[:HEADER_SIZE])
             if done < HEADER_SIZE:
                 return data[:done], version, None
-            digests = Digests(self._signer)
-            digests.update(data[:PREFIX_SIZE])
+            try:
+                check_header(data, size)
+                check_signer(data, self._signer)
+            except Unusable:  # not even worth reading on
+                self.backend.delete(obj, version)
+                raise
+            digests = Digest()
             pending = None
             while done < len(data):
                 count = _read_into(file, data[done : done + _READ_CHUNK])
@@ -373,20 +392,68 @@ class Store:
 
     def _load(self, kind: int, name: str, parse: Callable[[int, list[memoryview]], _T]) -> _T:
         """Read, verify and parse one object; removes it if it is corrupt or not authentic.
+        An entry or value the local cache lacks is fetched from the remote (:meth:`_pull`).
 
         Raises FileNotFoundError if absent, other OSError if unreadable,
         Unusable if corrupt or not authentic.
         """
         obj = _note_object(name) if kind == NOTE else _object(kind, name)
-        data, version, digests = self._read(obj)
+        self._news()
+        try:
+            data, version, digests = self._read(obj)
+        except FileNotFoundError:
+            pulled = kind != NOTE and self._pull(kind, name, obj)
+            self._news()
+            if not pulled:
+                raise
+            data, version, digests = self._read(obj)
         try:
             return parse(*unframe(data, kind, name, self._signer, digests))
         except Unusable:
             self.backend.delete(obj, version)
             raise
 
+    def _pull(self, kind: int, name: str, obj: str) -> bool:
+        """Copy ``obj`` from the remote into the local cache, verified first; whether it is
+        now here.  Waits for its prefetch if there is one.  Raises Unusable (saying where it
+        came from) if the remote's copy does not verify: nothing of it is kept.
+        """
+        remote = self.remote
+        if remote is None:
+            return False
+        if remote.wait_for(obj) and self.backend.exists(obj):
+            return True
+        if remote.absent(obj):
+            return False
+        try:
+            data, _ = remote.call(remote.backend.read, obj)
+        except (OSError, RemoteDown):
+            return False
+        try:
+            unframe(data, kind, name, self._signer)
+        except Unusable as exc:
+            remote.count("refused")
+            raise Unusable(f"from {remote.url} {exc}") from None
+        try:
+            self.backend.write(obj, [resealed(data, self._signer), data[HEADER_SIZE:]])
+        except OSError:
+            return False
+        remote.known(obj)
+        remote.count("fetched")
+        remote.count("fetched_bytes", len(data))
+        self._fetched.add(obj)
+        self._grew(len(data))
+        return True
+
+    def _prefetch(self, obj: str) -> None:
+        """Pull a value in the background (see :meth:`get`); its read will wait for it."""
+        name = obj.rsplit("/", 1)[1]
+        with suppress(Unusable, OSError):
+            self._pull(VALUE, name, obj)
+
     def get(self, key: str) -> Entry | None:
-        """The entry for ``key``, marked as used; None if absent or unusable (warns, never raises)."""
+        """The entry for ``key``, marked as used; None if absent or unusable (warns, never
+        raises).  One the local cache lacks comes from the remote, its values prefetched."""
         what = f"cache entry {_short(key)}"
         try:
             entry = self._load(ENTRY, key, parse_entry)
@@ -398,17 +465,40 @@ class Store:
         except Unusable as exc:
             _warn(f"{what} {exc}")
             return None
-        if not all(self.backend.exists(_object(VALUE, digest)) for digest in entry.digests()):
-            self.backend.delete(_object(ENTRY, key))
+        obj = _object(ENTRY, key)
+        missing = [
+            _object(VALUE, digest)
+            for digest in entry.digests()
+            if not self.backend.exists(_object(VALUE, digest))
+        ]
+        remote = self.remote
+        if missing and remote is not None and remote.available():
+            # fetched concurrently, while the engine checks the entry; their reads wait
+            self.remote_prefetch(missing)
+        elif missing:
+            if obj not in self._fetched:
+                self.backend.delete(obj)
             _warn(f"{what} refers to a value no longer in the cache")
             return None
-        self.backend.touch(_object(ENTRY, key))
+        self.backend.touch(obj)
         self._working.add(key)
+        if remote is not None:
+            remote.count("entries_remote" if obj in self._fetched else "entries_local")
         return entry
 
+    def remote_prefetch(self, objs: list[str]) -> None:
+        if self.remote is not None:
+            self.remote.prefetch(objs, self._prefetch)
+
+    def origin(self, key: str) -> str:
+        """Where the entry under ``key`` came from in this process: "remote" or "local"."""
+        return "remote" if _object(ENTRY, key) in self._fetched else "local"
+
     def hit(self, key: str) -> bool:
-        """Cheap existence check: ``get`` may still find the entry unusable."""
-        return self.backend.exists(_object(ENTRY, key))
+        """Cheap existence check (the remote's from its listing, without a round trip):
+        ``get`` may still find the entry unusable."""
+        obj = _object(ENTRY, key)
+        return self.backend.exists(obj) or (self.remote is not None and not self.remote.absent(obj))
 
     def has_value(self, digest: str) -> bool:
         """Whether a value that verifies is stored under ``digest``, so it need not be written.
@@ -451,13 +541,13 @@ class Store:
                     data = memoryview(file.read(1 << 16))
                     if check_header(data, size)[0] != kind:
                         raise Unusable("is corrupt (a different kind of cache file)")
-                    digests = Digests(self._signer)
-                    digests.update(data[:PREFIX_SIZE])
+                    check_signer(data, self._signer)
+                    digests = Digest()
                     digests.update(data[HEADER_SIZE:])
                     chunk = memoryview(bytearray(1 << 22)) if size > len(data) else None
                     while chunk is not None and (count := file.readinto(chunk)):
                         digests.update(chunk[:count])
-                    digests.check(data)
+                    digests.check(data, self._signer)
                     claimed = name_in(data)
             if claimed is not None and (
                 claimed != name.encode()
@@ -494,23 +584,136 @@ class Store:
         try:
             return self._load(NOTE, name, _parse_note)
         except FileNotFoundError:
-            return None
+            return self._remote_note(name)
         except OSError as exc:
             _warn(f"{what} cannot be read ({exc.strerror or exc})", instead="ignoring it")
         except Unusable as exc:
             _warn(f"{what} {exc}", instead="ignoring it")
         return None
 
+    def _remote_note(self, name: str) -> dict | None:
+        """The newest version of note ``name`` in the remote that verifies (notes are advisory:
+        one that does not is skipped without a word); None if there is none."""
+        remote = self.remote
+        if remote is None:
+            return None
+        for version in remote.versions(_note_object(name))[:_NOTE_TRIES]:
+            try:
+                data, _ = remote.call(remote.backend.read, version)
+                return _parse_note(*unframe(data, NOTE, name, self._signer))
+            except (OSError, RemoteDown):
+                return None
+            except Unusable:
+                remote.count("refused")
+        return None
+
     # -- writing --------------------------------------------------------------
 
     def _write(self, obj: str, chunks: Sequence[bytes | memoryview], what: str) -> int:
-        """Write one object atomically; raises StoreError. KeyboardInterrupt propagates as is."""
+        """Write one object atomically, and have it uploaded (if the remote is writable);
+        raises StoreError. KeyboardInterrupt propagates as is."""
         try:
             size = self.backend.write(obj, chunks)
         except Exception as exc:
             raise StoreError(f"{what} could not be written ({_describe(exc)})") from exc
         self._grew(size)
+        if self.remote is not None and self.remote.writable:
+            self._news()
+            self.remote.enqueue(obj, self._upload)
         return size
+
+    def _news(self) -> None:
+        """Say what the remote has to say (once per process), on the caller's thread."""
+        if self.remote is not None:
+            news = self.remote.news()
+            if news is not None:
+                _warn(news, instead="cells run or restore locally")
+
+    def _upload(self, obj: str) -> str:
+        """Upload one local object as it is (re-verified, its local seal removed), unless
+        the remote has it; an entry only once the remote has its values.  Returns what
+        happened: "uploaded", "already" (another writer's stays: write-once), "gone" (no
+        longer here), "waiting" (an entry whose values are not up), "failed".
+        """
+        remote = self.remote
+        assert remote is not None
+        kind = next(code for code, prefix in KINDS.items() if obj.startswith(prefix + "/"))
+        name = obj.rsplit("/", 1)[1]
+        try:
+            data, _, digest = self._read(obj)
+            if kind == NOTE:
+                claimed = name_in(data)
+                if claimed is None:
+                    return "failed"
+                method, body = unframe(data, NOTE, claimed.decode(), self._signer, digest)
+                target = note_version(obj, digest_of(data))
+            else:
+                method, body = unframe(data, kind, name, self._signer, digest)
+                target = obj
+        except FileNotFoundError:
+            return "gone"
+        except (OSError, Unusable, UnicodeDecodeError):
+            remote.count("dropped")  # never make a bad object permanent in a write-once remote
+            return "failed"
+        try:
+            if remote.is_known(target):
+                return "already"
+            if kind == ENTRY:
+                entry = parse_entry(method, body)
+                for digest_name in entry.digests():
+                    value = _object(VALUE, digest_name)
+                    if not remote.is_known(value) and not remote.call(remote.backend.exists, value):
+                        remote.count("dropped")
+                        return "waiting"
+                    remote.known(value)
+            elif kind == VALUE and remote.call(remote.backend.exists, target):
+                remote.known(target)
+                remote.count("already")
+                return "already"
+            remote.call(remote.backend.write, target, [resealed(data, None), data[HEADER_SIZE:]])
+        except FileExistsError:
+            remote.known(target)
+            remote.count("already")
+            return "already"
+        except (RemoteDown, OSError, Unusable):
+            remote.count("dropped")
+            return "failed"
+        remote.known(target)
+        remote.count("uploaded")
+        remote.count("uploaded_bytes", len(data))
+        return "uploaded"
+
+    def push(self) -> dict[str, int]:
+        """Upload what the remote lacks: every value, entry (after its values) and note here;
+        returns how many objects each outcome of :meth:`_upload` had."""
+        remote = self.remote
+        if remote is None or not remote.writable:
+            raise StoreError(
+                "no writable remote: set INCRCELL_REMOTE and INCRCELL_REMOTE_MODE=readwrite"
+            )
+        listing = {kind: remote.listing(kind) for kind in ("entries", "notes")}
+        if listing["entries"] is None:
+            raise StoreError(
+                f"the remote cache {remote.url} cannot be reached ({remote.status().error})"
+            )
+        for items in listing.values():
+            for item in items or ():
+                remote.known(item.name)
+        done: dict[str, int] = {}
+        for kind in (VALUE, ENTRY, NOTE):
+            for item in self.backend.list(KINDS[kind]):
+                outcome = self._upload(item.name)
+                done[outcome] = done.get(outcome, 0) + 1
+        return done
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait (at most ``timeout`` seconds) for the background uploads queued so far; whether
+        they are done.  The kernel calls it at shutdown; it also runs at process exit."""
+        return self.remote.flush(timeout) if self.remote is not None else True
+
+    def remote_status(self) -> RemoteStatus | None:
+        """Where entries came from, transfers and the upload backlog; None without a remote."""
+        return self.remote.status() if self.remote is not None else None
 
     def put(self, entry: Entry) -> None:
         """Record ``entry``, whose values must already be stored; raises StoreError."""
@@ -561,7 +764,8 @@ class Store:
     # -- housekeeping ---------------------------------------------------------
 
     def usage(self) -> Usage:
-        """Size, cap, counts and last uses, from one listing (no file is read); measures the size anew."""
+        """Size, cap, counts and last uses, from one listing (no file is read); measures the
+        size anew."""
         listed = {kind: list(self.backend.list(kind)) for kind in KINDS.values()}
         entries = listed[KINDS[ENTRY]]
         self._measured = time.monotonic()

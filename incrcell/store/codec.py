@@ -1,4 +1,4 @@
-"""The cache file format: framing, checksums, signatures (pure functions of bytes).
+"""The cache file format: framing, digests, signatures (pure functions of bytes).
 
 Every cache file, whatever backend holds it, is one frame (little endian);
 parts start at 64-byte-aligned offsets so that numpy arrays restored from
@@ -10,37 +10,46 @@ them are aligned::
     11  u8  method      values: 1 pickle (protocol 5, notebook code nested by value); else 0
     12  u32 part count  n
     16  u64 file size
-    24  16s xxh3-128 of bytes [0:24] and [72:]
-    40  32s HMAC-SHA256 of bytes [0:24] and [72:]
-    72  n * (u64 length, u64 flags)   flags bit 0: read-only buffer
+    24  32s SHA-256 of bytes [184:] (the part table and the parts)
+    56  32s the signer's Ed25519 public key
+    88  64s Ed25519 signature of bytes [0:88]
+    152 32s local seal: HMAC of bytes [0:152] under the reader's own secret; zeros in transit
+    184 n * (u64 length, u64 flags)   flags bit 0: read-only buffer
     ... parts: the file's own name (UTF-8), then the body: JSON for entries
         and notes; the pickle stream and its out-of-band buffers for values.
 
+One SHA-256 pass over the file is both its checksum and what the signature
+covers (a non-cryptographic hash such as xxh3 would let anyone make other
+bytes with the same digest); the signature itself covers only the header.
+
 How it fails safe: :func:`unframe` looks at nothing but the fixed-size
-prefix before the checksum (truncation, bit rot) and the signature (anyone
-without our key) verify, and then checks that the file is of the kind and
+header until the signer is trusted, the digest matches and the signature
+(or our own seal) verifies, and then checks that the file is of the kind and
 name asked for; anything else raises :class:`Unusable`.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hmac
+import hashlib
 import struct
 from collections.abc import Sequence
 
-import xxhash
+from .signing import Signer, fingerprint
 
-from .signing import Signer
-
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 MAGIC = b"INCRCELL"
 _PREFIX = struct.Struct("<8sHBBIQ")  # magic, version, kind, method, part count, file size
 PREFIX_SIZE = _PREFIX.size
-_CHECKSUM = slice(24, 40)
-_SIGNATURE = slice(40, 72)
-HEADER_SIZE = 72
+_DIGEST = slice(24, 56)
+_PUBLIC = slice(56, 88)
+_SIGNED = slice(0, 88)
+_SIGNATURE = slice(88, 152)
+_SEALED = slice(0, 152)
+_SEAL = slice(152, 184)
+HEADER_SIZE = 184
+_NO_SEAL = bytes(32)
 _PART = struct.Struct("<QQ")  # length, flags
 _READONLY = 1
 _ALIGN = 64
@@ -61,7 +70,7 @@ def _aligned(offset: int) -> int:
 def frame(
     kind: int, method: int, name: str, body: Sequence[bytes | memoryview], signer: Signer
 ) -> tuple[list[bytes | memoryview], int]:
-    """The chunks of a cache file, in write order, and its size."""
+    """The chunks of a cache file, in write order, and its size; signed and sealed by ``signer``."""
     parts = [memoryview(part).cast("B") for part in (name.encode(), *body)]
     table = b"".join(_PART.pack(part.nbytes, _READONLY if part.readonly else 0) for part in parts)
     chunks: list[bytes | memoryview] = [table]
@@ -72,12 +81,16 @@ def frame(
             chunks.append(_PADDING[: start - end])
         chunks.append(part)
         end = start + part.nbytes
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, kind, method, len(parts), end)
-    checksum = xxhash.xxh3_128(prefix)
+    digest = Digest()
     for chunk in chunks:
-        checksum.update(chunk)
-    header = prefix + checksum.digest() + signer.sign(prefix, *chunks)
-    return [header, *chunks], end
+        digest.update(chunk)
+    signed = (
+        _PREFIX.pack(MAGIC, FORMAT_VERSION, kind, method, len(parts), end)
+        + digest.digest()
+        + signer.public
+    )
+    header = signed + signer.sign(signed)
+    return [header + signer.seal(header), *chunks], end
 
 
 def check_header(header: memoryview | bytes, file_size: int) -> tuple[int, int, int]:
@@ -99,46 +112,81 @@ def check_header(header: memoryview | bytes, file_size: int) -> tuple[int, int, 
     return kind, method, count
 
 
-class Digests:
-    """The checksum and the signature of a file's signed bytes, fed in order.
+def signer_of(header: memoryview | bytes) -> bytes:
+    """The public key a file whose first bytes are ``header`` claims as its signer."""
+    return bytes(header[_PUBLIC])
 
-    The signed bytes are the prefix and everything after the header (the
-    checksum and signature fields themselves are skipped).
+
+def check_signer(header: memoryview | bytes, signer: Signer) -> None:
+    """Raise Unusable, naming the key, unless ``signer`` trusts the key the header claims.
+
+    Cheap, and done first: a file from an untrusted signer is not even hashed.
     """
+    public = signer_of(header)
+    if not signer.trusts(public):
+        raise Unusable(f"is signed by an untrusted key {fingerprint(public)}")
 
-    def __init__(self, signer: Signer) -> None:
-        self.checksum = xxhash.xxh3_128()
-        self.mac = signer.mac()
+
+class Digest:
+    """The SHA-256 of a file's bytes after its header, fed in order (chunks of any size)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
 
     def update(self, chunk: memoryview | bytes) -> None:
-        self.checksum.update(chunk)
-        self.mac.update(chunk)
+        self._hash.update(chunk)
 
-    def check(self, header: memoryview | bytes) -> None:
-        """Raise Unusable unless these are the checksum and signature ``header`` carries."""
-        if self.checksum.digest() != header[_CHECKSUM]:
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+    def check(self, header: memoryview | bytes, signer: Signer) -> None:
+        """Raise Unusable unless the header is a trusted signer's, for exactly these bytes.
+
+        Our own seal stands for a signature we checked (or made) before; without
+        it, the Ed25519 signature is verified.
+        """
+        check_signer(header, signer)
+        if self.digest() != header[_DIGEST]:
             raise Unusable("is corrupt (checksum mismatch)")
-        if not hmac.compare_digest(self.mac.digest(), bytes(header[_SIGNATURE])):
-            raise Unusable("signature does not verify (written with another signing key)")
+        if not signer.sealed(header[_SEALED], header[_SEAL]) and not signer.verify(
+            signer_of(header), bytes(header[_SIGNATURE]), bytes(header[_SIGNED])
+        ):
+            raise Unusable(
+                f"signature does not verify (forged or damaged; it claims to be signed by "
+                f"{fingerprint(signer_of(header))})"
+            )
+
+
+def digest_of(header: memoryview | bytes) -> str:
+    """The hex SHA-256 a header holds of its file's contents (what makes a version's name)."""
+    return bytes(header[_DIGEST]).hex()
+
+
+def resealed(header: memoryview | bytes, signer: Signer | None) -> bytes:
+    """``header`` with our seal (after we verified it), or with none (``signer`` None: for
+    an upload, where a seal means nothing to anyone else)."""
+    head = bytes(header[:HEADER_SIZE])
+    seal = _NO_SEAL if signer is None else signer.seal(head[_SEALED])
+    return head[: _SEAL.start] + seal
 
 
 def parts(
-    data: memoryview, kind: int, signer: Signer, digests: Digests | None = None
+    data: memoryview, kind: int, signer: Signer, digest: Digest | None = None
 ) -> tuple[int, list[memoryview]]:
     """Check a whole file's integrity, authenticity and kind; returns (method, parts), the
     file's own name first.
 
-    ``digests``: those of ``data``'s signed bytes if the caller computed them
-    already (while reading it).  Only the fixed-size prefix is looked at
-    before the checksum and the signature have verified; nothing else is
-    interpreted until then.
+    ``digest``: that of ``data``'s bytes after the header if the caller computed
+    it already (while reading it).  Only the fixed-size header is looked at
+    before the signer is trusted and the digest and signature have verified;
+    nothing else is interpreted until then.
     """
     file_kind, method, count = check_header(data, len(data))
-    if digests is None:
-        digests = Digests(signer)
-        digests.update(data[:PREFIX_SIZE])
-        digests.update(data[HEADER_SIZE:])
-    digests.check(data)
+    if digest is None:
+        check_signer(data, signer)
+        digest = Digest()
+        digest.update(data[HEADER_SIZE:])
+    digest.check(data, signer)
     if file_kind != kind:
         raise Unusable("is corrupt (a different kind of cache file)")
     end = HEADER_SIZE + count * _PART.size
@@ -157,10 +205,10 @@ def parts(
 
 
 def unframe(
-    data: memoryview, kind: int, name: str, signer: Signer, digests: Digests | None = None
+    data: memoryview, kind: int, name: str, signer: Signer, digest: Digest | None = None
 ) -> tuple[int, list[memoryview]]:
     """:func:`parts`, and the file must be the one stored under ``name``; returns (method, body)."""
-    method, found = parts(data, kind, signer, digests)
+    method, found = parts(data, kind, signer, digest)
     if found[0] != name.encode():
         raise Unusable("is corrupt (stored under the wrong name)")
     return method, found[1:]
@@ -169,7 +217,7 @@ def unframe(
 def name_in(head: bytes | memoryview) -> bytes | None:
     """The name a file whose first bytes are ``head`` carries; None if it lies beyond ``head``.
 
-    Only for a file whose checksum and signature have verified.
+    Only for a file whose digest and signature have verified.
     """
     count = _PREFIX.unpack_from(head)[4]
     table = HEADER_SIZE + count * _PART.size

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import suppress
-from typing import BinaryIO
+from io import RawIOBase
 
 import xxhash
 
@@ -52,7 +52,7 @@ class FileBackend(Backend):
 
     # -- reading --------------------------------------------------------------
 
-    def open(self, name: str) -> tuple[BinaryIO, int, Hashable]:
+    def open(self, name: str) -> tuple[RawIOBase, int, Hashable]:
         path = self._path(name)
         try:
             fd = os.open(path, _OPEN_FLAGS)
