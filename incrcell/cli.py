@@ -1,11 +1,13 @@
-"""The ``incrcell`` command: look after the cache from a shell.
+"""The ``incrcell`` command: look after the cache and the signing key from a shell.
 
-``incrcell cache info|ls|gc|clear|verify``, each with ``--help`` and
-``--json`` (for scripts); sizes are human-readable (``1.4 GB``).  The cache
-is the one notebooks use: ``$INCRCELL_CACHE_DIR`` (or the default), its cap
-``$INCRCELL_MAX_SIZE``, its age limit ``$INCRCELL_MAX_AGE``; ``--cache-dir``
-points elsewhere.  Safe while kernels use the cache: every change is a
-removal of whole files, and a kernel that finds one gone runs the cell.
+``incrcell cache info|ls|gc|clear|verify|push`` and ``incrcell key show|generate``,
+each with ``--help`` and ``--json`` (for scripts); sizes are human-readable
+(``1.4 GB``).  The cache is the one notebooks use: ``$INCRCELL_CACHE_DIR`` (or
+the default), its cap ``$INCRCELL_MAX_SIZE``, its age limit ``$INCRCELL_MAX_AGE``,
+the remote behind it ``$INCRCELL_REMOTE`` (``$INCRCELL_REMOTE_MODE``);
+``--cache-dir`` points elsewhere.  Safe while kernels use the cache: every
+change is a removal of whole files, and a kernel that finds one gone runs the
+cell; the remote is only ever added to.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +24,19 @@ from typing import Any
 
 from .config import Config, format_age, format_size, parse_age, parse_size
 from .store import Collection, EntryInfo, Store, StoreError, open_store
+from .store.signing import (
+    KEY_ENV,
+    TRUSTED_ENV,
+    KeyRefused,
+    Signer,
+    fingerprint,
+    key_path,
+    new_private_key,
+    parse_trusted,
+    private_text,
+    public_text,
+    signing_key,
+)
 
 _SORTS = {
     "used": lambda info: -info.used,
@@ -66,21 +82,22 @@ def parser() -> argparse.ArgumentParser:
         prog="incrcell",
         description="incrcell: incremental cell execution for Jupyter. Look after its cache.",
     )
-    groups = top.add_subparsers(dest="group", required=True, metavar="cache")
+    groups = top.add_subparsers(dest="group", required=True, metavar="{cache,key}")
     cache = groups.add_parser(
         "cache",
         help="inspect and manage the cache",
         description="Inspect and manage the cache of cell executions.",
     )
     commands = cache.add_subparsers(
-        dest="command", required=True, metavar="{info,ls,gc,clear,verify}"
+        dest="command", required=True, metavar="{info,ls,gc,clear,verify,push}"
     )
     commands.add_parser(
         "info",
         parents=[common],
-        help="location, size against the cap, counts",
+        help="location, size against the cap, counts, the remote",
         description="Where the cache is, its size against its cap, how many "
-        "entries and values it holds, the oldest and newest use.",
+        "entries and values it holds, the oldest and newest use; the remote "
+        "cache behind it ($INCRCELL_REMOTE), its mode and how many entries it holds.",
     )
     ls = commands.add_parser(
         "ls",
@@ -132,21 +149,62 @@ def parser() -> argparse.ArgumentParser:
         description="Check every cache file's checksum and signature; remove "
         "and report what fails (and entries whose values are gone).",
     )
+    commands.add_parser(
+        "push",
+        parents=[common],
+        help="upload what the remote lacks",
+        description="Upload every value, entry and note of the local cache that the "
+        "remote ($INCRCELL_REMOTE, with INCRCELL_REMOTE_MODE=readwrite) lacks. Nothing "
+        "in the remote is replaced: an object another writer made first stays theirs.",
+    )
+    key = groups.add_parser(
+        "key",
+        help="your signing key",
+        description="Your Ed25519 signing key: every cache file you write is signed with it.",
+    )
+    keys = key.add_subparsers(dest="command", required=True, metavar="{show,generate}")
+    show = keys.add_parser(
+        "show",
+        help="your public key (the last line, to paste into INCRCELL_TRUSTED_KEYS)",
+        description="Where your key is, its fingerprint, the keys you trust; the last "
+        f"line is your public key, as others paste it into ${TRUSTED_ENV}. The key is "
+        "created on first use.",
+    )
+    show.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    generate = keys.add_parser(
+        "generate",
+        help="a new key pair for a CI job",
+        description=f"Print a new private key, for a CI secret named {KEY_ENV}, and its "
+        "public key (the last line), for the readers' trusted keys. Your own key is "
+        "not changed.",
+    )
+    generate.add_argument("--json", action="store_true", help="print JSON, for scripts")
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = Config()
-    if args.cache_dir is not None:
-        config.cache_dir = args.cache_dir.expanduser()
     try:
+        if args.group == "key":
+            return _KEYS[args.command](args)
+        if args.cache_dir is not None:
+            config.cache_dir = args.cache_dir.expanduser()
         store = open_store(
-            config.cache_dir, max_size=config.max_size, max_age=config.max_age, housekeeping=False
+            config.cache_dir,
+            max_size=config.max_size,
+            max_age=config.max_age,
+            housekeeping=False,
+            remote=config.remote,
+            remote_mode=config.remote_mode,
+            trusted_keys=config.trusted_keys,
         )
         return _COMMANDS[args.command](store, args)
     except StoreError as exc:
         print(f"incrcell: {exc.reason}", file=sys.stderr)
+        return 2
+    except KeyRefused as exc:
+        print(f"incrcell: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -158,19 +216,97 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: list[str]) -> No
 
 def _info(store: Store, args: argparse.Namespace) -> int:
     usage = store.usage()
-    data = {"location": store.url, **dataclasses.asdict(usage), "max_age": store.max_age}
+    data: dict[str, Any] = {
+        "location": store.url,
+        **dataclasses.asdict(usage),
+        "max_age": store.max_age,
+        "remote": None,
+    }
     age = f", entries unused for {format_age(store.max_age)} are evicted" if store.max_age else ""
+    text = [
+        f"location   {store.url}",
+        f"size       {format_size(usage.size)} of {format_size(usage.cap)} "
+        f"({100 * usage.size / usage.cap if usage.cap else 0:.0f}%){age}",
+        f"entries    {usage.entries}",
+        f"values     {usage.values}",
+        f"oldest use {_when(usage.oldest_use)}",
+        f"newest use {_when(usage.newest_use)}",
+    ]
+    remote = store.remote
+    if remote is not None:
+        listed = remote.listing("entries")
+        status = remote.status()
+        data["remote"] = {
+            **dataclasses.asdict(status),
+            "entries": None if listed is None else len(listed),
+        }
+        state = f"{len(listed)} entries" if listed is not None else f"unreachable: {status.error}"
+        text.append(f"remote     {remote.url} ({remote.mode}): {state}")
+    else:
+        text.append("remote     none (set INCRCELL_REMOTE=s3://BUCKET/PREFIX to share a cache)")
+    _emit(args, data, text)
+    return 0
+
+
+def _push(store: Store, args: argparse.Namespace) -> int:
+    done = store.push()
+    status = store.remote_status()
+    assert status is not None
+    text = [
+        f"uploaded {done.get('uploaded', 0)} objects ({format_size(status.uploaded_bytes)}) "
+        f"to {status.url}; {done.get('already', 0)} were there already"
+    ]
+    if done.get("failed") or done.get("waiting"):
+        text.append(
+            f"  {done.get('failed', 0)} could not be uploaded, "
+            f"{done.get('waiting', 0)} entries wait for their values"
+            + (f" ({status.error})" if status.error else "")
+        )
+    _emit(args, {"remote": status.url, **done, "bytes": status.uploaded_bytes}, text)
+    return 1 if done.get("failed") or done.get("waiting") else 0
+
+
+def _key_show(args: argparse.Namespace) -> int:
+    """Your key (created on first use); the public key last, to paste into the trusted keys."""
+    signer = Signer(signing_key())
+    try:
+        trusted = parse_trusted(os.environ.get(TRUSTED_ENV, ""))
+    except ValueError as exc:
+        trusted, problem = set(), str(exc)
+    else:
+        problem = ""
+    where = f"${KEY_ENV}" if os.environ.get(KEY_ENV, "").strip() else str(key_path())
+    pins = sorted(
+        (public_text(key), fingerprint(key)) if isinstance(key, bytes) else (key, key)
+        for key in trusted
+    )
+    data = {
+        "key": where,
+        "fingerprint": signer.fingerprint,
+        "trusted": [pin for pin, _ in pins],
+        "public_key": public_text(signer.public),
+    }
+    text = [f"key          {where}", f"fingerprint  {signer.fingerprint}"]
+    text += [f"trusts       {print_}" for _, print_ in pins]
+    if problem:
+        text.append(f"trusts       (${TRUSTED_ENV} ignored here: {problem})")
+    text.append(public_text(signer.public))
+    _emit(args, data, text)
+    return 0
+
+
+def _key_generate(args: argparse.Namespace) -> int:
+    seed = new_private_key()
+    public = Signer(seed).public
+    data = {"private_key": private_text(seed), "public_key": public_text(public)}
     _emit(
         args,
         data,
         [
-            f"location   {store.url}",
-            f"size       {format_size(usage.size)} of {format_size(usage.cap)} "
-            f"({100 * usage.size / usage.cap if usage.cap else 0:.0f}%){age}",
-            f"entries    {usage.entries}",
-            f"values     {usage.values}",
-            f"oldest use {_when(usage.oldest_use)}",
-            f"newest use {_when(usage.newest_use)}",
+            f"# the private key: keep it secret, e.g. as the CI secret {KEY_ENV}",
+            private_text(seed),
+            f"# the public key ({fingerprint(public)}): add it to the readers' {TRUSTED_ENV}",
+            public_text(public),
         ],
     )
     return 0
@@ -261,7 +397,15 @@ def _verify(store: Store, args: argparse.Namespace) -> int:
     return 1 if done.removed or done.unreadable else 0
 
 
-_COMMANDS = {"info": _info, "ls": _ls, "gc": _gc, "clear": _clear, "verify": _verify}
+_COMMANDS = {
+    "info": _info,
+    "ls": _ls,
+    "gc": _gc,
+    "clear": _clear,
+    "verify": _verify,
+    "push": _push,
+}
+_KEYS = {"show": _key_show, "generate": _key_generate}
 
 
 if __name__ == "__main__":

@@ -104,7 +104,11 @@ class Config:
     without unloading the extension.  ``max_size``: the cache's cap in bytes
     (``$INCRCELL_MAX_SIZE``; None: 10 GB or a tenth of the free space, whichever
     is smaller).  ``max_age``: entries unused for longer (seconds) are evicted
-    (``$INCRCELL_MAX_AGE``; None: no limit).
+    (``$INCRCELL_MAX_AGE``; None: no limit).  ``remote``: a shared cache behind the
+    local one, ``s3://BUCKET/PREFIX`` (``$INCRCELL_REMOTE``; "": none), read from or also
+    written to as ``remote_mode`` says (``$INCRCELL_REMOTE_MODE``: read, the default, or
+    readwrite).  ``trusted_keys``: public keys whose cache files are used, besides your
+    own and ``$INCRCELL_TRUSTED_KEYS`` (comma-separated, or a file's path).
     """
 
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -112,6 +116,11 @@ class Config:
     enabled: bool = True
     max_size: int | None = field(default_factory=lambda: _from_env("INCRCELL_MAX_SIZE", parse_size))
     max_age: float | None = field(default_factory=lambda: _from_env("INCRCELL_MAX_AGE", parse_age))
+    remote: str = field(default_factory=lambda: os.environ.get("INCRCELL_REMOTE", "").strip())
+    remote_mode: str = field(
+        default_factory=lambda: os.environ.get("INCRCELL_REMOTE_MODE", "").strip().lower() or "read"
+    )
+    trusted_keys: str = ""
 
     def set(self, key: str, text: str) -> None:
         """Set one option from its text form; raises ValueError with a one-line message."""
@@ -126,6 +135,23 @@ class Config:
             self.max_size = None if text.strip().lower() in _NONE else parse_size(text)
         elif key == "max_age":
             self.max_age = None if text.strip().lower() in _NONE else parse_age(text)
+        elif key == "remote":
+            url = "" if text.strip().lower() in _NONE else text.strip()
+            if url and not url.startswith("s3://"):
+                raise ValueError(
+                    f"expected a remote like s3://BUCKET/PREFIX (or off), got {text!r}"
+                )
+            self.remote = url
+        elif key == "remote_mode":
+            mode = text.strip().lower()
+            if mode not in ("read", "readwrite"):
+                raise ValueError(f"remote_mode is read or readwrite, not {text!r}")
+            self.remote_mode = mode
+        elif key == "trusted_keys":
+            from .store.signing import parse_trusted  # raises ValueError for what is not a key
+
+            parse_trusted(text)
+            self.trusted_keys = text.strip()
         else:
             setattr(self, key, _parse_bool(text))
 
@@ -133,6 +159,8 @@ class Config:
         shown = {
             "max_size": lambda v: "default" if v is None else format_size(v),
             "max_age": lambda v: "none" if v is None else format_age(v),
+            "remote": lambda v: v or "none",
+            "trusted_keys": lambda v: v or "none",
         }
         return "\n".join(
             f"{f.name} = {shown.get(f.name, str)(getattr(self, f.name))}" for f in fields(self)

@@ -16,6 +16,7 @@ import pytest
 from incrcell import cli
 from incrcell.serialise import dumps
 from incrcell.store import FORMAT_VERSION, Entry, Signer, open_store
+from incrcell.store.signing import private_text
 
 KEY = b"k" * 32
 ROOT = Path(__file__).parent.parent
@@ -25,7 +26,7 @@ ROOT = Path(__file__).parent.parent
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     values = {
         "INCRCELL_CACHE_DIR": str(tmp_path / "cache"),
-        "INCRCELL_SIGNING_KEY": KEY.decode(),
+        "INCRCELL_SIGNING_KEY": private_text(KEY),
         "INCRCELL_MAX_SIZE": "",
         "INCRCELL_MAX_AGE": "",
     }
