@@ -27,6 +27,7 @@ from __future__ import annotations
 import configparser
 import errno
 import os
+import re
 from collections.abc import Hashable, Iterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
@@ -195,10 +196,13 @@ def _error(exc: Exception, name: str) -> OSError:
 
 
 def _first_line(exc: Exception) -> str:
+    """obstore's message in one line: its first line without the request's URL and timing,
+    and the operating system's reason when its debug dump names one."""
     text = str(exc).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    # obstore's messages start with a generic line; the cause is on the last ones
-    cause = next(
-        (line for line in reversed(lines) if "error" in line.lower() or "refused" in line), ""
-    )
-    return (cause or (lines[0] if lines else type(exc).__name__))[:200]
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if " - " in first and "Error performing" in first:
+        first = first.split(" - ", 1)[1]
+    cause = re.search(r'message: "([^"]+)"', text)
+    if cause and cause[1] not in first:
+        first = f"{first}: {cause[1]}"
+    return first[:200]
