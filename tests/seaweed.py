@@ -128,6 +128,8 @@ class Seaweed:
             f"-s3.port={self.ports['s3']}",
             f"-s3.port.grpc={self.ports['s3'] + 10000}",
             f"-s3.config={identities}",
+            "-s3.port.iceberg=0",  # fixed default ports: two servers at once would collide
+            "-s3.port.lance=0",
             "-master.volumeSizeLimitMB=64",
             "-volume.max=0",
         ]

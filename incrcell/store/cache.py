@@ -589,16 +589,17 @@ class Store:
         try:
             return self._load(NOTE, name, _parse_note)
         except FileNotFoundError:
-            return self._remote_note(name)
+            return self.get_remote_note(name)
         except OSError as exc:
             _warn(f"{what} cannot be read ({exc.strerror or exc})", instead="ignoring it")
         except Unusable as exc:
             _warn(f"{what} {exc}", instead="ignoring it")
         return None
 
-    def _remote_note(self, name: str) -> dict | None:
+    def get_remote_note(self, name: str) -> dict | None:
         """The newest version of note ``name`` in the remote that verifies (notes are advisory:
-        one that does not is skipped without a word); None if there is none."""
+        one that does not is skipped without a word); None if there is none.  (``%incrcell
+        why`` compares the components the recording machine noted with this machine's.)"""
         remote = self.remote
         if remote is None:
             return None
