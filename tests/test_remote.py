@@ -477,3 +477,33 @@ def test_a_server_killed_mid_session_costs_one_warning_and_no_hang(tmp_path: Pat
         assert states(again) == ["ran", "restored", "restored", "restored"]
     finally:
         server.stop()
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+def test_trusted_keys_from_a_list_or_a_file_and_the_config(tmp_path: Path) -> None:
+    from incrcell.config import Config
+    from incrcell.store.signing import parse_trusted
+
+    a, b = (public_text(Signer(key).public) for key in (A, B))
+    assert parse_trusted(f"{a}, {b}") == {Signer(A).public, Signer(B).public}
+    listed = tmp_path / "trusted"
+    listed.write_text(f"# CI of main\n{a}  ci-main\n\n{fingerprint(Signer(B).public)} # bob\n")
+    assert parse_trusted(str(listed)) == {Signer(A).public, fingerprint(Signer(B).public)}
+    with pytest.raises(ValueError, match="is not a public key"):
+        parse_trusted("ed25519:tooshort")
+    config = Config()
+    config.set("trusted_keys", a)
+    config.set("remote", "s3://bucket/prefix")
+    config.set("remote_mode", "readwrite")
+    assert (config.trusted_keys, config.remote, config.remote_mode) == (
+        a,
+        "s3://bucket/prefix",
+        "readwrite",
+    )
+    for key, bad in (("trusted_keys", "nonsense,"), ("remote", "/tmp/x"), ("remote_mode", "write")):
+        with pytest.raises(ValueError):
+            config.set(key, bad)
+    config.set("remote", "off")
+    assert config.remote == "" and "remote = none" in config.describe()

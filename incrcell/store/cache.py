@@ -84,6 +84,8 @@ _REMEASURE_SECONDS = 60.0
 #: How often writes have entries older than max_age looked for (it reads every entry).
 _AGE_CHECK_SECONDS = 3600.0
 
+#: What :meth:`Store._upload` returns when the object is in the remote afterwards.
+_UP = ("uploaded", "already")
 #: Versions of a remote note tried, newest first, before giving up on it.
 _NOTE_TRIES = 3
 
@@ -669,10 +671,10 @@ class Store:
                 entry = parse_entry(method, body)
                 for digest_name in entry.digests():
                     value = _object(VALUE, digest_name)
-                    if not remote.is_known(value) and not remote.call(remote.backend.exists, value):
+                    # a value deduplicated against here was never queued: up with it first
+                    if not remote.is_known(value) and self._upload(value) not in _UP:
                         remote.count("dropped")
                         return "waiting"
-                    remote.known(value)
             elif kind == VALUE and remote.call(remote.backend.exists, target):
                 remote.known(target)
                 remote.count("already")
