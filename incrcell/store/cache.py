@@ -654,6 +654,9 @@ class Store:
                 if claimed is None:
                     return "failed"
                 method, body = unframe(data, NOTE, claimed.decode(), self._signer, digest)
+                if remote.has_version(obj, digest_of(data)):
+                    remote.count("already")
+                    return "already"
                 target = note_version(obj, digest_of(data))
             else:
                 method, body = unframe(data, kind, name, self._signer, digest)

@@ -23,7 +23,8 @@ upload, and calls it.
 
 Notes are the only mutable objects (a cell's lineage note holds the key it
 had last), and the remote is write-once, so each version of a note is an
-object of its own there (:func:`note_version`); a reader takes the newest it trusts.
+object of its own there, named by when it was uploaded and what it holds
+(:func:`note_version`); a reader takes the newest it trusts.
 """
 
 from __future__ import annotations
@@ -61,8 +62,16 @@ class RemoteDown(Exception):
 
 
 def note_version(obj: str, digest: str) -> str:
-    """The remote name of one version of the note stored locally as ``obj``."""
-    return f"{obj}.{digest}"
+    """The remote name of a new version of the note stored locally as ``obj``, whose file's
+    digest is ``digest``: ``<obj>.<milliseconds since the epoch, 13 digits>.<digest>``, so
+    that names sort by age (the writer's clock: S3's own times have one-second steps)."""
+    return f"{obj}.{time.time_ns() // 1_000_000:013d}.{digest}"
+
+
+def _version_of(name: str) -> tuple[str, str] | None:
+    """(the note's local object, its digest) of a remote note version's name."""
+    parts = name.split(".")
+    return (parts[0], parts[2]) if len(parts) == 3 else None
 
 
 @dataclasses.dataclass
@@ -104,6 +113,7 @@ class Remote:
         self._listed_at = 0.0
         self._listing_job: concurrent.futures.Future | None = None
         self._known: set[str] = set()  # objects known to be in the remote (uploaded, fetched)
+        self._versions: dict[str, set[str]] = {}  # a note's local object -> digests up there
         self._fetchers = concurrent.futures.ThreadPoolExecutor(
             FETCHERS, thread_name_prefix="incrcell-fetch"
         )
@@ -202,6 +212,8 @@ class Remote:
         except (RemoteDown, OSError):
             return
         names = {item.name for items in found.values() for item in items}
+        for item in found["notes"]:
+            self.known(item.name)
         with self._lock:
             self._listing, self._names, self._listed_at = found, names, time.monotonic()
 
@@ -228,12 +240,20 @@ class Remote:
     def versions(self, obj: str) -> list[str]:
         """The remote names of the versions of the note stored locally as ``obj``, newest first."""
         listing = self.listing("notes") or []
-        found = [item for item in listing if item.name.startswith(obj + ".")]
-        return [item.name for item in sorted(found, key=lambda item: -item.used)]
+        return sorted(
+            (item.name for item in listing if item.name.startswith(obj + ".")), reverse=True
+        )
 
     def known(self, obj: str) -> None:
+        version = _version_of(obj) if obj.startswith("notes/") else None
         with self._lock:
             self._known.add(obj)
+            if version is not None:
+                self._versions.setdefault(version[0], set()).add(version[1])
+
+    def has_version(self, obj: str, digest: str) -> bool:
+        """Whether the remote holds a version of note ``obj`` with exactly this file."""
+        return digest in self._versions.get(obj, ())
 
     def is_known(self, obj: str) -> bool:
         return obj in self._known
