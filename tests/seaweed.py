@@ -173,16 +173,22 @@ class Seaweed:
     def stop(self) -> None:
         """SIGTERM to its group, a bounded wait, then SIGKILL (weed ignores SIGTERM a while)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(_STOP_TIMEOUT)
-        except ProcessLookupError:
-            pass
+        if process is not None and process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(_STOP_TIMEOUT)
+            except ProcessLookupError:
+                pass
+        self._sockets()
+
+    def _sockets(self) -> None:
+        """Remove the Unix sockets weed leaves in /tmp, named after its ports."""
+        for port in [*self.ports.values(), *(port + 10000 for port in self.ports.values())]:
+            for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                path.unlink(missing_ok=True)
 
     def kill(self) -> None:
         """SIGKILL to its group at once: the server dies mid-session, as a crashed one would."""
