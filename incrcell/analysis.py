@@ -38,6 +38,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
+from .reasons import Code, Reason
+
 DYNAMIC_BUILTINS = frozenset(
     {"globals", "locals", "vars", "exec", "eval", "__import__", "setattr", "delattr", "getattr"}
 )
@@ -858,7 +860,7 @@ class Expansion:
 
     reads: frozenset[str]
     writes: frozenset[str]
-    hidden: str = ""
+    hidden: Reason | None = None
     codes: tuple[types.CodeType, ...] = ()  # the user code reached (see effects.py)
 
 
@@ -888,7 +890,7 @@ def expand_through_callables(
     deferred = deferred or {}
     reads: set[str] = set()
     writes: set[str] = set()
-    hidden = ""
+    hidden: Reason | None = None
     builtin_ids = {id(getattr(builtins, n)): n for n in HIDDEN_READ_BUILTINS}
     seen: dict[int, object] = {}
     codes: list[types.CodeType] = []
@@ -911,13 +913,13 @@ def expand_through_callables(
                 loads |= code_loads
                 writes |= code_stores
                 if not hidden and "__main__" in code.co_names:
-                    hidden = f"`{name}` imports __main__: what it reads cannot be seen"
+                    hidden = Code.HIDDEN_READ(name=name, how="imports __main__")
             reached = sorted(b for i, b in builtin_ids.items() if i in seen)
             if not hidden and reached:
-                hidden = f"`{name}` refers to {reached[0]}(): what it reads cannot be seen"
+                hidden = Code.HIDDEN_READ(name=name, how=f"refers to {reached[0]}()")
         used = sorted(loads.intersection(HIDDEN_READ_BUILTINS))
         if not hidden and used:
-            hidden = f"`{name}` uses {used[0]}(): what it reads cannot be seen"
+            hidden = Code.HIDDEN_READ(name=name, how=f"uses {used[0]}()")
         reads |= loads
         todo.extend(sorted(loads - done, reverse=True))
     return Expansion(

@@ -66,6 +66,7 @@ from typing import Any
 import xxhash
 
 from .packages import is_local_path
+from .reasons import Code, Reason
 
 MISSING = "<missing>"
 EXISTS = "<exists>"  # recorded for a file whose existence, not content, a cell depended on
@@ -788,22 +789,25 @@ def _tree_digest(path: str) -> str:
         return "d " + _names_digest(f"{e.name}/{_tree_digest(e.path)}" for e in entries)
 
 
-def probe_changed(probes: dict[str, str]) -> str:
-    """Why the recorded ``{probe: observation}`` no longer hold, as a reason ('' if they do)."""
+def probe_changed(probes: dict[str, str]) -> Reason | None:
+    """Why the recorded ``{probe: observation}`` no longer hold, as a reason (None if they do)."""
     for probe, before in sorted(probes.items()):
         now = observe(probe)
         if now == before:
             continue
         what, path = probe.split(" ", 1)
         if what in _GLOBS:
-            return f"the files matching `{json.loads(path)[0 if what == 'glob' else 1]}` changed"
+            pattern = json.loads(path)[0 if what == "glob" else 1]
+            return Code.FILES_MATCHING_CHANGED(pattern=pattern)
         shown = os.path.relpath(path)
         if before == MISSING:
-            return f"`{shown}` was created"
+            return Code.PATH_CREATED(path=shown)
         if now == MISSING:
-            return f"`{shown}` was deleted"
-        return f"directory `{shown}` changed" if what == "list" else f"file `{shown}` changed"
-    return ""
+            return Code.PATH_DELETED(path=shown)
+        if what == "list":
+            return Code.DIRECTORY_CHANGED(path=shown)
+        return Code.FILE_CHANGED(path=shown)
+    return None
 
 
 # -- contents --------------------------------------------------------------------------

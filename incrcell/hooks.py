@@ -24,10 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import RECORD, RESTORE, RUN, Engine, Plan
-from .files import FileWatch
+from .engine import RESTORE, RUN, Engine, Plan, Recording, Restore
 from .outputs import OutputRecorder, replay
-from .randomness import SeedWatch
+from .reasons import Code, Reason
 from .serialise import one_line
 from .store import CacheWarning
 
@@ -54,8 +53,7 @@ class _Pending:
     plan: Plan | None
     body: str | None = None  # transformed body of a directive cell, run instead of the magic
     recorder: OutputRecorder | None = None
-    watch: FileWatch | None = None
-    seeds: SeedWatch | None = None
+    recording: Recording | None = None
     substituted: bool = False
     interrupted: bool = False  # Ctrl-C while it was being planned: it must not run
 
@@ -201,14 +199,11 @@ class KernelHooks:
             (None if directive else transformed) or self.shell.transform_cell(body),
         )
 
-    def refusal(self) -> str:
-        """Why no cell can be cached under the shell's current settings ('' if they can)."""
+    def refusal(self) -> Reason | None:
+        """Why no cell can be cached under the shell's current settings (None if they can)."""
         if self.shell.ast_node_interactivity != "last_expr":
-            return (
-                f"ast_node_interactivity is {self.shell.ast_node_interactivity!r}: "
-                "only 'last_expr' outputs are replayed"
-            )
-        return ""
+            return Code.INTERACTIVITY(value=self.shell.ast_node_interactivity)
+        return None
 
     def _events(self) -> tuple[tuple[str, Any], ...]:
         return (
@@ -268,10 +263,11 @@ class KernelHooks:
                 _warn("could not analyse this cell", exc)
         # pending first, so that an interrupt while the watches start stops those started
         self.pending = pending = _Pending(plan, transformed if directive else None)
-        if plan is not None and plan.action == RECORD:
+        recording = self.engine.recording(plan) if plan is not None else None
+        if recording is not None:
             pending.recorder = OutputRecorder(self.shell.display_pub)
-            pending.watch = self.engine.watch_files().start()
-            pending.seeds = self.engine.watch_seeds(plan).start()
+            pending.recording = recording
+            recording.start()
 
     def post_run_cell(self, result: Any) -> None:
         if self._depth > 1:  # the end of a nested run_cell (see pre_run_cell)
@@ -286,8 +282,8 @@ class KernelHooks:
         try:
             events = pending.recorder.close() if pending.recorder else []
         finally:
-            files = pending.watch.stop() if pending.watch else None
-            seeds = pending.seeds.stop() if pending.seeds else None
+            if pending.recording is not None:
+                pending.recording.stop()
         plan = pending.plan
         if plan is None:
             return
@@ -301,8 +297,7 @@ class KernelHooks:
                     success=result.success,
                     outputs=events,
                     result=result.result,
-                    files=files,
-                    seeds=seeds,
+                    recording=pending.recording,
                 )
         except KeyboardInterrupt:
             print(
@@ -338,17 +333,15 @@ class KernelHooks:
         if self.pending is not None:
             if self.pending.recorder is not None:
                 self.pending.recorder.close()
-            if self.pending.watch is not None:
-                self.pending.watch.stop()
-            if self.pending.seeds is not None:
-                self.pending.seeds.stop()
+            if self.pending.recording is not None:
+                self.pending.recording.stop()
         self.pending = None
 
     # -- the replacement code of a restored cell ----------------------------------
     def replay(self) -> Any:
         __tracebackhide__ = True
         pending = self.pending
-        assert pending is not None and pending.plan is not None and pending.plan.entry is not None
+        assert pending is not None and isinstance(pending.plan, Restore)
         plan = pending.plan
         value = self.engine.restore(plan, self.shell.user_ns)
         replay(plan.entry.outputs, self.shell.display_pub)

@@ -64,6 +64,7 @@ from typing import Any
 
 from .files import ORIGINAL
 from .packages import is_local_path
+from .reasons import Code, Reason
 from .store import CacheWarning
 
 
@@ -468,17 +469,15 @@ def same(a: Any, b: Any) -> bool:
         return False
 
 
-def refusal(before: Snapshot, after: Snapshot) -> str:
-    """Why what a cell did to the interpreter cannot be replayed ('' when it can)."""
+def refusal(before: Snapshot, after: Snapshot) -> Reason | None:
+    """Why what a cell did to the interpreter cannot be replayed (None when it can)."""
     old, new = before.module_table.keys(), after.module_table.keys()
     # imports append to sys.modules: the same size and the same last key means nothing was
     # added, hence nothing removed (or only re-imported: ``del sys.modules[m]; import m``)
     if len(old) != len(new) or (old and next(reversed(old)) != next(reversed(new))):
         removed = sorted(old - new)
         if removed:
-            return (
-                f"removes module `{removed[0]}` from sys.modules: a restore cannot bring that back"
-            )
+            return Code.MODULE_REMOVED(module=removed[0])
         for name in sorted(new - old):
             module = after.module_table[name]
             # an import leaves modules with a spec; libraries also share private ones
@@ -487,18 +486,15 @@ def refusal(before: Snapshot, after: Snapshot) -> str:
                 getattr(module, "__spec__", None) is None
                 and not name.rpartition(".")[2].startswith("_")
             ):
-                return f"puts `{name}` into sys.modules by hand: a restore cannot bring that back"
+                return Code.MODULE_INSERTED(module=name)
     running = [
         thread
         for thread in threading.enumerate()
         if thread.ident not in before.threads and thread.is_alive() and _users_thread(thread)
     ]
     if running:
-        return (
-            f"starts thread `{running[0].name}`, still running when the cell ended: "
-            "what it does next cannot be replayed"
-        )
-    return ""
+        return Code.THREAD_RUNNING(thread=running[0].name)
+    return None
 
 
 def current(item: str, cache: dict[str, Any] | None = None) -> Any:
