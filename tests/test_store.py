@@ -30,6 +30,7 @@ from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreErro
 from incrcell.store.codec import ENTRY
 from incrcell.store.entry import parse_entry
 from incrcell.store.signing import KEY_ENV, KeyRefused, Signer, signing_key
+from incrcell.reasons import Code
 
 KEY = b"k" * 32
 KEY_A = "a1" * 16
@@ -1037,7 +1038,12 @@ def test_an_unusable_cache_warns_once_per_session(
         f"incrcell: the cache directory {blocker / 'cache'} cannot be used (Not a directory); "
         "set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH."
     ]
-    assert all("cannot be used" in o.record.reason for o in outcomes)
+    assert all(
+        o.record.reason is not None
+        and o.record.reason.code is Code.CACHE_UNUSABLE
+        and "cannot be used" in o.record.reason.details["detail"]
+        for o in outcomes
+    )
     assert session.ns["x2"] == 2
 
 
