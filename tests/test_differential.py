@@ -654,7 +654,9 @@ def _cell_result(cell_id: str, execution: Execution) -> CellResult:
 @pytest.fixture
 def real_kernels(tmp_path: Path, cache_env: dict[str, str]):
     """(incrcell kernel, plain kernel, incrcell's working directory, plain's), started once."""
-    env = {**cache_env, "PYTHONPATH": str(Path(__file__).parent)}
+    # the tests directory, and whatever incrcell the tests themselves import (a worktree's)
+    path = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**cache_env, "PYTHONPATH": os.pathsep.join(path)}
     work, mirror = tmp_path / "work", tmp_path / "plain"
     work.mkdir()
     mirror.mkdir()
