@@ -154,8 +154,8 @@ _EFFECTS: dict[str, str] = {
 # names through which code in earlier cells' functions reaches the others.
 _EFFECT_MODULES = {prefix[:-1] for prefix in _EFFECTS if prefix.endswith(".")}
 _EFFECT_ATTRIBUTES = {
-    name.rsplit(".", 1)[1].rstrip("()"): reason
-    for name, reason in _EFFECTS.items()
+    name.rsplit(".", 1)[1].rstrip("()"): kind
+    for name, kind in _EFFECTS.items()
     if not name.endswith(".")
     and name.split(".")[0] in {"time", "datetime", "os", "uuid", "threading"}
 }

@@ -391,7 +391,7 @@ class Engine:
         try:
             cell.analysis = analysis = analyse_cell(source)
         except SyntaxError:
-            return self._run(cell, self.refusal(None))
+            return self._run(cell, Code.SYNTAX_ERROR())  # as refusal(None) says
         cell.reads, cell.writes = frozenset(analysis.reads), frozenset(analysis.writes)
         # refuse
         reason = self.refusal(analysis, directive, refusal)
@@ -468,13 +468,9 @@ class Engine:
     @staticmethod
     def _scope(effects: Effects, analysis: CellAnalysis) -> _Scope:
         """The modules the cell and the code it reaches refer to or sets attributes on."""
+        modules = [*(module.__name__ for module in effects.modules), *analysis.imports]
         return _Scope(
-            frozenset(
-                name
-                for module in [*effects.modules, *analysis.imports]
-                for full in [getattr(module, "__name__", module)]
-                for name in (full, full.partition(".")[0])
-            ),
+            frozenset(name for full in modules for name in (full, full.partition(".")[0])),
             interpreter.watched_modules(
                 [*effects.referenced, *(sys.modules.get(name) for name in effects.stores)]
             ),
@@ -960,11 +956,6 @@ class Engine:
         builtin, _, name = item.rpartition(".")
         return builtin == interpreter.BUILTINS and self.is_session_name(name)
 
-    def _session_builtin(self, item: str) -> bool:
-        """A builtin the session itself puts in and takes out around cells (``get_ipython``)."""
-        builtin, _, name = item.rpartition(".")
-        return builtin == interpreter.BUILTINS and self.is_session_name(name)
-
     @staticmethod
     def _interpreter_refusal(plan: Record, after: interpreter.Snapshot) -> Reason | None:
         """Why what the cell did to the interpreter cannot be stored (None when it can)."""
@@ -1234,13 +1225,16 @@ class Engine:
         for name, value in values.items():
             if name in plan.digests or name in plan.writes or plan.bindings.get(name) != id(value):
                 continue
-            before = plan.through.get(name, inputs.get(id(value), _ABSENT))
+            if name in plan.through:
+                before = plan.through[name]
+            elif id(value) in inputs:
+                before = inputs[id(value)]
+            else:
+                unknown.append(name)
+                continue
             if before is None:
                 raise _Uncacheable(Code.THROUGH_UNHASHABLE(name=name))
-            if before is _ABSENT:
-                unknown.append(name)
-            else:
-                through[name] = before
+            through[name] = before
         if unknown:
             self.store.put_note(
                 f"through:{plan.source_digest}",
@@ -1263,9 +1257,10 @@ class Engine:
         pickles are faithful, and a large one is never read again here.
         """
         try:
-            loaded, loaded_result, *_ = loads(
+            unpickled: Any = loads(
                 serialised.method, serialised.stream, serialised.buffers, namespace.__getitem__
             )
+            loaded, loaded_result = unpickled[0], unpickled[1]
         except Exception as exc:  # user __setstate__ & co.: any failure means not cacheable
             raise _Uncacheable(Code.UNLOADABLE(detail=one_line(exc))) from None
         aliases = {

@@ -198,17 +198,17 @@ class Predictor:
 
     def keys(self, ids: Iterable[str]) -> set[str]:
         """Every key known for these cells: last executed, last recorded, last predicted."""
-        keys = set()
+        keys: set[str] = set()
         for cell_id in ids:
             identity = f"cell:{cell_id}"
             record = self.engine.records.get(identity)
             note = self._lineage(identity)
-            keys |= {
+            candidates = (
                 record.key if record else None,
                 note.get("key") if note else None,
                 self._keys.get(identity),
-            }
-        keys.discard(None)
+            )
+            keys |= {key for key in candidates if isinstance(key, str)}
         return keys
 
     # -- the report -------------------------------------------------------------------
@@ -251,7 +251,8 @@ class Predictor:
 
     def _session_states(self) -> list[CellState]:
         """Before the frontend sent the notebook: the cells executed, in execution order."""
-        records, rows = self.engine.records, []
+        records = self.engine.records
+        rows: list[CellState] = []
         nodes = self.engine.graph.nodes()
         order = {node.cell: index for index, node in enumerate(nodes)}
         for index, node in enumerate(nodes):
@@ -329,7 +330,9 @@ class Predictor:
 
     def _recorded(self, identity: str, store: Store | None) -> bool:
         """Whether the cell's last recorded entry is still in the cache."""
-        note = self._lineage(identity) if store is not None else None
+        if store is None:
+            return False
+        note = self._lineage(identity)
         return bool(note and isinstance(note.get("key"), str) and store.hit(note["key"]))
 
     def _digest(self, name: str, value: object) -> str | Unhashable:
@@ -399,7 +402,7 @@ class _Simulation:
             if current is not None:
                 reads |= current.reads
                 writes |= current.writes
-            if same:
+            if same and components is not None:
                 reads |= recorded_variables(components)
             prediction, why, entry = self.predict(identity, p, current, components)
             if entry is not None:  # a restore binds exactly what the entry holds
@@ -407,7 +410,7 @@ class _Simulation:
                 self.values.update(entry.variables)
                 writes |= set(entry.variables) | set(entry.deleted)
             else:
-                if same and isinstance(note.get("key"), str) and self.store is not None:
+                if same and note and isinstance(note.get("key"), str) and self.store is not None:
                     last = predictor._entry(note["key"], self.store)
                     if last is not None:
                         writes |= set(last.variables) | set(last.deleted)

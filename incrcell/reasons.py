@@ -26,8 +26,11 @@ from typing import Any
 class _Words(str, Enum):
     """An enum whose members are their value wherever text is expected (format, json)."""
 
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
 
 
 class State(_Words):

@@ -25,13 +25,13 @@ from .fingerprint import ValueHasher, array_owner
 
 # Immutable values without parts: keeping one is the same as binding an equal one anew.
 ATOMS = (int, float, complex, str, bytes, bool, type(None))
-_IMMUTABLE = frozenset((*ATOMS, tuple, frozenset))
+_IMMUTABLE: frozenset[type] = frozenset((*ATOMS, tuple, frozenset))
 # Values that may stand for themselves whoever else refers to them: a module is the
 # same object however often it is imported, an atom has no identity worth keeping.
 SELF_STANDING = (*ATOMS, types.ModuleType)
 # Values whose identity never matters when stored as another name's reference: code,
 # modules and immutable values.
-_NO_IDENTITY = (
+_NO_IDENTITY: tuple[type, ...] = (
     type,
     types.FunctionType,
     types.BuiltinFunctionType,
@@ -40,7 +40,7 @@ _NO_IDENTITY = (
     *_IMMUTABLE,
 )
 # Objects through which the holders of a mutated object are searched (see sharers).
-_CONTAINERS = frozenset({list, dict, set, tuple, frozenset, types.SimpleNamespace})
+_CONTAINERS: frozenset[type] = frozenset({list, dict, set, tuple, frozenset, types.SimpleNamespace})
 _HOLDERS_LIMIT = 10_000
 # Objects inside mutated values walked to find those held elsewhere, and how many of those
 # may be searched for holders (each costs a pass over the heap; see _held_elsewhere).
@@ -48,7 +48,7 @@ _INNER_LIMIT = 1_000_000
 _SHARED_LIMIT = 1_000
 # What that walk does not enter: values without parts, code (whose globals are the whole
 # namespace: only a function's closure cells are walked), modules.
-_NOT_WALKED = (*_NO_IDENTITY, types.CodeType)
+_NOT_WALKED: tuple[type, ...] = (*_NO_IDENTITY, types.CodeType)
 
 #: Whether a namespace name holds the user's data (not IPython's history or session objects).
 UserName = Callable[[str], bool]

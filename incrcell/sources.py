@@ -67,7 +67,7 @@ def code_sources(values: Iterable[object]) -> dict[str, str]:
         elif type(obj) in (list, tuple, set, frozenset):
             push(obj)  # type: ignore[arg-type]
         elif type(obj) is dict:
-            push(obj.values())  # type: ignore[union-attr]
+            push(obj.values())
         elif _is_notebook_object(obj):
             push([type(obj), *getattr(obj, "__dict__", {}).values()])
     sources = {}

@@ -306,7 +306,7 @@ def test_memo_and_remember() -> None:
     hasher = ValueHasher()
     value = [1, 2, 3]
     digest = hasher.hash(value)
-    assert hasher.memo[id(value)] == (value, digest, frozenset())
+    assert hasher.knows(value) and hasher.packages_of(value) == frozenset()
     value.append(4)  # values must not change during a hasher's life: memo wins
     assert hasher.hash(value) == digest
     restored = {"restored": True}
