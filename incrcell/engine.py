@@ -11,13 +11,14 @@ one cell the same way:
   (the entry found still holds now: files, random states, the interpreter,
   what its values refer to) → **load** (every value a hit binds, *now*, so
   that a corrupt entry turns into a miss before anything is touched).  The
-  result is typed by action: :class:`Restore`, :class:`Record` (run it and
-  store what it left) or :class:`Run` (run it, uncacheable, with the reason).
+  result is typed by action (plans.py): :class:`Restore`, :class:`Record`
+  (run it and store what it left) or :class:`Run` (run it, uncacheable, with
+  the reason).
 - :meth:`Engine.restore` while the cell "runs" on a hit, instead of its code.
 - :meth:`Engine.recording` while a recorded cell runs: the watches over the
   files it opens and the seeding of random generators (:class:`Recording`).
 - :meth:`Engine.finish` after it ran: **observe** what it did to the
-  interpreter → **persist** what it wrote, if it succeeded → **record** the
+  interpreter → **persist** what it wrote, if it succeeded (persist.py) → **record** the
   outcome for ``%incrcell status`` / ``why`` and the sidebar.
 
 Fail safe, never fail stale: whenever the engine cannot prove that restoring
@@ -27,35 +28,27 @@ value it cannot pickle), the cell runs, and the reason (reasons.py) is kept.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 import time
-import types
 import warnings
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-import xxhash
-
-from . import interpreter, nativeio, randomness
+from . import interpreter, randomness
 from .analysis import (
     DYNAMIC_BUILTINS,
     CellAnalysis,
     analyse_cell,
     expand_through_callables,
-    notebook_definition,
 )
 from .config import Config
 from .effects import Effects, find_effects, late_effects, late_global_stores
 from .explain import explain_miss
 from .files import (
-    EXISTS,
     MISSING,
-    SPECIAL,
     FileWatch,
     changed_files,
     file_digest,
@@ -64,15 +57,17 @@ from .files import (
     probe_changed,
     write_back,
 )
-from .fingerprint import Unhashable, ValueHasher, array_owner, is_leaf, source_hash
+from .fingerprint import Unhashable, ValueHasher, is_leaf, source_hash
 from .graph import CellGraph
 from .keying import BOUND, KEY_FORMAT, STATE_INPUT, UNBOUND, KeyInputs, cell_key
 from .packages import changed_since_import, note_loaded, package_versions
+from .persist import Persister
+from .plans import CellRecord, Plan, PlanBase, Record, Recording, Restore, Run
 from .randomness import SeedWatch
 from .reasons import Action, Code, Reason, State
-from .serialise import Shared, Unpicklable, dumps, loads, one_line
-from .sharing import SELF_STANDING, identities, sharers, unshared
-from .sources import code_sources, register_sources
+from .serialise import loads, one_line
+from .sharing import SELF_STANDING, unshared
+from .sources import register_sources
 from .store import CacheWarning, Entry, Store, StoreError, open_store
 
 __all__ = [
@@ -80,6 +75,7 @@ __all__ = [
     "KEY_FORMAT",
     "STATE_INPUT",
     "UNBOUND",
+    "CellRecord",
     "Engine",
     "Plan",
     "Record",
@@ -101,124 +97,6 @@ _ABSENT = object()
 # Cell states and plan actions, by their old names (see reasons.State / Action).
 RESTORED, RAN, UNCACHEABLE, ERROR = State
 RESTORE, RECORD, RUN = Action
-
-
-@dataclass
-class _Plan:
-    """What every plan knows of the cell, whatever it does with it."""
-
-    identity: str
-    source: str  # as typed, without a %%incrcell line
-    execution_count: int | None
-    source_digest: str  # source_hash of the code that runs
-    analysis: CellAnalysis | None  # None: it does not parse
-    reads: frozenset[str]
-    writes: frozenset[str]
-    bindings: dict[str, int]  # name -> id(value) before running
-    started: float  # time.perf_counter() when planning started
-
-
-@dataclass
-class Restore(_Plan):
-    """A hit: the entry to restore, and everything it binds, already loaded."""
-
-    action: ClassVar[Action] = Action.RESTORE
-    reason: ClassVar[None] = None
-    entry: Entry
-    key: str
-    values: dict[str, Any]  # name -> value to bind
-    result: Any  # the Out value to return
-    random_after: dict[str, Any]  # generator states to set
-    state_after: dict[str, Any]  # interpreter items to set
-    outputs: dict[str, bytes | str | None]  # paths to put back
-
-
-@dataclass
-class _Runs(_Plan):
-    """A plan whose code runs: why, and the interpreter state it starts from."""
-
-    reason: Reason
-    # the interpreter state before (interpreter.snapshot) of the modules ``watched``
-    watched: list[str]
-    reach: frozenset[str]  # modules the cell and the code it reaches refer to
-    state_before: interpreter.Snapshot
-
-
-@dataclass
-class Run(_Runs):
-    """A cell that runs and is not stored: ``reason`` says why it cannot be."""
-
-    action: ClassVar[Action] = Action.RUN
-
-
-@dataclass
-class Record(_Runs):
-    """A miss: the cell runs, and what it leaves is stored under ``key``."""
-
-    action: ClassVar[Action] = Action.RECORD
-    key: str
-    components: dict[str, Any]
-    digests: dict[str, bytes]  # input name -> digest before running
-    # input name -> ids of the mutable objects inside it before running (ValueHasher.collect)
-    inner: dict[str, set[int]]
-    codes: tuple[types.CodeType, ...]  # code of the functions it calls
-    random_before: dict[str, Any]  # randomness.snapshot()
-    through: dict[str, str | None]  # see Engine._through
-    stores: frozenset[str]  # modules it sets attributes on itself (effects.Effects.stores)
-    unresolved: tuple[str, ...]  # calls into modules the cell imports (effects.late_effects)
-    cache_anyway: bool  # %%incrcell cache: fresh entropy is accepted
-
-
-#: The decision for one execution of one cell, made before it runs.
-Plan = Restore | Record | Run
-
-
-@dataclass
-class CellRecord:
-    """What happened the last time a cell executed, for status and ``why``."""
-
-    identity: str
-    label: str
-    execution_count: int | None
-    state: State
-    reason: Reason | None  # None for a restore
-    duration: float  # seconds it took this time (run, or restore)
-    saved: float  # seconds a restore saved (0 when it ran)
-    key: str | None = None
-    reads: frozenset[str] = frozenset()
-    writes: frozenset[str] = frozenset()
-    source_digest: str = ""  # source_hash of the code it executed (the sidebar's "stale")
-
-
-class Recording:
-    """The watches over a cell being recorded: the files it opens, the seeding of the
-    global random generators.  :meth:`start` before its code runs, :meth:`stop` after
-    (also when it failed); :meth:`Engine.finish` reads them."""
-
-    def __init__(self, files: FileWatch, seeds: SeedWatch) -> None:
-        self.files = files
-        self.seeds = seeds
-
-    def start(self) -> Recording:
-        self.files.start()
-        self.seeds.start()
-        return self
-
-    def stop(self) -> Recording:
-        try:
-            self.files.stop()
-        finally:
-            self.seeds.stop()
-        return self
-
-    @contextmanager
-    def running(self) -> Iterator[Recording]:
-        """Watch while the ``with`` block runs the cell."""
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
 
 
 @dataclass
@@ -302,6 +180,12 @@ class Engine:
         # current values key every later cell (the SETTINGS key every cell anyway)
         self.touched: set[str] = set()
         self._setting_digests: dict[str, tuple[Any, str]] = {}  # see _state_digest
+        self._persister = Persister(
+            lambda: self.store,
+            self._user_name,
+            lambda name: self.is_session_name(name),
+            self._remember,
+        )
 
     def forget_digests(self) -> None:
         """Drop the digests of values just written or restored: user code may have run.
@@ -361,7 +245,7 @@ class Engine:
         started = time.perf_counter()
         install()  # the file wrappers, before any input is hashed (see files.install)
         digest = source_hash(source)  # parses the source: once per cell
-        cell = _Plan(
+        cell = PlanBase(
             f"cell:{cell_id}" if cell_id else f"src:{digest}",
             raw_source if raw_source is not None else source,
             execution_count,
@@ -381,7 +265,7 @@ class Engine:
 
     def _decide(
         self,
-        cell: _Plan,
+        cell: PlanBase,
         source: str,
         namespace: MutableMapping[str, Any],
         directive: str | None,
@@ -451,7 +335,7 @@ class Engine:
                     warnings.warn(f"incrcell: {exc.reason}.", CacheWarning, stacklevel=3)
                 return self._run(cell, Code.CACHE_UNUSABLE(detail=exc.reason), scope)
 
-    def _run(self, cell: _Plan, reason: Reason, scope: _Scope | None = None) -> Run:
+    def _run(self, cell: PlanBase, reason: Reason, scope: _Scope | None = None) -> Run:
         """The decision to run the cell uncached, because of ``reason``."""
         return Run(**vars(cell), reason=reason, **self._running(scope or _Scope()))
 
@@ -519,7 +403,7 @@ class Engine:
 
     def _key(
         self,
-        cell: _Plan,
+        cell: PlanBase,
         analysis: CellAnalysis,
         namespace: MutableMapping[str, Any],
         hasher: ValueHasher,
@@ -566,7 +450,7 @@ class Engine:
 
     def _admit(
         self,
-        cell: _Plan,
+        cell: PlanBase,
         keyed: _Keyed,
         entry: Entry | None,
         random_before: dict[str, Any],
@@ -619,7 +503,7 @@ class Engine:
 
     def _through(
         self,
-        cell: _Plan,
+        cell: PlanBase,
         keyed: _Keyed,
         entry: Entry | None,
         namespace: MutableMapping[str, Any],
@@ -653,7 +537,7 @@ class Engine:
 
     def _load(
         self,
-        cell: _Plan,
+        cell: PlanBase,
         key: str,
         entry: Entry,
         namespace: MutableMapping[str, Any],
@@ -882,8 +766,15 @@ class Engine:
         if recording is None:
             recording = Recording(FileWatch(), SeedWatch({}))
         try:
-            written, failure = self._save(
-                plan, namespace, outputs, result, duration, recording, changes
+            written, failure = self._persister.save(
+                plan,
+                namespace,
+                self._rebound(plan, namespace),
+                outputs,
+                result,
+                duration,
+                recording,
+                changes,
             )
         except KeyboardInterrupt:  # the cell ran; only its recording stops (nothing
             # half written: the store writes every file atomically)
@@ -970,367 +861,6 @@ class Engine:
             return Code.NEW_MODULE_ATTRIBUTES(module=new[0])
         return interpreter.refusal(plan.state_before, after)
 
-    def _save(
-        self,
-        plan: Record,
-        namespace: MutableMapping[str, Any],
-        outputs: list[dict[str, Any]],
-        result: Any,
-        duration: float,
-        recording: Recording,
-        changes: dict[str, tuple[Any, Any]],
-    ) -> tuple[set[str], Reason | None]:
-        """Store what a successful miss wrote; returns (names written, why it could not be)."""
-        files, seeds = recording.files, recording.seeds
-        names = set(plan.writes) | self._rebound(plan, namespace)
-        mutated = self._mutated(plan, namespace, known=names)
-        # inputs the cell writes in place (``del xs[0]``, ``df["c"] = ...``): the same object
-        # as before, so whatever holds it changed too (``pair = (xs, ...)``)
-        mutated |= {
-            name
-            for name in plan.writes & plan.digests.keys()
-            if name in namespace and plan.bindings.get(name) == id(namespace[name])
-        }
-        names |= mutated
-        holders = sharers(
-            namespace, mutated, plan.inner, names, self._user_name, self.is_session_name
-        )
-        if holders is None:
-            return names, Code.TOO_MANY_HOLDERS(name=sorted(mutated)[0])
-        names |= holders
-        nativeio.literal_reads(files, plan.source, plan.codes)
-        if files.bypassed:
-            return names, Code.FILE_BYPASSED(path=os.path.relpath(files.bypassed[0]))
-        if files.unseen:
-            return names, Code.UNSEEN_IO(what=files.unseen)
-        both = sorted(files.updates | (files.reads & files.writes))
-        if both:
-            return names, Code.READS_AND_WRITES_FILE(path=os.path.relpath(both[0]))
-        if refused := nativeio.refusal(files):
-            return names, Code.NATIVE_IO(detail=refused)
-        read = {path: file_digest(path) for path in sorted(files.reads)}
-        special = sorted(path for path, digest in read.items() if digest == SPECIAL)
-        if special:
-            return names, Code.SPECIAL_FILE(path=os.path.relpath(special[0]))
-        read.update(
-            {path: EXISTS if existed else MISSING for path, existed in files.existed.items()}
-        )
-        try:
-            produced = files.outputs()
-        except (OSError, ValueError) as exc:
-            return names, Code.UNREADABLE_OUTPUT_FILE(
-                detail=str(getattr(exc, "strerror", None) or exc)
-            )
-        after = randomness.snapshot()
-        changed = randomness.changed(seeds.before, after)
-        fresh = sorted(seeds.fresh_draws(after, changed))
-        if fresh and not plan.cache_anyway:
-            return names, Code.FRESH_RANDOM(name=fresh[0])
-        # A seeded generator is an output even if seeding left it as it was; one holding
-        # fresh entropy is not (setting its state again would replay what should be fresh).
-        drawn = sorted((set(changed) | seeds.seeded & set(after)) - seeds.fresh)
-        # The state before is an input, unless the cell seeded the generator before drawing,
-        # or imported its module (torch's, which starts from a fixed seed).
-        random = {
-            name: None
-            if name in seeds.seeded_first or name not in plan.random_before
-            else randomness.state_digest(plan.random_before[name])
-            for name in drawn
-        }
-        # a hasher of its own: its ``definitions`` are exactly those the stored values meet
-        with ValueHasher() as hasher:
-            failure = self._store_entry(
-                plan,
-                namespace,
-                names,
-                outputs,
-                result,
-                duration,
-                {name: after[name] for name in drawn},
-                random,
-                read,
-                produced,
-                files.probes,
-                hasher,
-                changes,
-            )
-        return names, failure
-
-    @staticmethod
-    def _mutated(plan: Record, namespace: MutableMapping[str, Any], known: set[str]) -> set[str]:
-        """Inputs whose content changed while the cell ran (``f(df)``), in ``known`` too when
-        still bound to the same object (``col *= 3`` changes ``col`` in place): what shares
-        their objects changed with them."""
-        changed = set()
-        with ValueHasher() as hasher:
-            for name, before in plan.digests.items():
-                if name in namespace and (
-                    name not in known or plan.bindings.get(name) == id(namespace[name])
-                ):
-                    try:
-                        if hasher.hash(namespace[name]) != before:
-                            changed.add(name)
-                    except Unhashable:
-                        changed.add(name)
-        return changed
-
-    def _store_entry(
-        self,
-        plan: Record,
-        namespace: MutableMapping[str, Any],
-        names: set[str],
-        outputs: list[dict[str, Any]],
-        result: Any,
-        duration: float,
-        states: dict[str, Any],
-        random: dict[str, str | None],
-        read: dict[str, str],
-        produced: dict[str, bytes | str | None],
-        probes: dict[str, str],
-        hasher: ValueHasher,
-        changes: dict[str, tuple[Any, Any]],
-    ) -> Reason | None:
-        """Store the values and the entry; returns why the cell is uncacheable (None if stored).
-
-        All written values (and the Out value) are pickled together, so objects
-        shared between them stay shared.  An object the cell did not write but
-        that a written value is or contains (``b = a``, ``pair = [a, a2]``, a
-        view of ``arr``) is stored as a reference to its name, keyed like a
-        notebook definition in ``requires``.  An object found *inside* another
-        value the cell did not write (``x = lst[0]``) has no name to refer to:
-        the cell is then not cached.  ``read``: the files it read -> their digests.
-        """
-        values = {name: namespace[name] for name in sorted(names) if name in namespace}
-        deleted = sorted(n for n in names if n not in namespace)
-        try:
-            through = self._written_through(plan, values)
-        except _Uncacheable as exc:
-            return exc.reason
-        except StoreError as exc:
-            return Code.NOT_SAVED(detail=exc.reason)
-        bound = identities(namespace, names, self._user_name)
-        np = sys.modules.get("numpy")
-        if np is not None:  # a view of a bound array has that array's owner as its base
-            for name in list(bound.values()):
-                value = namespace[name]
-                if isinstance(value, np.ndarray) and value.base is not None:
-                    bound.setdefault(id(array_owner(value)), name)
-        inside = {i: name for name, ids in plan.inner.items() if name not in names for i in ids}
-        hasher.watch(bound, inside)
-        try:
-            variables = {
-                name: self._digest(value, hasher, f"`{name}`").hex()
-                for name, value in values.items()
-            }
-            packages = {name: sorted(hasher.packages_of(value)) for name, value in values.items()}
-            result_digest = (
-                None if result is None else self._digest(result, hasher, "its result").hex()
-            )
-            doubtful = hasher.doubtful
-            left = {item: new for item, (_, new) in sorted(changes.items())}
-            left_digests = [self._digest(new, hasher, item).hex() for item, new in left.items()]
-            named, met_inside = hasher.stop_watching()
-            refs = {name: namespace[name] for name in named}
-            inner = {i: n for i, n in inside.items() if i not in bound} if met_inside else None
-            needed = {**hasher.definitions, **{name: namespace[name] for name in named}}
-            requires = {
-                name: self._digest(obj, hasher, f"`{name}`").hex()
-                for name, obj in needed.items()
-                if name not in values or values[name] is not obj
-            }
-            before = {
-                item: self._digest(old, hasher, f"{item} (before it)").hex()
-                for item, (old, _) in sorted(changes.items())
-            }
-            bundle = None
-            if values or result is not None or states or left:
-                after = {name: randomness.state_digest(state) for name, state in states.items()}
-                bundle = xxhash.xxh3_128(
-                    json.dumps(
-                        [plan.key, variables, result_digest, requires, after, left_digests]
-                    ).encode()
-                ).hexdigest()
-                if not self.store.has_value(bundle):
-                    try:
-                        serialised = dumps(
-                            (values, result, states, left),
-                            own=[*values.values(), result, *left.values()],
-                            refs=refs,
-                            inside=inner,
-                        )
-                    except Shared as exc:
-                        raise _Uncacheable(Code.SHARES_UNWRITTEN(name=exc.name)) from None
-                    except Unpicklable as exc:
-                        raise _Uncacheable(self._unpicklable(values, result, refs, exc)) from None
-                    if doubtful:
-                        self._prove_round_trip(serialised, values, result, namespace)
-                    self.store.put_value(bundle, serialised)
-            written = {path: self._put_file(data) for path, data in produced.items()}
-            self.store.put(
-                Entry(
-                    key=plan.key,
-                    source=plan.source,
-                    variables=variables,
-                    deleted=deleted,
-                    outputs=outputs,
-                    result=result_digest,
-                    bundle=bundle,
-                    random=random,
-                    packages=packages,
-                    duration=duration,
-                    created=time.time(),
-                    components=plan.components,
-                    requires=requires,
-                    files=read,
-                    cwd=self._started_in(plan),
-                    written=written,
-                    through=through,
-                    probes=probes,
-                    sources=code_sources([*values.values(), result]),
-                    interpreter=before,
-                )
-            )
-            self.store.put_note(
-                f"lineage:{plan.identity}", {"key": plan.key, "components": plan.components}
-            )
-            for name, value in values.items():
-                self._remember(value, bytes.fromhex(variables[name]), frozenset(packages[name]))
-        except _Uncacheable as exc:
-            return exc.reason
-        except StoreError as exc:
-            warnings.warn(
-                f"incrcell: could not save the cell to the cache ({exc.reason}); "
-                "it will run again next time.",
-                CacheWarning,
-                stacklevel=2,
-            )
-            return Code.NOT_SAVED(detail=exc.reason)
-        return None
-
-    def _written_through(self, plan: Record, values: dict[str, Any]) -> dict[str, str]:
-        """The names among ``values`` the cell changed through objects they share with what
-        it changed (not inputs, not bound anew), with their content before it ran.
-
-        Raises :class:`_Uncacheable` when that content is unknown: the name is then
-        noted for the cell's source, and hashed before its next run (see :meth:`_through`).
-        An alias of an input (the same object) had the input's content.
-        """
-        inputs = {
-            plan.bindings[name]: digest.hex()
-            for name, digest in plan.digests.items()
-            if name in plan.bindings
-        }
-        through: dict[str, str] = {}
-        unknown = []
-        for name, value in values.items():
-            if name in plan.digests or name in plan.writes or plan.bindings.get(name) != id(value):
-                continue
-            if name in plan.through:
-                before = plan.through[name]
-            elif id(value) in inputs:
-                before = inputs[id(value)]
-            else:
-                unknown.append(name)
-                continue
-            if before is None:
-                raise _Uncacheable(Code.THROUGH_UNHASHABLE(name=name))
-            through[name] = before
-        if unknown:
-            self.store.put_note(
-                f"through:{plan.source_digest}",
-                {"names": sorted({*plan.through, *through, *unknown})},
-            )
-            raise _Uncacheable(Code.THROUGH_UNKNOWN(name=unknown[0]))
-        return through
-
-    @staticmethod
-    def _prove_round_trip(
-        serialised: Any, values: dict[str, Any], result: Any, namespace: MutableMapping[str, Any]
-    ) -> None:
-        """Load what was just pickled and hash it; raises :class:`_Uncacheable` unless it is
-        what was stored, sharing included.
-
-        Only for values whose pickle may leave out what they hold (see
-        ``ValueHasher.doubtful``): a ``__getstate__`` dropping a field, closures
-        sharing a cell, which pickling copies apart.  Both sides are hashed
-        skimming numpy arrays and pandas objects (``ValueHasher.skim``): their
-        pickles are faithful, and a large one is never read again here.
-        """
-        try:
-            unpickled: Any = loads(
-                serialised.method, serialised.stream, serialised.buffers, namespace.__getitem__
-            )
-            loaded, loaded_result = unpickled[0], unpickled[1]
-        except Exception as exc:  # user __setstate__ & co.: any failure means not cacheable
-            raise _Uncacheable(Code.UNLOADABLE(detail=one_line(exc))) from None
-        aliases = {
-            id(loaded[name]): name
-            for name, value in values.items()
-            if notebook_definition(value) == name
-        }
-        pairs = [
-            *(
-                (
-                    Code.LOSSY(what=f"`{name}`", type=_type_name(values[name])),
-                    values[name],
-                    loaded[name],
-                )
-                for name in values
-            ),
-            (Code.LOSSY(what="its result", type=_type_name(result)), result, loaded_result),
-            (Code.SHARING_LOST(), (values, result), (loaded, loaded_result)),
-        ]
-        with ValueHasher() as original, ValueHasher() as copied:
-            original.skim = copied.skim = True  # arrays and frames come back as they were
-            copied.aliases = aliases
-            for reason, value, copy in pairs:
-                try:
-                    same = original.hash(value) == copied.hash(copy)
-                except Unhashable:
-                    same = False
-                if not same:
-                    raise _Uncacheable(reason)
-
-    @staticmethod
-    def _started_in(plan: Record) -> str:
-        """The working directory the cell started in: the one its key and files hold for
-        (it may change directory itself: interpreter.py replays that)."""
-        started = plan.state_before.groups.get(interpreter.CWD)
-        return started if isinstance(started, str) else os.getcwd()
-
-    def _put_file(self, data: bytes | str | None) -> str:
-        """Store the bytes of a file the cell wrote; returns the blob's name (MISSING: deleted;
-        a directory's or symlink's state is kept as is, see files.FileWatch.outputs)."""
-        if data is None:
-            return MISSING
-        if isinstance(data, str):
-            return data
-        blob = xxhash.xxh3_128_hexdigest(b"file\0" + data)
-        if not self.store.has_value(blob):
-            self.store.put_value(blob, dumps(data))
-        return blob
-
-    @staticmethod
-    def _unpicklable(
-        values: dict[str, Any], result: Any, refs: dict[str, Any], exc: Unpicklable
-    ) -> Reason:
-        """Which written value could not be pickled, as a reason."""
-        for what, value in [*((f"`{n}`", v) for n, v in values.items()), ("its result", result)]:
-            try:
-                dumps(value, refs=refs)
-            except Unpicklable as inner:
-                return Code.UNPICKLABLE(what=what, type=_type_name(value), detail=inner.reason)
-        return Code.UNPICKLABLE_TOGETHER(detail=exc.reason)
-
-    @staticmethod
-    def _digest(value: Any, hasher: ValueHasher, what: str) -> bytes:
-        try:
-            return hasher.hash(value)
-        except Unhashable as exc:
-            raise _Uncacheable(
-                Code.UNHASHABLE_OUTPUT(what=what, type=_type_name(value), detail=exc.reason)
-            ) from None
-
     # -- housekeeping ------------------------------------------------------------
     def clear_session(self, also: Iterable[str] = ()) -> int:
         """Delete the entries of the cells seen in this session, and the entries
@@ -1362,11 +892,3 @@ def _loaded(store: Store, digest: str, resolve: Callable[[str], object] | None =
         raise StoreError(
             f"cached value {digest[:8]}… cannot be loaded ({type(exc).__name__}: {one_line(exc)})"
         ) from exc
-
-
-class _Uncacheable(Exception):
-    """A value the cell wrote cannot be stored: the cell stays uncacheable, for ``reason``."""
-
-    def __init__(self, reason: Reason) -> None:
-        super().__init__(str(reason))
-        self.reason = reason
