@@ -148,7 +148,7 @@ def test_states_predictions_and_restart(kernel: Kernel):
         by_id(first)["data"]["prediction_reason"] == "first run: nothing recorded for this cell yet"
     )
     assert by_id(first)["data"]["prediction_code"] == "FIRST_RUN"
-    assert by_id(first)["data"]["code"] == ""  # not run: no reason of its own yet
+    assert by_id(first)["data"]["code"] == "FIRST_RUN"  # not run: why it would run
 
     for cell_id, source in CELLS[1:]:
         msg_id = kernel.send(source, cell_id)
