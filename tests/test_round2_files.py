@@ -25,8 +25,8 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
     for execution in executions:
         found.append(
             kernel.value(
-                "__import__('incrcell.hooks').hooks._ACTIVE.engine"
-                f".by_count[{execution.execution_count}].state"
+                "str(__import__('incrcell.hooks').hooks._ACTIVE.engine"
+                f".by_count[{execution.execution_count}].state)"
             ).strip("'")
         )
     return found
