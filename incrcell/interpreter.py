@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .files import ORIGINAL
-from .packages import is_local_path
+from .packages import is_local_code
 from .store import CacheWarning
 
 
@@ -93,7 +93,7 @@ def is_local_module(name: str, module: object) -> bool:
         path = getattr(module, "__file__", None)
         known = _local[name] = (
             isinstance(path, str)
-            and is_local_path(path)
+            and is_local_code(path)
             and name != "__main__"
             and name.partition(".")[0] != _OWN
         )

@@ -59,6 +59,23 @@ def is_local_path(path: str | os.PathLike[str]) -> bool:
     return not real.startswith(_install_prefixes())
 
 
+def is_local_code(path: str) -> bool:
+    """:func:`is_local_path` for the file of an imported module: the real path of its
+    directory is resolved once per directory (hundreds of modules share a few dozen
+    directories, and resolving costs a ``stat`` per path component); only a file that is
+    itself a symlink is resolved whole.  Module directories do not move while a process
+    runs; data paths, which may, go through :func:`is_local_path`."""
+    directory, name = os.path.split(os.path.abspath(path))
+    if os.path.islink(path):
+        return is_local_path(path)
+    return not os.path.join(_real_directory(directory), name).startswith(_install_prefixes())
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_directory(directory: str) -> str:
+    return os.path.realpath(directory)
+
+
 @functools.cache
 def _distributions() -> dict[str, list[str]]:
     # About 0.1 s on a typical environment: computed once per process.
@@ -97,7 +114,7 @@ def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
                 location = spec and (
                     spec.origin or next(iter(spec.submodule_search_locations or []), None)
                 )
-                if location and location not in ("built-in", "frozen") and is_local_path(location):
+                if location and location not in ("built-in", "frozen") and is_local_code(location):
                     todo.append(
                         _source_files(
                             spec.origin, list(spec.submodule_search_locations or []) or None
@@ -156,7 +173,7 @@ def module_fingerprint(name: str) -> str:
     location = origin or (locations[0] if locations else None)
     if location is None:
         return STDLIB
-    if is_local_path(location):
+    if is_local_code(location):
         fingerprint = _local_source_hash(location, locations or None)
         module = sys.modules.get(top)
         if module is not None:  # the source it was (re)loaded from, as first seen
