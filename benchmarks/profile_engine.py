@@ -94,7 +94,7 @@ TIMED = [
     ("incrcell.store.file", "tempfile", "mkstemp", "tempfile.mkstemp (creating cache files)"),
     ("incrcell.store.file", "os", "makedirs", "os.makedirs (cache shard directories)"),
     ("incrcell.store.file", "os", "replace", "os.replace (renaming cache files into place)"),
-    ("incrcell.outputs", None, "replay", "outputs.replay (re-emitting outputs)"),
+    ("incrcell.kernel.outputs", None, "replay", "outputs.replay (re-emitting outputs)"),
 ]
 
 
@@ -155,7 +155,7 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
     shell.run_cell(load_src, store_history=True, cell_id=load_id)
     load_time = time.perf_counter() - t
 
-    from incrcell import hooks
+    from incrcell.kernel import hooks
     from incrcell.store.cache import Store
     from incrcell.store.file import FileBackend
 

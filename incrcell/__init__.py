@@ -20,10 +20,10 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext incrcell``; loading twice keeps the first session."""
-    from . import comm, hooks
     from .config import Config
     from .engine import Engine
-    from .magics import IncrcellMagics
+    from .kernel import comm, hooks
+    from .kernel.magics import IncrcellMagics
 
     if hooks._ACTIVE is not None and hooks._ACTIVE.shell is ipython:
         return
@@ -42,7 +42,8 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Called by ``%unload_ext incrcell``: back to plain IPython, nothing left behind."""
-    from . import comm, files, hooks
+    from . import files
+    from .kernel import comm, hooks
 
     active = hooks._ACTIVE
     if active is None or active.shell is not ipython:

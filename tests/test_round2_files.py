@@ -25,7 +25,7 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
     for execution in executions:
         found.append(
             kernel.value(
-                "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+                "__import__('incrcell.kernel.hooks').kernel.hooks._ACTIVE.engine"
                 f".by_count[{execution.execution_count}].state"
             ).strip("'")
         )
@@ -34,7 +34,7 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
 
 def reason(kernel: Kernel, execution: Execution) -> str:
     return kernel.value(
-        "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+        "__import__('incrcell.kernel.hooks').kernel.hooks._ACTIVE.engine"
         f".by_count[{execution.execution_count}].reason"
     )
 

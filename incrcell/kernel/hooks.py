@@ -2,7 +2,7 @@
 
 - ``pre_run_cell``: ask the engine for a plan (restore, record, or just run).
 - an AST transformer: on a restore, the cell's code is replaced by one call,
-  ``__import__('incrcell.hooks').hooks._replay()``, whose return value is the
+  ``__import__('incrcell.kernel.hooks').kernel.hooks._replay()``, whose return value is the
   recorded Out value, so IPython's displayhook sets ``Out[n]``, ``_`` and the
   execute result exactly as a real run would.  For ``%%incrcell rerun`` /
   ``nocache`` cells it substitutes the cell's body for the magic call.
@@ -24,17 +24,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import RECORD, RESTORE, RUN, Engine, Plan
-from .files import FileWatch
+from incrcell.engine import RECORD, RESTORE, RUN, Engine, Plan
+from incrcell.files import FileWatch
+from incrcell.randomness import SeedWatch
+from incrcell.serialise import one_line
+from incrcell.store import CacheWarning
+
 from .outputs import OutputRecorder, replay
-from .randomness import SeedWatch
-from .serialise import one_line
-from .store import CacheWarning
 
 #: ``%%incrcell rerun`` / ``nocache`` / ``cache`` as the first line of a cell.
 DIRECTIVE = re.compile(r"\A[ \t]*%%incrcell[ \t]+(\S+)[^\n]*(?:\n|\Z)")
 DIRECTIVES = ("rerun", "nocache", "cache")
-_REPLAY = "__import__('incrcell.hooks').hooks._replay()"
+_REPLAY = "__import__('incrcell.kernel.hooks').kernel.hooks._replay()"
 
 _ACTIVE: KernelHooks | None = None
 

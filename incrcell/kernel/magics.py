@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .config import format_size
-from .engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord, Engine
+from incrcell.config import format_size
+from incrcell.engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord, Engine
+from incrcell.store import StoreError
+
 from .hooks import DIRECTIVES, KernelHooks, format_seconds
-from .store import StoreError
 
 if TYPE_CHECKING:
     from .comm import Sidebar

@@ -30,11 +30,12 @@ from typing import Any
 
 import comm
 
-from . import __version__
+from incrcell import __version__
+from incrcell.predict import NotebookCell, Predictor, Report
+from incrcell.serialise import one_line
+from incrcell.store import StoreError
+
 from .hooks import KernelHooks
-from .predict import NotebookCell, Predictor, Report
-from .serialise import one_line
-from .store import StoreError
 
 TARGET = "incrcell"
 PROTOCOL = 1

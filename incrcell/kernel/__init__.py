@@ -1,0 +1,1 @@
+"""Everything of incrcell that touches IPython, ipykernel or comm (the rest is the core)."""
