@@ -160,8 +160,13 @@ def load(shell: Any) -> None:
     """``%load_ext incrcell``; loading twice keeps the first session."""
     if shell in _LOADED:
         return
-    extension = _LOADED[shell] = Extension(shell)
-    extension.load()
+    extension = Extension(shell)
+    try:
+        extension.load()
+    except BaseException:
+        extension.unload()  # no half-loaded extension stays behind
+        raise
+    _LOADED[shell] = extension
 
 
 def unload(shell: Any) -> None:
