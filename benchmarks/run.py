@@ -235,8 +235,9 @@ def engine_digest() -> str:
     import incrcell
 
     state = xxhash.xxh3_64()
-    for path in sorted(Path(incrcell.__file__).parent.glob("*.py")):
-        state.update(path.name.encode() + b"\0" + path.read_bytes())
+    root = Path(incrcell.__file__).parent
+    for path in sorted([*root.glob("*.py"), *root.glob("kernel/*.py")]):  # as before the move
+        state.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return state.hexdigest()
 
 
