@@ -5,7 +5,8 @@ IPython's real cell path (events, input transformers, AST transformers,
 displayhook, display publisher), without a kernel process.  A kernel restart
 is a fresh shell on the same cache directory.  These run in seconds: the inner
 loop for the hooks, magics, output replay and load/unload; they do not replace
-the real-kernel tests (test_kernel.py, test_comm.py...).
+the real-kernel tests (test_kernel.py, test_comm.py...).  The last test checks
+the unload leak in a real kernel too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
+from kernel import LOAD, Kernel, ok
 from traitlets.config import Config as ShellConfig
 
 import incrcell
@@ -516,3 +518,30 @@ def test_importing_incrcell_does_not_import_ipython():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unload_in_a_real_kernel_frees_the_last_values(kernel: Kernel):
+    """The same through a real kernel with a sidebar connected, as in JupyterLab: the
+    sidebar's namespace digests held the array after ``%unload_ext`` (issue 11)."""
+    ok([kernel.run(LOAD[1], LOAD[0])])
+    frontend = kernel.comm_open("incrcell")
+    use = ("use", "s = float(big.sum())")
+    ok(
+        kernel.run_all(
+            [("imports", "import numpy as np"), ("big", "big = np.ones(10_000_000)"), use]
+        )
+    )
+    # the notebook as the sidebar sees it has only the cell reading `big`: its prediction
+    # hashes `big` from the namespace
+    cells = [{"id": use[0], "source": use[1]}]
+    asked = kernel.comm_send(frontend, {"protocol": 1, "type": "cells", "cells": cells})
+    state = kernel.comm_wait(
+        lambda m: (
+            m["parent_header"].get("msg_id") == asked
+            and (m["content"].get("data") or {}).get("type") == "state"
+        )
+    )
+    assert state["content"]["data"]["cells"][0]["prediction"] == "restore"
+    ok([kernel.run("probe = __import__('weakref').ref(big)")])
+    ok([kernel.run("%unload_ext incrcell"), kernel.run("del big")])
+    assert kernel.value("(__import__('gc').collect(), probe() is None)[1]") == "True"
