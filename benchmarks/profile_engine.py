@@ -94,7 +94,7 @@ TIMED = [
     ("incrcell.store.file", "tempfile", "mkstemp", "tempfile.mkstemp (creating cache files)"),
     ("incrcell.store.file", "os", "makedirs", "os.makedirs (cache shard directories)"),
     ("incrcell.store.file", "os", "replace", "os.replace (renaming cache files into place)"),
-    ("incrcell.outputs", None, "replay", "outputs.replay (re-emitting outputs)"),
+    ("incrcell.kernel.outputs", None, "replay", "outputs.replay (re-emitting outputs)"),
 ]
 
 
@@ -155,13 +155,14 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
     shell.run_cell(load_src, store_history=True, cell_id=load_id)
     load_time = time.perf_counter() - t
 
-    from incrcell import hooks
+    from incrcell.kernel.extension import active as loaded
     from incrcell.store.cache import Store
     from incrcell.store.file import FileBackend
 
-    active = hooks._ACTIVE
-    assert active is not None, "incrcell did not load"
-    engine = active.engine
+    extension = loaded(shell)
+    assert extension is not None, "incrcell did not load"
+    active = extension.hooks
+    engine = extension.engine
     profile = cProfile.Profile()
     spent: dict[str, float] = {}
     io_bytes = {"read": 0, "written": 0}

@@ -236,8 +236,8 @@ def engine_digest() -> str:
 
     state = xxhash.xxh3_64()
     root = Path(incrcell.__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        state.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for path in sorted(root.rglob("*.py")):  # the core, the store and kernel packages
+        state.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return state.hexdigest()
 
 

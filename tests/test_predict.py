@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from incrcell.engine import RAN, RESTORED, UNCACHEABLE
-from incrcell.hooks import split_directive
+from incrcell.kernel.hooks import split_directive
 from incrcell.predict import NOT_RUN, UNKNOWN, NotebookCell, Predictor, Report
 
 from harness import Session, cache_dir, run_code  # noqa: F401  (cache_dir is a fixture)

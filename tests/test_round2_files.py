@@ -25,7 +25,8 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
     for execution in executions:
         found.append(
             kernel.value(
-                "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+                "__import__('incrcell.kernel.extension').kernel.extension"
+                ".active(get_ipython()).engine"
                 f".by_count[{execution.execution_count}].state"
             ).strip("'")
         )
@@ -34,7 +35,8 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
 
 def reason(kernel: Kernel, execution: Execution) -> str:
     return kernel.value(
-        "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+        "__import__('incrcell.kernel.extension').kernel.extension"
+        ".active(get_ipython()).engine"
         f".by_count[{execution.execution_count}].reason"
     )
 
