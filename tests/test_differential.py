@@ -41,7 +41,6 @@ from differential import (
     VENDOR,
     CellResult,
     Cells,
-    Divergence,
     Edit,
     Sequence,
     Step,
@@ -691,7 +690,7 @@ def test_real_kernels_match_with_magics_and_streams(real_kernels, sequence):
 
 
 def _check_real(real_kernels, cells: Cells, *later: Step) -> None:
-    tested, plain, work, mirror, cache = real_kernels
+    tested, plain, work, mirror, _cache = real_kernels
     check(runs(cells, *later), work, mirror, tested, plain)
 
 
