@@ -107,6 +107,7 @@ def test_generated_cells_are_valid_python(data):
     ast.parse(TransformerManager().transform_cell(source))  # IPython's syntax: cell magics
 
 
+@pytest.mark.slow
 @_settings(max(EXAMPLES // 10, 20))
 @given(sequence=sequences(SIMULATED))
 def test_plain_runs_are_deterministic(sequence, tmp_path):
@@ -117,6 +118,7 @@ def test_plain_runs_are_deterministic(sequence, tmp_path):
 # --------------------------------------------------------------------------- random sequences
 
 
+@pytest.mark.slow
 @_settings(EXAMPLES)
 @given(sequence=sequences(SIMULATED))
 def test_incrcell_matches_plain_with_every_mechanism(sequence, tmp_path):

@@ -29,6 +29,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+# a JupyterLab server in chromium, running the notebook's kernels
+pytestmark = [pytest.mark.browser, pytest.mark.kernel]
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
