@@ -105,11 +105,18 @@ class StoreError(Exception):
 
 
 class Payload(Protocol):
-    """A serialised value as the store keeps it: a method name, a stream, out-of-band buffers."""
+    """A serialised value as the store keeps it: a method name, a stream, out-of-band buffers.
 
-    method: str
-    stream: bytes | memoryview
-    buffers: Sequence[memoryview]
+    Read-only members, so that any object holding such attributes is one (``serialise.Serialised``
+    holds ``bytes`` and a ``list``).
+    """
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def stream(self) -> bytes | memoryview: ...
+    @property
+    def buffers(self) -> Sequence[memoryview]: ...
 
 
 @dataclasses.dataclass
