@@ -4,10 +4,14 @@ skips them): ruff's lint and format check on the repository, mypy on ``incrcell/
 (``npm run lint:check``).  Each runs as a subprocess; a finding fails the test with
 the tool's own output, which says what to fix (``ruff check --fix``, ``ruff format``,
 ``npm run lint`` fix most of it).
+
+Also the layering rule ruff cannot state (CONTRIBUTING.md, "The layers"): the store
+imports nothing of incrcell outside ``incrcell/store/``, and nothing that deserialises.
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -49,3 +53,29 @@ def test_labextension_prettier_and_eslint() -> None:
             pytest.fail(reason)
         pytest.skip(reason)
     _passes([npm, "run", "--silent", "lint:check"], cwd=LABEXTENSION)
+
+
+# What would let the store turn bytes into objects (it hands out verified bytes only).
+_DESERIALISERS = {"pickle", "_pickle", "dill", "marshal", "shelve", "cloudpickle", "joblib"}
+
+
+def test_the_store_imports_only_itself() -> None:
+    found = []
+    for path in sorted((ROOT / "incrcell" / "store").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level > 1:
+                found.append(f"{path.name}: from {'.' * node.level}{node.module or ''}")
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            found += [
+                f"{path.name}: {name}"
+                for name in names
+                if name.split(".")[0] in _DESERIALISERS
+                or (name.startswith("incrcell") and not name.startswith("incrcell.store"))
+            ]
+    assert found == []
