@@ -266,13 +266,16 @@ def show(result: dict) -> str:
     written = sum(r["written"] for r in rows) / 1e6
     out.append(
         f"cells {len(rows)}, wall {wall:.3f} s, of which incrcell {engine:.3f} s "
-        f"(plan {sum(r['plan'] for r in rows):.3f}, finish {sum(r['finish'] for r in rows):.3f}, "
-        f"replay {sum(r['replay'] for r in rows):.3f}); read {read:.1f} MB, wrote {written:.1f} MB; "
+        f"(plan {sum(r['plan'] for r in rows):.3f}, "
+        f"finish {sum(r['finish'] for r in rows):.3f}, "
+        f"replay {sum(r['replay'] for r in rows):.3f}); "
+        f"read {read:.1f} MB, wrote {written:.1f} MB; "
         f"per cell: incrcell {engine / len(rows) * 1000:.2f} ms"
     )
     if result["top"]:
         out.append(
-            "(profiled: cProfile inflates Python-heavy parts; C work such as hashing and I/O is not)"
+            "(profiled: cProfile inflates Python-heavy parts; "
+            "C work such as hashing and I/O is not)"
         )
     else:
         out.append("(timed without cProfile)")

@@ -37,14 +37,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from kernel import Kernel as TestKernel  # noqa: E402  (tests/kernel.py)
-
 from notebook import (  # noqa: E402
     edited_last,
     pipeline_cells,
     tiny_cells,
     write_pipeline_ipynb,
 )
+
+from kernel import Kernel as TestKernel  # noqa: E402  (tests/kernel.py)
 
 TIMEOUT = 900.0
 
@@ -443,8 +443,11 @@ def report(bench: Bench, info: dict[str, str], n_tiny: int, total_wall: float) -
     for cell_id, _ in pipeline_cells(incrcell=True):
 
         def cell_time(name: str) -> float | None:
-            times = [
-                c.seconds for r in bench.results[name] for c in r.cells if c.cell_id == cell_id
+            times = [  # (B023: called in this iteration only)
+                c.seconds
+                for r in bench.results[name]
+                for c in r.cells
+                if c.cell_id == cell_id  # noqa: B023
             ]
             return statistics.median(times) if times else None
 

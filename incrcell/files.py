@@ -315,7 +315,8 @@ class _FileIOType(type):
 _FILEIO = io.FileIO
 
 
-class _WatchedFileIO(_FILEIO, metaclass=_FileIOType):
+# typeshed gives io.FileIO the metaclass ABCMeta; at run time it is a plain C type.
+class _WatchedFileIO(_FILEIO, metaclass=_FileIOType):  # type: ignore[metaclass]
     """``io.FileIO`` constructed directly, reporting the file it opens."""
 
     def __init__(self, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> None:
@@ -532,7 +533,7 @@ class FileWatch:
         self.unseen = ""  # why what the cell touched cannot be known ('' when it can)
         self._open_before: dict[str, tuple[Any, ...]] = {}
         self.descriptors: frozenset[int] = frozenset()  # open as the watch started
-        self._ignore = _prefixes(tuple(map(os.fspath, ignore)) + tuple(_tool_directories()))
+        self._ignore = _prefixes(tuple(os.fspath(d) for d in ignore) + tuple(_tool_directories()))
 
     def start(self) -> FileWatch:
         global _active
@@ -804,7 +805,8 @@ def observe(probe: str) -> str:
             return f"f {st.st_size} {st.st_mtime_ns}"
         with _scandir(path) as entries:
             return "d " + _names_digest(
-                f"{e.name}/{'l' if e.is_symlink() else 'd' if e.is_dir() else 'f' if e.is_file() else 'o'}"
+                f"{e.name}/"
+                + ("l" if e.is_symlink() else "d" if e.is_dir() else "f" if e.is_file() else "o")
                 for e in entries
             )
     except (OSError, ValueError):

@@ -484,7 +484,12 @@ def _before(
         return None
     if kind == _WRITE:
         trees = {path: _tree(path) for path in paths}
-        return lambda: [_written(recording, path, before) for path, before in trees.items()]
+
+        def written() -> None:
+            for path, before in trees.items():
+                _written(recording, path, before)
+
+        return written
     existing = [path for path in paths if os.path.isfile(path)]  # _OPEN: read and maybe modify
     for path in existing:
         digests = {
@@ -497,9 +502,13 @@ def _before(
             if digest != files.MISSING:
                 recording.watch._opened(name, "r", None)
     created = [path for path in paths if path not in existing]
-    return lambda: [
-        recording.watch._opened(path, "w", None) for path in created if os.path.isfile(path)
-    ]
+
+    def opened() -> None:
+        for path in created:
+            if os.path.isfile(path):
+                recording.watch._opened(path, "w", None)
+
+    return opened
 
 
 def _paths(recording: _Recording, spec: _Spec, value: Any) -> list[str]:

@@ -27,7 +27,7 @@ import site
 import sys
 import sysconfig
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def _real_directory(directory: str) -> str:
 
 
 @functools.cache
-def _distributions() -> dict[str, list[str]]:
+def _distributions() -> Mapping[str, list[str]]:
     # About 0.1 s on a typical environment: computed once per process.
     return importlib.metadata.packages_distributions()
 
@@ -150,7 +150,8 @@ def _imported_tops(source: bytes) -> frozenset[str]:
 
 
 def _find_spec(top: str) -> Any:
-    """The spec of top-level module ``top`` (loaded or not), without importing it; None if absent."""
+    """The spec of top-level module ``top`` (loaded or not), without importing it;
+    None if absent."""
     module = sys.modules.get(top)
     if module is not None and getattr(module, "__spec__", None) is not None:
         return module.__spec__

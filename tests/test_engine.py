@@ -25,11 +25,10 @@ import pytest
 import incrcell.engine as engine_module
 from incrcell.config import Config
 from incrcell.engine import ERROR, RAN, RECORD, RESTORE, RESTORED, RUN, UNCACHEABLE, Engine
-from incrcell.store.signing import KEY_ENV, signing_key
 from incrcell.store import FORMAT_VERSION, CacheWarning
+from incrcell.store.signing import KEY_ENV, signing_key
 
 from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
-
 
 # --------------------------------------------------------------------------- harness
 

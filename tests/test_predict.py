@@ -29,7 +29,7 @@ NOTEBOOK = [
 
 
 @pytest.fixture
-def kernel(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+def kernel(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """``kernel()`` starts (or "restarts") a kernel: a new Session on the shared cache."""
     return lambda: Session(cache_dir, monkeypatch)
 

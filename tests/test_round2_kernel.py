@@ -13,9 +13,9 @@ import re
 import time
 from pathlib import Path
 
-from kernel import LOAD, Execution, Kernel, normalise_outputs, ok, states
-
 from incrcell.store import FORMAT_VERSION
+
+from kernel import LOAD, Execution, Kernel, normalise_outputs, ok, states
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
