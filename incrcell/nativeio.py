@@ -53,8 +53,9 @@ were wrapped (``from pyarrow.parquet import read_table`` run before the
 first recorded cell) and connection methods of libraries other than DuckDB, except
 through layers 2 and 3; descriptors whose number was freed and reused during
 or just before the cell, and one opened and kept while another closed (their
-count and the lowest free number then stay the same: ``files.open_descriptors``).  The process's I/O counters (``/proc/self/io``) cannot single out a
-cell's native reads: they also count imports and the kernel's own reads
+count and the lowest free number then stay the same: ``files.open_descriptors``).
+The process's I/O counters (``/proc/self/io``) cannot single out a cell's
+native reads: they also count imports and the kernel's own reads
 (``import pandas``: 16 MB; a first ``pq.read_table`` of a 5 kB file: 64 kB),
 so they are not used.
 """

@@ -28,7 +28,6 @@ from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import UsageError
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
-from kernel import LOAD, Kernel, ok
 from traitlets.config import Config as ShellConfig
 
 import incrcell
@@ -36,6 +35,8 @@ from incrcell import files
 from incrcell.kernel import extension
 from incrcell.kernel.comm import TARGET
 from incrcell.store.signing import KEY_ENV, signing_key
+
+from kernel import LOAD, Kernel, ok
 
 # numpy is imported before the first shell: a "restart" here keeps the process, and the
 # settings its first import changes (warnings filters...) key every cell.
