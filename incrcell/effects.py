@@ -235,7 +235,9 @@ def late_global_stores(unresolved: Iterable[str]) -> str:
     for code, namespace in local_code(objects, {}):
         # every instruction is two bytes (opcode, argument), inline caches included
         if not _GLOBAL_STORES.isdisjoint(code.co_code[::2]):
-            return f"{namespace.get('__name__', '?')}.{code.co_qualname}"
+            # co_qualname is new in Python 3.11
+            name = getattr(code, "co_qualname", code.co_name)
+            return f"{namespace.get('__name__', '?')}.{name}"
     return ""
 
 
@@ -267,8 +269,10 @@ def local_code(
                 )
             continue
         module_name = getattr(obj, "__module__", None)
-        module = sys.modules.get(module_name) if isinstance(module_name, str) else None
-        if module is None or module_name == "__main__" or not is_local_module(module_name, module):
+        if not isinstance(module_name, str) or module_name == "__main__":
+            continue
+        module = sys.modules.get(module_name)
+        if module is None or not is_local_module(module_name, module):
             continue
         modules[id(module)] = module  # its code reads that module's attributes
         if isinstance(obj, types.FunctionType):
@@ -302,7 +306,7 @@ def _resolve(qualified: str) -> object:
 
 def _filled(cell: types.CellType) -> bool:
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 (reading an empty cell raises ValueError)
     except ValueError:
         return False
     return True
@@ -454,10 +458,12 @@ class _CallFinder(ast.NodeVisitor):
                 if element is not None:
                     self._store(element)
             return
-        node = target
+        if not isinstance(target, (ast.Attribute, ast.Subscript)):
+            return
+        node = target.value
         while isinstance(node, (ast.Attribute, ast.Subscript)):
             node = node.value
-        if node is target or not isinstance(node, ast.Name):
+        if not isinstance(node, ast.Name):
             return
         obj = self.namespace.get(node.id)
         module = self.aliases.get(node.id) or (
@@ -467,8 +473,9 @@ class _CallFinder(ast.NodeVisitor):
             return
         if isinstance(target, ast.Attribute) and target.value is node:
             self.stores.add(module)
-        elif (self.qualify(target.value) or "").rpartition(".")[2] not in _SNAPSHOTTED:
-            if not self.reason:
+        else:
+            holder = (self.qualify(target.value) or "").rpartition(".")[2]
+            if holder not in _SNAPSHOTTED and not self.reason:
                 self.reason = Code.MODULE_OBJECT_CHANGED(module=module)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:

@@ -248,7 +248,7 @@ class ValueHasher:
         self._memo[id(obj)] = (obj, digest, frozenset(noted))
         return digest
 
-    def _digest(self, obj: object) -> bytes:
+    def _digest(self, obj: Any) -> bytes:  # Any: arrays and frames, known by their handler
         handler = self._kind(type(obj))[1]
         if self.skim and (
             handler is _pid_pandas or (handler is _pid_ndarray and _raw_dtype(obj.dtype))
@@ -487,7 +487,8 @@ class ValueHasher:
         return name is not None
 
     def _module_fingerprint(self, name: str) -> str:
-        """What the code of module ``name`` is (see packages.module_fingerprint), once per hasher."""
+        """What the code of module ``name`` is (see packages.module_fingerprint),
+        once per hasher."""
         top = name.partition(".")[0]
         if top not in self.modules:
             self.modules[top] = module_fingerprint(top)
@@ -542,7 +543,7 @@ class _HashPickler(pickle.Pickler):
             keep.append(obj)  # keeps temporaries alive: ids stay unique
         return None if handler is None else handler(self._hasher, obj)
 
-    def reducer_override(self, obj: object) -> object:
+    def reducer_override(self, obj: object) -> str | tuple[Any, ...]:
         if type(obj) is types.FunctionType or isinstance(obj, type):
             # Only library functions and classes get here (persistent_id
             # replaced the others); pickle saves them by verified reference.
@@ -734,7 +735,7 @@ def _held_state(obj: object) -> tuple[object, tuple[object, ...]]:
         attributes = object.__getattribute__(obj, "__dict__")
     except AttributeError:
         attributes = None
-    slots = []
+    slots: list[tuple[str] | tuple[str, object]] = []
     for klass in type(obj).__mro__:
         names = klass.__dict__.get("__slots__", ())
         for name in (names,) if isinstance(names, str) else names:
@@ -832,7 +833,9 @@ def _pid_pandas(hasher: ValueHasher, obj: object) -> object:
 _ABSENT = object()
 
 # (register identity, handler); handler None means "pickle normally".
-_Kind = tuple[bool, "Callable[[ValueHasher, object], object] | None"]
+# A handler is only called with instances of the type it is registered for
+# (hence Any: a dict cannot relate each key's type to its handler's parameter).
+_Kind = tuple[bool, "Callable[[ValueHasher, Any], object] | None"]
 _PLAIN: _Kind = (True, None)
 _VALUE: _Kind = (False, None)
 _IDENTITY_CLASS: _Kind = (True, _pid_class)

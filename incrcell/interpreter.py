@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .files import ORIGINAL
-from .packages import is_local_path
+from .packages import is_local_code
 from .reasons import Code, Reason
 from .store import CacheWarning
 
@@ -94,7 +94,7 @@ def is_local_module(name: str, module: object) -> bool:
         path = getattr(module, "__file__", None)
         known = _local[name] = (
             isinstance(path, str)
-            and is_local_path(path)
+            and is_local_code(path)
             and name != "__main__"
             and name.partition(".")[0] != _OWN
         )
@@ -190,7 +190,8 @@ def _warnings() -> list[Any]:
 
 
 def _set_warnings(_: str, value: Any) -> None:
-    warnings.filters[:] = value
+    # typeshed declares warnings.filters a Sequence: it is a list, replaced in place here
+    warnings.filters[:] = value  # type: ignore[index]
     mutated = getattr(warnings, "_filters_mutated", None) or getattr(
         warnings, "_filters_mutated_lock_held", None
     )
@@ -401,7 +402,8 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
     it did not exist)."""
     changes: dict[str, tuple[Any, Any]] = {}
     for prefix, new in after.groups.items():
-        old = before.groups.get(prefix)
+        # the group's value before the cell; None: its library was not imported yet
+        old: Any = before.groups.get(prefix)
         group = _BY_PREFIX[prefix]
         imported = old is None  # the library came in during the cell
         if imported and group.keyed:
@@ -530,7 +532,7 @@ def imported_items(before: Snapshot, after: Snapshot) -> set[str]:
     snapshots cannot tell those attributes from what the import left: they key
     every later cell that reaches the module, as items a cell changed do.
     """
-    items = set()
+    items: set[str] = set()
     for name in after.module_table.keys() - before.module_table.keys():
         module = after.module_table[name]
         if isinstance(module, types.ModuleType) and is_local_module(name, module):

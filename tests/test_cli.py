@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 
 from incrcell import cli
 from incrcell.serialise import dumps

@@ -6,18 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
-
-
-@pytest.fixture
-def session(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
-    """``session()``: a fresh engine and namespace on the shared cache (a kernel restart)."""
-    return lambda: Session(cache_dir, monkeypatch)
-
 
 from incrcell.effects import find_effects
 from incrcell.engine import RESTORE, RUN
 from incrcell.reasons import Code
+
+from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
+
+
+@pytest.fixture
+def session(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    """``session()``: a fresh engine and namespace on the shared cache (a kernel restart)."""
+    return lambda: Session(cache_dir, monkeypatch)
 
 
 @pytest.mark.parametrize(

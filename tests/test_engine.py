@@ -26,11 +26,10 @@ import incrcell.engine as engine_module
 from incrcell.config import Config
 from incrcell.engine import ERROR, RAN, RECORD, RESTORE, RESTORED, RUN, UNCACHEABLE, Engine
 from incrcell.reasons import Code
-from incrcell.store.signing import KEY_ENV, signing_key
 from incrcell.store import FORMAT_VERSION, CacheWarning
+from incrcell.store.signing import KEY_ENV, signing_key
 
 from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
-
 
 # --------------------------------------------------------------------------- harness
 
@@ -1241,9 +1240,7 @@ def test_module_state_set_by_an_earlier_cell(kernel, monkeypatch):
     second = kernel()
     outcomes = second.run_all(edited)
     assert second.ns["y"] == plain_run(edited, monkeypatch)["y"]
-    assert (
-        outcomes["draw"].ran and outcomes["draw"].plan.reason == Code.RANDOM_STATE(name="random")
-    )
+    assert outcomes["draw"].ran and outcomes["draw"].plan.reason == Code.RANDOM_STATE(name="random")
 
 
 # --------------------------------------------------------------------------- randomness
@@ -1278,7 +1275,9 @@ def test_a_cell_drawing_from_an_unseeded_generator_reruns(kernel):
     second.ns["random"] = __import__("random")
     __import__("random").seed()  # what a fresh kernel has: another state
     outcomes = second.run_all(cells)
-    assert outcomes["draw"].ran and outcomes["draw"].record.reason == Code.FRESH_RANDOM(name="random")
+    assert outcomes["draw"].ran and outcomes["draw"].record.reason == Code.FRESH_RANDOM(
+        name="random"
+    )
 
 
 def test_a_cell_that_seeds_before_drawing_does_not_depend_on_the_state_before(kernel):

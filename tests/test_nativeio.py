@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kernel import LOAD, Kernel, ok, states
-
 from incrcell import nativeio
 from incrcell.files import FileWatch
+
+from kernel import LOAD, Kernel, ok, states
 
 h5py = pytest.importorskip("h5py")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -251,7 +251,8 @@ def test_remote_sources_and_unkeyable_listings_fail_safe(here: Path):
         assert "reads directory `parts`" in nativeio.refusal(watch)
 
     def remote():
-        with pytest.raises(Exception):
+        # any error: what pyarrow raises without the network or credentials varies
+        with pytest.raises(Exception):  # noqa: B017
             pq.read_table("s3://no-such-bucket-incrcell/t.parquet")
 
     assert "remote data" in nativeio.refusal(_watch(remote))

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from incrcell.engine import RAN, RESTORED, UNCACHEABLE
-from incrcell.reasons import Code
-from incrcell.hooks import split_directive
+from incrcell.kernel.hooks import split_directive
 from incrcell.predict import NOT_RUN, UNKNOWN, NotebookCell, Predictor, Report
+from incrcell.reasons import Code
 
 from harness import Session, cache_dir, run_code  # noqa: F401  (cache_dir is a fixture)
 
@@ -30,7 +30,7 @@ NOTEBOOK = [
 
 
 @pytest.fixture
-def kernel(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+def kernel(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """``kernel()`` starts (or "restarts") a kernel: a new Session on the shared cache."""
     return lambda: Session(cache_dir, monkeypatch)
 

@@ -25,7 +25,8 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
     for execution in executions:
         found.append(
             kernel.value(
-                "str(__import__('incrcell.hooks').hooks._ACTIVE.engine"
+                "str(__import__('incrcell.kernel.extension').kernel.extension"
+                ".active(get_ipython()).engine"
                 f".by_count[{execution.execution_count}].state)"
             ).strip("'")
         )
@@ -35,7 +36,8 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
 def reason(kernel: Kernel, execution: Execution) -> str:
     """The reason of one execution by code and details (its repr: ``FILE_CHANGED(path=...)``)."""
     return kernel.value(
-        "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+        "__import__('incrcell.kernel.extension').kernel.extension"
+        ".active(get_ipython()).engine"
         f".by_count[{execution.execution_count}].reason"
     )
 
@@ -267,9 +269,9 @@ def test_a_named_pipe_among_the_reads_never_blocks(kernel, workdir):
 def test_a_rename_onto_a_directory_that_now_exists_reruns(tmp_path, monkeypatch):
     """A rename's target existed or not before the cell: an input, also when it is now a
     directory (whose content digest says nothing about its existence)."""
-    from harness import Session
-
     from incrcell.reasons import Code
+
+    from harness import Session
 
     work = tmp_path / "work"
     work.mkdir()

@@ -16,7 +16,8 @@ def why(kernel: Kernel, execution) -> tuple[str, str, dict[str, object]]:
         kernel.value(
             "(lambda r: (r.state.value, r.reason.code.value if r.reason else '', "
             "dict(r.reason.details) if r.reason else {}))("
-            "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+            "__import__('incrcell.kernel.extension').kernel.extension"
+            ".active(get_ipython()).engine"
             f".by_count[{execution.execution_count}])"
         )
     )
@@ -142,7 +143,7 @@ def test_an_lru_cache_memo_is_state_a_restore_cannot_drop(kernel: Kernel):
     runs = run(kernel, MEMO)
     assert not runs["first"].restored and not runs["second"].restored
     state, code, details = why(kernel, runs["second"])
-    assert (code, details["name"]) == ("UNHASHABLE_INPUT", "g")
+    assert (state, code, details["name"]) == ("uncacheable", "UNHASHABLE_INPUT", "g")
     assert "lru_cache memo" in str(details["detail"])  # the hasher's own words for what it met
     assert kernel.value("(a, b)") == "(2, 2)"
     run(kernel, edit(MEMO, "k", "K = 5"))

@@ -22,15 +22,14 @@ import pytest
 import xxhash
 
 from incrcell import files as files_module
+from incrcell.reasons import Code
+from incrcell.serialise import Serialised, dumps, loads
+from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store import cache as cache_module
 from incrcell.store import file as file_module
-from incrcell.serialise import Serialised, dumps
-from incrcell.serialise import loads
-from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store.codec import ENTRY
 from incrcell.store.entry import parse_entry
 from incrcell.store.signing import KEY_ENV, KeyRefused, Signer, signing_key
-from incrcell.reasons import Code
 
 KEY = b"k" * 32
 KEY_A = "a1" * 16
@@ -503,7 +502,7 @@ def test_temp_files_of_live_or_remote_writers_stay_for_an_hour(store: Store, roo
     temps = root / f"v{FORMAT_VERSION}" / "tmp"
     temps.mkdir(parents=True, exist_ok=True)
     live = temps / f".tmp-{os.getpid()}-{file_module._HOST}-abc"
-    remote = temps / f".tmp-1-0123abcd-abc"  # another host's: its process cannot be asked
+    remote = temps / ".tmp-1-0123abcd-abc"  # another host's: its process cannot be asked
     for temp in (live, remote):
         temp.write_bytes(b"half a value")
     open_store(root, signer=Signer(KEY)).wait()
@@ -1110,10 +1109,10 @@ def test_the_engine_runs_on_the_store_it_is_given(
     import builtins
     import types
 
-    from harness import run_cell
-
     from incrcell.config import Config
     from incrcell.engine import RESTORED, Engine
+
+    from harness import run_cell
 
     cells = ["import numpy as np\nx = np.arange(5)", "y = x * 2\nprint(y.sum())"]
     states = []

@@ -37,6 +37,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import errno
+import io
 import queue
 import threading
 import time
@@ -104,11 +105,18 @@ class StoreError(Exception):
 
 
 class Payload(Protocol):
-    """A serialised value as the store keeps it: a method name, a stream, out-of-band buffers."""
+    """A serialised value as the store keeps it: a method name, a stream, out-of-band buffers.
 
-    method: str
-    stream: bytes | memoryview
-    buffers: Sequence[memoryview]
+    Read-only members, so that any object holding such attributes is one (``serialise.Serialised``
+    holds ``bytes`` and a ``list``).
+    """
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def stream(self) -> bytes | memoryview: ...
+    @property
+    def buffers(self) -> Sequence[memoryview]: ...
 
 
 @dataclasses.dataclass
@@ -199,12 +207,12 @@ class _Housekeeper:
     once pending (a job is named by its store and what it does)."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[Hashable, Callable[[], None]]] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Hashable, Callable[[], object]]] = queue.Queue()
         self._pending: set[Hashable] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def submit(self, name: Hashable, job: Callable[[], None]) -> None:
+    def submit(self, name: Hashable, job: Callable[[], object]) -> None:
         with self._lock:
             if name in self._pending:
                 return
@@ -386,7 +394,8 @@ class Store:
             raise
 
     def get(self, key: str) -> Entry | None:
-        """The entry for ``key``, marked as used; None if absent or unusable (warns, never raises)."""
+        """The entry for ``key``, marked as used; None if absent or unusable
+        (warns, never raises)."""
         what = f"cache entry {_short(key)}"
         try:
             entry = self._load(ENTRY, key, parse_entry)
@@ -561,7 +570,8 @@ class Store:
     # -- housekeeping ---------------------------------------------------------
 
     def usage(self) -> Usage:
-        """Size, cap, counts and last uses, from one listing (no file is read); measures the size anew."""
+        """Size, cap, counts and last uses, from one listing (no file is read);
+        measures the size anew."""
         listed = {kind: list(self.backend.list(kind)) for kind in KINDS.values()}
         entries = listed[KINDS[ENTRY]]
         self._measured = time.monotonic()
@@ -743,7 +753,7 @@ class Store:
         self._measured, self._size = time.monotonic(), 0
 
 
-def _read_into(file, buffer: memoryview) -> int:
+def _read_into(file: io.RawIOBase, buffer: memoryview) -> int:
     """Fill ``buffer`` from ``file`` as far as the file goes; returns the bytes read."""
     done = 0
     while done < len(buffer):
