@@ -288,7 +288,7 @@ def _glob_seen(
     if dir_fd is None:
         watch._probe("glob", json.dumps([os.fsdecode(pathname), root, recursive, include_hidden]))
     else:
-        watch.unseen = "lists files relative to a directory descriptor"
+        watch.unseen = Code.DESCRIPTOR_LISTING()
 
 
 def _path_glob_seen(what: str) -> Callable[..., None]:
@@ -531,7 +531,8 @@ class FileWatch:
         self.existed: dict[str, bool] = {}
         self.probes: dict[str, str] = {}  # "<what> <path>" -> what it showed (see observe)
         self.bypassed: list[str] = []  # already open files that changed behind the watch
-        self.unseen = ""  # why what the cell touched cannot be known ('' when it can)
+        # why what the cell touched cannot be known (None when it can)
+        self.unseen: Reason | None = None
         self._open_before: dict[str, tuple[Any, ...]] = {}
         self.descriptors: frozenset[int] = frozenset()  # open as the watch started
         self._ignore = _prefixes(tuple(os.fspath(d) for d in ignore) + tuple(_tool_directories()))
@@ -619,7 +620,7 @@ class FileWatch:
         """What ``path`` shows to a ``what`` probe (see :func:`observe`) is an input; only the
         first probe counts (later ones may see the cell's own changes)."""
         if path is None:
-            self.unseen = "lists or checks a file through a descriptor incrcell cannot name"
+            self.unseen = Code.DESCRIPTOR_UNNAMED()
             return
         if what in _GLOBS:
             root = json.loads(path)[1 if what == "glob" else 0]

@@ -78,6 +78,7 @@ from typing import Any
 
 from . import files
 from .imports import AfterImport
+from .reasons import Code, Reason
 
 _READ, _WRITE, _OPEN, _SQL, _LAZY = "read", "write", "open", "sql", "lazy"
 
@@ -268,17 +269,17 @@ class _Recording:
     def __init__(self, watch: files.FileWatch) -> None:
         self.watch = watch
         self.handles: dict[str, dict[str, str]] = {}  # read-write handle -> digests at the call
-        self.refusals: list[str] = []
+        self.refusals: list[Reason] = []
         self.lock = threading.Lock()
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, reason: Reason) -> None:
         with self.lock:
             if reason not in self.refusals:
                 self.refusals.append(reason)
 
 
 _recording: _Recording | None = None
-_refusals: weakref.WeakKeyDictionary[files.FileWatch, str] = weakref.WeakKeyDictionary()
+_refusals: weakref.WeakKeyDictionary[files.FileWatch, Reason] = weakref.WeakKeyDictionary()
 # module name -> (the module, [(owner, attribute, original, wrapper)]) whose wrappers are in place
 _patched: dict[str, tuple[types.ModuleType, list[tuple[Any, str, Any, Any]]]] = {}
 
@@ -297,7 +298,7 @@ def start(watch: files.FileWatch) -> None:
                 _patch(name, module)
     except Exception:  # watching must never break the user's cell: fail towards a rerun
         if _recording is not None:
-            _recording.refuse("native file access could not be watched")
+            _recording.refuse(Code.NATIVE_UNWATCHED())
 
 
 def stop(watch: files.FileWatch) -> None:
@@ -309,7 +310,7 @@ def stop(watch: files.FileWatch) -> None:
     try:
         _settle(recording)
     except Exception:
-        recording.refuse("native file access could not be checked")
+        recording.refuse(Code.NATIVE_UNCHECKED())
     if recording.refusals:
         _refusals[watch] = recording.refusals[0]
 
@@ -325,9 +326,9 @@ def restore() -> None:
                 setattr(owner, attribute, original)
 
 
-def refusal(watch: files.FileWatch) -> str:
-    """Why what native code did during ``watch`` forbids caching the cell ('' if nothing)."""
-    return _refusals.get(watch, "")
+def refusal(watch: files.FileWatch) -> Reason | None:
+    """Why what native code did during ``watch`` forbids caching the cell (None if nothing)."""
+    return _refusals.get(watch)
 
 
 def _settle(recording: _Recording) -> None:
@@ -353,10 +354,7 @@ def _settle(recording: _Recording) -> None:
         else:
             watch._opened(path, "w", None)
             if path in watch.writes:  # a data file, not one the watch ignores
-                recording.refuse(
-                    f"leaves file `{os.path.relpath(path)}` open for writing: "
-                    "what is written to it after the cell cannot be stored"
-                )
+                recording.refuse(Code.FILE_LEFT_OPEN(path=os.path.relpath(path)))
 
 
 # -- patching ----------------------------------------------------------------------
@@ -420,14 +418,14 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             after = _before(recording, spec, args, kwargs)
         except Exception:  # recording must never break the user's call
-            recording.refuse(f"could not see the files `{spec.attribute}` uses")
+            recording.refuse(Code.NATIVE_UNSEEN(call=spec.attribute))
             after = None
         result = original(*args, **kwargs)
         if after is not None:
             try:
                 after()
             except Exception:
-                recording.refuse(f"could not see the files `{spec.attribute}` uses")
+                recording.refuse(Code.NATIVE_UNSEEN(call=spec.attribute))
         return result
 
     setattr(wrapper, files.ORIGINAL, original)
@@ -440,7 +438,7 @@ def _patch_imported(name: str, module: types.ModuleType) -> None:
         _patch(name, module)
     except Exception:
         if _recording is not None:
-            _recording.refuse(f"could not watch the file access of `{name}`")
+            _recording.refuse(Code.NATIVE_UNPATCHED(module=name))
 
 
 #: Installed by the first recorded cell, until :func:`restore`.
@@ -525,10 +523,7 @@ def _paths(recording: _Recording, spec: _Spec, value: Any) -> list[str]:
     if value.startswith("file:"):
         value = re.sub(r"^file:(//)?", "", value).split("?", 1)[0]
     elif "://" in value:
-        recording.refuse(
-            f"reads `{value}` through `{spec.attribute}`: remote data is not "
-            "an input incrcell can key"
-        )
+        recording.refuse(Code.REMOTE_DATA(url=value, call=spec.attribute))
         return []
     return [os.path.abspath(os.path.expanduser(value))]
 
@@ -561,10 +556,7 @@ def _listing(recording: _Recording, spec: _Spec, directory: str) -> None:
         for found in vars(watch).values()
         if isinstance(found, (set, frozenset, dict))
     ):
-        recording.refuse(
-            f"reads directory `{os.path.relpath(directory)}` through "
-            f"`{spec.attribute}`: its listing is not an input incrcell can key"
-        )
+        recording.refuse(Code.NATIVE_LISTING(path=os.path.relpath(directory), call=spec.attribute))
 
 
 def _tree(path: str) -> dict[str, tuple[int, int, int]]:
@@ -651,18 +643,18 @@ def _lazy_sources(recording: _Recording, spec: _Spec, frame: Any) -> None:
     try:
         plan = frame.explain(optimized=False)
     except Exception:
-        recording.refuse(f"`{spec.attribute}` may read files whose names incrcell cannot find")
+        recording.refuse(Code.MAYBE_UNNAMED_FILES(call=spec.attribute))
         return
     if "SCAN" not in plan:
         return  # in-memory frames only
     sources = _SCANNED.findall(plan)
     if not sources or plan.count("SCAN") != len(sources):
-        recording.refuse(f"`{spec.attribute}` reads files whose names incrcell cannot find")
+        recording.refuse(Code.UNNAMED_FILES(call=spec.attribute))
         return
     for listed in sources:
         for name in listed.split(", "):
             if name.startswith("...") or not os.path.lexists(name):
-                recording.refuse(f"`{spec.attribute}` reads files whose names incrcell cannot find")
+                recording.refuse(Code.UNNAMED_FILES(call=spec.attribute))
                 return
             _read(recording, spec, os.path.abspath(name))
 

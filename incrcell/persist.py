@@ -100,13 +100,13 @@ class Persister:
         nativeio.literal_reads(files, plan.source, plan.codes)
         if files.bypassed:
             return names, Code.FILE_BYPASSED(path=os.path.relpath(files.bypassed[0]))
-        if files.unseen:
-            return names, Code.UNSEEN_IO(what=files.unseen)
+        if files.unseen is not None:
+            return names, files.unseen
         both = sorted(files.updates | (files.reads & files.writes))
         if both:
             return names, Code.READS_AND_WRITES_FILE(path=os.path.relpath(both[0]))
         if refused := nativeio.refusal(files):
-            return names, Code.NATIVE_IO(detail=refused)
+            return names, refused
         read = {path: file_digest(path) for path in sorted(files.reads)}
         special = sorted(path for path, digest in read.items() if digest == SPECIAL)
         if special:

@@ -165,8 +165,23 @@ _TEMPLATES = {
         "file `{path}` changed while it ran without being opened by it (a stream or memory "
         "map opened before the cell): incrcell cannot store or replay that write"
     ),
-    "UNSEEN_IO": "{what}: its reads and writes cannot be seen",
-    "NATIVE_IO": "{detail}",
+    "DESCRIPTOR_LISTING": (
+        "lists files relative to a directory descriptor: its reads and writes cannot be seen"
+    ),
+    "DESCRIPTOR_UNNAMED": (
+        "lists or checks a file through a descriptor incrcell cannot name: its reads and "
+        "writes cannot be seen"
+    ),
+    "NATIVE_UNWATCHED": "native file access could not be watched",
+    "NATIVE_UNCHECKED": "native file access could not be checked",
+    "NATIVE_UNSEEN": "could not see the files `{call}` uses",
+    "NATIVE_UNPATCHED": "could not watch the file access of `{module}`",
+    "REMOTE_DATA": "reads `{url}` through `{call}`: remote data is not an input incrcell can key",
+    "NATIVE_LISTING": (
+        "reads directory `{path}` through `{call}`: its listing is not an input incrcell can key"
+    ),
+    "UNNAMED_FILES": "`{call}` reads files whose names incrcell cannot find",
+    "MAYBE_UNNAMED_FILES": "`{call}` may read files whose names incrcell cannot find",
     "READS_AND_WRITES_FILE": (
         "reads and writes file `{path}`: its content before the cell is an input incrcell "
         "cannot restore"
@@ -273,8 +288,16 @@ class Code(_Words):
     THREAD_RUNNING = "THREAD_RUNNING"
     TOO_MANY_HOLDERS = "TOO_MANY_HOLDERS"
     FILE_BYPASSED = "FILE_BYPASSED"
-    UNSEEN_IO = "UNSEEN_IO"
-    NATIVE_IO = "NATIVE_IO"
+    DESCRIPTOR_LISTING = "DESCRIPTOR_LISTING"
+    DESCRIPTOR_UNNAMED = "DESCRIPTOR_UNNAMED"
+    NATIVE_UNWATCHED = "NATIVE_UNWATCHED"
+    NATIVE_UNCHECKED = "NATIVE_UNCHECKED"
+    NATIVE_UNSEEN = "NATIVE_UNSEEN"
+    NATIVE_UNPATCHED = "NATIVE_UNPATCHED"
+    REMOTE_DATA = "REMOTE_DATA"
+    NATIVE_LISTING = "NATIVE_LISTING"
+    UNNAMED_FILES = "UNNAMED_FILES"
+    MAYBE_UNNAMED_FILES = "MAYBE_UNNAMED_FILES"
     READS_AND_WRITES_FILE = "READS_AND_WRITES_FILE"
     FILE_LEFT_OPEN = "FILE_LEFT_OPEN"
     SPECIAL_FILE = "SPECIAL_FILE"

@@ -73,7 +73,7 @@ def test_every_code_has_words():
         details = dict.fromkeys(
             ("name", "path", "call", "function", "module", "item", "detail", "what", "type",
              "before", "after", "cwd", "directory", "pattern", "thread", "value", "upstream",
-             "how"),
+             "how", "url"),
             "x",
         )  # fmt: skip
         rendered = str(member(Code.FIRST_RUN(), **details, kind="clock"))
