@@ -314,17 +314,18 @@ class Engine:
                     if not isinstance(admitted, Reason):
                         return admitted
                     reason = admitted
+                through = self._through(cell, keyed, entry, namespace, hasher)
                 return Record(
                     **vars(cell),
                     reason=reason,
-                    **self._running(scope),
+                    **self._running(scope),  # snapshot after all the hashing above
                     key=keyed.key,
                     components=keyed.components,
                     digests=keyed.digests,
                     inner=keyed.inner,
                     codes=expansion.codes,
                     random_before=random_before,
-                    through=self._through(cell, keyed, entry, namespace, hasher),
+                    through=through,
                     stores=effects.stores,
                     unresolved=() if directive == "cache" else effects.unresolved,
                     cache_anyway=directive == "cache",
