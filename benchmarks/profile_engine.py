@@ -68,7 +68,7 @@ GROUPS = {
 # (module, object in it or None, attribute, label). Nested ones are noted in the label.
 TIMED = [
     ("incrcell.fingerprint", "ValueHasher", "hash", "ValueHasher.hash (content hash of a value)"),
-    ("incrcell.engine", None, "dumps", "serialise.dumps (pickling a value to store)"),
+    ("incrcell.persist", None, "dumps", "serialise.dumps (pickling a value to store)"),
     ("incrcell.store.file", "FileBackend", "write", "FileBackend.write (temp file, write, rename)"),
     (
         "incrcell.store.cache",
@@ -94,7 +94,7 @@ TIMED = [
     ("incrcell.store.file", "tempfile", "mkstemp", "tempfile.mkstemp (creating cache files)"),
     ("incrcell.store.file", "os", "makedirs", "os.makedirs (cache shard directories)"),
     ("incrcell.store.file", "os", "replace", "os.replace (renaming cache files into place)"),
-    ("incrcell.outputs", None, "replay", "outputs.replay (re-emitting outputs)"),
+    ("incrcell.kernel.outputs", None, "replay", "outputs.replay (re-emitting outputs)"),
 ]
 
 
@@ -155,13 +155,14 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
     shell.run_cell(load_src, store_history=True, cell_id=load_id)
     load_time = time.perf_counter() - t
 
-    from incrcell import hooks
+    from incrcell.kernel.extension import active as loaded
     from incrcell.store.cache import Store
     from incrcell.store.file import FileBackend
 
-    active = hooks._ACTIVE
-    assert active is not None, "incrcell did not load"
-    engine = active.engine
+    extension = loaded(shell)
+    assert extension is not None, "incrcell did not load"
+    active = extension.hooks
+    engine = extension.engine
     profile = cProfile.Profile()
     spent: dict[str, float] = {}
     io_bytes = {"read": 0, "written": 0}
@@ -221,7 +222,7 @@ def run_scenario(name: str, n_tiny: int, top: int, use_cprofile: bool = True) ->
                     for label, v in components.items()
                 },
                 "state": record.state if record else "?",
-                "reason": record.reason if record else "",
+                "reason": str(record.reason or "") if record else "",
             }
         )
     sys.stdout = real_stdout
@@ -265,13 +266,16 @@ def show(result: dict) -> str:
     written = sum(r["written"] for r in rows) / 1e6
     out.append(
         f"cells {len(rows)}, wall {wall:.3f} s, of which incrcell {engine:.3f} s "
-        f"(plan {sum(r['plan'] for r in rows):.3f}, finish {sum(r['finish'] for r in rows):.3f}, "
-        f"replay {sum(r['replay'] for r in rows):.3f}); read {read:.1f} MB, wrote {written:.1f} MB; "
+        f"(plan {sum(r['plan'] for r in rows):.3f}, "
+        f"finish {sum(r['finish'] for r in rows):.3f}, "
+        f"replay {sum(r['replay'] for r in rows):.3f}); "
+        f"read {read:.1f} MB, wrote {written:.1f} MB; "
         f"per cell: incrcell {engine / len(rows) * 1000:.2f} ms"
     )
     if result["top"]:
         out.append(
-            "(profiled: cProfile inflates Python-heavy parts; C work such as hashing and I/O is not)"
+            "(profiled: cProfile inflates Python-heavy parts; "
+            "C work such as hashing and I/O is not)"
         )
     else:
         out.append("(timed without cProfile)")

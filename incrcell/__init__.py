@@ -7,8 +7,10 @@ shares the cell), the cell's variables and outputs are restored from the cache
 instead of running it.
 
 The core (``analysis``, ``graph``, ``fingerprint``, ``serialise``, ``store``,
-``engine``) does not import IPython; ``hooks``, ``outputs`` and ``magics`` are
-the IPython glue loaded by :func:`load_ipython_extension`.
+``engine``, ``predict``...) does not import IPython; everything that touches
+IPython, ipykernel or comm is in :mod:`incrcell.kernel`, loaded only by
+:func:`load_ipython_extension` (IPython and JupyterLab look for the functions
+below here, so they stay here, as thin delegations).
 """
 
 from __future__ import annotations
@@ -20,36 +22,18 @@ __version__ = "0.1.0"
 
 def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext incrcell``; loading twice keeps the first session."""
-    from . import comm, hooks
-    from .config import Config
-    from .engine import Engine
-    from .magics import IncrcellMagics
+    from .kernel import extension
 
-    if hooks._ACTIVE is not None and hooks._ACTIVE.shell is ipython:
-        return
-    kernel_hooks = hooks.KernelHooks(ipython, Engine(Config()))
-    kernel_hooks.engine.is_session_name = kernel_hooks.is_session_name
-    kernel_hooks.register()
-    sidebar = comm.Sidebar(kernel_hooks)
-    sidebar.open()
-    ipython.register_magics(IncrcellMagics(ipython, kernel_hooks, sidebar))
+    extension.load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Called by ``%unload_ext incrcell``: back to plain IPython, nothing left behind."""
+    from .kernel import extension
+
+    extension.unload(ipython)
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:
     """Where JupyterLab finds the prebuilt sidebar extension (built from labextension/)."""
     return [{"src": "labextension", "dest": "incrcell"}]
-
-
-def unload_ipython_extension(ipython: Any) -> None:
-    """Called by ``%unload_ext incrcell``: back to plain IPython, nothing left behind."""
-    from . import comm, files, hooks
-
-    active = hooks._ACTIVE
-    if active is None or active.shell is not ipython:
-        return
-    active.unregister()
-    files.uninstall()  # the file and native I/O wrappers stay in place while incrcell is loaded
-    if comm._ACTIVE is not None:
-        comm._ACTIVE.close()
-    for kind in ("line", "cell"):
-        ipython.magics_manager.magics[kind].pop("incrcell", None)

@@ -34,9 +34,12 @@ import functools
 import inspect
 import sys
 import types
-from collections.abc import Iterable, Iterator, Mapping
+import typing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
+
+from .reasons import Code, Reason
 
 DYNAMIC_BUILTINS = frozenset(
     {"globals", "locals", "vars", "exec", "eval", "__import__", "setattr", "delattr", "getattr"}
@@ -206,6 +209,7 @@ class _Nested(abc.ABC):
     parent: _Scope
     root: _Cell | _Effects
     deferred: bool  # inside a function body (effects go to an _Effects root)?
+    bound: set[str]  # names definitely bound so far (only class bodies are flow-sensitive)
 
     @abc.abstractmethod
     def _resolve(self, name: str) -> _Scope | None:
@@ -214,6 +218,10 @@ class _Nested(abc.ABC):
     @abc.abstractmethod
     def store(self, name: str, definite: bool = True) -> None:
         """Bind ``name`` in this scope (``definite``: on every path from here on)."""
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Unbind ``name`` in this scope."""
 
     def load(self, name: str) -> None:
         target = self._resolve(name)
@@ -229,6 +237,10 @@ class _Nested(abc.ABC):
         self.store(name, definite=False)
 
 
+@typing.overload
+def _skip_classes(scope: _Body) -> _Body: ...
+@typing.overload
+def _skip_classes(scope: _Scope) -> _Scope: ...
 def _skip_classes(scope: _Scope) -> _Scope:
     """Function and comprehension bodies do not see names bound in a class body."""
     while isinstance(scope, _Class):
@@ -239,7 +251,9 @@ def _skip_classes(scope: _Scope) -> _Scope:
 class _Class(_Nested):
     """A class body: runs immediately, flow-sensitive, binds class-local names."""
 
-    def __init__(self, parent: _Scope, body: list[ast.stmt]) -> None:
+    parent: _Body
+
+    def __init__(self, parent: _Body, body: list[ast.stmt]) -> None:
         self.parent, self.root, self.deferred = parent, parent.root, parent.deferred
         self.locals, self.globals, _ = _scope_names(body)
         self.bound: set[str] = set()
@@ -267,7 +281,7 @@ class _Function(_Nested):
     """A def or lambda body: flow-insensitive, Python's local/global/nonlocal rules."""
 
     def __init__(
-        self, parent: _Scope, args: ast.arguments, body: list[ast.AST], deferred: bool
+        self, parent: _Scope, args: ast.arguments, body: Sequence[ast.AST], deferred: bool
     ) -> None:
         self.parent, self.root, self.deferred = _skip_classes(parent), parent.root, deferred
         bound, self.globals, self.nonlocals = _scope_names(body)
@@ -296,9 +310,12 @@ class _Function(_Nested):
 class _Comprehension(_Nested):
     """A comprehension: its targets are local, a walrus binds in the enclosing scope."""
 
-    def __init__(self, parent: _Scope, generators: list[ast.comprehension]) -> None:
+    parent: _Body  # a comprehension is only ever walked inside a body
+
+    def __init__(self, parent: _Body, generators: list[ast.comprehension]) -> None:
         self.parent = _skip_classes(parent)
         self.root, self.deferred = parent.root, parent.deferred
+        self.bound: set[str] = set()  # unused: a comprehension holds no statements
         self.locals = {
             n.id
             for g in generators
@@ -312,11 +329,15 @@ class _Comprehension(_Nested):
     def store(self, name: str, definite: bool = True) -> None:
         pass  # comprehension targets do not leak
 
+    delete = store  # unreachable: a comprehension holds no ``del``
+
     def walrus(self, name: str) -> None:
         self.parent.walrus(name)
 
 
 _Scope: TypeAlias = "_Cell | _Effects | _Class | _Function | _Comprehension"
+# The scopes the walker runs code in (an _Effects only collects the effects of one).
+_Body: TypeAlias = "_Cell | _Class | _Function | _Comprehension"
 
 
 def _walrus_targets(node: ast.AST) -> Iterator[str]:
@@ -328,7 +349,7 @@ def _walrus_targets(node: ast.AST) -> Iterator[str]:
             yield from _walrus_targets(child)
 
 
-def _scope_names(body: list[ast.AST]) -> tuple[set[str], set[str], set[str]]:
+def _scope_names(body: Sequence[ast.AST]) -> tuple[set[str], set[str], set[str]]:
     """(bound, declared global, declared nonlocal) names of one scope's code."""
     bound: set[str] = set()
     globals_: set[str] = set()
@@ -385,13 +406,13 @@ class _Walker:
 
     def __init__(self, cell: _Cell) -> None:
         self.cell = cell
-        self.scope: _Scope = cell
+        self.scope: _Body = cell
         self.owner: _Effects | None = None  # effects of the top-level class being defined
         self.definite = True  # is the current expression evaluated unconditionally?
-        self.pending: list[tuple[_Scope, str]] = []  # walrus bindings of this statement
+        self.pending: list[tuple[_Body, str]] = []  # walrus bindings of this statement
 
     @contextlib.contextmanager
-    def _in(self, scope: _Scope, definite: bool) -> Iterator[None]:
+    def _in(self, scope: _Body, definite: bool) -> Iterator[None]:
         saved = self.scope, self.definite
         self.scope, self.definite = scope, definite
         try:
@@ -502,7 +523,8 @@ class _Walker:
         self.expr(returns)
 
     def _define(self, eager: bool) -> _Effects | None:
-        """Effects that collect a top-level definition's deferred code (None when nested in a function)."""
+        """Effects that collect a top-level definition's deferred code
+        (None when nested in a function)."""
         if self.scope.deferred:
             return None
         effects = self.owner or _Effects()
@@ -837,7 +859,8 @@ def _user_code(
         elif isinstance(o, functools.cached_property):
             stack.append(o.func)
         elif isinstance(o, type):
-            for klass in (*o.__mro__, *type(o).__mro__):
+            meta: type = type(o)
+            for klass in (*o.__mro__, *meta.__mro__):
                 stack.extend(v for v in vars(klass).values() if isinstance(v, _MEMBERS))
         else:  # an instance: its class, a wrapper's target, a user object's attributes
             stack.extend([type(o), inspect.getattr_static(o, "__wrapped__", None)])
@@ -858,7 +881,7 @@ class Expansion:
 
     reads: frozenset[str]
     writes: frozenset[str]
-    hidden: str = ""
+    hidden: Reason | None = None
     codes: tuple[types.CodeType, ...] = ()  # the user code reached (see effects.py)
 
 
@@ -888,7 +911,7 @@ def expand_through_callables(
     deferred = deferred or {}
     reads: set[str] = set()
     writes: set[str] = set()
-    hidden = ""
+    hidden: Reason | None = None
     builtin_ids = {id(getattr(builtins, n)): n for n in HIDDEN_READ_BUILTINS}
     seen: dict[int, object] = {}
     codes: list[types.CodeType] = []
@@ -911,13 +934,13 @@ def expand_through_callables(
                 loads |= code_loads
                 writes |= code_stores
                 if not hidden and "__main__" in code.co_names:
-                    hidden = f"`{name}` imports __main__: what it reads cannot be seen"
+                    hidden = Code.HIDDEN_READ(name=name, how="imports __main__")
             reached = sorted(b for i, b in builtin_ids.items() if i in seen)
             if not hidden and reached:
-                hidden = f"`{name}` refers to {reached[0]}(): what it reads cannot be seen"
+                hidden = Code.HIDDEN_READ(name=name, how=f"refers to {reached[0]}()")
         used = sorted(loads.intersection(HIDDEN_READ_BUILTINS))
         if not hidden and used:
-            hidden = f"`{name}` uses {used[0]}(): what it reads cannot be seen"
+            hidden = Code.HIDDEN_READ(name=name, how=f"uses {used[0]}()")
         reads |= loads
         todo.extend(sorted(loads - done, reverse=True))
     return Expansion(

@@ -43,11 +43,12 @@ from dataclasses import dataclass
 
 from .analysis import code_globals, parse_cell
 from .interpreter import is_local_module
+from .reasons import Code, Reason
 
-# qualified name (or prefix ending in ".") -> what it reads or does
+# qualified name (or prefix ending in ".") -> the kind of effect (reasons.EFFECTS)
 _EFFECTS: dict[str, str] = {
     **{
-        f"time.{name}": "reads the clock"
+        f"time.{name}": "clock"
         for name in (
             "time",
             "time_ns",
@@ -67,37 +68,37 @@ _EFFECTS: dict[str, str] = {
         )
     },
     **{
-        f"datetime.{name}": "reads the clock"
+        f"datetime.{name}": "clock"
         for name in ("datetime.now", "datetime.today", "datetime.utcnow", "date.today")
     },
-    **{f"pandas.Timestamp.{name}": "reads the clock" for name in ("now", "today", "utcnow")},
+    **{f"pandas.Timestamp.{name}": "clock" for name in ("now", "today", "utcnow")},
     **{
-        f"numpy.random.{name}": "draws from fresh entropy"
+        f"numpy.random.{name}": "entropy"
         for name in ("default_rng()", "SeedSequence()", "Generator()")
     },
-    "os.urandom": "draws from fresh entropy",
-    "os.getrandom": "draws from fresh entropy",
-    "uuid.uuid1": "draws from fresh entropy",
-    "uuid.uuid4": "draws from fresh entropy",
-    "secrets.": "draws from fresh entropy",
-    "random.SystemRandom": "draws from fresh entropy",
-    "socket.": "uses the network",
-    "urllib.request.": "uses the network",
-    "http.client.": "uses the network",
-    "requests.": "uses the network",
-    "httpx.": "uses the network",
-    "aiohttp.": "uses the network",
-    "urllib3.": "uses the network",
-    "ftplib.": "uses the network",
-    "smtplib.": "uses the network",
-    "subprocess.": "runs other processes",
-    "multiprocessing.": "runs other processes",
-    "os.system": "runs other processes",
-    "os.popen": "runs other processes",
-    "os.fork": "runs other processes",
-    "os.kill": "runs other processes",
+    "os.urandom": "entropy",
+    "os.getrandom": "entropy",
+    "uuid.uuid1": "entropy",
+    "uuid.uuid4": "entropy",
+    "secrets.": "entropy",
+    "random.SystemRandom": "entropy",
+    "socket.": "network",
+    "urllib.request.": "network",
+    "http.client.": "network",
+    "requests.": "network",
+    "httpx.": "network",
+    "aiohttp.": "network",
+    "urllib3.": "network",
+    "ftplib.": "network",
+    "smtplib.": "network",
+    "subprocess.": "processes",
+    "multiprocessing.": "processes",
+    "os.system": "processes",
+    "os.popen": "processes",
+    "os.fork": "processes",
+    "os.kill": "processes",
     **{
-        f"os.{name}": "runs other processes"
+        f"os.{name}": "processes"
         for name in (
             "execv",
             "execve",
@@ -119,10 +120,10 @@ _EFFECTS: dict[str, str] = {
             "posix_spawnp",
         )
     },
-    "builtins.input": "asks for keyboard input",
-    "getpass.getpass": "asks for keyboard input",
-    "os.putenv": "sets environment variables",
-    "os.unsetenv": "sets environment variables",
+    "builtins.input": "keyboard",
+    "getpass.getpass": "keyboard",
+    "os.putenv": "setenv",
+    "os.unsetenv": "setenv",
     **dict.fromkeys(
         (
             "builtins.id",
@@ -134,7 +135,7 @@ _EFFECTS: dict[str, str] = {
             "_thread.get_ident",
             "_thread.get_native_id",
         ),
-        "reads values that name this process",
+        "process identity",
     ),
     # Settings that interpreter.py does not snapshot (the rest it captures and replays).
     **dict.fromkeys(
@@ -146,15 +147,15 @@ _EFFECTS: dict[str, str] = {
             "torch.set_num_threads",
             "torch.set_printoptions",
         ),
-        "changes process-wide settings",
+        "settings",
     ),
 }
 # Modules whose every use counts (by the prefixes above), and the attribute
 # names through which code in earlier cells' functions reaches the others.
 _EFFECT_MODULES = {prefix[:-1] for prefix in _EFFECTS if prefix.endswith(".")}
 _EFFECT_ATTRIBUTES = {
-    name.rsplit(".", 1)[1].rstrip("()"): reason
-    for name, reason in _EFFECTS.items()
+    name.rsplit(".", 1)[1].rstrip("()"): kind
+    for name, kind in _EFFECTS.items()
     if not name.endswith(".")
     and name.split(".")[0] in {"time", "datetime", "os", "uuid", "threading"}
 }
@@ -165,11 +166,11 @@ _SNAPSHOTTED = frozenset({"environ", "rcParams"})
 
 @dataclass(frozen=True)
 class Effects:
-    """The world a cell touches: ``reason`` ('' if none), the environment variables it
+    """The world a cell touches: ``reason`` (None if none), the environment variables it
     reads, and the modules it or the code it reaches refers to or stores attributes on
     (their attributes are tracked by interpreter.py; ``stores``: those it sets itself)."""
 
-    reason: str = ""
+    reason: Reason | None = None
     environment: frozenset[str] = frozenset()
     modules: tuple[types.ModuleType, ...] = ()
     stores: frozenset[str] = frozenset()
@@ -211,9 +212,9 @@ def find_effects(
     )
 
 
-def late_effects(unresolved: Iterable[str]) -> str:
+def late_effects(unresolved: Iterable[str]) -> Reason | None:
     """The effects of the calls ``Effects.unresolved`` names, once the cell imported their
-    modules ('' if none): ``import clock; t = clock.stamp()`` on a fresh kernel."""
+    modules (None if none): ``import clock; t = clock.stamp()`` on a fresh kernel."""
     objects = [_resolve(name) for name in unresolved]
     return _reached_effects(local_code(objects, {}), {})
 
@@ -234,7 +235,9 @@ def late_global_stores(unresolved: Iterable[str]) -> str:
     for code, namespace in local_code(objects, {}):
         # every instruction is two bytes (opcode, argument), inline caches included
         if not _GLOBAL_STORES.isdisjoint(code.co_code[::2]):
-            return f"{namespace.get('__name__', '?')}.{code.co_qualname}"
+            # co_qualname is new in Python 3.11
+            name = getattr(code, "co_qualname", code.co_name)
+            return f"{namespace.get('__name__', '?')}.{name}"
     return ""
 
 
@@ -266,8 +269,10 @@ def local_code(
                 )
             continue
         module_name = getattr(obj, "__module__", None)
-        module = sys.modules.get(module_name) if isinstance(module_name, str) else None
-        if module is None or module_name == "__main__" or not is_local_module(module_name, module):
+        if not isinstance(module_name, str) or module_name == "__main__":
+            continue
+        module = sys.modules.get(module_name)
+        if module is None or not is_local_module(module_name, module):
             continue
         modules[id(module)] = module  # its code reads that module's attributes
         if isinstance(obj, types.FunctionType):
@@ -301,7 +306,7 @@ def _resolve(qualified: str) -> object:
 
 def _filled(cell: types.CellType) -> bool:
     try:
-        cell.cell_contents
+        cell.cell_contents  # noqa: B018 (reading an empty cell raises ValueError)
     except ValueError:
         return False
     return True
@@ -341,10 +346,10 @@ def _lookup(qualified: str, called_without_arguments: bool) -> str:
 def _reached_effects(
     codes: Iterable[tuple[types.CodeType, Mapping[str, object]]],
     modules: dict[int, types.ModuleType],
-) -> str:
+) -> Reason | None:
     """What the code of earlier cells' and local modules' functions does, judged by the
     names it uses (each code with its own globals); notes the modules it refers to."""
-    reason = ""
+    reason = None
     for code, namespace in codes:
         names = set(code.co_names)
         for name in sorted(names):
@@ -355,22 +360,28 @@ def _reached_effects(
             if qualified is None or reason:
                 continue
             if _effect_module(obj):
-                reason = f"calls `{code.co_name}`, which {_lookup(qualified + '.', False)}"
+                reason = Code.EFFECT_CALLED(
+                    function=code.co_name, kind=_lookup(qualified + ".", False)
+                )
             elif isinstance(obj, types.ModuleType):
                 hits = sorted(names & _EFFECT_ATTRIBUTES.keys())
                 if hits:
-                    reason = f"calls `{code.co_name}`, which {_EFFECT_ATTRIBUTES[hits[0]]}"
+                    reason = Code.EFFECT_CALLED(
+                        function=code.co_name, kind=_EFFECT_ATTRIBUTES[hits[0]]
+                    )
             elif _lookup(qualified, False):
-                reason = f"calls `{code.co_name}`, which {_lookup(qualified, False)}"
+                reason = Code.EFFECT_CALLED(function=code.co_name, kind=_lookup(qualified, False))
         if reason:
             continue
         for name in sorted(code_globals(code)[0]):
             if name not in namespace and _lookup(f"builtins.{name}", False):
-                reason = f"calls `{code.co_name}`, which {_lookup(f'builtins.{name}', False)}"
+                reason = Code.EFFECT_CALLED(
+                    function=code.co_name, kind=_lookup(f"builtins.{name}", False)
+                )
                 break
         else:
             if "environ" in names or "getenv" in names:
-                reason = f"calls `{code.co_name}`, which reads environment variables"
+                reason = Code.EFFECT_CALLED(function=code.co_name, kind="environment")
     return reason
 
 
@@ -380,7 +391,7 @@ class _CallFinder(ast.NodeVisitor):
     def __init__(self, namespace: Mapping[str, object]) -> None:
         self.namespace = namespace
         self.aliases: dict[str, str] = {}  # names the cell's own imports bind -> qualified
-        self.reason = ""
+        self.reason: Reason | None = None
         self.environment: set[str] = set()
         self.stores: set[str] = set()  # modules whose attributes the cell sets
         self.called: list[object] = []  # what calls through the cell's own imports resolve to
@@ -447,10 +458,12 @@ class _CallFinder(ast.NodeVisitor):
                 if element is not None:
                     self._store(element)
             return
-        node = target
+        if not isinstance(target, (ast.Attribute, ast.Subscript)):
+            return
+        node = target.value
         while isinstance(node, (ast.Attribute, ast.Subscript)):
             node = node.value
-        if node is target or not isinstance(node, ast.Name):
+        if not isinstance(node, ast.Name):
             return
         obj = self.namespace.get(node.id)
         module = self.aliases.get(node.id) or (
@@ -460,12 +473,10 @@ class _CallFinder(ast.NodeVisitor):
             return
         if isinstance(target, ast.Attribute) and target.value is node:
             self.stores.add(module)
-        elif (self.qualify(target.value) or "").rpartition(".")[2] not in _SNAPSHOTTED:
-            if not self.reason:
-                self.reason = (
-                    f"changes an object held by module `{module}` in place, which "
-                    "a restore cannot bring back"
-                )
+        else:
+            holder = (self.qualify(target.value) or "").rpartition(".")[2]
+            if holder not in _SNAPSHOTTED and not self.reason:
+                self.reason = Code.MODULE_OBJECT_CHANGED(module=module)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if self.qualify(node.value) == "os.environ":
@@ -496,9 +507,9 @@ class _CallFinder(ast.NodeVisitor):
 
     def _whole_environment(self) -> None:
         if not self.reason:
-            self.reason = "reads the environment other than by literal variable names"
+            self.reason = Code.ENVIRONMENT_DYNAMIC()
 
     def _flag(self, qualified: str, without_arguments: bool) -> None:
         effect = _lookup(qualified, without_arguments)
         if effect and not self.reason:
-            self.reason = f"{effect} (`{qualified}`)"
+            self.reason = Code.EFFECT(kind=effect, call=qualified)

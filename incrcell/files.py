@@ -66,6 +66,7 @@ from typing import Any
 import xxhash
 
 from .packages import is_local_path
+from .reasons import Code, Reason
 
 MISSING = "<missing>"
 EXISTS = "<exists>"  # recorded for a file whose existence, not content, a cell depended on
@@ -287,7 +288,7 @@ def _glob_seen(
     if dir_fd is None:
         watch._probe("glob", json.dumps([os.fsdecode(pathname), root, recursive, include_hidden]))
     else:
-        watch.unseen = "lists files relative to a directory descriptor"
+        watch.unseen = Code.DESCRIPTOR_LISTING()
 
 
 def _path_glob_seen(what: str) -> Callable[..., None]:
@@ -315,7 +316,8 @@ class _FileIOType(type):
 _FILEIO = io.FileIO
 
 
-class _WatchedFileIO(_FILEIO, metaclass=_FileIOType):
+# typeshed gives io.FileIO the metaclass ABCMeta; at run time it is a plain C type.
+class _WatchedFileIO(_FILEIO, metaclass=_FileIOType):  # type: ignore[metaclass]
     """``io.FileIO`` constructed directly, reporting the file it opens."""
 
     def __init__(self, file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> None:
@@ -529,13 +531,16 @@ class FileWatch:
         self.existed: dict[str, bool] = {}
         self.probes: dict[str, str] = {}  # "<what> <path>" -> what it showed (see observe)
         self.bypassed: list[str] = []  # already open files that changed behind the watch
-        self.unseen = ""  # why what the cell touched cannot be known ('' when it can)
+        # why what the cell touched cannot be known (None when it can)
+        self.unseen: Reason | None = None
         self._open_before: dict[str, tuple[Any, ...]] = {}
-        self._ignore = _prefixes(tuple(map(os.fspath, ignore)) + tuple(_tool_directories()))
+        self.descriptors: frozenset[int] = frozenset()  # open as the watch started
+        self._ignore = _prefixes(tuple(os.fspath(d) for d in ignore) + tuple(_tool_directories()))
 
     def start(self) -> FileWatch:
         global _active
         install()
+        self.descriptors = open_descriptors()
         self._open_before = self._open_files()
         _active = self
         from . import nativeio  # imports this module: bound here, not at import time
@@ -567,8 +572,7 @@ class FileWatch:
     def _opened(self, path: Any, mode: Any, flags: Any) -> None:
         """A file opened with ``mode`` (``open``'s) or ``flags`` (``os.open``'s): mode "r"
         reads it, "w" writes it whole, _REMOVE deletes it."""
-        global _descriptors
-        _descriptors = None  # a descriptor may have been reused: list them anew
+        _regular.clear()  # a descriptor may have been closed and its number reused
         if isinstance(path, int) or path is None:
             return  # a file descriptor: its path was seen when it was opened
         path = os.path.abspath(os.fsdecode(path))
@@ -616,7 +620,7 @@ class FileWatch:
         """What ``path`` shows to a ``what`` probe (see :func:`observe`) is an input; only the
         first probe counts (later ones may see the cell's own changes)."""
         if path is None:
-            self.unseen = "lists or checks a file through a descriptor incrcell cannot name"
+            self.unseen = Code.DESCRIPTOR_UNNAMED()
             return
         if what in _GLOBS:
             root = json.loads(path)[1 if what == "glob" else 0]
@@ -644,7 +648,7 @@ class FileWatch:
         content digest if they are mapped into memory for writing (see _open_regular)."""
         found: dict[str, tuple[Any, ...]] = {}
         writable = []
-        for path, read_write in _open_regular():
+        for path, read_write in _open_regular(self.descriptors):
             if self._data(path):
                 found[path] = _open_state(path, False)
                 if read_write:
@@ -657,38 +661,71 @@ class FileWatch:
         return found
 
 
-# The regular files open in this process, as (path, opened read-write), when last listed,
-# and what said which descriptors were open then: their number (Linux >= 6.2 gives it as
-# the size of /proc/self/fd, a stat: about 3 us), else their list (about 1 us a
-# descriptor, and a kernel has dozens of sockets).  They are examined again only when
-# that changed or a cell opened a file since (a descriptor may then be reused).
-_regular: list[tuple[str, bool]] = []
-_descriptors: object = None
+def open_descriptors() -> frozenset[int]:
+    """The numbers of this process's open descriptors (empty if they cannot be listed).
 
-
-def _open_regular() -> list[tuple[str, bool]]:
-    global _regular, _descriptors
+    Listing ``/proc/self/fd`` costs 10 us alone but 0.5 ms in a busy kernel (the
+    GIL is let go for each of its dozens of entries, and the kernel's threads take
+    it), and a recorded cell needs the descriptors twice.  So the last listing is
+    reused while both their count (the size of ``/proc/self/fd`` on Linux >= 6.2: a
+    stat) and the lowest free number stay the same: opening a descriptor and keeping
+    it changes one of them, unless another was closed meanwhile (nativeio's limits).
+    The listing opens a descriptor itself, the lowest free number, which is left out.
+    """
+    global _listed
     try:
-        seen: object = _stat("/proc/self/fd").st_size or _listdir("/proc/self/fd")
-        if seen == _descriptors:
-            return _regular
-        names = _listdir("/proc/self/fd")
+        seen = (_stat("/proc/self/fd").st_size, _lowest_free())
+        if seen[0] and seen == _listed[0]:
+            return _listed[1]
+        listed = frozenset(int(name) for name in _listdir("/proc/self/fd")) - {seen[1]}
     except OSError:
-        return []
-    found = []
-    for name in names:
-        fd = int(name)
-        try:
-            if not stat_module.S_ISREG(os.fstat(fd).st_mode):
-                continue
-            access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
-        except OSError:
+        return frozenset()
+    _listed = (seen, listed)
+    return listed
+
+
+_listed: tuple[tuple[int, int], frozenset[int]] = ((0, -1), frozenset())
+
+
+def _lowest_free() -> int:
+    """The number the next descriptor opened will get (``os.open`` may be a wrapper:
+    duplicate one instead)."""
+    try:
+        free = os.dup(2)
+        os.close(free)
+    except OSError:  # no stderr
+        ends = os.pipe()
+        for free in sorted(ends, reverse=True):
+            os.close(free)
+    return free
+
+
+# What the descriptors open when last examined are: number -> (path, opened read-write),
+# or None when not a regular file.  A number still open is examined again only after a
+# cell opened a file (it may have been closed and its number reused): a kernel keeps
+# dozens of sockets open, at three system calls each.
+_regular: dict[int, tuple[str, bool] | None] = {}
+
+
+def _open_regular(descriptors: frozenset[int]) -> list[tuple[str, bool]]:
+    """The regular files among ``descriptors`` (from :func:`open_descriptors`)."""
+    global _regular
+    known, _regular = _regular, {}
+    for fd in descriptors:
+        if fd in known:
+            _regular[fd] = known[fd]
             continue
-        path = _fd_path(fd)
-        if path is not None and path.startswith("/"):
-            found.append((path, access == os.O_RDWR))
-    _regular, _descriptors = found, seen
-    return found
+        found = None
+        try:
+            if stat_module.S_ISREG(os.fstat(fd).st_mode):
+                read_write = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+                path = _fd_path(fd)
+                if path is not None and path.startswith("/"):
+                    found = (path, read_write)
+        except OSError:
+            pass
+        _regular[fd] = found
+    return [found for found in _regular.values() if found is not None]
 
 
 def _open_state(path: str, content: bool) -> tuple[Any, ...]:
@@ -770,7 +807,8 @@ def observe(probe: str) -> str:
             return f"f {st.st_size} {st.st_mtime_ns}"
         with _scandir(path) as entries:
             return "d " + _names_digest(
-                f"{e.name}/{'l' if e.is_symlink() else 'd' if e.is_dir() else 'f' if e.is_file() else 'o'}"
+                f"{e.name}/"
+                + ("l" if e.is_symlink() else "d" if e.is_dir() else "f" if e.is_file() else "o")
                 for e in entries
             )
     except (OSError, ValueError):
@@ -788,22 +826,25 @@ def _tree_digest(path: str) -> str:
         return "d " + _names_digest(f"{e.name}/{_tree_digest(e.path)}" for e in entries)
 
 
-def probe_changed(probes: dict[str, str]) -> str:
-    """Why the recorded ``{probe: observation}`` no longer hold, as a reason ('' if they do)."""
+def probe_changed(probes: dict[str, str]) -> Reason | None:
+    """Why the recorded ``{probe: observation}`` no longer hold, as a reason (None if they do)."""
     for probe, before in sorted(probes.items()):
         now = observe(probe)
         if now == before:
             continue
         what, path = probe.split(" ", 1)
         if what in _GLOBS:
-            return f"the files matching `{json.loads(path)[0 if what == 'glob' else 1]}` changed"
+            pattern = json.loads(path)[0 if what == "glob" else 1]
+            return Code.FILES_MATCHING_CHANGED(pattern=pattern)
         shown = os.path.relpath(path)
         if before == MISSING:
-            return f"`{shown}` was created"
+            return Code.PATH_CREATED(path=shown)
         if now == MISSING:
-            return f"`{shown}` was deleted"
-        return f"directory `{shown}` changed" if what == "list" else f"file `{shown}` changed"
-    return ""
+            return Code.PATH_DELETED(path=shown)
+        if what == "list":
+            return Code.DIRECTORY_CHANGED(path=shown)
+        return Code.FILE_CHANGED(path=shown)
+    return None
 
 
 # -- contents --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ that pickle would save *by name* from ``__main__`` (a ``__reduce__`` that
 returns a global name): a name says nothing about content.
 
 Digests of numpy arrays and pandas objects are computed on their own, from
-their content only, and memoised in :attr:`ValueHasher.memo`, so a large
+their content only, and memoised by the :class:`ValueHasher`, so a large
 array reached again (within one value or from another value) is not re-read.
 
 Known limits (the engine author must know these)
@@ -90,7 +90,7 @@ import struct
 import sys
 import types
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -173,7 +173,7 @@ def source_hash(source: str) -> str:
 class ValueHasher:
     """Hashes values by content with xxh3_128; one instance per cell-key computation.
 
-    ``memo`` maps ``id(obj) -> (obj, digest)`` for every value passed to
+    ``_memo`` maps ``id(obj) -> (obj, digest)`` for every value passed to
     :meth:`hash` (and seeded by :meth:`remember`); the strong reference keeps
     ids from being reused while the hasher lives. Values must not be mutated
     during that time. Within the hashing of a value, only memoised digests of
@@ -193,7 +193,7 @@ class ValueHasher:
     """
 
     def __init__(self) -> None:
-        self.memo: dict[int, tuple[object, bytes, frozenset[str]]] = {}
+        self._memo: dict[int, tuple[object, bytes, frozenset[str]]] = {}
         self.packages: set[str] = set()
         # notebook functions/classes met, by the name the namespace binds them to
         self.definitions: dict[str, object] = {}
@@ -204,13 +204,13 @@ class ValueHasher:
         self._visits: dict[int, int] = {}
         self._keep: list[object] = []
         self._owners: dict[int, tuple[object, int, int]] = {}
-        # Sharing between values, for the engine (see ``watch`` / ``collect``).
-        # ``watch`` maps id() of objects bound to notebook names to those names;
-        # hashing a value that is, contains, or (arrays) views one adds its name
-        # to ``met``: a stored value must then refer to that object, not copy it.
-        self.watch: dict[int, str] = {}
-        self.met: set[str] = set()
-        self.collected: set[int] | None = None
+        # Sharing between values, for the engine (see :meth:`watch` / :meth:`collect`).
+        # ``_watch`` maps id() of watched objects to (name, found inside that name's
+        # value); hashing a value that is, contains, or (arrays) views one adds that
+        # pair to ``_met``: a stored value must then refer to that object, not copy it.
+        self._watch: dict[int, tuple[str, bool]] = {}
+        self._met: set[tuple[str, bool]] = set()
+        self._collected: set[int] | None = None
         # Set when a hashed value holds something whose pickle may not bring back what it
         # holds (see _pid_custom_pickled, closures, memos): the engine then proves a stored
         # copy reloads to the same content before trusting it.
@@ -231,13 +231,13 @@ class ValueHasher:
         Raises :class:`Unhashable` (with a one-line ``reason``) when some part
         of the value cannot be hashed by content.
         """
-        if self.watch:
+        if self._watch:
             self._check_watch(obj)
-        entry = self.memo.get(id(obj))
+        entry = self._memo.get(id(obj))
         if entry is not None:
             self.packages |= entry[2]
-            if self.collected is not None and self._kind(type(obj))[1] is _pid_ndarray:
-                self.collected.add(id(obj))  # what walking the array would have collected
+            if self._collected is not None and self._kind(type(obj))[1] is _pid_ndarray:
+                self._collected.add(id(obj))  # what walking the array would have collected
             return entry[1]
         outer, self.packages = self.packages, set()  # what this value alone notes
         try:
@@ -245,10 +245,10 @@ class ValueHasher:
         finally:
             noted, self.packages = self.packages, outer
             outer |= noted
-        self.memo[id(obj)] = (obj, digest, frozenset(noted))
+        self._memo[id(obj)] = (obj, digest, frozenset(noted))
         return digest
 
-    def _digest(self, obj: object) -> bytes:
+    def _digest(self, obj: Any) -> bytes:  # Any: arrays and frames, known by their handler
         handler = self._kind(type(obj))[1]
         if self.skim and (
             handler is _pid_pandas or (handler is _pid_ndarray and _raw_dtype(obj.dtype))
@@ -265,12 +265,12 @@ class ValueHasher:
             except Exception as exc:  # an exotic subclass: fail safe
                 raise Unhashable(_reason(obj, exc)) from exc
             # pandas copies on write: objects shared inside frames are not aliases
-            saved = self.watch, self.collected
-            self.watch, self.collected = {}, None
+            saved = self._watch, self._collected
+            self._watch, self._collected = {}, None
             try:
                 digest = hash_bytes(b"pandas\0" + self._isolated(parts, obj))
             finally:
-                self.watch, self.collected = saved
+                self._watch, self._collected = saved
         else:
             digest = self._isolated(obj, obj)
         return digest
@@ -285,7 +285,7 @@ class ValueHasher:
         hashed values would stay alive until the next garbage collection
         (and look shared to a reference count).
         """
-        self.memo.clear()
+        self._memo.clear()
         self._cells.clear()
 
     def collect(self) -> set[int]:
@@ -297,8 +297,32 @@ class ValueHasher:
         returned set fills up as values are hashed; values already memoised
         are not walked again.
         """
-        self.collected = set()
-        return self.collected
+        self._collected = set()
+        return self._collected
+
+    def stop_collecting(self) -> None:
+        """Stop filling the set :meth:`collect` returned."""
+        self._collected = None
+
+    def watch(self, bound: Mapping[int, str], inside: Mapping[int, str]) -> None:
+        """Start noting which of these objects the values hashed from now on are, contain or
+        (arrays) view: ``bound`` maps the ids of objects bound to notebook names to those
+        names, ``inside`` the ids of objects found inside a name's value to that name
+        (``bound`` wins for an object in both).  :meth:`stop_watching` says which were met.
+        """
+        self._watch = {i: (name, True) for i, name in inside.items()}
+        self._watch.update({i: (name, False) for i, name in bound.items()})
+        self._met = set()
+
+    def stop_watching(self) -> tuple[set[str], bool]:
+        """Stop :meth:`watch`; returns the names of the bound objects met, and whether an
+        object inside a name's value was met."""
+        met, self._watch, self._met = self._met, {}, set()
+        return {name for name, inside in met if not inside}, any(inside for _, inside in met)
+
+    def knows(self, obj: object) -> bool:
+        """Whether ``obj`` was hashed (or remembered) by this hasher: it holds a reference."""
+        return id(obj) in self._memo
 
     def remember(self, obj: object, digest: bytes, packages: frozenset[str]) -> None:
         """Record that ``obj`` hashes to ``digest``, noting ``packages``, so that
@@ -308,11 +332,17 @@ class ValueHasher:
         Both must come from :meth:`hash` (and :meth:`packages_of`) of an equal
         value under the same ``HASH_FORMAT``.
         """
-        self.memo[id(obj)] = (obj, digest, packages)
+        self._memo[id(obj)] = (obj, digest, packages)
+
+    def remember_known(self, known: Mapping[int, tuple[object, bytes, frozenset[str]]]) -> None:
+        """:meth:`remember` each ``id -> (obj, digest, packages)`` of ``known``, keeping its
+        tuples as they are: sharing them adds no reference to the values (whose reference
+        counts tell whether anything else holds them)."""
+        self._memo.update(known)
 
     def packages_of(self, obj: object) -> frozenset[str]:
         """The packages hashing ``obj`` noted (it must have been hashed by this hasher)."""
-        return self.memo[id(obj)][2]
+        return self._memo[id(obj)][2]
 
     # -- internals ---------------------------------------------------------
 
@@ -386,9 +416,9 @@ class ValueHasher:
         try:
             return self._stream(obj, subject)
         finally:
-            if self.collected is not None:
+            if self._collected is not None:
                 kinds = self._kinds
-                self.collected.update(id(o) for o in self._keep if kinds[type(o)][1] in _MUTABLE)
+                self._collected.update(id(o) for o in self._keep if kinds[type(o)][1] in _MUTABLE)
             self._visits, self._keep, self._owners = saved
 
     def _stream(self, obj: object, subject: object) -> bytes:
@@ -439,14 +469,15 @@ class ValueHasher:
         return self._isolated(obj, obj)
 
     def _check_watch(self, obj: object) -> None:
-        """Note ``obj`` in :attr:`met` if it is watched, or is an array viewing a watched one."""
-        name = self.watch.get(id(obj))
+        """Note ``obj`` as met if it is watched, or is an array viewing a watched one."""
+        name = self._watch.get(id(obj))
         if name is None and self._kind(type(obj))[1] is _pid_ndarray:
             name = next(
-                (self.watch[id(base)] for base in array_bases(obj) if id(base) in self.watch), None
+                (self._watch[id(base)] for base in array_bases(obj) if id(base) in self._watch),
+                None,
             )
         if name is not None:
-            self.met.add(name)
+            self._met.add(name)
 
     def _note_definition(self, obj: type | types.FunctionType) -> bool:
         """Note a notebook definition; True if the notebook binds it under its name."""
@@ -456,7 +487,8 @@ class ValueHasher:
         return name is not None
 
     def _module_fingerprint(self, name: str) -> str:
-        """What the code of module ``name`` is (see packages.module_fingerprint), once per hasher."""
+        """What the code of module ``name`` is (see packages.module_fingerprint),
+        once per hasher."""
         top = name.partition(".")[0]
         if top not in self.modules:
             self.modules[top] = module_fingerprint(top)
@@ -492,7 +524,7 @@ class _HashPickler(pickle.Pickler):
         self._kinds = hasher._kinds
         self._visits = hasher._visits
         self._keep = hasher._keep
-        self._watch = hasher.watch
+        self._watch = hasher._watch
 
     def persistent_id(self, obj: object) -> object:
         cls = type(obj)
@@ -501,7 +533,7 @@ class _HashPickler(pickle.Pickler):
         register, handler = self._kinds.get(cls) or self._hasher._kind(cls)
         if register:
             if self._watch and id(obj) in self._watch:
-                self._hasher.met.add(self._watch[id(obj)])
+                self._hasher._met.add(self._watch[id(obj)])
             visits = self._visits
             index = visits.get(id(obj))
             if index is not None:
@@ -511,7 +543,7 @@ class _HashPickler(pickle.Pickler):
             keep.append(obj)  # keeps temporaries alive: ids stay unique
         return None if handler is None else handler(self._hasher, obj)
 
-    def reducer_override(self, obj: object) -> object:
+    def reducer_override(self, obj: object) -> str | tuple[Any, ...]:
         if type(obj) is types.FunctionType or isinstance(obj, type):
             # Only library functions and classes get here (persistent_id
             # replaced the others); pickle saves them by verified reference.
@@ -703,7 +735,7 @@ def _held_state(obj: object) -> tuple[object, tuple[object, ...]]:
         attributes = object.__getattribute__(obj, "__dict__")
     except AttributeError:
         attributes = None
-    slots = []
+    slots: list[tuple[str] | tuple[str, object]] = []
     for klass in type(obj).__mro__:
         names = klass.__dict__.get("__slots__", ())
         for name in (names,) if isinstance(names, str) else names:
@@ -801,7 +833,9 @@ def _pid_pandas(hasher: ValueHasher, obj: object) -> object:
 _ABSENT = object()
 
 # (register identity, handler); handler None means "pickle normally".
-_Kind = tuple[bool, "Callable[[ValueHasher, object], object] | None"]
+# A handler is only called with instances of the type it is registered for
+# (hence Any: a dict cannot relate each key's type to its handler's parameter).
+_Kind = tuple[bool, "Callable[[ValueHasher, Any], object] | None"]
 _PLAIN: _Kind = (True, None)
 _VALUE: _Kind = (False, None)
 _IDENTITY_CLASS: _Kind = (True, _pid_class)

@@ -63,7 +63,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .files import ORIGINAL
-from .packages import is_local_path
+from .packages import is_local_code
+from .reasons import Code, Reason
 from .store import CacheWarning
 
 
@@ -93,7 +94,7 @@ def is_local_module(name: str, module: object) -> bool:
         path = getattr(module, "__file__", None)
         known = _local[name] = (
             isinstance(path, str)
-            and is_local_path(path)
+            and is_local_code(path)
             and name != "__main__"
             and name.partition(".")[0] != _OWN
         )
@@ -189,7 +190,8 @@ def _warnings() -> list[Any]:
 
 
 def _set_warnings(_: str, value: Any) -> None:
-    warnings.filters[:] = value
+    # typeshed declares warnings.filters a Sequence: it is a list, replaced in place here
+    warnings.filters[:] = value  # type: ignore[index]
     mutated = getattr(warnings, "_filters_mutated", None) or getattr(
         warnings, "_filters_mutated_lock_held", None
     )
@@ -400,7 +402,8 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
     it did not exist)."""
     changes: dict[str, tuple[Any, Any]] = {}
     for prefix, new in after.groups.items():
-        old = before.groups.get(prefix)
+        # the group's value before the cell; None: its library was not imported yet
+        old: Any = before.groups.get(prefix)
         group = _BY_PREFIX[prefix]
         imported = old is None  # the library came in during the cell
         if imported and group.keyed:
@@ -468,17 +471,15 @@ def same(a: Any, b: Any) -> bool:
         return False
 
 
-def refusal(before: Snapshot, after: Snapshot) -> str:
-    """Why what a cell did to the interpreter cannot be replayed ('' when it can)."""
+def refusal(before: Snapshot, after: Snapshot) -> Reason | None:
+    """Why what a cell did to the interpreter cannot be replayed (None when it can)."""
     old, new = before.module_table.keys(), after.module_table.keys()
     # imports append to sys.modules: the same size and the same last key means nothing was
     # added, hence nothing removed (or only re-imported: ``del sys.modules[m]; import m``)
     if len(old) != len(new) or (old and next(reversed(old)) != next(reversed(new))):
         removed = sorted(old - new)
         if removed:
-            return (
-                f"removes module `{removed[0]}` from sys.modules: a restore cannot bring that back"
-            )
+            return Code.MODULE_REMOVED(module=removed[0])
         for name in sorted(new - old):
             module = after.module_table[name]
             # an import leaves modules with a spec; libraries also share private ones
@@ -487,18 +488,15 @@ def refusal(before: Snapshot, after: Snapshot) -> str:
                 getattr(module, "__spec__", None) is None
                 and not name.rpartition(".")[2].startswith("_")
             ):
-                return f"puts `{name}` into sys.modules by hand: a restore cannot bring that back"
+                return Code.MODULE_INSERTED(module=name)
     running = [
         thread
         for thread in threading.enumerate()
         if thread.ident not in before.threads and thread.is_alive() and _users_thread(thread)
     ]
     if running:
-        return (
-            f"starts thread `{running[0].name}`, still running when the cell ended: "
-            "what it does next cannot be replayed"
-        )
-    return ""
+        return Code.THREAD_RUNNING(thread=running[0].name)
+    return None
 
 
 def current(item: str, cache: dict[str, Any] | None = None) -> Any:
@@ -534,7 +532,7 @@ def imported_items(before: Snapshot, after: Snapshot) -> set[str]:
     snapshots cannot tell those attributes from what the import left: they key
     every later cell that reaches the module, as items a cell changed do.
     """
-    items = set()
+    items: set[str] = set()
     for name in after.module_table.keys() - before.module_table.keys():
         module = after.module_table[name]
         if isinstance(module, types.ModuleType) and is_local_module(name, module):

@@ -37,7 +37,7 @@ called by the engine when it stores the cell):
    descriptors it opened): opened read-only, they are reads (a reader
    outside the table that keeps its file open, ``netCDF4.Dataset``); open for
    writing, what is written after the cell cannot be stored: uncacheable.
-   Costs one listing of ``/proc/self/fd`` a recorded cell (see :func:`_open_before`).
+   Costs one listing of ``/proc/self/fd`` a recorded cell (``files.open_descriptors``).
 
 3. **Files named by string literals** of the cell or of the functions it
    calls, which exist and which the cell did not write: reads.  Conservative
@@ -52,8 +52,10 @@ whose path is computed at run time; entry points bound by name before they
 were wrapped (``from pyarrow.parquet import read_table`` run before the
 first recorded cell) and connection methods of libraries other than DuckDB, except
 through layers 2 and 3; descriptors whose number was freed and reused during
-or just before the cell.  The process's I/O counters (``/proc/self/io``) cannot single out a
-cell's native reads: they also count imports and the kernel's own reads
+or just before the cell, and one opened and kept while another closed (their
+count and the lowest free number then stay the same: ``files.open_descriptors``).
+The process's I/O counters (``/proc/self/io``) cannot single out a cell's
+native reads: they also count imports and the kernel's own reads
 (``import pandas``: 16 MB; a first ``pq.read_table`` of a 5 kB file: 64 kB),
 so they are not used.
 """
@@ -76,6 +78,7 @@ from typing import Any
 
 from . import files
 from .imports import AfterImport
+from .reasons import Code, Reason
 
 _READ, _WRITE, _OPEN, _SQL, _LAZY = "read", "write", "open", "sql", "lazy"
 
@@ -266,20 +269,17 @@ class _Recording:
     def __init__(self, watch: files.FileWatch) -> None:
         self.watch = watch
         self.handles: dict[str, dict[str, str]] = {}  # read-write handle -> digests at the call
-        self.refusals: list[str] = []
-        self.descriptors = _open_before()
+        self.refusals: list[Reason] = []
         self.lock = threading.Lock()
 
-    def refuse(self, reason: str) -> None:
+    def refuse(self, reason: Reason) -> None:
         with self.lock:
             if reason not in self.refusals:
                 self.refusals.append(reason)
 
 
 _recording: _Recording | None = None
-# (lowest free descriptor, open descriptors) when the last recording stopped
-_last_descriptors: tuple[int, set[str]] = (-1, set())
-_refusals: weakref.WeakKeyDictionary[files.FileWatch, str] = weakref.WeakKeyDictionary()
+_refusals: weakref.WeakKeyDictionary[files.FileWatch, Reason] = weakref.WeakKeyDictionary()
 # module name -> (the module, [(owner, attribute, original, wrapper)]) whose wrappers are in place
 _patched: dict[str, tuple[types.ModuleType, list[tuple[Any, str, Any, Any]]]] = {}
 
@@ -298,7 +298,7 @@ def start(watch: files.FileWatch) -> None:
                 _patch(name, module)
     except Exception:  # watching must never break the user's cell: fail towards a rerun
         if _recording is not None:
-            _recording.refuse("native file access could not be watched")
+            _recording.refuse(Code.NATIVE_UNWATCHED())
 
 
 def stop(watch: files.FileWatch) -> None:
@@ -310,7 +310,7 @@ def stop(watch: files.FileWatch) -> None:
     try:
         _settle(recording)
     except Exception:
-        recording.refuse("native file access could not be checked")
+        recording.refuse(Code.NATIVE_UNCHECKED())
     if recording.refusals:
         _refusals[watch] = recording.refusals[0]
 
@@ -326,9 +326,9 @@ def restore() -> None:
                 setattr(owner, attribute, original)
 
 
-def refusal(watch: files.FileWatch) -> str:
-    """Why what native code did during ``watch`` forbids caching the cell ('' if nothing)."""
-    return _refusals.get(watch, "")
+def refusal(watch: files.FileWatch) -> Reason | None:
+    """Why what native code did during ``watch`` forbids caching the cell (None if nothing)."""
+    return _refusals.get(watch)
 
 
 def _settle(recording: _Recording) -> None:
@@ -336,72 +336,25 @@ def _settle(recording: _Recording) -> None:
     for path, digests in recording.handles.items():
         if any(files.file_digest(name) != digest for name, digest in digests.items()):
             watch.updates.add(path)  # read and modified through the handle
-    global _last_descriptors
-    _last_descriptors = _descriptors()
-    for number in _last_descriptors[1] - recording.descriptors:
+    for number in files.open_descriptors() - watch.descriptors:
         try:
             path = os.readlink(f"/proc/self/fd/{number}")
+            if not path.startswith("/") or not watch._data(path):
+                continue  # a socket, a pipe, or not data (IPython's history journal)
             with files._OPEN(f"/proc/self/fdinfo/{number}") as info:
                 flags = next(
                     (int(line.split()[1], 8) for line in info if line.startswith("flags:")), 0
                 )
         except (OSError, ValueError):
             continue  # closed meanwhile
-        if not path.startswith("/") or not os.path.isfile(path):
+        if not os.path.isfile(path):
             continue
         if flags & os.O_ACCMODE == os.O_RDONLY:
             watch._opened(path, "r", None)
         else:
             watch._opened(path, "w", None)
             if path in watch.writes:  # a data file, not one the watch ignores
-                recording.refuse(
-                    f"leaves file `{os.path.relpath(path)}` open for writing: "
-                    "what is written to it after the cell cannot be stored"
-                )
-
-
-def _lowest_free() -> int:
-    """The number the next descriptor opened will get (``os.open`` may be the watch's
-    wrapper: duplicate one instead)."""
-    try:
-        free = os.dup(2)
-        os.close(free)
-    except OSError:  # no stderr
-        ends = os.pipe()
-        for free in sorted(ends, reverse=True):
-            os.close(free)
-    return free
-
-
-def _descriptors() -> tuple[int, set[str]]:
-    """The lowest free descriptor, and the numbers of this process's open ones.
-
-    Listing ``/proc/self/fd`` opens one more descriptor, the lowest free
-    number, which is closed again at once: left out.
-    """
-    try:
-        free = _lowest_free()
-        return free, set(os.listdir("/proc/self/fd")) - {str(free)}
-    except OSError:
-        return -1, set()
-
-
-def _open_before() -> set[str]:
-    """The descriptors open as a cell starts: the listing taken when the last recording
-    stopped, if the lowest free descriptor is still the same (any descriptor opened
-    and kept since would have taken it), else a new listing.
-
-    A listing costs 15-120 µs in a kernel (66 descriptors, a loaded machine): one a
-    cell, not two.  Missed: a descriptor closed between the cells whose number a file
-    the cell opens and keeps then takes.
-    """
-    try:
-        free = _lowest_free()
-    except OSError:
-        free = -1
-    if free >= 0 and free == _last_descriptors[0]:
-        return set(_last_descriptors[1])
-    return _descriptors()[1]
+                recording.refuse(Code.FILE_LEFT_OPEN(path=os.path.relpath(path)))
 
 
 # -- patching ----------------------------------------------------------------------
@@ -465,14 +418,14 @@ def _wrap(spec: _Spec, original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             after = _before(recording, spec, args, kwargs)
         except Exception:  # recording must never break the user's call
-            recording.refuse(f"could not see the files `{spec.attribute}` uses")
+            recording.refuse(Code.NATIVE_UNSEEN(call=spec.attribute))
             after = None
         result = original(*args, **kwargs)
         if after is not None:
             try:
                 after()
             except Exception:
-                recording.refuse(f"could not see the files `{spec.attribute}` uses")
+                recording.refuse(Code.NATIVE_UNSEEN(call=spec.attribute))
         return result
 
     setattr(wrapper, files.ORIGINAL, original)
@@ -485,7 +438,7 @@ def _patch_imported(name: str, module: types.ModuleType) -> None:
         _patch(name, module)
     except Exception:
         if _recording is not None:
-            _recording.refuse(f"could not watch the file access of `{name}`")
+            _recording.refuse(Code.NATIVE_UNPATCHED(module=name))
 
 
 #: Installed by the first recorded cell, until :func:`restore`.
@@ -530,7 +483,12 @@ def _before(
         return None
     if kind == _WRITE:
         trees = {path: _tree(path) for path in paths}
-        return lambda: [_written(recording, path, before) for path, before in trees.items()]
+
+        def written() -> None:
+            for path, before in trees.items():
+                _written(recording, path, before)
+
+        return written
     existing = [path for path in paths if os.path.isfile(path)]  # _OPEN: read and maybe modify
     for path in existing:
         digests = {
@@ -543,9 +501,13 @@ def _before(
             if digest != files.MISSING:
                 recording.watch._opened(name, "r", None)
     created = [path for path in paths if path not in existing]
-    return lambda: [
-        recording.watch._opened(path, "w", None) for path in created if os.path.isfile(path)
-    ]
+
+    def opened() -> None:
+        for path in created:
+            if os.path.isfile(path):
+                recording.watch._opened(path, "w", None)
+
+    return opened
 
 
 def _paths(recording: _Recording, spec: _Spec, value: Any) -> list[str]:
@@ -561,10 +523,7 @@ def _paths(recording: _Recording, spec: _Spec, value: Any) -> list[str]:
     if value.startswith("file:"):
         value = re.sub(r"^file:(//)?", "", value).split("?", 1)[0]
     elif "://" in value:
-        recording.refuse(
-            f"reads `{value}` through `{spec.attribute}`: remote data is not "
-            "an input incrcell can key"
-        )
+        recording.refuse(Code.REMOTE_DATA(url=value, call=spec.attribute))
         return []
     return [os.path.abspath(os.path.expanduser(value))]
 
@@ -597,10 +556,7 @@ def _listing(recording: _Recording, spec: _Spec, directory: str) -> None:
         for found in vars(watch).values()
         if isinstance(found, (set, frozenset, dict))
     ):
-        recording.refuse(
-            f"reads directory `{os.path.relpath(directory)}` through "
-            f"`{spec.attribute}`: its listing is not an input incrcell can key"
-        )
+        recording.refuse(Code.NATIVE_LISTING(path=os.path.relpath(directory), call=spec.attribute))
 
 
 def _tree(path: str) -> dict[str, tuple[int, int, int]]:
@@ -687,18 +643,18 @@ def _lazy_sources(recording: _Recording, spec: _Spec, frame: Any) -> None:
     try:
         plan = frame.explain(optimized=False)
     except Exception:
-        recording.refuse(f"`{spec.attribute}` may read files whose names incrcell cannot find")
+        recording.refuse(Code.MAYBE_UNNAMED_FILES(call=spec.attribute))
         return
     if "SCAN" not in plan:
         return  # in-memory frames only
     sources = _SCANNED.findall(plan)
     if not sources or plan.count("SCAN") != len(sources):
-        recording.refuse(f"`{spec.attribute}` reads files whose names incrcell cannot find")
+        recording.refuse(Code.UNNAMED_FILES(call=spec.attribute))
         return
     for listed in sources:
         for name in listed.split(", "):
             if name.startswith("...") or not os.path.lexists(name):
-                recording.refuse(f"`{spec.attribute}` reads files whose names incrcell cannot find")
+                recording.refuse(Code.UNNAMED_FILES(call=spec.attribute))
                 return
             _read(recording, spec, os.path.abspath(name))
 

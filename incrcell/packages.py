@@ -27,7 +27,7 @@ import site
 import sys
 import sysconfig
 import types
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,25 @@ def is_local_path(path: str | os.PathLike[str]) -> bool:
     return not real.startswith(_install_prefixes())
 
 
+def is_local_code(path: str) -> bool:
+    """:func:`is_local_path` for the file of an imported module: the real path of its
+    directory is resolved once per directory (hundreds of modules share a few dozen
+    directories, and resolving costs a ``stat`` per path component); only a file that is
+    itself a symlink is resolved whole.  Module directories do not move while a process
+    runs; data paths, which may, go through :func:`is_local_path`."""
+    directory, name = os.path.split(os.path.abspath(path))
+    if os.path.islink(path):
+        return is_local_path(path)
+    return not os.path.join(_real_directory(directory), name).startswith(_install_prefixes())
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_directory(directory: str) -> str:
+    return os.path.realpath(directory)
+
+
 @functools.cache
-def _distributions() -> dict[str, list[str]]:
+def _distributions() -> Mapping[str, list[str]]:
     # About 0.1 s on a typical environment: computed once per process.
     return importlib.metadata.packages_distributions()
 
@@ -97,7 +114,7 @@ def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
                 location = spec and (
                     spec.origin or next(iter(spec.submodule_search_locations or []), None)
                 )
-                if location and location not in ("built-in", "frozen") and is_local_path(location):
+                if location and location not in ("built-in", "frozen") and is_local_code(location):
                     todo.append(
                         _source_files(
                             spec.origin, list(spec.submodule_search_locations or []) or None
@@ -133,7 +150,8 @@ def _imported_tops(source: bytes) -> frozenset[str]:
 
 
 def _find_spec(top: str) -> Any:
-    """The spec of top-level module ``top`` (loaded or not), without importing it; None if absent."""
+    """The spec of top-level module ``top`` (loaded or not), without importing it;
+    None if absent."""
     module = sys.modules.get(top)
     if module is not None and getattr(module, "__spec__", None) is not None:
         return module.__spec__
@@ -156,7 +174,7 @@ def module_fingerprint(name: str) -> str:
     location = origin or (locations[0] if locations else None)
     if location is None:
         return STDLIB
-    if is_local_path(location):
+    if is_local_code(location):
         fingerprint = _local_source_hash(location, locations or None)
         module = sys.modules.get(top)
         if module is not None:  # the source it was (re)loaded from, as first seen

@@ -36,7 +36,6 @@ No IPython here: the glue passes IPython's transformation of a raw cell
 
 from __future__ import annotations
 
-import builtins
 import dataclasses
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -44,32 +43,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .analysis import CellAnalysis, analyse_cell
-from .engine import (
-    ERROR,
-    FORCED,
-    RAN,
-    RESTORE,
-    RESTORED,
-    RUN,
-    STATE_INPUT,
-    UNCACHEABLE,
-    CellRecord,
-    Engine,
-    cell_key,
-    cell_label,
-    files_changed,
-    key_components,
-    unhashable_input,
-)
-from .explain import BOUND, UNBOUND, explain_miss, explain_upstream
+from .engine import CellRecord, Engine, cell_label, files_changed, unhashable_input
+from .explain import explain_miss, explain_upstream
 from .fingerprint import Unhashable, ValueHasher, source_hash
+from .keying import BOUND, UNBOUND, KeyInputs, cell_key, is_variable_input, recorded_variables
 from .packages import package_versions
+from .reasons import Action, Code, Reason, State, code, text
 from .store import CacheWarning, Entry, Store, StoreError
 
-# Session states besides the engine's (RESTORED, RAN, UNCACHEABLE, ERROR).
+# Session states besides the engine's (State: restored, ran, uncacheable, error).
 STALE, NOT_RUN = "stale", "not_run"
-# Predictions besides the engine's plan actions RESTORE and RUN.
+# Predictions besides the engine's plan actions restore and run.
 UNKNOWN = "unknown"
+RESTORE, RUN = Action.RESTORE, Action.RUN
 
 #: A raw cell -> (its ``%%incrcell`` directive or None, its body, the Python IPython runs).
 Prepare = Callable[[str], tuple[str | None, str, str]]
@@ -95,10 +81,10 @@ class CellState:
     identity: str  # the engine's identity of the cell ("cell:<id>")
     execution_count: int | None
     label: str
-    state: str
-    reason: str
-    prediction: str
-    prediction_reason: str
+    state: str  # a State, STALE or NOT_RUN
+    reason: Reason | None
+    prediction: str  # RESTORE, RUN or UNKNOWN
+    prediction_reason: Reason | None
     duration: float = 0.0
     saved: float = 0.0
     reads: list[str] = field(default_factory=list)
@@ -111,9 +97,11 @@ class CellState:
             "execution_count": self.execution_count,
             "label": self.label,
             "state": self.state,
-            "reason": self.reason,
+            "reason": text(self.reason),
+            "code": code(self.reason),
             "prediction": self.prediction,
-            "prediction_reason": self.prediction_reason,
+            "prediction_reason": text(self.prediction_reason),
+            "prediction_code": code(self.prediction_reason),
             "duration": self.duration,
             "saved": self.saved,
             "reads": self.reads,
@@ -148,8 +136,7 @@ def totals(records: Iterable[CellRecord]) -> dict[str, int | float]:
     """Cells restored, ran, uncacheable and failed in this session, and the seconds saved."""
     records = list(records)
     counts: dict[str, int | float] = {
-        state: sum(r.state == state for r in records)
-        for state in (RESTORED, RAN, UNCACHEABLE, ERROR)
+        state: sum(r.state == state for r in records) for state in State
     }
     counts["saved"] = sum(r.saved for r in records)
     return counts
@@ -174,10 +161,13 @@ class Predictor:
     """States and predictions for one notebook, over one engine's session and cache."""
 
     def __init__(
-        self, engine: Engine, prepare: Prepare = _plain, refusal: Callable[[], str] = lambda: ""
+        self,
+        engine: Engine,
+        prepare: Prepare = _plain,
+        refusal: Callable[[], Reason | None] = lambda: None,
     ) -> None:
         """``prepare`` transforms a raw cell like the glue does before planning it;
-        ``refusal()`` is the reason the glue currently refuses every cell ('' if none)."""
+        ``refusal()`` is the reason the glue currently refuses every cell (None if none)."""
         self.engine = engine
         self.prepare = prepare
         self.refusal = refusal
@@ -208,17 +198,17 @@ class Predictor:
 
     def keys(self, ids: Iterable[str]) -> set[str]:
         """Every key known for these cells: last executed, last recorded, last predicted."""
-        keys = set()
+        keys: set[str] = set()
         for cell_id in ids:
             identity = f"cell:{cell_id}"
             record = self.engine.records.get(identity)
             note = self._lineage(identity)
-            keys |= {
+            candidates = (
                 record.key if record else None,
                 note.get("key") if note else None,
                 self._keys.get(identity),
-            }
-        keys.discard(None)
+            )
+            keys |= {key for key in candidates if isinstance(key, str)}
         return keys
 
     # -- the report -------------------------------------------------------------------
@@ -227,9 +217,9 @@ class Predictor:
         engine = self.engine
         try:
             store: Store | None = engine.store
-            failure = ""
+            failure = None
         except StoreError as exc:
-            store, failure = None, exc.reason
+            store, failure = None, Code.CACHE_UNUSABLE(detail=exc.reason)
         self._sync(store)
         # an unusable entry is the engine's to report, when the cell runs, under the cell
         with warnings.catch_warnings():
@@ -261,7 +251,8 @@ class Predictor:
 
     def _session_states(self) -> list[CellState]:
         """Before the frontend sent the notebook: the cells executed, in execution order."""
-        records, rows = self.engine.records, []
+        records = self.engine.records
+        rows: list[CellState] = []
         nodes = self.engine.graph.nodes()
         order = {node.cell: index for index, node in enumerate(nodes)}
         for index, node in enumerate(nodes):
@@ -269,16 +260,17 @@ class Predictor:
             producers: dict[str, list[str]] = {}
             for name, producer in sorted(node.producers.items()):
                 producers.setdefault(producer, []).append(name)
-            state, reason = record.state, record.reason
+            state: str = record.state
+            reason = record.reason
             for producer in producers:
                 if producer not in order:
                     continue
-                label = records[producer].label[:40]
+                label = f"`{records[producer].label[:40]}`"
                 if order[producer] > index:
-                    state, reason = STALE, f"`{label}` ran again after it"
+                    state, reason = STALE, Code.UPSTREAM_RAN_AGAIN(upstream=label)
                     break
                 if rows[order[producer]].state == STALE:
-                    state, reason = STALE, f"`{label}` is stale"
+                    state, reason = STALE, Code.UPSTREAM_STALE(upstream=label)
                     break
             rows.append(
                 CellState(
@@ -289,7 +281,7 @@ class Predictor:
                     state,
                     reason,
                     UNKNOWN,
-                    "the notebook's cells have not been received",
+                    Code.CELLS_NOT_RECEIVED(),
                     record.duration,
                     record.saved,
                     sorted(record.reads),
@@ -338,7 +330,9 @@ class Predictor:
 
     def _recorded(self, identity: str, store: Store | None) -> bool:
         """Whether the cell's last recorded entry is still in the cache."""
-        note = self._lineage(identity) if store is not None else None
+        if store is None:
+            return False
+        note = self._lineage(identity)
         return bool(note and isinstance(note.get("key"), str) and store.hit(note["key"]))
 
     def _digest(self, name: str, value: object) -> str | Unhashable:
@@ -368,7 +362,11 @@ class _Simulation:
     """One Run All of the notebook, in a fresh kernel, from the cache alone."""
 
     def __init__(
-        self, predictor: Predictor, namespace: Mapping[str, Any], store: Store | None, failure: str
+        self,
+        predictor: Predictor,
+        namespace: Mapping[str, Any],
+        store: Store | None,
+        failure: Reason | None,
     ) -> None:
         self.predictor = predictor
         self.engine = predictor.engine
@@ -404,15 +402,15 @@ class _Simulation:
             if current is not None:
                 reads |= current.reads
                 writes |= current.writes
-            if same:
-                reads |= {n for n in components.get("inputs", {}) if not n.startswith(STATE_INPUT)}
+            if same and components is not None:
+                reads |= recorded_variables(components)
             prediction, why, entry = self.predict(identity, p, current, components)
             if entry is not None:  # a restore binds exactly what the entry holds
                 self.values.update(dict.fromkeys(entry.deleted, UNBOUND))
                 self.values.update(entry.variables)
                 writes |= set(entry.variables) | set(entry.deleted)
             else:
-                if same and isinstance(note.get("key"), str) and self.store is not None:
+                if same and note and isinstance(note.get("key"), str) and self.store is not None:
                     last = predictor._entry(note["key"], self.store)
                     if last is not None:
                         writes |= set(last.variables) | set(last.deleted)
@@ -451,18 +449,18 @@ class _Simulation:
         current: CellRecord | None,
         depends: dict[int, list[str]],
         states: list[CellState],
-    ) -> tuple[str, str]:
+    ) -> tuple[str, Reason | None]:
         """The cell's session state and why: what its last execution did, unless stale."""
         if record is None:
-            return NOT_RUN, ""
+            return NOT_RUN, None
         if current is None:
-            return STALE, "source changed since it ran"
+            return STALE, Code.SOURCE_CHANGED_SINCE()
         for j in sorted(depends):
             upstream = states[j]
             if upstream.state == STALE:
-                return STALE, f"{_upstream(j, upstream.label)} is stale"
+                return STALE, Code.UPSTREAM_STALE(upstream=_upstream(j, upstream.label))
             if self.order.get(upstream.identity, -1) > self.order.get(identity, -1):
-                return STALE, f"{_upstream(j, upstream.label)} ran again after it"
+                return STALE, Code.UPSTREAM_RAN_AGAIN(upstream=_upstream(j, upstream.label))
         return record.state, record.reason
 
     def predict(
@@ -471,70 +469,73 @@ class _Simulation:
         p: _Parsed,
         current: CellRecord | None,
         components: dict[str, Any] | None,
-    ) -> tuple[str, str, Entry | None]:
+    ) -> tuple[str, Reason | None, Entry | None]:
         """(prediction, why, the entry a restore would use) for one cell; records its key."""
         if self.store is None:
             return UNKNOWN, self.failure, None
         refusal = self.engine.refusal(p.analysis, p.directive, self.refusal)
-        if refusal:
+        if refusal is not None or p.analysis is None:
             return RUN, refusal, None
         if p.directive == "rerun":
-            return RUN, FORCED, None
+            return RUN, Code.FORCED(), None
         # why it was not stored last time, if it was not: better than "nothing recorded"
-        unstored = current.reason if current and current.state in (UNCACHEABLE, ERROR) else ""
+        unstored = (
+            current.reason
+            if current and current.state in (State.UNCACHEABLE, State.ERROR)
+            else None
+        )
         if components is None:
             return RUN, unstored or explain_miss(None, {}), None
-        assert p.analysis is not None
         recorded = components.get("inputs", {})
-        inputs: dict[str, str] = {}
+        inputs = KeyInputs()  # by the engine's rule (keying.py), from the simulation
         for name in sorted(set(recorded) | p.analysis.reads | p.analysis.unbinds):
-            if not name.isidentifier():
+            if not is_variable_input(name):
                 # not a variable (e.g. an environment variable the cell reads): the
                 # engine alone knows how to read it; assume it is as recorded
-                inputs[name] = recorded[name]
-                continue
-            existence = (
+                inputs.recorded(name, recorded[name])
+            elif (
                 name in p.analysis.unbinds
                 and name not in p.analysis.reads
                 and recorded.get(name, UNBOUND) in (BOUND, UNBOUND)
-            )
-            value = self.input(name, existence)
-            if isinstance(value, int):
-                return RUN, explain_upstream(name, _upstream(value, self.labels[value])), None
-            if isinstance(value, Unhashable):
-                return RUN, unhashable_input(name, self.namespace[name], value), None
-            if value is not None:
-                inputs[name] = value
+            ):
+                inputs.existence(name, self.bound(name))
+            else:
+                value = self.input(name)
+                if isinstance(value, int):
+                    upstream = _upstream(value, self.labels[value])
+                    return RUN, explain_upstream(name, upstream), None
+                if isinstance(value, Unhashable):
+                    return RUN, unhashable_input(name, self.namespace[name], value), None
+                inputs.read(name, value)
         names = frozenset(components.get("packages", {})) | p.analysis.imports
         if names not in self.packages:
             self.packages[names] = package_versions(names)
-        now = key_components(p.digest, inputs, self.packages[names])
+        now = inputs.components(p.digest, self.packages[names])
         key = self.predictor._keys[identity] = cell_key(now)
         entry = self.predictor._entry(key, self.store)
         if entry is None:
             return RUN, unstored or explain_miss(components, now), None
         changed = files_changed(entry)
-        if changed:
+        if changed is not None:
             return RUN, changed, None
-        return RESTORE, "source and inputs unchanged", entry
+        return RESTORE, Code.UNCHANGED(), entry
 
-    def input(self, name: str, existence: bool) -> str | int | Unhashable | None:
-        """What the key would hold for ``name`` at this point of the Run All.
-
-        A digest hex, UNBOUND or BOUND; the position of the cell that will run
-        and set it (unknown until then); an Unhashable namespace value; None
-        when it is no input at all (an unbound builtin), as in the engine.
-        """
+    def bound(self, name: str) -> bool:
+        """Whether ``name`` is bound at this point of the Run All."""
         if name in self.values:
-            value = self.values[name]
-            if existence:
-                return UNBOUND if value == UNBOUND else BOUND
-            return None if value == UNBOUND and hasattr(builtins, name) else value
+            return self.values[name] != UNBOUND
         # In a fresh kernel a name some cell writes is unbound until that cell runs;
         # a name no cell writes can only come from outside the notebook, as it is now.
-        bound = name not in self.written and name in self.namespace
-        if existence:
-            return BOUND if bound else UNBOUND
-        if bound:
+        return name not in self.written and name in self.namespace
+
+    def input(self, name: str) -> str | int | Unhashable | None:
+        """What ``name`` holds at this point of the Run All: a digest hex; the position
+        of the cell that will run and set it (unknown until then); an Unhashable
+        namespace value; None when unbound.
+        """
+        value = self.values.get(name)
+        if value is not None:
+            return None if value == UNBOUND else value
+        if self.bound(name):
             return self.predictor._digest(name, self.namespace[name])
-        return None if hasattr(builtins, name) else UNBOUND
+        return None

@@ -269,10 +269,10 @@ class _Pickler(pickle.Pickler):
         self._own = own
         self._anchors = anchors  # id of the memory's owner -> arrays stored (or referred to)
 
-    def reducer_override(self, obj: object) -> object:
+    def reducer_override(self, obj: Any) -> str | tuple[Any, ...]:
         if _is_code_by_value(obj):
             if id(obj) not in self._own and notebook_definition(obj):
-                return _main_reference, (obj.__qualname__,)  # type: ignore[union-attr]
+                return _main_reference, (obj.__qualname__,)
             return _code_by_value(obj, self._own)
         cls = type(obj)
         if _is_code_by_value(cls):
@@ -317,7 +317,7 @@ class _RefPickler(_Pickler):
             raise Shared(self._inside[id(obj)])
         return name
 
-    def reducer_override(self, obj: object) -> object:
+    def reducer_override(self, obj: Any) -> str | tuple[Any, ...]:
         if _is_ndarray(type(obj)) and obj.base is not None:
             for base in map(id, array_bases(obj)):
                 if base in self._refs:
@@ -446,7 +446,8 @@ def dumps(
     notebook definitions among them go by value.  ``refs`` maps notebook names
     to the objects bound to them that must be stored as references to those
     names, so that a load shares them with the namespace instead of copying;
-    meeting an object of ``inside`` raises :class:`Shared`.  Everything is built in memory, so a failure leaves nothing behind.
+    meeting an object of ``inside`` raises :class:`Shared`.  Everything is built in
+    memory, so a failure leaves nothing behind.
     """
     buffers: list[memoryview] = []
     file = io.BytesIO()

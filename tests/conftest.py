@@ -1,13 +1,41 @@
+"""Fixtures shared by the suite, and the markers of what a test needs.
+
+Markers (registered in pyproject.toml; ``--strict-markers`` refuses others):
+``kernel`` starts real IPython kernels, ``browser`` drives JupyterLab in
+chromium, ``slow`` takes long at the default settings (2,000 generated
+sequences, the demo notebooks), ``lint`` runs the style checks.  The inner
+loop in CONTRIBUTING.md deselects them.  ``kernel`` is set here, on every test
+that starts a kernel itself or through one of its fixtures (any code naming
+``Kernel`` or ``run_notebook``), so that a new kernel test cannot forget it.
+"""
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from kernel import Kernel  # noqa: E402
+from kernel import Kernel
+
+# The names in tests/kernel.py that start real kernels.
+_STARTS_KERNELS = frozenset({"Kernel", "run_notebook"})
+
+
+def _starts_kernels(function: Callable[..., object] | None) -> bool:
+    code = getattr(function, "__code__", None)
+    return code is not None and not _STARTS_KERNELS.isdisjoint(code.co_names)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        fixtures = [defs[-1].func for defs in info.name2fixturedefs.values()] if info else []
+        if any(map(_starts_kernels, [getattr(item, "function", None), *fixtures])):
+            item.add_marker(pytest.mark.kernel)
 
 
 @pytest.fixture

@@ -61,11 +61,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import strategies as st
-
 from IPython.core.interactiveshell import _modified_open
 
-from harness import Outcome, Session, run_code
 from incrcell import packages
+
+from harness import Outcome, Session, run_code
 
 # --------------------------------------------------------------------------- mechanisms
 
@@ -722,7 +722,7 @@ def helpers_source(level: int = 2, op: str = "x * LEVEL") -> str:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def parquet_file(values: tuple[int, ...]) -> bytes:
     """A parquet file (pyarrow) of a frame with columns x (``values``) and y."""
     buffer = io.BytesIO()
@@ -740,7 +740,7 @@ def _sqlite_rows(content: bytes) -> list[int]:
         con.close()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sqlite_file(values: tuple[int, ...]) -> bytes:
     """A sqlite database with one table ``t(v integer)`` holding ``values``."""
     with tempfile.TemporaryDirectory() as directory:
@@ -786,7 +786,7 @@ def _make_way(directory: Path, workdir: Path) -> None:
     where a directory goes (``shutil.move(f, 'runs')``) is removed first."""
     for part in [*reversed(directory.relative_to(workdir).parents), directory.relative_to(workdir)]:
         place = workdir / part
-        if place != workdir and (place.is_symlink() or place.exists() and not place.is_dir()):
+        if place != workdir and (place.is_symlink() or (place.exists() and not place.is_dir())):
             place.unlink()
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -1489,8 +1489,10 @@ def check(sequence: Sequence, work: Path, mirror: Path, tested: Executor, plain:
         shutil.copytree(work, mirror, dirs_exist_ok=True)
         if number == 1 or not step.same_kernel:
             _both(tested, plain, lambda kernel: kernel.restart())
-        got, expected = _both(
-            tested, plain, lambda kernel: kernel.run_all(cells, step.continue_on_error)
+        got, expected = _both(  # (B023: the lambda runs at once, in this iteration)
+            tested,
+            plain,
+            lambda kernel: kernel.run_all(cells, step.continue_on_error),  # noqa: B023
         )
         history.append(_report_run(number, step, cells, got))
         where = _first_cell_difference(expected, got)

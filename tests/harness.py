@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from incrcell.config import Config
-from incrcell.engine import RESTORE, CellRecord, Engine, Plan
+from incrcell.engine import CellRecord, Engine, Plan, Restore
 from incrcell.store.signing import KEY_ENV, signing_key
 
 
@@ -73,18 +73,17 @@ class Outcome:
 
     @property
     def ran(self) -> bool:
-        return self.plan.action != RESTORE
+        return not isinstance(self.plan, Restore)
 
     @property
     def restored(self) -> bool:
-        return self.plan.action == RESTORE
+        return isinstance(self.plan, Restore)
 
     @property
     def shown(self) -> str:
         """The stdout a user sees under the cell: printed by its code, or replayed on a hit."""
-        if not self.restored:
+        if not isinstance(self.plan, Restore):
             return self.stdout
-        assert self.plan.entry is not None
         return "".join(
             o["text"]
             for o in self.plan.entry.outputs
@@ -101,26 +100,21 @@ def run_cell(
 ) -> Outcome:
     """One cell execution, as the IPython hooks drive the engine."""
     plan = engine.plan(source, ns, cell_id=cell_id, execution_count=execution_count)
-    if plan.action == RESTORE:
-        assert plan.entry is not None
+    if isinstance(plan, Restore):
         value = engine.restore(plan, ns)
         record = engine.finish(
             plan, ns, success=True, outputs=list(plan.entry.outputs), result=value
         )
         return Outcome(plan, record, value, "")
-    watch = engine.watch_files().start()
-    seeds = engine.watch_seeds(plan).start()
-    try:
+    recording = engine.recording(plan)  # None: nothing of its run is stored
+    with recording.running() if recording is not None else contextlib.nullcontext():
         ran = run_code(source, ns, f"<cell {execution_count}>")
-    finally:
-        watch.stop()
-        seeds.stop()
     if ran.error is not None:
-        record = engine.finish(plan, ns, success=False, files=watch, seeds=seeds)
+        record = engine.finish(plan, ns, success=False, recording=recording)
         return Outcome(plan, record, None, ran.stdout, ran.error)
     outputs = [{"type": "stream", "name": "stdout", "text": ran.stdout}] if ran.stdout else []
     record = engine.finish(
-        plan, ns, success=True, outputs=outputs, result=ran.value, files=watch, seeds=seeds
+        plan, ns, success=True, outputs=outputs, result=ran.value, recording=recording
     )
     return Outcome(plan, record, ran.value, ran.stdout)
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import tomllib
 
 from incrcell import cli
 from incrcell.serialise import dumps
-from incrcell.store import FORMAT_VERSION, Entry, Signer, open_store
+from incrcell.store import FORMAT_VERSION, Entry, Signer, open_store, signing_key
 from incrcell.store.signing import private_text
 
 KEY = b"k" * 32
@@ -23,7 +24,7 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     values = {
         "INCRCELL_CACHE_DIR": str(tmp_path / "cache"),
         "INCRCELL_SIGNING_KEY": private_text(KEY),
@@ -32,7 +33,11 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
-    return values
+    # the key is read once per process: an earlier test's key would sign and verify the
+    # in-process commands (ls then finds no entry it trusts)
+    signing_key.cache_clear()
+    yield values
+    signing_key.cache_clear()
 
 
 def fill(cache: str, sizes: list[int]) -> list[str]:

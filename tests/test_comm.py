@@ -147,6 +147,8 @@ def test_states_predictions_and_restart(kernel: Kernel):
     assert (
         by_id(first)["data"]["prediction_reason"] == "first run: nothing recorded for this cell yet"
     )
+    assert by_id(first)["data"]["prediction_code"] == "FIRST_RUN"
+    assert by_id(first)["data"]["code"] == "FIRST_RUN"  # not run: why it would run
 
     for cell_id, source in CELLS[1:]:
         msg_id = kernel.send(source, cell_id)
@@ -179,6 +181,10 @@ def test_states_predictions_and_restart(kernel: Kernel):
     assert cells["feat"]["prediction_reason"] == (
         "input `scale` comes from cell 3 `scale = 3`, which will run"
     )
+    assert (cells["scale"]["prediction_code"], cells["feat"]["prediction_code"]) == (
+        "SOURCE_CHANGED",
+        "UPSTREAM_RUNS",
+    )
 
     runs = kernel.run_all(edited[1:])
     assert [r.restored for r in runs] == [True, False, False, True, False]
@@ -192,6 +198,8 @@ def test_states_predictions_and_restart(kernel: Kernel):
         "tail": "ran",
     }
     assert by_id(state)["feat"]["reason"] == "input `scale` changed"
+    assert by_id(state)["feat"]["code"] == "INPUT_CHANGED"
+    assert by_id(state)["data"]["code"] == "" and by_id(state)["data"]["reason"] == ""
     assert state["totals"]["restored"] == 2 and state["totals"]["saved"] >= 0
     assert state["stale"] == []
 
@@ -200,6 +208,8 @@ def test_states_predictions_and_restart(kernel: Kernel):
     assert state["stale"] == ["scale", "feat", "tail"]
     assert by_id(state)["scale"]["reason"] == "source changed since it ran"
     assert by_id(state)["tail"]["reason"] == "cell 4 `feat = [x * scale for x in data]` is stale"
+    assert by_id(state)["scale"]["code"] == "SOURCE_CHANGED_SINCE"
+    assert by_id(state)["tail"]["code"] == "UPSTREAM_STALE"
     assert by_id(state)["tail"]["prediction"] == "run"
     status = kernel.run("%incrcell status", "status").stdout  # says the same
     assert "3 stale" in status and "source changed since it ran" in status
@@ -219,6 +229,7 @@ def test_invalidate_clear_enable(kernel: Kernel):
     assert by_id(state)["feat"]["prediction_reason"] == (
         "its cache entry was cleared or could not be read"
     )
+    assert by_id(state)["feat"]["prediction_code"] == "ENTRY_MISSING"
     assert by_id(state)["feat"]["state"] == "ran"  # what happened stays true
     assert by_id(state)["tail"]["prediction"] == "run"
     assert by_id(state)["data"]["prediction"] == "restore"

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from kernel import LOAD, Kernel
 
 ROOT = Path(__file__).parent.parent
@@ -83,7 +84,7 @@ def run_everywhere(kernels: list[Kernel]) -> list[list]:
     def drive(k: int) -> None:
         try:
             results[k] = kernels[k].run_all(notebook(k))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=drive, args=(k,)) for k in range(len(kernels))]

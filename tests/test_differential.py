@@ -41,7 +41,6 @@ from differential import (
     VENDOR,
     CellResult,
     Cells,
-    Divergence,
     Edit,
     Sequence,
     Step,
@@ -108,6 +107,7 @@ def test_generated_cells_are_valid_python(data):
     ast.parse(TransformerManager().transform_cell(source))  # IPython's syntax: cell magics
 
 
+@pytest.mark.slow
 @_settings(max(EXAMPLES // 10, 20))
 @given(sequence=sequences(SIMULATED))
 def test_plain_runs_are_deterministic(sequence, tmp_path):
@@ -118,6 +118,7 @@ def test_plain_runs_are_deterministic(sequence, tmp_path):
 # --------------------------------------------------------------------------- random sequences
 
 
+@pytest.mark.slow
 @_settings(EXAMPLES)
 @given(sequence=sequences(SIMULATED))
 def test_incrcell_matches_plain_with_every_mechanism(sequence, tmp_path):
@@ -654,7 +655,9 @@ def _cell_result(cell_id: str, execution: Execution) -> CellResult:
 @pytest.fixture
 def real_kernels(tmp_path: Path, cache_env: dict[str, str]):
     """(incrcell kernel, plain kernel, incrcell's working directory, plain's), started once."""
-    env = {**cache_env, "PYTHONPATH": str(Path(__file__).parent)}
+    # the tests directory, and whatever incrcell the tests themselves import (a worktree's)
+    path = [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**cache_env, "PYTHONPATH": os.pathsep.join(path)}
     work, mirror = tmp_path / "work", tmp_path / "plain"
     work.mkdir()
     mirror.mkdir()
@@ -691,7 +694,7 @@ def test_real_kernels_match_with_magics_and_streams(real_kernels, sequence):
 
 
 def _check_real(real_kernels, cells: Cells, *later: Step) -> None:
-    tested, plain, work, mirror, cache = real_kernels
+    tested, plain, work, mirror, _cache = real_kernels
     check(runs(cells, *later), work, mirror, tested, plain)
 
 

@@ -6,50 +6,57 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from incrcell.effects import find_effects
+from incrcell.engine import RESTORE, RUN
+from incrcell.reasons import Code
+
 from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
 
 
 @pytest.fixture
-def session(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+def session(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """``session()``: a fresh engine and namespace on the shared cache (a kernel restart)."""
     return lambda: Session(cache_dir, monkeypatch)
-
-
-from incrcell.effects import find_effects
-from incrcell.engine import RESTORE, RUN
 
 
 @pytest.mark.parametrize(
     "source, effect",
     [
-        ("import time\nt = time.time()", "reads the clock"),
-        ("import time as tm\nt = tm.perf_counter()", "reads the clock"),
-        ("from time import time\nt = time()", "reads the clock"),
-        ("import datetime\nd = datetime.datetime.now()", "reads the clock"),
-        ("from datetime import date\nd = date.today()", "reads the clock"),
-        ("import pandas as pd\nd = pd.Timestamp.now()", "reads the clock"),
-        ("import os\nkey = os.urandom(8)", "fresh entropy"),
-        ("import uuid\nu = uuid.uuid4()", "fresh entropy"),
-        ("import secrets\nt = secrets.token_hex()", "fresh entropy"),
-        ("import numpy as np\nrng = np.random.default_rng()", "fresh entropy"),
-        ("import socket\ns = socket.create_connection(('127.0.0.1', 1))", "uses the network"),
-        ("import urllib.request\nr = urllib.request.urlopen('http://x')", "uses the network"),
-        ("import subprocess\nsubprocess.run(['true'])", "runs other processes"),
-        ("import os\nos.system('true')", "runs other processes"),
-        ("name = input('name? ')", "keyboard input"),
-        ("import os\nos.putenv('X', '1')", "sets environment variables"),
-        ("import os\nenv = dict(os.environ)", "reads the environment"),
-        ("import os\nv = os.environ[k]", "reads the environment"),
-        ("import matplotlib\nmatplotlib.use('agg')", "process-wide settings"),
-        ("import helpers\nhelpers.CONFIG['k'] = 0", "object held by module `helpers`"),
-        ("import helpers\nhelpers.CONFIG.mode = 0", "object held by module `helpers`"),
-        ("x = id(y)", "name this process"),
-        ("import os\npid = os.getpid()", "name this process"),
-        ("import threading\nt = threading.get_ident()", "name this process"),
+        ("import time\nt = time.time()", "clock"),
+        ("import time as tm\nt = tm.perf_counter()", "clock"),
+        ("from time import time\nt = time()", "clock"),
+        ("import datetime\nd = datetime.datetime.now()", "clock"),
+        ("from datetime import date\nd = date.today()", "clock"),
+        ("import pandas as pd\nd = pd.Timestamp.now()", "clock"),
+        ("import os\nkey = os.urandom(8)", "entropy"),
+        ("import uuid\nu = uuid.uuid4()", "entropy"),
+        ("import secrets\nt = secrets.token_hex()", "entropy"),
+        ("import numpy as np\nrng = np.random.default_rng()", "entropy"),
+        ("import socket\ns = socket.create_connection(('127.0.0.1', 1))", "network"),
+        ("import urllib.request\nr = urllib.request.urlopen('http://x')", "network"),
+        ("import subprocess\nsubprocess.run(['true'])", "processes"),
+        ("import os\nos.system('true')", "processes"),
+        ("name = input('name? ')", "keyboard"),
+        ("import os\nos.putenv('X', '1')", "setenv"),
+        ("import os\nenv = dict(os.environ)", Code.ENVIRONMENT_DYNAMIC()),
+        ("import os\nv = os.environ[k]", Code.ENVIRONMENT_DYNAMIC()),
+        ("import matplotlib\nmatplotlib.use('agg')", "settings"),
+        ("import helpers\nhelpers.CONFIG['k'] = 0", Code.MODULE_OBJECT_CHANGED(module="helpers")),
+        ("import helpers\nhelpers.CONFIG.mode = 0", Code.MODULE_OBJECT_CHANGED(module="helpers")),
+        ("x = id(y)", "process identity"),
+        ("import os\npid = os.getpid()", "process identity"),
+        ("import threading\nt = threading.get_ident()", "process identity"),
     ],
 )
 def test_effects_are_found(source, effect):
-    assert effect in find_effects(source, {}).reason
+    """``effect``: the kind of an EFFECT (reasons.EFFECTS), or the whole reason."""
+    reason = find_effects(source, {}).reason
+    if isinstance(effect, str):
+        assert reason is not None and reason.code is Code.EFFECT, reason
+        assert reason.details["kind"] == effect
+    else:
+        assert reason == effect
 
 
 @pytest.mark.parametrize(
@@ -71,7 +78,7 @@ def test_effects_are_found(source, effect):
     ],
 )
 def test_ordinary_code_is_not_flagged(source):
-    assert find_effects(source, {}).reason == ""
+    assert find_effects(source, {}).reason is None
 
 
 def test_module_attribute_stores_are_noted_for_the_snapshot():
@@ -79,43 +86,44 @@ def test_module_attribute_stores_are_noted_for_the_snapshot():
 
     helpers = types.ModuleType("helpers")
     effects = find_effects("helpers.LEVEL = 0", {"helpers": helpers})
-    assert effects.reason == "" and effects.stores == {"helpers"}
-    assert (
-        "object held by module `helpers`"
-        in find_effects("helpers.LEVEL[0] = 0", {"helpers": helpers}).reason
-    )
+    assert effects.reason is None and effects.stores == {"helpers"}
+    assert find_effects(
+        "helpers.LEVEL[0] = 0", {"helpers": helpers}
+    ).reason == Code.MODULE_OBJECT_CHANGED(module="helpers")
 
 
 def test_a_builtin_that_names_the_process_through_an_earlier_function(session):
     k = session()
     k.run("def key(o):\n    return id(o)", "a")
     plan = k.plan("k = key([])", "b")
-    assert (
-        plan.action == RUN
-        and "calls `key`, which reads values that name this process" in plan.reason
-    )
+    assert plan.action == RUN
+    assert plan.reason == Code.VARIES(Code.EFFECT_CALLED(function="key", kind="process identity"))
 
 
 def test_names_imported_in_an_earlier_cell_are_resolved():
     import time
     from datetime import datetime
 
-    assert "reads the clock" in find_effects("t = now()", {"now": time.time}).reason
-    assert "reads the clock" in find_effects("d = dt.now()", {"dt": datetime}).reason
+    assert find_effects("t = now()", {"now": time.time}).reason == Code.EFFECT(
+        kind="clock", call="time.time"
+    )
+    assert find_effects("d = dt.now()", {"dt": datetime}).reason == Code.EFFECT(
+        kind="clock", call="datetime.datetime.now"
+    )
 
 
 def test_literal_environment_reads_are_inputs():
     effects = find_effects(
         "import os\na = os.environ['A']\nb = os.getenv('B', 'x')\nc = os.environ.get('C')", {}
     )
-    assert effects.reason == "" and effects.environment == {"A", "B", "C"}
+    assert effects.reason is None and effects.environment == {"A", "B", "C"}
 
 
 def test_uncacheable_cell_says_why_and_cache_directive_overrides(session):
     k = session()
     plan = k.plan("import time\nstarted = time.time()", "a")
-    assert plan.action == RUN and "reads the clock (`time.time`)" in plan.reason
-    assert "%%incrcell cache" in plan.reason
+    assert plan.action == RUN
+    assert plan.reason == Code.VARIES(Code.EFFECT(kind="clock", call="time.time"))
     assert (
         k.engine.plan(
             "import time\nstarted = time.time()", k.ns, cell_id="a", directive="cache"
@@ -128,7 +136,8 @@ def test_a_function_from_an_earlier_cell_that_reads_the_clock(session):
     k = session()
     k.run("import time\ndef stamp():\n    return time.time()", "a")
     plan = k.plan("s = stamp()", "b")
-    assert plan.action == RUN and "calls `stamp`, which reads the clock" in plan.reason
+    assert plan.action == RUN
+    assert plan.reason == Code.VARIES(Code.EFFECT_CALLED(function="stamp", kind="clock"))
 
 
 def test_environment_variables_are_keyed_by_value(session, monkeypatch):
@@ -138,7 +147,9 @@ def test_environment_variables_are_keyed_by_value(session, monkeypatch):
     assert session().run(cell, "a").restored
     monkeypatch.setenv("INCRCELL_TEST_ROOT", "/b")
     again = session().run(cell, "a")
-    assert again.ran and "os.environ['INCRCELL_TEST_ROOT']" in again.plan.reason
+    assert again.ran and again.plan.reason == Code.INPUT_CHANGED(
+        name="os.environ['INCRCELL_TEST_ROOT']"
+    )
     assert again.plan.action != RESTORE
 
 
@@ -237,7 +248,8 @@ def test_a_setting_keys_the_cells_after_the_one_that_changed_it(session, pristin
     pristine()
     k = session()
     edited = k.run_all([("a", "import decimal\ndecimal.getcontext().prec = 6"), ("b", reader)])
-    assert edited["b"].ran and "decimal context" in edited["b"].plan.reason
+    assert edited["b"].ran and Code.INPUT_CHANGED in edited["b"].plan.reason
+    assert "decimal context" in edited["b"].plan.reason.find(Code.INPUT_CHANGED).details["name"]
     assert k.ns["third"] == "0.333333"
 
 
@@ -247,7 +259,7 @@ def test_the_value_a_change_started_from_is_an_input(session, pristine, monkeypa
     pristine()
     monkeypatch.syspath_prepend("incrcell-elsewhere")
     again = session().run(cell, "a")
-    assert again.ran and "sys.path" in again.plan.reason, again.plan.reason
+    assert again.ran and again.plan.reason == Code.INTERPRETER_STATE(item="sys.path")
     assert sys.path[-1] == "incrcell-test-dir"
 
 
@@ -276,11 +288,11 @@ def test_a_module_attribute_set_through_a_function_is_replayed(session, pristine
         (
             "import threading\ndef work():\n    threading.Event().wait(30)\n"
             "threading.Thread(target=work, name='incrcell-worker', daemon=True).start()",
-            "starts thread `incrcell-worker`",
+            Code.THREAD_RUNNING(thread="incrcell-worker"),
         ),
         (
             "import sys\ndef drop(name):\n    sys.modules.pop(name)\ndrop('colorsys')",
-            "removes module `colorsys` from sys.modules",
+            Code.MODULE_REMOVED(module="colorsys"),
         ),
     ],
 )
@@ -288,7 +300,7 @@ def test_interpreter_changes_a_restore_cannot_bring_back(session, source, reason
     import colorsys  # noqa: F401  (in sys.modules before the cell)
 
     outcome = session().run(source, "a")
-    assert outcome.record.state == "uncacheable" and reason in outcome.record.reason
+    assert outcome.record.state == "uncacheable" and outcome.record.reason == reason
 
 
 def test_a_cell_that_changes_directory_and_reads_a_file_there(
@@ -316,4 +328,6 @@ def test_a_cell_that_changes_directory_and_reads_a_file_there(
     os.chdir(tmp_path)
     os.rmdir(tmp_path / "sub")
     missing = session().plan("import os\nos.makedirs('sub', exist_ok=True)\nos.chdir('sub')", "b")
-    assert missing.action != RESTORE and "no longer exists" in missing.reason
+    assert missing.action != RESTORE and missing.reason == Code.CWD_GONE(
+        directory=str(tmp_path / "sub")
+    )

@@ -25,11 +25,11 @@ import pytest
 import incrcell.engine as engine_module
 from incrcell.config import Config
 from incrcell.engine import ERROR, RAN, RECORD, RESTORE, RESTORED, RUN, UNCACHEABLE, Engine
-from incrcell.store.signing import KEY_ENV, signing_key
+from incrcell.reasons import Code
 from incrcell.store import FORMAT_VERSION, CacheWarning
+from incrcell.store.signing import KEY_ENV, signing_key
 
 from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
-
 
 # --------------------------------------------------------------------------- harness
 
@@ -91,7 +91,7 @@ def test_hit_after_restart_restores_values_without_running(kernel, probe):
     assert runs["derived"].plan.entry.outputs == [
         {"type": "stream", "name": "stdout", "text": "3\n"}
     ]
-    assert runs["derived"].record.reason == ""
+    assert runs["derived"].record.reason is None
 
 
 def test_values_are_restored_with_their_types(kernel):
@@ -167,15 +167,15 @@ def test_any_code_change_misses_with_source_changed(kernel, edited):
     kernel().run("x = [1, 2, 3]", "a")
     outcome = kernel().run(edited, "a")
     assert outcome.plan.action == RECORD
-    assert outcome.plan.reason == "source changed"
-    assert outcome.record.reason == "source changed"
+    assert outcome.plan.reason == Code.SOURCE_CHANGED()
+    assert outcome.record.reason == Code.SOURCE_CHANGED()
 
 
 def test_without_a_cell_id_an_edit_is_a_new_cell(kernel):
     kernel().run("x = 1")
     outcome = kernel().run("x = 2")
     assert outcome.plan.action == RECORD
-    assert outcome.plan.reason.startswith("first run")
+    assert outcome.plan.reason == Code.FIRST_RUN()
     assert kernel().run("x = 1").restored  # keyed by content: the old version still hits
 
 
@@ -195,11 +195,11 @@ def test_input_change_invalidates_dependents_only(kernel):
     kernel().run_all(CHAIN)
     second = kernel()
     runs = second.run_all([(cid, "x = 2" if cid == "x" else src) for cid, src in CHAIN])
-    assert runs["x"].plan.reason == "source changed"
-    assert runs["y"].ran and runs["y"].plan.reason == "input `x` changed"
-    assert runs["z"].ran and runs["z"].plan.reason == "input `y` changed"
+    assert runs["x"].plan.reason == Code.SOURCE_CHANGED()
+    assert runs["y"].ran and runs["y"].plan.reason == Code.INPUT_CHANGED(name="x")
+    assert runs["z"].ran and runs["z"].plan.reason == Code.INPUT_CHANGED(name="y")
     assert runs["other"].restored
-    assert runs["both"].ran and runs["both"].plan.reason == "input `z` changed"
+    assert runs["both"].ran and runs["both"].plan.reason == Code.INPUT_CHANGED(name="z")
     assert (second.ns["y"], second.ns["z"], second.ns["v"]) == (3, 30, "independent30")
 
 
@@ -208,7 +208,7 @@ def test_input_changed_in_the_same_session(kernel):
     k.run_all(CHAIN)
     k.run("x = 5", "set-x")
     again = k.run("y = x + 1", "y")
-    assert again.ran and again.plan.reason == "input `x` changed" and k.ns["y"] == 6
+    assert again.ran and again.plan.reason == Code.INPUT_CHANGED(name="x") and k.ns["y"] == 6
     k.run("x = 1", "set-x")
     assert k.run("y = x + 1", "y").restored and k.ns["y"] == 2
 
@@ -227,7 +227,7 @@ def test_builtin_shadowed_by_a_notebook_name_is_an_input(kernel):
     k.run("n = len([1, 2, 3])", "n")
     k.run("def len(x):\n    return 99", "shadow")
     outcome = k.run("n = len([1, 2, 3])", "n")
-    assert outcome.ran and "new input `len`" in outcome.plan.reason
+    assert outcome.ran and Code.NEW_INPUT(name="len") in outcome.plan.reason
     assert k.ns["n"] == 99
 
 
@@ -323,7 +323,7 @@ def test_mutation_after_restore_of_a_different_upstream_value(kernel):
     kernel().run_all(cells)
     second = kernel()
     runs = second.run_all([("make", "lst = [7]"), *cells[1:]])
-    assert runs["mutate"].ran and runs["mutate"].plan.reason == "input `lst` changed"
+    assert runs["mutate"].ran and runs["mutate"].plan.reason == Code.INPUT_CHANGED(name="lst")
     assert runs["after"].ran and second.ns["n"] == 2 and second.ns["lst"] == [7, 3]
 
 
@@ -381,7 +381,7 @@ def test_call_is_keyed_on_the_globals_the_function_reads(kernel):
     runs = second.run_all([("k", "k = 3"), *FUNCTION_CELLS[1:]])
     assert runs["def"].restored  # defining f does not read k
     assert runs["call"].ran
-    assert "input `k` changed" in runs["call"].plan.reason
+    assert Code.INPUT_CHANGED(name="k") in runs["call"].plan.reason
     assert second.ns["y"] == 30
 
 
@@ -397,7 +397,7 @@ def test_call_reaches_globals_through_other_functions(kernel):
     assert k.ns["y"] == 6
     k.run("k = 5", "k")
     again = k.run("y = outer()", "call")
-    assert again.ran and "input `k` changed" in again.plan.reason and k.ns["y"] == 12
+    assert again.ran and Code.INPUT_CHANGED(name="k") in again.plan.reason and k.ns["y"] == 12
 
 
 def test_redefined_function_misses_its_callers(kernel):
@@ -405,7 +405,7 @@ def test_redefined_function_misses_its_callers(kernel):
     k.run_all(FUNCTION_CELLS)
     k.run("def f():\n    return k * 100", "def")
     again = k.run("y = f()", "call")
-    assert again.ran and "input `f` changed" in again.plan.reason and k.ns["y"] == 200
+    assert again.ran and Code.INPUT_CHANGED(name="f") in again.plan.reason and k.ns["y"] == 200
 
 
 def test_global_writes_inside_a_called_function_are_restored(kernel):
@@ -488,8 +488,8 @@ def test_changed_class_is_never_restored_under(kernel):
     kernel().run_all(CLASS_CELLS)
     second = kernel()
     runs = second.run_all([("A", CLASS_A2), *CLASS_CELLS[1:]])
-    assert runs["A"].ran and runs["A"].plan.reason == "source changed"
-    assert runs["B"].ran and "input `C` changed" in runs["B"].plan.reason
+    assert runs["A"].ran and runs["A"].plan.reason == Code.SOURCE_CHANGED()
+    assert runs["B"].ran and Code.INPUT_CHANGED(name="C") in runs["B"].plan.reason
     assert runs["use"].ran
     ns = second.ns
     assert isinstance(ns["c"], ns["C"]) and ns["c"].double() == 63 and ns["result"] == 63
@@ -523,7 +523,7 @@ def test_instance_restored_in_another_session_whose_class_changed(kernel):
     second.run(CLASS_A2, "A")
     second.run("c = C(21)", "B")
     keep = second.run("kept = [c]", "keep")
-    assert keep.ran and "input `c` changed" in keep.plan.reason
+    assert keep.ran and Code.INPUT_CHANGED(name="c") in keep.plan.reason
     assert type(second.ns["kept"][0]) is second.ns["C"]
 
 
@@ -582,10 +582,13 @@ def test_unhashable_input_runs_with_a_reason(kernel):
     k = kernel()
     make = k.run("import threading\nlock = threading.Lock()", "make")
     assert make.record.state == UNCACHEABLE
-    assert "`lock`" in make.record.reason and "cannot be hashed" in make.record.reason
+    assert make.record.reason is not None
+    assert make.record.reason.code is Code.UNHASHABLE_OUTPUT
+    assert make.record.reason.details["what"] == "`lock`"
     use = k.run("with lock:\n    y = 1", "use")
     assert use.plan.action == RUN
-    assert use.plan.reason.startswith("input `lock` (lock) cannot be hashed")
+    assert use.plan.reason.code is Code.UNHASHABLE_INPUT
+    assert (use.plan.reason.details["name"], use.plan.reason.details["type"]) == ("lock", "lock")
     assert use.record.state == UNCACHEABLE and use.record.reason == use.plan.reason
     assert "y" in use.record.writes and k.ns["y"] == 1
     # downstream of the uncacheable cells, content keys work as usual
@@ -609,15 +612,18 @@ def test_unpicklable_output_is_uncacheable_and_reads_of_it_too(kernel):
     make = k.run("gen = (i for i in range(3))\nw = 1", "make")
     assert make.plan.action == RECORD
     assert make.record.state == UNCACHEABLE
-    assert "`gen`" in make.record.reason and "generator" in make.record.reason
+    assert make.record.reason is not None and make.record.reason.code is Code.UNHASHABLE_OUTPUT
+    assert make.record.reason.details["what"] == "`gen`"
+    assert make.record.reason.details["type"] == "generator"
     use = k.run("total = sum(gen)", "use")
-    assert use.plan.action == RUN and "input `gen`" in use.plan.reason
+    assert use.plan.action == RUN and use.plan.reason.code is Code.UNHASHABLE_INPUT
+    assert use.plan.reason.details["name"] == "gen"
     assert k.ns["total"] == 3
     assert k.engine.store.get(make.plan.key) is None  # nothing was stored for it
 
     second = kernel()
     again = second.run("gen = (i for i in range(3))\nw = 1", "make")
-    assert again.ran and again.plan.reason.startswith("first run")
+    assert again.ran and again.plan.reason == Code.FIRST_RUN()
 
 
 @pytest.mark.parametrize(
@@ -637,7 +643,8 @@ def test_resources_are_never_stored(kernel, tmp_path, make, name):
         outcome = k.run(make.replace("PATH", repr(str(path))), "res")
         assert outcome.plan.action == RECORD
         assert outcome.record.state == UNCACHEABLE
-        assert outcome.record.reason.startswith(f"writes `{name}`"), outcome.record.reason
+        reason = outcome.record.reason
+        assert reason is not None and reason.details.get("what") == f"`{name}`", reason
         assert k.engine.store.get(outcome.plan.key) is None
     finally:
         for value in (k.ns.get("fh"), (k.ns.get("sink") or {}).get("out")):
@@ -651,13 +658,13 @@ def test_exception_is_never_cached(kernel, probe):
     first = k.run(source, "boom")
     assert isinstance(first.error, ValueError)
     assert first.record.state == ERROR
-    assert first.record.reason == "raised an exception: nothing was cached"
+    assert first.record.reason == Code.RAISED()
     assert k.engine.store.get(first.plan.key) is None
     assert not list((k.engine.config.cache_dir / f"v{FORMAT_VERSION}" / "entries").rglob("*"))
     again = k.run(source, "boom")
     assert again.ran and again.record.state == ERROR and probe == [1, 1]
     after_restart = kernel().run(source, "boom")
-    assert after_restart.ran and after_restart.plan.reason.startswith("first run")
+    assert after_restart.ran and after_restart.plan.reason == Code.FIRST_RUN()
     assert probe == [1, 1, 1]
 
 
@@ -673,32 +680,32 @@ def test_cell_that_fails_then_succeeds_is_cached(kernel):
 
 
 @pytest.mark.parametrize(
-    "source, words",
+    "source, reason",
     [
-        ("ip = get_ipython()", "magics"),
-        ("y = Out[1]", "`Out`"),
-        ("y = _", "`_`"),
-        ("y = __", "`__`"),
-        ("y = _i1", "`_i1`"),
-        ("y = globals()['x']", "globals()"),
-        ("exec('y = x')", "exec()"),
-        ("y = eval('x + 1')", "eval()"),
-        ("from math import *", "import *"),
-        ("g = globals\ny = g()['x']", "globals()"),
-        ("setattr(obj, 'a', 1)", "setattr()"),
-        ("y = vars()['x']", "vars()"),
-        ("y = locals()['x']", "locals()"),
-        ("def f():\n    return eval('x')\ny = f()", "eval()"),
+        ("ip = get_ipython()", Code.MAGIC()),
+        ("y = Out[1]", Code.HISTORY(name="Out")),
+        ("y = _", Code.HISTORY(name="_")),
+        ("y = __", Code.HISTORY(name="__")),
+        ("y = _i1", Code.HISTORY(name="_i1")),
+        ("y = globals()['x']", Code.DYNAMIC(call="globals()")),
+        ("exec('y = x')", Code.DYNAMIC(call="exec()")),
+        ("y = eval('x + 1')", Code.DYNAMIC(call="eval()")),
+        ("from math import *", Code.DYNAMIC(call="from ... import *")),
+        ("g = globals\ny = g()['x']", Code.DYNAMIC(call="globals()")),
+        ("setattr(obj, 'a', 1)", Code.DYNAMIC(call="setattr()")),
+        ("y = vars()['x']", Code.DYNAMIC(call="vars()")),
+        ("y = locals()['x']", Code.DYNAMIC(call="locals()")),
+        ("def f():\n    return eval('x')\ny = f()", Code.DYNAMIC(call="eval()")),
     ],
-    ids=lambda v: v if len(v) < 20 else v[:20],
+    ids=lambda v: v[:20] if isinstance(v, str) else v.code.value,
 )
-def test_dynamic_and_session_reads_are_uncacheable(kernel, source, words):
+def test_dynamic_and_session_reads_are_uncacheable(kernel, source, reason):
     k = kernel()
     k.run("x = 1\nclass O:\n    pass\nobj = O()", "setup")
     outcome = k.run(source, "dyn")
     assert outcome.plan.action == RUN
-    assert outcome.plan.key is None
-    assert words in outcome.plan.reason, outcome.plan.reason
+    assert getattr(outcome.plan, "key", None) is None
+    assert outcome.plan.reason == reason, outcome.plan.reason
     if outcome.error is None:
         assert outcome.record.state == UNCACHEABLE
         assert outcome.record.reason == outcome.plan.reason
@@ -708,57 +715,63 @@ def test_dynamic_and_session_reads_are_uncacheable(kernel, source, words):
 
 HIDDEN_READS = [
     pytest.param(
-        "def f():\n    return eval('x + 1')", "y = f()", "`f` uses eval()", id="eval-in-function"
+        "def f():\n    return eval('x + 1')",
+        "y = f()",
+        Code.HIDDEN_READ(name="f", how="uses eval()"),
+        id="eval-in-function",
     ),
     pytest.param(
         "def f():\n    return globals()['x'] + 1",
         "y = f()",
-        "`f` uses globals()",
+        Code.HIDDEN_READ(name="f", how="uses globals()"),
         id="globals-in-function",
     ),
     pytest.param(
         "def f():\n    ns = {}\n    exec('r = x + 1', globals(), ns)\n    return ns['r']",
         "y = f()",
-        "`f` uses exec()",
+        Code.HIDDEN_READ(name="f", how="uses exec()"),
         id="exec-in-function",
     ),
     pytest.param(
         "def inner():\n    return eval('x + 1')\ndef outer():\n    return inner()",
         "y = outer()",
-        "`inner` uses eval()",
+        Code.HIDDEN_READ(name="inner", how="uses eval()"),
         id="through-another-function",
     ),
     pytest.param(
         "class K:\n    def get(self):\n        return eval('x + 1')\nk = K()",
         "y = k.get()",
-        "`k` uses eval()",
+        Code.HIDDEN_READ(name="k", how="uses eval()"),
         id="method-of-an-instance",
     ),
     pytest.param(
-        "ev = eval", "y = ev('x + 1')", "`ev` refers to eval()", id="builtin-under-another-name"
+        "ev = eval",
+        "y = ev('x + 1')",
+        Code.HIDDEN_READ(name="ev", how="refers to eval()"),
+        id="builtin-under-another-name",
     ),
     pytest.param(
         "import functools\np = functools.partial(eval, 'x + 1')",
         "y = p()",
-        "`p` refers to eval()",
+        Code.HIDDEN_READ(name="p", how="refers to eval()"),
         id="partial-of-eval",
     ),
     pytest.param(
         "def f(g=eval):\n    return g('x + 1')",
         "y = f()",
-        "`f` refers to eval()",
+        Code.HIDDEN_READ(name="f", how="refers to eval()"),
         id="default-argument",
     ),
     pytest.param(
         "def f():\n    import __main__\n    return __main__.x + 1",
         "y = f()",
-        "`f` imports __main__",
+        Code.HIDDEN_READ(name="f", how="imports __main__"),
         id="import-main",
     ),
     pytest.param(
         "def run():\n    return g()",
         "def g():\n    return eval('x + 1')\ny = run()",
-        "`g` uses eval()",
+        Code.HIDDEN_READ(name="g", how="uses eval()"),
         id="cell-definition-called-by-earlier-function",
     ),
 ]
@@ -773,7 +786,7 @@ def test_reads_hidden_in_earlier_code_are_never_stale(kernel, define, use, reaso
     runs = first.run_all(cells)
     assert first.ns["y"] == 2
     assert runs["use"].plan.action == RUN
-    assert runs["use"].plan.reason == f"{reason}: what it reads cannot be seen"
+    assert runs["use"].plan.reason == reason
     assert runs["use"].record.state == UNCACHEABLE
 
     second = kernel()
@@ -815,13 +828,14 @@ def test_is_session_name_refuses_session_objects(kernel):
     k.engine.is_session_name = lambda name: name == "shell"
     k.ns["shell"] = object()
     outcome = k.run("s = shell", "s")
-    assert outcome.plan.action == RUN and "session object `shell`" in outcome.plan.reason
+    assert outcome.plan.action == RUN
+    assert outcome.plan.reason == Code.SESSION_OBJECT(name="shell")
 
 
 def test_syntax_error_is_not_planned(kernel):
     k = kernel()
     plan = k.plan("x = (", "bad")
-    assert plan.action == RUN and "syntax error" in plan.reason
+    assert plan.action == RUN and plan.reason == Code.SYNTAX_ERROR()
 
 
 # --------------------------------------------------------------------------- corrupt store
@@ -872,8 +886,8 @@ def test_corrupt_value_is_a_miss_and_leaves_the_namespace_alone(kernel, cache_di
     with cache_warnings() as caught:
         plan = second.plan("x = [1, 2, 3]\ny = {'k': 'v'}", "a")
     assert any("could not restore" in str(w.message) for w in caught)
-    assert plan.action == RECORD and plan.values == {} and plan.result is None
-    assert "could not be read" in plan.reason
+    assert plan.action == RECORD  # a Record holds no loaded values: nothing half restored
+    assert plan.reason.code is Code.ENTRY_UNREADABLE
     assert (second.ns["x"], second.ns["y"]) == ("old x", "old y")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CacheWarning)
@@ -969,17 +983,21 @@ def test_unchanged_numpy_array_is_not_reloaded(kernel):
 def test_miss_reasons_follow_the_lineage(kernel):
     k = kernel()
     first = k.run("x = 1", "x")
-    assert first.plan.reason == "first run: nothing recorded for this cell yet"
+    assert first.plan.reason == Code.FIRST_RUN()
     assert first.record.reason == first.plan.reason
     k.run("y = x * 2", "y")
-    assert k.run("x = 2", "x").plan.reason == "source changed"
-    assert k.run("y = x * 2", "y").plan.reason == "input `x` changed"
+    assert k.run("x = 2", "x").plan.reason == Code.SOURCE_CHANGED()
+    assert k.run("y = x * 2", "y").plan.reason == Code.INPUT_CHANGED(name="x")
     k.run("z = 1", "z")
-    assert k.run("y = x * 2 + z", "y").plan.reason == "source changed; new input `z`"
-    assert k.run("y = x * 3", "y").plan.reason == "source changed; no longer reads `z`"
+    assert k.run("y = x * 2 + z", "y").plan.reason == Code.SEVERAL(
+        Code.SOURCE_CHANGED(), Code.NEW_INPUT(name="z")
+    )
+    assert k.run("y = x * 3", "y").plan.reason == Code.SEVERAL(
+        Code.SOURCE_CHANGED(), Code.INPUT_DROPPED(name="z")
+    )
     del k.ns["x"]
     outcome = k.run("y = x * 3", "y")
-    assert outcome.plan.reason == "input `x` is not defined" and outcome.record.state == ERROR
+    assert outcome.plan.reason == Code.INPUT_UNDEFINED(name="x") and outcome.record.state == ERROR
     k.run("x = 2", "x")
     assert k.run("y = x * 3", "y").restored
 
@@ -997,7 +1015,9 @@ def test_package_change_is_a_reason(kernel, monkeypatch):
     versions["numpy"] = "numpy==2.0"
     outcome = kernel().run(source, "np")
     assert outcome.ran
-    assert outcome.plan.reason == "package `numpy` changed (numpy==1.0 -> numpy==2.0)"
+    assert outcome.plan.reason == Code.PACKAGE_CHANGED(
+        name="numpy", before="numpy==1.0", after="numpy==2.0"
+    )
 
 
 def test_package_of_an_input_value_is_a_reason(kernel, monkeypatch):
@@ -1011,14 +1031,15 @@ def test_package_of_an_input_value_is_a_reason(kernel, monkeypatch):
     kernel().run_all(cells)
     versions["numpy"] = "numpy==2.0"
     runs = kernel().run_all(cells)
-    assert "package `numpy` changed" in runs["use"].plan.reason
+    assert Code.PACKAGE_CHANGED in runs["use"].plan.reason
+    assert runs["use"].plan.reason.find(Code.PACKAGE_CHANGED).details["name"] == "numpy"
 
 
 def test_python_change_is_a_reason(kernel, monkeypatch):
     kernel().run("x = 1", "x")
     monkeypatch.setattr(sys, "version", sys.version + " (patched)")
     outcome = kernel().run("x = 1", "x")
-    assert outcome.ran and outcome.plan.reason.startswith("Python changed")
+    assert outcome.ran and outcome.plan.reason.code is Code.PYTHON_CHANGED
 
 
 def test_cleared_entry_is_a_reason(kernel):
@@ -1026,7 +1047,7 @@ def test_cleared_entry_is_a_reason(kernel):
     k.run("x = 1", "x")
     assert k.engine.clear_session() == 1
     outcome = k.run("x = 1", "x")
-    assert outcome.ran and outcome.plan.reason == "its cache entry was cleared or could not be read"
+    assert outcome.ran and outcome.plan.reason == Code.ENTRY_MISSING()
 
 
 def test_records_and_execution_counts(kernel):
@@ -1219,9 +1240,7 @@ def test_module_state_set_by_an_earlier_cell(kernel, monkeypatch):
     second = kernel()
     outcomes = second.run_all(edited)
     assert second.ns["y"] == plain_run(edited, monkeypatch)["y"]
-    assert (
-        outcomes["draw"].ran and "global random state of `random`" in outcomes["draw"].plan.reason
-    )
+    assert outcomes["draw"].ran and outcomes["draw"].plan.reason == Code.RANDOM_STATE(name="random")
 
 
 # --------------------------------------------------------------------------- randomness
@@ -1256,7 +1275,9 @@ def test_a_cell_drawing_from_an_unseeded_generator_reruns(kernel):
     second.ns["random"] = __import__("random")
     __import__("random").seed()  # what a fresh kernel has: another state
     outcomes = second.run_all(cells)
-    assert outcomes["draw"].ran and "fresh entropy" in outcomes["draw"].record.reason
+    assert outcomes["draw"].ran and outcomes["draw"].record.reason == Code.FRESH_RANDOM(
+        name="random"
+    )
 
 
 def test_a_cell_that_seeds_before_drawing_does_not_depend_on_the_state_before(kernel):
@@ -1305,7 +1326,9 @@ def test_unusable_cache_directory_runs_cells_and_says_what_to_do(tmp_path, monke
     ns: dict[str, Any] = {}
     plan = engine.plan("x = 1", ns, cell_id="a")
     assert plan.action == "run"
-    assert "cannot be used" in plan.reason and "INCRCELL_CACHE_DIR" in plan.reason
+    assert plan.reason.code is Code.CACHE_UNUSABLE
+    detail = plan.reason.details["detail"]
+    assert "cannot be used" in detail and "INCRCELL_CACHE_DIR" in detail
     exec("x = 1", ns)
     assert engine.finish(plan, ns, success=True).state == "uncacheable"
     signing_key.cache_clear()
@@ -1342,8 +1365,7 @@ def test_a_cell_is_keyed_on_the_content_of_the_files_it_reads(kernel, tmp_path):
     data.write_text("a,b\n1,2\n3,4\n")
     second = kernel()
     runs = second.run_all(cells)
-    assert runs["read"].ran and "file `" in runs["read"].plan.reason
-    assert "changed" in runs["read"].plan.reason
+    assert runs["read"].ran and runs["read"].plan.reason.code is Code.FILE_CHANGED
     assert runs["use"].ran and second.ns["rows"] == 3  # its input changed with the file
 
     data.unlink()
@@ -1392,7 +1414,7 @@ def test_a_cell_that_updates_a_file_in_place_is_not_cached(kernel, tmp_path, cel
     path = tmp_path / "log.txt"
     path.write_text("start")
     record = kernel().run(cell.format(path=str(path)), "w").record
-    assert record.state == "uncacheable" and "reads and writes file" in record.reason
+    assert record.state == "uncacheable" and record.reason.code is Code.READS_AND_WRITES_FILE
 
 
 def test_files_read_from_another_working_directory_are_not_trusted(kernel, tmp_path, monkeypatch):
@@ -1406,7 +1428,7 @@ def test_files_read_from_another_working_directory_are_not_trusted(kernel, tmp_p
     monkeypatch.chdir(tmp_path / "b")
     other = kernel()
     run = other.run_all(cell)["read"]
-    assert run.ran and "another working directory" in run.plan.reason
+    assert run.ran and run.plan.reason.code is Code.OTHER_CWD
     assert other.ns["text"] == "x\n1\n2\n"
 
 
@@ -1427,7 +1449,8 @@ def test_a_local_module_is_keyed_on_the_local_modules_it_imports(kernel, tmp_pat
         monkeypatch.delitem(sys.modules, name, raising=False)
     second = kernel()
     run = second.run_all(cells)["use"]
-    assert run.ran and "inc_helpers" in run.plan.reason and second.ns["y"] == 63
+    assert run.ran and run.plan.reason == Code.MODULE_CHANGED_ON_DISK(module="inc_helpers")
+    assert second.ns["y"] == 63
 
 
 def test_a_local_module_edited_after_its_import_makes_its_users_rerun(
@@ -1442,7 +1465,7 @@ def test_a_local_module_edited_after_its_import_makes_its_users_rerun(
     assert k.run("y = inc_edited.FACTOR * 21", "use").record.state == "ran"
     (tmp_path / "inc_edited.py").write_text("FACTOR = 3\n")
     again = k.run("y = inc_edited.FACTOR * 21", "use")
-    assert again.ran and "changed on disk after it was imported" in again.plan.reason
+    assert again.ran and again.plan.reason == Code.MODULE_CHANGED_ON_DISK(module="inc_edited")
     assert k.ns["y"] == 42  # what the code in memory computes, as in plain IPython
 
 
@@ -1456,7 +1479,7 @@ def test_a_cell_holding_an_object_from_inside_another_value_is_not_cached(kernel
     ]
     run = kernel().run_all(cells)
     assert run["first"].record.state == UNCACHEABLE
-    assert "shares objects with `rows`" in run["first"].record.reason
+    assert run["first"].record.reason == Code.SHARES_UNWRITTEN(name="rows")
     second = kernel()
     second.run_all(cells)
     assert second.ns["total"] == plain_run(cells, monkeypatch)["total"] == 3
@@ -1474,7 +1497,8 @@ def test_values_holding_a_mutated_object_are_written_with_it(kernel, monkeypatch
     first = kernel().run_all(cells)
     assert {"a", "b", "c"} <= first["mutate"].record.writes
     # what `c` held before is only known to matter once the cell ran: keyed from its next run on
-    assert first["mutate"].record.state == UNCACHEABLE and "`c`" in first["mutate"].record.reason
+    assert first["mutate"].record.state == UNCACHEABLE
+    assert first["mutate"].record.reason == Code.THROUGH_UNKNOWN(name="c")
     assert not kernel().run_all(cells)["mutate"].restored
     second = kernel()
     runs = second.run_all(cells)
@@ -1492,5 +1516,5 @@ def test_downstream_cells_do_not_restore_on_top_of_a_half_run_upstream(kernel, m
     half = second.run("lst.append('half')\nraise ValueError('half way')", "grow")
     assert half.error is not None and half.record.state == ERROR
     use = second.run("snapshot = list(lst)", "use")
-    assert use.ran and "input `lst` changed" in use.plan.reason
+    assert use.ran and Code.INPUT_CHANGED(name="lst") in use.plan.reason
     assert second.ns["snapshot"] == [1, "half"]

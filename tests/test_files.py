@@ -12,6 +12,7 @@ import pandas as pd
 
 from incrcell import files
 from incrcell.files import MISSING, FileWatch, changed_files, file_digest
+from incrcell.reasons import Code
 
 
 def watched(tmp_path: pathlib.Path, action) -> FileWatch:
@@ -169,21 +170,21 @@ def test_listings_globs_and_checks_are_inputs(tmp_path: pathlib.Path, monkeypatc
 
     watch = watched(tmp_path, look)
     probes = watch.probes
-    assert files.probe_changed(probes) == ""
+    assert files.probe_changed(probes) is None
     os.utime("saved.pkl", (1, 1))  # touching a checked file is not a change
     (tmp_path / "other.txt").write_text("o")  # nor a file the glob does not match
-    assert files.probe_changed(probes) == ""
+    assert files.probe_changed(probes) is None
     (tmp_path / "part-2.txt").write_text("2")
-    assert files.probe_changed(probes) == "the files matching `part-*.txt` changed"
+    assert files.probe_changed(probes) == Code.FILES_MATCHING_CHANGED(pattern="part-*.txt")
     os.remove("part-2.txt")
     (tmp_path / "runs" / "r2").mkdir()
-    assert files.probe_changed(probes) == "directory `runs` changed"
+    assert files.probe_changed(probes) == Code.DIRECTORY_CHANGED(path="runs")
     os.rmdir("runs/r2")
     (tmp_path / "missing.pkl").write_text("now")
-    assert files.probe_changed(probes) == "`missing.pkl` was created"
+    assert files.probe_changed(probes) == Code.PATH_CREATED(path="missing.pkl")
     os.remove("missing.pkl")
     os.remove("saved.pkl")
-    assert files.probe_changed(probes) == "`saved.pkl` was deleted"
+    assert files.probe_changed(probes) == Code.PATH_DELETED(path="saved.pkl")
 
 
 def test_directory_changes_are_outputs_put_back_as_a_plain_run_leaves_them(
@@ -230,7 +231,8 @@ def test_writes_through_streams_and_maps_opened_before_are_seen(tmp_path: pathli
         assert watched(tmp_path, lambda: (log.write("x"), log.flush())).bypassed == [
             str(tmp_path / "log.txt")
         ]
-        assert watched(tmp_path, lambda: mapped.__setitem__(0, 5.0)).bypassed == [
+        # (F821: ruff counts the ``del`` below against the lambda)
+        assert watched(tmp_path, lambda: mapped.__setitem__(0, 5.0)).bypassed == [  # noqa: F821
             str(tmp_path / "m.npy")
         ]
     finally:
@@ -286,6 +288,6 @@ def test_creating_a_directory_that_may_exist_does_not_depend_on_whether_it_did(
     assert cold.existed == warm.existed == {}
     made = {str(tmp_path / p) for p in ("a", "a/b", "c", "c/d", "e")}
     assert cold.writes == warm.writes == made  # a restore into a fresh directory makes them
-    assert files.probe_changed(cold.probes) == ""
+    assert files.probe_changed(cold.probes) is None
     strict = watched(tmp_path, lambda: (tmp_path / "f").mkdir())
     assert strict.existed == {str(tmp_path / "f"): False}

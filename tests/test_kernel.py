@@ -9,10 +9,9 @@ from pathlib import Path
 
 import nbformat
 
-from kernel import LOAD, Kernel, normalise_outputs, run_notebook, states
-
 from incrcell.store import FORMAT_VERSION
 
+from kernel import LOAD, Kernel, normalise_outputs, run_notebook, states
 
 PIPELINE = [
     LOAD,

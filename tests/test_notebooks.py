@@ -29,6 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "notebooks"))
 
 import demos
 
+pytestmark = [pytest.mark.kernel, pytest.mark.slow]  # nbclient kernels, three runs each
+
 # A line that reports a duration or a speed: its numbers change from run to run.
 TIMING_LINE = re.compile(r"tok/s|\d\s?m?s\b")
 NUMBER = re.compile(r"\d[\d,]*(\.\d+)?")

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from incrcell.engine import RAN, RESTORED, UNCACHEABLE
-from incrcell.hooks import split_directive
+from incrcell.kernel.hooks import split_directive
 from incrcell.predict import NOT_RUN, UNKNOWN, NotebookCell, Predictor, Report
+from incrcell.reasons import Code
 
 from harness import Session, cache_dir, run_code  # noqa: F401  (cache_dir is a fixture)
 
@@ -29,7 +30,7 @@ NOTEBOOK = [
 
 
 @pytest.fixture
-def kernel(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
+def kernel(cache_dir: Path, monkeypatch: pytest.MonkeyPatch):
     """``kernel()`` starts (or "restarts") a kernel: a new Session on the shared cache."""
     return lambda: Session(cache_dir, monkeypatch)
 
@@ -62,7 +63,8 @@ def check_against_reality(rep: Report, session: Session, cells: list[tuple[str, 
     for state in rep.cells:
         outcome = outcomes[state.id]
         assert outcome.restored == (state.prediction == "restore"), (state.id, state)
-        if not outcome.restored and "which will run" not in state.prediction_reason:
+        assert state.prediction_reason is not None
+        if not outcome.restored and state.prediction_reason.code is not Code.UPSTREAM_RUNS:
             assert outcome.record.reason == state.prediction_reason, state.id
 
 
@@ -105,8 +107,10 @@ def test_an_edit_predicts_the_cell_and_its_dependents_run(kernel):
         "d": "restore",
         "e": "run",
     }
-    assert cells["b"].prediction_reason == "source changed"
-    assert cells["c"].prediction_reason == "input `b` comes from cell 2 `b = a + 2`, which will run"
+    assert cells["b"].prediction_reason == Code.SOURCE_CHANGED()
+    assert cells["c"].prediction_reason == Code.UPSTREAM_RUNS(
+        name="b", upstream="cell 2 `b = a + 2`"
+    )
     assert cells["c"].reason == cells["c"].prediction_reason  # not run: why it would run
     check_against_reality(rep, fresh, edited)
 
@@ -128,9 +132,9 @@ def test_editing_after_running_makes_it_and_its_dependents_stale(kernel):
     rep = report(session, edit(NOTEBOOK, "b", "b = a + 2"), predictor)
     cells = by_id(rep)
     assert rep.stale == ["b", "c", "e"]
-    assert cells["b"].reason == "source changed since it ran"
-    assert cells["c"].reason == "cell 2 `b = a + 2` is stale"
-    assert cells["e"].reason == "cell 3 `c = b * 2` is stale"
+    assert cells["b"].reason == Code.SOURCE_CHANGED_SINCE()
+    assert cells["c"].reason == Code.UPSTREAM_STALE(upstream="cell 2 `b = a + 2`")
+    assert cells["e"].reason == Code.UPSTREAM_STALE(upstream="cell 3 `c = b * 2`")
     assert cells["d"].state == RAN and cells["a"].state == RAN
 
     # a comment-only edit is no edit
@@ -145,7 +149,7 @@ def test_an_upstream_cell_run_again_makes_its_readers_stale(kernel):
     session.run("a = 1", "a")  # restored: executed after b, c, e read it
     rep = report(session, NOTEBOOK)
     assert rep.stale == ["b", "c", "e"]
-    assert by_id(rep)["b"].reason == "cell 1 `a = 1` ran again after it"
+    assert by_id(rep)["b"].reason == Code.UPSTREAM_RAN_AGAIN(upstream="cell 1 `a = 1`")
     assert by_id(rep)["a"].state == RESTORED
     for cell_id, source in NOTEBOOK[1:]:  # 'Run stale cells', in order
         if cell_id in rep.stale:
@@ -164,7 +168,7 @@ def test_names_from_outside_the_notebook_use_the_live_namespace(kernel):
     assert report(session, cells, predictor).cells[0].prediction == "restore"
     predictor.forget_namespace()
     rep = report(session, cells, predictor)
-    assert rep.cells[0].prediction_reason == "input `ext` changed"
+    assert rep.cells[0].prediction_reason == Code.INPUT_CHANGED(name="ext")
     session.ns["ext"] = [1, 2]  # rebound: noticed without being told
     assert report(session, cells, predictor).cells[0].prediction == "restore"
 
@@ -202,7 +206,7 @@ def test_uncacheable_and_refused_cells_give_the_engines_reason(kernel):
         assert state.reason == record.reason
         if state.id != "bad":  # it ran and raised; run again, it would not even be planned
             assert state.prediction_reason == record.reason, state.id
-    assert by_id(rep)["bad"].prediction_reason == "the cell has a syntax error"
+    assert by_id(rep)["bad"].prediction_reason == Code.SYNTAX_ERROR()
     assert by_id(rep)["ev"].state == UNCACHEABLE
 
 
@@ -215,7 +219,7 @@ def test_files_read_are_checked(kernel, tmp_path: Path, monkeypatch: pytest.Monk
     assert [c.prediction for c in report(fresh, cells).cells] == ["restore", "restore"]
     (tmp_path / "data.txt").write_text("1 2 3 4")
     rep = report(fresh, cells)
-    assert rep.cells[0].prediction_reason == "file `data.txt` changed"
+    assert rep.cells[0].prediction_reason == Code.FILE_CHANGED(path="data.txt")
     assert rep.cells[1].prediction == "run"
     check_against_reality(rep, fresh, cells)
 
@@ -228,7 +232,7 @@ def test_invalidated_cells_are_predicted_to_run(kernel):
     session.engine.store.delete(predictor.keys(["c"]))
     predictor.forget_cache()
     rep = report(session, NOTEBOOK, predictor)
-    assert by_id(rep)["c"].prediction_reason == "its cache entry was cleared or could not be read"
+    assert by_id(rep)["c"].prediction_reason == Code.ENTRY_MISSING()
     assert by_id(rep)["c"].state == RAN  # what happened stays true
     assert rep.totals["cache_entries"] == 4
 
@@ -240,7 +244,9 @@ def test_an_unusable_cache_gives_unknown_predictions(kernel, tmp_path: Path):
     session.engine.config.cache_dir = tmp_path / "a-file" / "cache"
     rep = report(session, NOTEBOOK)
     assert {c.prediction for c in rep.cells} == {UNKNOWN}
-    assert "cannot be used" in rep.cells[0].prediction_reason
+    assert rep.cells[0].prediction_reason is not None
+    assert rep.cells[0].prediction_reason.code is Code.CACHE_UNUSABLE
+    assert "cannot be used" in rep.cells[0].prediction_reason.details["detail"]
     assert rep.totals["cache_bytes"] == 0
 
 

@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import obstore
 import pytest
-from kernel import LOAD, Kernel, normalise_outputs, ok, states
 from seaweed import Seaweed, bucket_fixture, seaweed_fixture  # noqa: F401  (fixtures)
 
 from incrcell.serialise import dumps, loads
 from incrcell.store import CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store.signing import Signer, fingerprint, private_text, public_text
+
+from kernel import LOAD, Kernel, normalise_outputs, ok, states
 
 ROOT = Path(__file__).parent.parent
 A, B, C, D = (bytes([n]) * 32 for n in (1, 2, 3, 4))  # the machines' private keys

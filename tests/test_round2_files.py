@@ -25,16 +25,19 @@ def states(kernel: Kernel, executions: list[Execution]) -> list[str]:
     for execution in executions:
         found.append(
             kernel.value(
-                "__import__('incrcell.hooks').hooks._ACTIVE.engine"
-                f".by_count[{execution.execution_count}].state"
+                "str(__import__('incrcell.kernel.extension').kernel.extension"
+                ".active(get_ipython()).engine"
+                f".by_count[{execution.execution_count}].state)"
             ).strip("'")
         )
     return found
 
 
 def reason(kernel: Kernel, execution: Execution) -> str:
+    """The reason of one execution by code and details (its repr: ``FILE_CHANGED(path=...)``)."""
     return kernel.value(
-        "__import__('incrcell.hooks').hooks._ACTIVE.engine"
+        "__import__('incrcell.kernel.extension').kernel.extension"
+        ".active(get_ipython()).engine"
         f".by_count[{execution.execution_count}].reason"
     )
 
@@ -51,7 +54,7 @@ def test_a_cell_calling_open_itself_is_cached_and_keyed_on_the_file(kernel, work
     kernel.restart()
     runs = ok(kernel.run_all(cells))
     assert states(kernel, runs)[1] == "ran" and runs[1].result == "'two'"
-    assert "payload.txt" in reason(kernel, runs[1])
+    assert reason(kernel, runs[1]) == "FILE_CHANGED(path='payload.txt')"
 
 
 def test_a_file_read_inside_a_function_from_an_earlier_cell_is_an_input(kernel, workdir):
@@ -69,7 +72,7 @@ def test_a_file_read_inside_a_function_from_an_earlier_cell_is_an_input(kernel, 
     kernel.restart()
     runs = ok(kernel.run_all(cells))
     assert states(kernel, runs)[1:] == ["restored", "ran"]
-    assert "file `payload.txt` changed" in reason(kernel, runs[2])
+    assert reason(kernel, runs[2]) == "FILE_CHANGED(path='payload.txt')"
     assert kernel.value("x") == "'two'"
 
 
@@ -86,7 +89,7 @@ def test_a_listing_after_a_new_directory_appears_reruns(kernel, workdir):
     kernel.restart()
     runs = ok(kernel.run_all(cells))
     assert states(kernel, runs)[2] == "ran"
-    assert "directory `runs` changed" in reason(kernel, runs[2])
+    assert reason(kernel, runs[2]) == "DIRECTORY_CHANGED(path='runs')"
     assert kernel.value("names") == "['r1', 'r2']"
 
 
@@ -101,7 +104,7 @@ def test_a_glob_after_a_new_matching_file_reruns(kernel, workdir):
     kernel.restart()
     runs = ok(kernel.run_all(cells))
     assert states(kernel, runs)[1] == "ran"
-    assert "part-*.txt" in reason(kernel, runs[1])
+    assert reason(kernel, runs[1]) == "FILES_MATCHING_CHANGED(pattern='part-*.txt')"
     assert kernel.value("parts") == "['part-1.txt', 'part-2.txt']"
 
 
@@ -167,7 +170,7 @@ def test_the_load_it_if_saved_else_compute_pattern(kernel, workdir):
     kernel.restart()
     runs = ok(kernel.run_all(cells))
     assert states(kernel, runs)[1] == "ran"
-    assert "`model.pkl` was created" in reason(kernel, runs[1])
+    assert reason(kernel, runs[1]) == "PATH_CREATED(path='model.pkl')"
     assert kernel.value("(source, model)") == "('loaded', {'w': 2})"
 
 
@@ -208,8 +211,9 @@ def test_writes_through_a_memmap_or_a_log_handler_from_an_earlier_cell(kernel, w
     ]
     runs = ok(kernel.run_all(cells))
     found = states(kernel, runs)
-    assert found[2] == "uncacheable" and "`m.npy`" in reason(kernel, runs[2])
-    assert found[4] == "uncacheable" and "`run.log`" in reason(kernel, runs[4])
+    assert found[2] == "uncacheable" and reason(kernel, runs[2]) == "FILE_BYPASSED(path='m.npy')"
+    assert found[4] == "uncacheable"
+    assert reason(kernel, runs[4]) == "FILE_BYPASSED(path='run.log')"
     kernel.restart()
     ok(kernel.run_all(cells))
     assert float(np.load(workdir / "m.npy")[0]) == 5.0
@@ -259,12 +263,14 @@ def test_a_named_pipe_among_the_reads_never_blocks(kernel, workdir):
     writer.join()
     assert kernel.value("text") == "'through the pipe'"
     assert states(kernel, runs)[1] == "uncacheable"
-    assert "not a regular file" in reason(kernel, runs[1])
+    assert reason(kernel, runs[1]) == "SPECIAL_FILE(path='pipe')"
 
 
 def test_a_rename_onto_a_directory_that_now_exists_reruns(tmp_path, monkeypatch):
     """A rename's target existed or not before the cell: an input, also when it is now a
     directory (whose content digest says nothing about its existence)."""
+    from incrcell.reasons import Code
+
     from harness import Session
 
     work = tmp_path / "work"
@@ -279,4 +285,4 @@ def test_a_rename_onto_a_directory_that_now_exists_reruns(tmp_path, monkeypatch)
     second = Session(tmp_path / "cache", monkeypatch).run_all(cells)  # `archive` exists now
     assert second["make"].record.state == "restored"
     assert second["move"].record.state == "error"  # as a plain run: the target exists
-    assert "archive" in second["move"].plan.reason
+    assert second["move"].plan.reason == Code.FILE_CHANGED(path="archive")

@@ -13,9 +13,9 @@ import re
 import time
 from pathlib import Path
 
-from kernel import LOAD, Execution, Kernel, normalise_outputs, ok, states
-
 from incrcell.store import FORMAT_VERSION
+
+from kernel import LOAD, Execution, Kernel, normalise_outputs, ok, states
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -336,7 +336,7 @@ def test_incrcell_frames_are_hidden_in_tracebacks(kernel: Kernel):
 
 def test_interrupted_code_is_one_plain_statement():
     """The code that replaces an interrupted cell raises KeyboardInterrupt and nothing else."""
-    from incrcell.hooks import _interrupted_code
+    from incrcell.kernel.hooks import _interrupted_code
 
     code = _interrupted_code()
     assert isinstance(code.body[0], ast.Raise) and len(code.body) == 1

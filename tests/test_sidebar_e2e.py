@@ -29,6 +29,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+# a JupyterLab server in chromium, running the notebook's kernels
+pytestmark = [pytest.mark.browser, pytest.mark.kernel]
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -238,8 +241,8 @@ def test_sidebar_restores_then_shows_stale(lab: str) -> None:
             page.keyboard.type("3")
             expected = {
                 EDITED: "stale",
-                **{c: "stale" for c in DEPENDENTS},
-                **{c: "restored" for c in UNAFFECTED},
+                **dict.fromkeys(DEPENDENTS, "stale"),
+                **dict.fromkeys(UNAFFECTED, "restored"),
             }
             page.wait_for_function(HAS_STATES, arg=expected)
             assert page.locator(".jp-CodeCell[data-incrcell-state='stale']").count() == 3
@@ -260,8 +263,8 @@ def test_sidebar_restores_then_shows_stale(lab: str) -> None:
             # 6. Run stale cells: exactly the stale ones run, the others stay restored.
             run_stale.click()
             after_run = {
-                **{c: "ran" for c in (EDITED, *DEPENDENTS)},
-                **{c: "restored" for c in UNAFFECTED},
+                **dict.fromkeys((EDITED, *DEPENDENTS), "ran"),
+                **dict.fromkeys(UNAFFECTED, "restored"),
             }
             page.wait_for_function(HAS_STATES, arg=after_run)
             assert run_stale.inner_text() == "Run stale cells (0)"

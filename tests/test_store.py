@@ -25,6 +25,7 @@ import pytest
 import xxhash
 
 from incrcell import files as files_module
+from incrcell.reasons import Code
 from incrcell.serialise import Serialised, dumps, loads
 from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store import cache as cache_module
@@ -1076,7 +1077,12 @@ def test_an_unusable_cache_warns_once_per_session(
         f"incrcell: the cache directory {blocker / 'cache'} cannot be used (Not a directory); "
         "set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH."
     ]
-    assert all("cannot be used" in o.record.reason for o in outcomes)
+    assert all(
+        o.record.reason is not None
+        and o.record.reason.code is Code.CACHE_UNUSABLE
+        and "cannot be used" in o.record.reason.details["detail"]
+        for o in outcomes
+    )
     assert session.ns["x2"] == 2
 
 
@@ -1143,10 +1149,10 @@ def test_the_engine_runs_on_the_store_it_is_given(
     import builtins
     import types
 
-    from harness import run_cell
-
     from incrcell.config import Config
     from incrcell.engine import RESTORED, Engine
+
+    from harness import run_cell
 
     cells = ["import numpy as np\nx = np.arange(5)", "y = x * 2\nprint(y.sum())"]
     states = []

@@ -14,10 +14,10 @@ the store reads in chunks while it verifies the part already read.
 
 from __future__ import annotations
 
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from io import RawIOBase
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Backend(ABC):
         Raises FileNotFoundError if absent, another OSError if unreadable.
         """
 
-    def open(self, name: str) -> tuple[RawIOBase, int, Hashable] | None:
+    def open(self, name: str) -> tuple[io.RawIOBase, int, Hashable] | None:
         """Optional fast local read path: (an unbuffered file, its size, its version).
 
         None when the backend has none (then :meth:`read` is used).  Raises as :meth:`read`.

@@ -37,6 +37,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import errno
+import io
 import queue
 import threading
 import time
@@ -112,11 +113,18 @@ class StoreError(Exception):
 
 
 class Payload(Protocol):
-    """A serialised value as the store keeps it: a method name, a stream, out-of-band buffers."""
+    """A serialised value as the store keeps it: a method name, a stream, out-of-band buffers.
 
-    method: str
-    stream: bytes | memoryview
-    buffers: Sequence[memoryview]
+    Read-only members, so that any object holding such attributes is one (``serialise.Serialised``
+    holds ``bytes`` and a ``list``).
+    """
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def stream(self) -> bytes | memoryview: ...
+    @property
+    def buffers(self) -> Sequence[memoryview]: ...
 
 
 @dataclasses.dataclass
@@ -959,7 +967,7 @@ class Store:
         self._measured, self._size = time.monotonic(), 0
 
 
-def _read_into(file, buffer: memoryview) -> int:
+def _read_into(file: io.RawIOBase, buffer: memoryview) -> int:
     """Fill ``buffer`` from ``file`` as far as the file goes; returns the bytes read."""
     done = 0
     while done < len(buffer):

@@ -17,6 +17,7 @@ on), and without following symbolic links.  Last use is the file's mtime.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import socket
@@ -25,7 +26,6 @@ import tempfile
 import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import suppress
-from io import RawIOBase
 
 import xxhash
 
@@ -52,7 +52,7 @@ class FileBackend(Backend):
 
     # -- reading --------------------------------------------------------------
 
-    def open(self, name: str) -> tuple[RawIOBase, int, Hashable]:
+    def open(self, name: str) -> tuple[io.RawIOBase, int, Hashable]:
         path = self._path(name)
         try:
             fd = os.open(path, _OPEN_FLAGS)

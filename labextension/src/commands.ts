@@ -30,7 +30,7 @@ export function registerCommands(
   const ready = () => current()?.ready ?? false;
   /** The cell a command acts on: `args.id`, else the active cell of the current notebook. */
   const cellId = (args: ReadonlyPartialJSONObject): string | null =>
-    typeof args.id === 'string' ? args.id : current()?.panel.content.activeCell?.model.id ?? null;
+    typeof args.id === 'string' ? args.id : (current()?.panel.content.activeCell?.model.id ?? null);
 
   commands.addCommand(CommandIDs.showSidebar, {
     label: 'Show incrcell Sidebar',
@@ -56,7 +56,9 @@ export function registerCommands(
     execute: args => {
       const controller = current();
       if (controller) {
-        controller.setEnabled(typeof args.enabled === 'boolean' ? args.enabled : !controller.model.enabled);
+        controller.setEnabled(
+          typeof args.enabled === 'boolean' ? args.enabled : !controller.model.enabled
+        );
       }
     }
   });

@@ -62,7 +62,12 @@ export function describeCell(cell: CellState | undefined, running: boolean): Des
     return { state: 'running', summary: 'running…', tooltip: 'running now', badge: 'running' };
   }
   if (!cell) {
-    return { state: 'not_run', summary: 'not run yet', tooltip: 'not run in this session', badge: '' };
+    return {
+      state: 'not_run',
+      summary: 'not run yet',
+      tooltip: 'not run in this session',
+      badge: ''
+    };
   }
   const summary = summarise(cell);
   return { state: cell.state, summary, tooltip: tooltip(cell, summary), badge: BADGES[cell.state] };
@@ -149,7 +154,9 @@ export function bannerText(model: CacheModel | null): string {
     case 'unsupported':
       return 'incrcell works with Python (IPython) kernels; this notebook uses another language.';
     case 'ready':
-      return model.enabled ? '' : 'Caching is off in this kernel: every cell runs. Turn it on with the switch above.';
+      return model.enabled
+        ? ''
+        : 'Caching is off in this kernel: every cell runs. Turn it on with the switch above.';
   }
 }
 

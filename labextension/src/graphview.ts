@@ -152,7 +152,9 @@ export class GraphView {
         'data-cell-id': box.id,
         'data-state': description.state
       });
-      group.appendChild(svgElement('circle', { cx: String(box.x), cy: String(box.y), r: String(NODE_RADIUS) }));
+      group.appendChild(
+        svgElement('circle', { cx: String(box.x), cy: String(box.y), r: String(NODE_RADIUS) })
+      );
       const text = svgElement('text', {
         x: String(layout.textX),
         y: String(box.y),

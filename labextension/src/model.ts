@@ -109,7 +109,9 @@ export class CacheModel {
 
   /** The cells 'Run stale cells' runs: the kernel's stale cells still in the notebook, in notebook order. */
   get stale(): string[] {
-    return this._stale.filter(id => this._index.has(id)).sort((a, b) => this.indexOf(a) - this.indexOf(b));
+    return this._stale
+      .filter(id => this._index.has(id))
+      .sort((a, b) => this.indexOf(a) - this.indexOf(b));
   }
 
   /**

@@ -9,14 +9,7 @@
 export const PROTOCOL_VERSION = 1;
 export const COMM_TARGET = 'incrcell';
 
-export const CELL_STATES = [
-  'restored',
-  'ran',
-  'stale',
-  'uncacheable',
-  'error',
-  'not_run'
-] as const;
+export const CELL_STATES = ['restored', 'ran', 'stale', 'uncacheable', 'error', 'not_run'] as const;
 export type CellStateName = (typeof CELL_STATES)[number];
 
 export const PREDICTIONS = ['restore', 'run', 'unknown'] as const;
@@ -89,11 +82,7 @@ export interface StateMessage {
   stale: string[];
 }
 
-export type KernelMessage =
-  | HelloMessage
-  | RunningMessage
-  | ErrorMessage
-  | StateMessage;
+export type KernelMessage = HelloMessage | RunningMessage | ErrorMessage | StateMessage;
 
 /** A code cell as the frontend sends it: JupyterLab's cell id and source. */
 export interface CellSource {

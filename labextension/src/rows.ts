@@ -101,7 +101,9 @@ export class RowsView {
       const description = describeCell(state, ready && model.running === cell.id);
       const count = state?.execution_count ?? null;
       const label = firstLine(cell.source) || '(empty cell)';
-      const key = [description.state, description.summary, description.tooltip, count, label].join('\u0000');
+      const key = [description.state, description.summary, description.tooltip, count, label].join(
+        '\u0000'
+      );
       if (key === row.key) {
         continue;
       }

@@ -60,7 +60,12 @@ export class Sidebar extends Widget {
     const tabs = element('div', 'jp-incrcell-tabs');
     tabs.setAttribute('role', 'tablist');
     for (const tab of ['cells', 'graph'] as const) {
-      const node = button('jp-incrcell-tab', '', () => this._showTab(tab), tab === 'cells' ? 'Cells' : 'Graph');
+      const node = button(
+        'jp-incrcell-tab',
+        '',
+        () => this._showTab(tab),
+        tab === 'cells' ? 'Cells' : 'Graph'
+      );
       node.dataset.tab = tab;
       node.setAttribute('role', 'tab');
       tabs.appendChild(node);
@@ -74,7 +79,16 @@ export class Sidebar extends Widget {
     const body = element('div', 'jp-incrcell-body');
     body.append(this._rows.node, this._graph.node);
 
-    this.node.append(header, this._notebookName, this._banner, this._error, this._totals, actions, tabs, body);
+    this.node.append(
+      header,
+      this._notebookName,
+      this._banner,
+      this._error,
+      this._totals,
+      actions,
+      tabs,
+      body
+    );
     this._showTab('cells');
     this.setController(null);
   }
@@ -106,7 +120,9 @@ export class Sidebar extends Widget {
     const model = this._controller?.model ?? null;
     const connection = model?.connection ?? 'none';
     this._notebookName.textContent = this._controller?.panel.title.label ?? '';
-    this._title.title = model?.kernelVersion ? `incrcell ${model.kernelVersion} in this kernel` : '';
+    this._title.title = model?.kernelVersion
+      ? `incrcell ${model.kernelVersion} in this kernel`
+      : '';
     this.node.dataset.connection = connection;
     const banner = bannerText(model);
     this._banner.textContent = banner;
@@ -136,7 +152,9 @@ export class Sidebar extends Widget {
   }
 
   private _execute(command: string, args: Record<string, string | boolean> = {}): void {
-    this._commands.execute(command, args).catch(error => console.error(`incrcell: ${command} failed`, error));
+    this._commands
+      .execute(command, args)
+      .catch(error => console.error(`incrcell: ${command} failed`, error));
   }
 
   private _controller: NotebookController | null = null;
@@ -163,7 +181,12 @@ function element<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
-function button(className: string, title: string, onClick: () => void, text = ''): HTMLButtonElement {
+function button(
+  className: string,
+  title: string,
+  onClick: () => void,
+  text = ''
+): HTMLButtonElement {
   const node = element('button', `jp-incrcell-button ${className}`, text);
   node.title = title;
   node.addEventListener('click', onClick);

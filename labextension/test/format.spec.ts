@@ -43,26 +43,40 @@ describe('describeCell', () => {
     );
     expect(describeCell(cell('a', { state: 'ran' }), false).summary).toBe('ran');
     expect(
-      describeCell(cell('a', { state: 'stale', prediction: 'run', prediction_reason: 'input `y` changed' }), false)
-        .summary
+      describeCell(
+        cell('a', { state: 'stale', prediction: 'run', prediction_reason: 'input `y` changed' }),
+        false
+      ).summary
     ).toBe('stale: input `y` changed');
-    expect(describeCell(cell('a', { state: 'uncacheable', reason: 'uses a magic' }), false).summary).toBe(
-      'uncacheable: uses a magic'
-    );
-    expect(describeCell(cell('a', { state: 'error', reason: 'ZeroDivisionError' }), false).badge).toBe('error');
+    expect(
+      describeCell(cell('a', { state: 'uncacheable', reason: 'uses a magic' }), false).summary
+    ).toBe('uncacheable: uses a magic');
+    expect(
+      describeCell(cell('a', { state: 'error', reason: 'ZeroDivisionError' }), false).badge
+    ).toBe('error');
   });
 
   it('predicts for cells not run yet', () => {
-    expect(describeCell(cell('a', { prediction: 'restore' }), false).summary).toBe('not run yet, will restore');
+    expect(describeCell(cell('a', { prediction: 'restore' }), false).summary).toBe(
+      'not run yet, will restore'
+    );
     expect(
-      describeCell(cell('a', { prediction: 'run', prediction_reason: 'not in the cache' }), false).summary
+      describeCell(cell('a', { prediction: 'run', prediction_reason: 'not in the cache' }), false)
+        .summary
     ).toBe('not run yet, will run: not in the cache');
-    expect(describeCell(cell('a'), false)).toMatchObject({ state: 'not_run', summary: 'not run yet', badge: '' });
+    expect(describeCell(cell('a'), false)).toMatchObject({
+      state: 'not_run',
+      summary: 'not run yet',
+      badge: ''
+    });
     expect(describeCell(undefined, false)).toMatchObject({ state: 'not_run', badge: '' });
   });
 
   it('shows running over any state', () => {
-    expect(describeCell(cell('a', { state: 'restored' }), true)).toMatchObject({ state: 'running', badge: 'running' });
+    expect(describeCell(cell('a', { state: 'restored' }), true)).toMatchObject({
+      state: 'running',
+      badge: 'running'
+    });
   });
 
   it('puts timing, prediction, reads and writes in the tooltip', () => {
@@ -77,15 +91,34 @@ describe('describeCell', () => {
       }),
       false
     ).tooltip;
-    expect(tooltip.split('\n')).toEqual(['ran: source changed', 'took 2.5 s', 'next run: will restore', 'reads x, y', 'writes z']);
+    expect(tooltip.split('\n')).toEqual([
+      'ran: source changed',
+      'took 2.5 s',
+      'next run: will restore',
+      'reads x, y',
+      'writes z'
+    ]);
   });
 });
 
 describe('formatTotals', () => {
   it('summarises the session', () => {
-    const totals = { restored: 3, ran: 2, uncacheable: 0, error: 1, saved: 12.3, cache_bytes: 2048, cache_cap: 0, cache_entries: 1 };
-    expect(formatTotals(totals)).toBe('3 restored · 2 ran · 1 failed · saved 12 s · cache 2.0 KiB (1 entry)');
-    expect(formatTotals({ ...totals, cache_cap: 4096 })).toContain('cache 2.0 KiB of 4.0 KiB (1 entry)');
+    const totals = {
+      restored: 3,
+      ran: 2,
+      uncacheable: 0,
+      error: 1,
+      saved: 12.3,
+      cache_bytes: 2048,
+      cache_cap: 0,
+      cache_entries: 1
+    };
+    expect(formatTotals(totals)).toBe(
+      '3 restored · 2 ran · 1 failed · saved 12 s · cache 2.0 KiB (1 entry)'
+    );
+    expect(formatTotals({ ...totals, cache_cap: 4096 })).toContain(
+      'cache 2.0 KiB of 4.0 KiB (1 entry)'
+    );
   });
 });
 
@@ -110,10 +143,18 @@ describe('impactText', () => {
     const model = new CacheModel();
     model.setCells(CELLS);
     model.apply((parseKernelMessage(stateMessage()) as any).message);
-    expect(impactText(model, 'a', model.dependents('a'))).toBe('Editing [1] makes 3 cells stale: [2], [3], [4]');
-    expect(impactText(model, 'b', model.dependents('b'))).toBe('Editing [2] makes 1 cell stale: [3]');
-    expect(impactText(model, 'c', model.dependents('c'))).toBe('Editing [3] makes no other cell stale.');
+    expect(impactText(model, 'a', model.dependents('a'))).toBe(
+      'Editing [1] makes 3 cells stale: [2], [3], [4]'
+    );
+    expect(impactText(model, 'b', model.dependents('b'))).toBe(
+      'Editing [2] makes 1 cell stale: [3]'
+    );
+    expect(impactText(model, 'c', model.dependents('c'))).toBe(
+      'Editing [3] makes no other cell stale.'
+    );
     model.setConnection('connecting');
-    expect(impactText(model, 'b', new Set(['c']))).toBe('Editing cell 2 makes 1 cell stale: cell 3');
+    expect(impactText(model, 'b', new Set(['c']))).toBe(
+      'Editing cell 2 makes 1 cell stale: cell 3'
+    );
   });
 });

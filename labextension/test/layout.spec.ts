@@ -42,7 +42,8 @@ describe('layoutGraph', () => {
         { from: 'c', to: 'd', names: [] }
       ]
     );
-    const lane = (from: string, to: string) => layout.arcs.find(a => a.from === from && a.to === to)!.labelX;
+    const lane = (from: string, to: string) =>
+      layout.arcs.find(a => a.from === from && a.to === to)!.labelX;
     expect(lane('a', 'b')).toBe(lane('b', 'c'));
     expect(lane('a', 'b')).toBe(lane('c', 'd'));
     expect(lane('a', 'c')).toBeLessThan(lane('a', 'b'));

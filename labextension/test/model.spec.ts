@@ -176,7 +176,15 @@ describe('CacheModel dependency graph', () => {
     const model = new CacheModel();
     model.setCells(ids.map(id => ({ id, source: `${id} = 1` })));
     const cells = ids.map((id, i) =>
-      cell(id, { state: 'ran', depends_on: i ? [{ id: ids[i - 1], names: ['v'] }, { id: ids[0], names: ['w'] }] : [] })
+      cell(id, {
+        state: 'ran',
+        depends_on: i
+          ? [
+              { id: ids[i - 1], names: ['v'] },
+              { id: ids[0], names: ['w'] }
+            ]
+          : []
+      })
     );
     const start = Date.now();
     for (let i = 0; i < 50; i++) {

@@ -38,7 +38,12 @@ describe('parseKernelMessage', () => {
     const parsed = parseKernelMessage(stateMessage());
     expect('message' in parsed).toBe(true);
     const message = (parsed as any).message;
-    expect(message.cells.map((c: any) => c.state)).toEqual(['restored', 'ran', 'stale', 'uncacheable']);
+    expect(message.cells.map((c: any) => c.state)).toEqual([
+      'restored',
+      'ran',
+      'stale',
+      'uncacheable'
+    ]);
     expect(message.cells[1].depends_on).toEqual([{ id: 'a', names: ['x'] }]);
     expect(message.totals.cache_entries).toBe(2);
     expect(message.stale).toEqual(['c']);
@@ -60,7 +65,9 @@ describe('parseKernelMessage', () => {
     expect(parseKernelMessage({ type: 'running', protocol: 1 })).toHaveProperty('ignored');
     expect(parseKernelMessage(stateMessage({ cells: 'all' }))).toHaveProperty('ignored');
     const unknownState = stateMessage({ cells: [cell('a', { state: 'cached' as any })] });
-    expect((parseKernelMessage(unknownState) as any).ignored).toMatch(/unknown cell state "cached"/);
+    expect((parseKernelMessage(unknownState) as any).ignored).toMatch(
+      /unknown cell state "cached"/
+    );
     const noId = stateMessage({ cells: [{ ...cell('a'), id: 7 }] });
     expect(parseKernelMessage(noId)).toHaveProperty('ignored');
   });
@@ -75,7 +82,16 @@ describe('parseKernelMessage', () => {
       type: 'state',
       enabled: true,
       cells: [cell('a', { label: '', state: 'ran' })],
-      totals: { restored: 0, ran: 0, uncacheable: 0, error: 0, saved: 0, cache_bytes: 0, cache_cap: 0, cache_entries: 0 },
+      totals: {
+        restored: 0,
+        ran: 0,
+        uncacheable: 0,
+        error: 0,
+        saved: 0,
+        cache_bytes: 0,
+        cache_cap: 0,
+        cache_entries: 0
+      },
       stale: []
     });
   });

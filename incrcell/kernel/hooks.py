@@ -1,12 +1,18 @@
 """The IPython glue: runs the engine around every cell.
 
-- ``pre_run_cell``: ask the engine for a plan (restore, record, or just run).
+The extension (:mod:`incrcell.kernel.extension`) owns IPython's events and
+tells the hooks when a cell (not a ``run_cell`` nested in one) starts and ends:
+
+- :meth:`KernelHooks.cell_starts`: ask the engine for a plan (restore, record,
+  or just run).
 - an AST transformer: on a restore, the cell's code is replaced by one call,
-  ``__import__('incrcell.hooks').hooks._replay()``, whose return value is the
-  recorded Out value, so IPython's displayhook sets ``Out[n]``, ``_`` and the
-  execute result exactly as a real run would.  For ``%%incrcell rerun`` /
-  ``nocache`` cells it substitutes the cell's body for the magic call.
-- ``post_run_cell``: hand the outcome (success, outputs, Out value) back.
+  ``__import__('incrcell.kernel.hooks').kernel.hooks._replay()``, whose return
+  value is the recorded Out value, so IPython's displayhook sets ``Out[n]``,
+  ``_`` and the execute result exactly as a real run would.  For
+  ``%%incrcell rerun`` / ``nocache`` cells it substitutes the cell's body for
+  the magic call.
+- :meth:`KernelHooks.cell_ends`: hand the outcome (success, outputs, Out value)
+  back.
 
 Nothing here may break a user's cell: an unexpected error inside incrcell is
 reported in one line and the cell runs as in plain IPython.
@@ -24,38 +30,58 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import RECORD, RESTORE, RUN, Engine, Plan
-from .files import FileWatch
+from incrcell.engine import RESTORE, RUN, Engine, Plan, Recording, Restore
+from incrcell.reasons import Code, Reason
+from incrcell.serialise import one_line
+from incrcell.store import CacheWarning
+
 from .outputs import OutputRecorder, replay
-from .randomness import SeedWatch
-from .serialise import one_line
-from .store import CacheWarning
 
 #: ``%%incrcell rerun`` / ``nocache`` / ``cache`` as the first line of a cell.
 DIRECTIVE = re.compile(r"\A[ \t]*%%incrcell[ \t]+(\S+)[^\n]*(?:\n|\Z)")
 DIRECTIVES = ("rerun", "nocache", "cache")
-_REPLAY = "__import__('incrcell.hooks').hooks._replay()"
+_REPLAY = "__import__('incrcell.kernel.hooks').kernel.hooks._replay()"
 
-_ACTIVE: KernelHooks | None = None
+#: The hooks whose restored cell was just compiled to ``_REPLAY``, until that code runs:
+#: the only way from the cell's code back to them (set and cleared by KernelHooks alone).
+_restoring: KernelHooks | None = None
 
 
 def split_directive(raw_cell: str) -> tuple[str | None, str]:
-    """``("rerun", body)`` for a cell starting with ``%%incrcell rerun``, else ``(None, raw_cell)``."""
+    """``("rerun", body)`` for a cell starting with ``%%incrcell rerun``, else
+    ``(None, raw_cell)``."""
     match = DIRECTIVE.match(raw_cell)
     if match and match.group(1) in DIRECTIVES:
         return match.group(1), raw_cell[match.end() :]
     return None, raw_cell
 
 
+def is_session_name(shell: Any, name: str) -> bool:
+    """Objects IPython put in ``shell``'s namespace (``get_ipython``, ``In``...), not user data.
+
+    A plain function IPython put there (its ``open``, which only refuses the
+    standard streams' descriptors) is not session state: cells calling it are
+    keyed on it like on any library function, and the file watch sees its opens.
+    """
+    hidden = shell.user_ns_hidden
+    if name not in hidden:
+        return False
+    value = shell.user_ns.get(name, hidden)
+    return (
+        value is hidden[name]
+        and not isinstance(value, str)
+        and not isinstance(value, types.FunctionType)
+    )
+
+
 @dataclass
 class _Pending:
-    """The cell between ``pre_run_cell`` and ``post_run_cell``."""
+    """The cell between :meth:`KernelHooks.cell_starts` and :meth:`KernelHooks.cell_ends`."""
 
     plan: Plan | None
     body: str | None = None  # transformed body of a directive cell, run instead of the magic
     recorder: OutputRecorder | None = None
-    watch: FileWatch | None = None
-    seeds: SeedWatch | None = None
+    recording: Recording | None = None
     substituted: bool = False
     interrupted: bool = False  # Ctrl-C while it was being planned: it must not run
 
@@ -74,6 +100,8 @@ class _CellSubstitution(ast.NodeTransformer):
         if pending.interrupted:
             return _interrupted_code()
         if pending.plan is not None and pending.plan.action == RESTORE:
+            global _restoring
+            _restoring = self.hooks
             return ast.parse(_REPLAY)
         if pending.body is not None:
             return compile(
@@ -126,40 +154,28 @@ def _one_line_warnings() -> Iterator[None]:
 
 
 class KernelHooks:
-    """Connects one :class:`Engine` to one IPython shell."""
+    """Connects one :class:`Engine` to one IPython shell, cell by cell."""
 
     def __init__(self, shell: Any, engine: Engine) -> None:
         self.shell = shell
         self.engine = engine
         self.pending: _Pending | None = None
         self._transformer = _CellSubstitution(self)
-        self._executions = 0  # pre_execute events since the last pre_run_cell
-        self._depth = 0  # run_cell calls under way: more than 1 inside a cell (%%capture)
 
-    def register(self) -> None:
-        global _ACTIVE
-        for event, callback in self._events():
-            self.shell.events.register(event, callback)
+    def install(self) -> None:
+        """Put the cell substitution and the traceback filter in place."""
         self.shell.ast_transformers.append(self._transformer)
-        # an instance attribute shadowing the method: deleted again by unregister
+        # an instance attribute shadowing the method: deleted again by uninstall
         self.shell.InteractiveTB.structured_traceback = self._structured_traceback
-        _ACTIVE = self
 
-    def unregister(self) -> None:
-        """Undo :meth:`register` completely; safe to call from inside a cell."""
-        global _ACTIVE
-        for event, callback in self._events():
-            try:
-                self.shell.events.unregister(event, callback)
-            except ValueError:
-                pass
+    def uninstall(self) -> None:
+        """Undo :meth:`install` completely and forget the cell under way; safe to call
+        from inside a cell."""
         if self._transformer in self.shell.ast_transformers:
             self.shell.ast_transformers.remove(self._transformer)
         if vars(self.shell.InteractiveTB).get("structured_traceback") == self._structured_traceback:
             del self.shell.InteractiveTB.structured_traceback
         self._drop_pending()
-        if _ACTIVE is self:
-            _ACTIVE = None
 
     def _structured_traceback(
         self, etype: Any, evalue: Any, etb: Any = None, *args: Any, **kwargs: Any
@@ -169,23 +185,6 @@ class KernelHooks:
         etb = without_own_frames(evalue, etb)
         return type(self.shell.InteractiveTB).structured_traceback(
             self.shell.InteractiveTB, etype, evalue, etb, *args, **kwargs
-        )
-
-    def is_session_name(self, name: str) -> bool:
-        """Objects IPython put in the namespace (``get_ipython``, ``In``...), not user data.
-
-        A plain function IPython put there (its ``open``, which only refuses the
-        standard streams' descriptors) is not session state: cells calling it are
-        keyed on it like on any library function, and the file watch sees its opens.
-        """
-        hidden = self.shell.user_ns_hidden
-        if name not in hidden:
-            return False
-        value = self.shell.user_ns.get(name, hidden)
-        return (
-            value is hidden[name]
-            and not isinstance(value, str)
-            and not isinstance(value, types.FunctionType)
         )
 
     # -- events ------------------------------------------------------------------
@@ -201,39 +200,17 @@ class KernelHooks:
             (None if directive else transformed) or self.shell.transform_cell(body),
         )
 
-    def refusal(self) -> str:
-        """Why no cell can be cached under the shell's current settings ('' if they can)."""
+    def refusal(self) -> Reason | None:
+        """Why no cell can be cached under the shell's current settings (None if they can)."""
         if self.shell.ast_node_interactivity != "last_expr":
-            return (
-                f"ast_node_interactivity is {self.shell.ast_node_interactivity!r}: "
-                "only 'last_expr' outputs are replayed"
-            )
-        return ""
+            return Code.INTERACTIVITY(value=self.shell.ast_node_interactivity)
+        return None
 
-    def _events(self) -> tuple[tuple[str, Any], ...]:
-        return (
-            ("pre_execute", self.pre_execute),
-            ("pre_run_cell", self.pre_run_cell),
-            ("post_run_cell", self.post_run_cell),
-        )
-
-    def pre_execute(self) -> None:
-        if not self._depth:  # code a magic runs inside a cell is part of that cell
-            self._executions += 1
-
-    def pre_run_cell(self, info: Any) -> None:
-        self._depth += 1
-        if self._depth > 1:
-            # run_cell called from inside a cell (%%capture, %run -i of a notebook...): its
-            # code is part of the running cell, never a cell of its own; that magic's cell is
-            # uncacheable, so nothing of incrcell's may appear in what it captures
-            return
+    def cell_starts(self, info: Any) -> None:
+        """A cell is about to run (IPython's ``pre_run_cell``; never a nested ``run_cell``,
+        whose code is part of the running cell: that magic's cell is uncacheable, so
+        nothing of incrcell's may appear in what it captures)."""
         try:
-            if self._executions != 1:
-                # something ran between two cells (a silent execution, a widget's comm
-                # message): the digests of the values the last cells left may be stale
-                self.engine.forget_digests()
-            self._executions = 0
             self._drop_pending()
             self._plan_cell(info)
         except KeyboardInterrupt:
@@ -268,17 +245,16 @@ class KernelHooks:
                 _warn("could not analyse this cell", exc)
         # pending first, so that an interrupt while the watches start stops those started
         self.pending = pending = _Pending(plan, transformed if directive else None)
-        if plan is not None and plan.action == RECORD:
+        recording = self.engine.recording(plan) if plan is not None else None
+        if recording is not None:
             pending.recorder = OutputRecorder(self.shell.display_pub)
-            pending.watch = self.engine.watch_files().start()
-            pending.seeds = self.engine.watch_seeds(plan).start()
+            pending.recording = recording
+            recording.start()
 
-    def post_run_cell(self, result: Any) -> None:
-        if self._depth > 1:  # the end of a nested run_cell (see pre_run_cell)
-            self._depth -= 1
-            return
-        self._depth = 0
+    def cell_ends(self, result: Any) -> None:
+        """The cell ended (IPython's ``post_run_cell`` for the cell of :meth:`cell_starts`)."""
         pending, self.pending = self.pending, None
+        self._forget_replay()
         if pending is None:  # e.g. the cell that ran %load_ext: it had no pre_run_cell
             pending = self._loading_cell(result)
             if pending is None:
@@ -286,8 +262,8 @@ class KernelHooks:
         try:
             events = pending.recorder.close() if pending.recorder else []
         finally:
-            files = pending.watch.stop() if pending.watch else None
-            seeds = pending.seeds.stop() if pending.seeds else None
+            if pending.recording is not None:
+                pending.recording.stop()
         plan = pending.plan
         if plan is None:
             return
@@ -301,8 +277,7 @@ class KernelHooks:
                     success=result.success,
                     outputs=events,
                     result=result.result,
-                    files=files,
-                    seeds=seeds,
+                    recording=pending.recording,
                 )
         except KeyboardInterrupt:
             print(
@@ -326,8 +301,7 @@ class KernelHooks:
         info = getattr(result, "info", None)
         if info is None:
             return None
-        self.pre_run_cell(info)
-        self._depth = 0
+        self.cell_starts(info)
         if self.pending is None or self.pending.plan is None or self.pending.plan.action != RUN:
             self._drop_pending()
             return None
@@ -335,25 +309,31 @@ class KernelHooks:
         return pending
 
     def _drop_pending(self) -> None:
+        self._forget_replay()
         if self.pending is not None:
             if self.pending.recorder is not None:
                 self.pending.recorder.close()
-            if self.pending.watch is not None:
-                self.pending.watch.stop()
-            if self.pending.seeds is not None:
-                self.pending.seeds.stop()
+            if self.pending.recording is not None:
+                self.pending.recording.stop()
         self.pending = None
+
+    def _forget_replay(self) -> None:
+        """Nothing of ours outlives the cell: a restored cell's code that never ran (it
+        failed to compile) leaves no reference to these hooks behind."""
+        global _restoring
+        if _restoring is self:
+            _restoring = None
 
     # -- the replacement code of a restored cell ----------------------------------
     def replay(self) -> Any:
         __tracebackhide__ = True
         pending = self.pending
-        assert pending is not None and pending.plan is not None and pending.plan.entry is not None
-        plan = pending.plan
+        assert pending is not None and isinstance(pending.plan, Restore)
+        plan, entry = pending.plan, pending.plan.entry
         value = self.engine.restore(plan, self.shell.user_ns)
-        replay(plan.entry.outputs, self.shell.display_pub)
+        replay(entry.outputs, self.shell.display_pub)
         if self.engine.config.marker:
-            self.shell.display_pub.publish(*restored_marker(plan.entry.duration))
+            self.shell.display_pub.publish(*restored_marker(entry.duration))
         return value
 
 
@@ -422,6 +402,8 @@ def format_seconds(seconds: float) -> str:
 def _replay() -> Any:
     """Called by the code that replaces a restored cell (see ``_REPLAY``)."""
     __tracebackhide__ = True
-    if _ACTIVE is None:
+    global _restoring
+    hooks, _restoring = _restoring, None
+    if hooks is None:
         raise RuntimeError("incrcell was unloaded while restoring a cell; run the cell again")
-    return _ACTIVE.replay()
+    return hooks.replay()

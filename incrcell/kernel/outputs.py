@@ -93,7 +93,7 @@ class _StreamTap:
             return written
 
         try:
-            self.stream.write = write  # type: ignore[method-assign]
+            self.stream.write = write
         except (AttributeError, TypeError):
             setattr(sys, name, _Proxy(self.stream, write))
             self.swapped = True

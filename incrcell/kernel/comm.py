@@ -30,18 +30,16 @@ from typing import Any
 
 import comm
 
-from . import __version__
-from .hooks import KernelHooks
-from .predict import NotebookCell, Predictor, Report
-from .serialise import one_line
-from .store import StoreError
+from incrcell import __version__
+from incrcell.engine import Engine
+from incrcell.predict import NotebookCell, Predictor
+from incrcell.serialise import one_line
+from incrcell.store import StoreError
 
 TARGET = "incrcell"
 PROTOCOL = 1
 #: Shortest time between two states pushed after executions.
 THROTTLE = 0.2
-
-_ACTIVE: Sidebar | None = None
 
 
 class _BadMessage(Exception):
@@ -63,19 +61,29 @@ def _cells(data: dict[str, Any]) -> list[NotebookCell]:
 
 
 class Sidebar:
-    """Every open ``incrcell`` comm of one kernel, and what they are told."""
+    """Every open ``incrcell`` comm of one kernel, and what they are told.
 
-    def __init__(self, hooks: KernelHooks) -> None:
-        self.hooks = hooks
-        self.shell = hooks.shell
-        self.engine = hooks.engine
-        self.predictor = Predictor(hooks.engine, prepare=hooks.prepare, refusal=hooks.refusal)
+    ``incrcell_message`` is called while a frontend's message is handled: the
+    execution IPython counts for it ran no user code (see
+    :class:`incrcell.kernel.extension.UserCode`).
+    """
+
+    def __init__(
+        self,
+        shell: Any,
+        engine: Engine,
+        predictor: Predictor,
+        incrcell_message: Callable[[], None],
+    ) -> None:
+        self.shell = shell
+        self.engine = engine
+        self.predictor = predictor
+        self.incrcell_message = incrcell_message
         self.comms: dict[str, Any] = {}  # comm id -> comm
         # comms a frontend answers on: the ones it opened, and the kernel's once it sent a
         # message (a client without the extension never does: no state is computed for it)
         self.live: set[str] = set()
-        self._executions = 0  # pre_execute events: user code may have run
-        self._accounted = 0  # ... of which the predictor's namespace digests know
+        self.running = False  # a cell is under way (between cell_starts and cell_ends)
         self._next_push = 0.0  # monotonic time before which pushes wait
         self._timer: asyncio.TimerHandle | None = None
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -85,19 +93,10 @@ class Sidebar:
             "clear": self._clear,
             "enable": self._enable,
         }
-        self._events = (
-            ("pre_execute", self._pre_execute),
-            ("pre_run_cell", self._pre_run_cell),
-            ("post_run_cell", self._post_run_cell),
-        )
 
     # -- life ------------------------------------------------------------------------
     def open(self) -> None:
         """Listen for frontends, and reach out to one already open (in a kernel)."""
-        global _ACTIVE
-        for event, callback in self._events:
-            self.shell.events.register(event, callback)
-        _ACTIVE = self
         try:
             comm.get_comm_manager().register_target(TARGET, self._on_open)
             if getattr(self.shell, "kernel", None) is not None:  # not a terminal IPython
@@ -110,12 +109,6 @@ class Sidebar:
 
     def close(self) -> None:
         """Undo :meth:`open`: close every comm, stop listening."""
-        global _ACTIVE
-        for event, callback in self._events:
-            try:
-                self.shell.events.unregister(event, callback)
-            except ValueError:
-                pass
         try:
             manager = comm.get_comm_manager()
             if manager.targets.get(TARGET) == self._on_open:
@@ -132,8 +125,6 @@ class Sidebar:
                 pass
         self.comms.clear()
         self.live.clear()
-        if _ACTIVE is self:
-            _ACTIVE = None
 
     # -- comms -----------------------------------------------------------------------
     def _on_open(self, channel: Any, msg: dict[str, Any]) -> None:
@@ -159,9 +150,7 @@ class Sidebar:
 
     def _on_msg(self, channel: Any, msg: dict[str, Any]) -> None:
         self.live.add(channel.comm_id)
-        # comm dispatch fired pre_execute for this very message: it ran no user code
-        if self._executions == self._accounted + 1:
-            self._accounted = self._executions
+        self.incrcell_message()  # comm dispatch counts it as an execution: it runs no user code
         try:
             self.handle(msg.get("content", {}).get("data"))
         except _BadMessage as exc:
@@ -215,16 +204,9 @@ class Sidebar:
                 self._send(self.comms[comm_id], message)
 
     # -- states ----------------------------------------------------------------------
-    def report(self) -> Report:
-        """The sidebar's view now (also what ``%incrcell status`` shows)."""
-        if self._executions != self._accounted:
-            self.predictor.forget_namespace()
-            self._accounted = self._executions
-        return self.predictor.report(self.shell.user_ns)
-
     def _state(self) -> dict[str, Any]:
         try:
-            return {"type": "state", **self.report().to_json()}
+            return {"type": "state", **self.predictor.report(self.shell.user_ns).to_json()}
         except Exception as exc:  # a bug: the frontend says so, the kernel goes on
             return _error(f"{type(exc).__name__}: {one_line(exc)}")
 
@@ -240,7 +222,7 @@ class Sidebar:
         if self._timer is not None:
             return
         wait = self._next_push - time.monotonic()
-        if wait > 0 or self.hooks.pending is not None:
+        if wait > 0 or self.running:
             try:
                 self._timer = asyncio.get_running_loop().call_later(
                     max(wait, THROTTLE / 4), self._flush
@@ -254,16 +236,15 @@ class Sidebar:
         self._timer = None
         self._schedule()
 
-    # -- IPython events ----------------------------------------------------------------
-    def _pre_execute(self) -> None:
-        self._executions += 1
-
-    def _pre_run_cell(self, info: Any) -> None:
+    # -- cells (told by the extension) ---------------------------------------------------
+    def cell_starts(self, info: Any) -> None:
+        self.running = True
         cell_id = getattr(info, "cell_id", None)
         if self.live and cell_id:
             self._broadcast({"type": "running", "id": cell_id})
 
-    def _post_run_cell(self, result: Any) -> None:
+    def cell_ends(self) -> None:
+        self.running = False
         if self.live:
             self._schedule()
 

@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
-from .config import format_size
-from .engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord, Engine
-from .hooks import DIRECTIVES, KernelHooks, format_seconds
-from .store import StoreError
+from incrcell.config import format_size
+from incrcell.engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord, Engine
+from incrcell.predict import Predictor
+from incrcell.store import StoreError
 
-if TYPE_CHECKING:
-    from .comm import Sidebar
+from .hooks import DIRECTIVES, format_seconds
 
 USAGE = """\
 %incrcell status          every cell seen in this session: restored, ran or uncacheable, and why
@@ -88,14 +87,12 @@ def _where(record: CellRecord) -> str:
 class IncrcellMagics(Magics):
     """The ``%incrcell`` line magic and the ``%%incrcell`` cell magic."""
 
-    def __init__(self, shell: Any, hooks: KernelHooks, sidebar: Sidebar) -> None:
-        super().__init__(shell)
-        self.hooks = hooks
-        self.sidebar = sidebar  # status shows the sidebar's states, in the same words
+    shell: Any  # the shell it was registered with (``Magics`` allows None: never here)
 
-    @property
-    def engine(self) -> Engine:
-        return self.hooks.engine
+    def __init__(self, shell: Any, engine: Engine, predictor: Predictor) -> None:
+        super().__init__(shell)
+        self.engine = engine
+        self.predictor = predictor  # status shows the sidebar's states, in the same words
 
     @line_cell_magic
     def incrcell(self, line: str, cell: str | None = None) -> None:
@@ -164,7 +161,7 @@ class IncrcellMagics(Magics):
             engine.records.values(),
             key=lambda r: (r.execution_count is None, r.execution_count or 0),
         )
-        report = self.sidebar.report()
+        report = self.predictor.report(self.shell.user_ns)
         counts = report.totals
         current = {cell.identity: cell for cell in report.cells}  # stale cells say so
         stale = f", {len(report.stale)} stale" if report.stale else ""
@@ -199,12 +196,13 @@ class IncrcellMagics(Magics):
                 return "incrcell: no cell has run yet in this session."
             record = candidates[-1]
         else:
-            record = engine.by_count.get(n)
-            if record is None:
+            found = engine.by_count.get(n)
+            if found is None:
                 raise UsageError(
                     f"%incrcell why: In [{n}] was not seen by incrcell "
                     "(run %incrcell status to see the cells it knows)"
                 )
+            record = found
         head = f"{_where(record)} `{record.label}`"
         if record.state == RESTORED:
             text = f"{head} was restored from the cache (saved {format_seconds(record.saved)})."
