@@ -27,7 +27,7 @@ from incrcell.config import Config
 from incrcell.engine import ERROR, RAN, RECORD, RESTORE, RESTORED, RUN, UNCACHEABLE, Engine
 from incrcell.reasons import Code
 from incrcell.store import FORMAT_VERSION, CacheWarning
-from incrcell.store.signing import KEY_ENV, signing_key
+from incrcell.store.signing import KEY_ENV, private_text, signing_key
 
 from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
 
@@ -920,12 +920,12 @@ def test_deleted_value_file_is_a_miss(kernel, cache_dir):
 
 def test_foreign_signing_key_is_a_miss(kernel, cache_dir, monkeypatch):
     kernel().run("x = 1", "a")
-    monkeypatch.setenv(KEY_ENV, "another key")
+    monkeypatch.setenv(KEY_ENV, private_text(b"o" * 32))  # another signer, trusting nobody
     signing_key.cache_clear()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CacheWarning)
+    with cache_warnings() as caught:
         outcome = kernel().run("x = 1", "a")
     assert outcome.ran
+    assert any("signed by an untrusted key SHA256:" in str(w.message) for w in caught)
 
 
 # --------------------------------------------------------------------------- no-op restores

@@ -28,6 +28,7 @@ import pytest
 from incrcell.serialise import loads
 from incrcell.store import FORMAT_VERSION, Entry, FileBackend, Signer, Store
 from incrcell.store.codec import ENTRY, KINDS, NOTE, VALUE, parts
+from incrcell.store.signing import parse_private
 
 from golden import make
 
@@ -49,7 +50,7 @@ VARYING = {
 _PLAIN = (int, float, str, bytes, bool, type(None))
 
 
-SIGNER = Signer(make.KEY.encode())
+SIGNER = Signer(parse_private(make.KEY))
 
 
 def _open(directory: Path) -> Store:

@@ -14,6 +14,7 @@ and must never sign a real cache.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import sys
 import tempfile
@@ -23,11 +24,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/, for kernel.py
 
 from incrcell.store import FORMAT_VERSION, KEY_ENV  # noqa: E402
+from incrcell.store.signing import private_text  # noqa: E402
 
 from kernel import LOAD, Kernel, ok  # noqa: E402
 
 #: TEST-ONLY signing key of the golden files (public, in this repository: never use it).
-KEY = "incrcell golden files: a public test-only key, never for a real cache"
+KEY = private_text(hashlib.sha256(b"incrcell golden files: public, test only").digest())
 
 #: The cells, one per kind of thing an entry holds; run in this order in one kernel.
 CELLS = [
