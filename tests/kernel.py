@@ -74,6 +74,18 @@ def states(executions: list[Execution]) -> list[str]:
     return ["restored" if e.restored else "ran" for e in executions]
 
 
+def incrcell_lines(executions: list[Execution]) -> list[str]:
+    """The lines incrcell said on stderr (its one-line warnings) during ``executions``."""
+    return [
+        line
+        for e in executions
+        for o in e.outputs
+        if o.get("name") == "stderr"
+        for line in o["text"].splitlines()
+        if line.startswith("incrcell:")
+    ]
+
+
 def normalise_outputs(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Outputs without incrcell's marker, with adjacent stream chunks merged (as Jupyter shows them)."""
     merged: list[dict[str, Any]] = []

@@ -26,7 +26,7 @@ from incrcell.serialise import dumps, loads
 from incrcell.store import CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store.signing import Signer, fingerprint, private_text, public_text
 
-from kernel import LOAD, Kernel, normalise_outputs, ok, states
+from kernel import LOAD, Kernel, incrcell_lines, normalise_outputs, ok, states
 
 ROOT = Path(__file__).parent.parent
 A, B, C, D = (bytes([n]) * 32 for n in (1, 2, 3, 4))  # the machines' private keys
@@ -367,17 +367,6 @@ def team_env(
         "MPLBACKEND": "module://matplotlib_inline.backend_inline",
         "MPLCONFIGDIR": str(home / "matplotlib"),
     }
-
-
-def incrcell_lines(executions) -> list[str]:
-    return [
-        line
-        for e in executions
-        for o in e.outputs
-        if o.get("name") == "stderr"
-        for line in o["text"].splitlines()
-        if line.startswith("incrcell:")
-    ]
 
 
 def graceful_shutdown(kernel: Kernel) -> None:

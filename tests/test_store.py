@@ -1093,21 +1093,11 @@ def test_a_kernel_says_once_why_it_caches_nothing(
     workdir: Path, cache_env: dict[str, str], tmp_path: Path
 ) -> None:
     """An unusable cache directory, then a key others can write: one line each, cells run."""
-    from kernel import LOAD, Kernel
+    from kernel import LOAD, Kernel, incrcell_lines
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     cells = [LOAD, ("a", "x = 1"), ("b", "y = x + 1\ny")]
-
-    def incrcell_lines(executions) -> list[str]:
-        return [
-            line
-            for e in executions
-            for o in e.outputs
-            if o.get("name") == "stderr"
-            for line in o["text"].splitlines()
-            if line.startswith("incrcell:")
-        ]
 
     kernel = Kernel(workdir, {**cache_env, "INCRCELL_CACHE_DIR": str(blocker / "cache")})
     try:
