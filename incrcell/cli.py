@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import run
 from .config import Config, format_age, format_size, parse_age, parse_size
 from .store import Collection, EntryInfo, Store, StoreError, open_store
 
@@ -66,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
         prog="incrcell",
         description="incrcell: incremental cell execution for Jupyter. Look after its cache.",
     )
-    groups = top.add_subparsers(dest="group", required=True, metavar="cache")
+    groups = top.add_subparsers(dest="group", required=True, metavar="{cache,run}")
+    run.add_parser(groups)
     cache = groups.add_parser(
         "cache",
         help="inspect and manage the cache",
@@ -137,6 +139,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.group == "run":
+        return run.main(args)
     config = Config()
     if args.cache_dir is not None:
         config.cache_dir = args.cache_dir.expanduser()
