@@ -157,7 +157,12 @@ class _LiveObserver(Observer):
             redirect_stdout=False,
             redirect_stderr=False,
         )
-        self.display.start()
+
+    def started(self, cell: Cell) -> None:
+        with self.lock:
+            self.running = (cell, time.monotonic())
+        if not self.display.is_started:  # after the kernel's start-up lines, if it prints any
+            self.display.start()
 
     def _render(self) -> Group:
         with self.lock:
@@ -171,10 +176,6 @@ class _LiveObserver(Observer):
                 self.spinner.update(text=_row(cell.index, "running", spent, cell.label, ""))
                 rows.append(self.spinner)
         return Group(*rows)
-
-    def started(self, cell: Cell) -> None:
-        with self.lock:
-            self.running = (cell, time.monotonic())
 
     def finished(self, cell: Cell, seconds: float, failed: bool, reported: bool = True) -> None:
         with self.lock:

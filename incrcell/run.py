@@ -265,6 +265,9 @@ def _run(jobs: list[_Job], args: argparse.Namespace) -> int:
             outcome = asyncio.run(run.plan() if args.plan else run.execute())
         except BaseException as exc:
             display.abort(observer)
+            if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+                print(f"incrcell run: {job.name}: interrupted; not written", file=sys.stderr)
+                return 130
             if not isinstance(exc, RunError):
                 raise
             print(f"incrcell run: {job.name}: {exc}", file=sys.stderr)

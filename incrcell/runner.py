@@ -33,9 +33,11 @@ import asyncio
 import hashlib
 import logging
 import re
+import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -459,13 +461,11 @@ class NotebookRun:
         self.forced: set[str] = set()
         self._errors: dict[int, dict[str, Any]] = {}  # position -> execute reply content
         self.dead = False  # the kernel died
+        self.interrupted = False  # Ctrl-C: the run is cancelled
         self.connected = False  # the comm is open: the kernel's states describe the cells
 
     def _client(self) -> _Client:
         timeout = self.options.timeout
-        logger = logging.getLogger("incrcell.run.nbclient")
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False  # the runner reports timeouts and errors itself
         return _Client(
             self.nb,
             kernel_name=self.options.kernel,
@@ -479,22 +479,44 @@ class NotebookRun:
             allow_errors=self.options.allow_errors,
             resources={"metadata": {"path": str(self.path.parent)}},
             on_cell_error=self._on_cell_error,
-            log=logger,
+            log=_QUIET,
         )
 
     def _on_cell_error(self, cell: Any, cell_index: int, execute_reply: dict[str, Any]) -> None:
         self._errors[cell_index] = execute_reply.get("content", {})
 
-    async def _start(self, client: _Client) -> None:
+    @asynccontextmanager
+    async def _kernel(self, client: _Client) -> AsyncIterator[None]:
+        """A fresh kernel for the notebook, shut down on the way out.
+
+        A kernel that cannot start is a RunError.  Ctrl-C cancels the run (and
+        the kernel is shut down): nbclient's own handler would only kill the kernel,
+        and the run would go on to report a dead kernel as the notebook's error.
+        """
+        entered = False
         try:
-            client.km = client.create_kernel_manager()
-            await client.async_start_new_kernel()
-            await client.async_start_new_kernel_client()
+            async with client.async_setup_kernel():
+                entered = True
+                task = asyncio.current_task()
+                if task is not None:
+                    try:
+                        asyncio.get_running_loop().add_signal_handler(
+                            signal.SIGINT, self._interrupt, task
+                        )
+                    except (RuntimeError, NotImplementedError):  # not the main thread
+                        pass
+                yield
         except Exception as exc:
+            if entered:
+                raise
             raise RunError(
                 f"could not start kernel {self.options.kernel!r}: {type(exc).__name__}: "
                 f"{' '.join(str(exc).split())[:300]}"
             ) from None
+
+    def _interrupt(self, task: asyncio.Task[Any]) -> None:
+        self.interrupted = True
+        task.cancel()
 
     async def _load(self) -> None:
         """Load incrcell in the kernel, outside the notebook."""
@@ -528,8 +550,7 @@ class NotebookRun:
     # -- --plan ------------------------------------------------------------------------
     async def plan(self) -> Outcome:
         client = self._client()
-        await self._start(client)
-        async with client.async_setup_kernel():
+        async with self._kernel(client):
             self.sidebar = await Sidebar.connect(client.km, lambda cells: None)
             try:
                 await self._load()
@@ -556,9 +577,8 @@ class NotebookRun:
     # -- a run -------------------------------------------------------------------------
     async def execute(self) -> Outcome:
         client = self._client()
-        await self._start(client)
         measured: dict[str, tuple[float, bool]] = {}  # id -> (seconds, raised)
-        async with client.async_setup_kernel():
+        async with self._kernel(client):
             info = await _lab(client).kernel_info(reply=True, timeout=60)
             language = info["content"].get("language_info")
             if language:
@@ -619,6 +639,8 @@ class NotebookRun:
         except CellExecutionError:
             stopped = True
         except DeadKernelError:
+            if self.interrupted:  # nbclient says so of any cancelled cell
+                raise asyncio.CancelledError() from None
             stopped = self.dead = True
             self._errors[cell.position] = {
                 "ename": "DeadKernelError",
@@ -721,3 +743,7 @@ class NotebookRun:
 
 
 _NO_MARKER = "%incrcell config marker=off"
+#: nbclient's log: the runner reports timeouts, errors and dead kernels itself.
+_QUIET = logging.getLogger("incrcell.run.nbclient")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -139,9 +140,9 @@ def test_cold_then_warm_equals_nbconvert_and_the_plan(tmp_path: Path, env: dict[
     work.mkdir()
     source = write(work / "pipeline.ipynb", [nbformat.v4.new_markdown_cell("# P"), *PIPELINE])
     reference = work / "reference.ipynb"
+    nbconvert = [sys.executable, "-m", "nbconvert", "--to=notebook", "--execute"]
     done = subprocess.run(
-        [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", source]
-        + ["--output", reference.name],
+        [*nbconvert, source, "--output", reference.name],
         env=env,
         cwd=work,
         capture_output=True,
@@ -169,7 +170,7 @@ def test_cold_then_warm_equals_nbconvert_and_the_plan(tmp_path: Path, env: dict[
     warm = run_json(source, "-o", work / "warm.ipynb", env=env, cwd=work)
     agrees(plan, warm)
     assert warm["totals"]["restored"] == len(PIPELINE)
-    assert all(c["saved_seconds"] > 0 for c in warm["cells"][:1])
+    assert all(c["seconds"] > 0 and c["saved_seconds"] >= 0 for c in warm["cells"])
     # restored cells carry a plain run's outputs and this run's counts, and no marker
     assert outputs(work / "warm.ipynb") == outputs(reference)
     assert markers(work / "warm.ipynb") == []
@@ -179,10 +180,8 @@ def test_cold_then_warm_equals_nbconvert_and_the_plan(tmp_path: Path, env: dict[
     # the default is --inplace, and the text report ends with the one-line summary
     done = incrcell_run(source, "--markers", env=env, cwd=work)
     assert done.returncode == 0, done.stderr
-    assert (
-        done.stdout.strip().splitlines()[-1]
-        == f"{source}: {len(PIPELINE)} restored, 0 ran, 0.0 s saved"
-    )
+    summary = done.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(rf"{re.escape(str(source))}: 6 restored, 0 ran, \d+\.\d s saved", summary)
     assert len(markers(source)) == len(PIPELINE)  # asked for: kept
     kept = [
         (count, [o for o in outs if "incrcell" not in o.get("metadata", {})])
@@ -261,7 +260,7 @@ def test_a_failing_cell_exits_1_and_names_it(tmp_path: Path, env: dict[str, str]
             code("import time\ntime.sleep(600)"),
         ],
     )
-    fine = write(work / "fine.ipynb", [code("a = 2\na * 21")])
+    write(work / "fine.ipynb", [code("a = 2\na * 21")])
     done = incrcell_run(work, env=env, cwd=tmp_path)  # a directory: both notebooks
     assert done.returncode == 1
     assert "failing.ipynb: cell 2 `y = x / 0` raised ZeroDivisionError: division by zero" in (
