@@ -332,3 +332,42 @@ def test_usage_errors_exit_2_with_one_line(
     assert done.stdout == ""
     if "--frobnicate" not in args and "--timeout" not in args:  # argparse adds its usage
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_on_a_terminal_one_line_per_cell_then_the_summary(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The live display (stdout a terminal): each cell's line with its state, in order."""
+    import pty
+
+    notebook = write(
+        tmp_path / "live.ipynb",
+        [code("a = 1"), code("b = a + 1\nprint(b)"), code("c = b * 2\nc")],
+    )
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "incrcell.cli", "run", notebook, "--force", "2"],
+        env={**env, "COLUMNS": "200", "TERM": "xterm"},
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert process.wait(timeout=TIMEOUT) == 0
+    os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    lines = [line.strip() for line in re.split(r"[\r\n]+", text) if line.strip()]
+    rows = [line for line in lines if re.match(r"\d+\s+(ran|restored)\s", line)]
+    assert [row.split()[:2] for row in rows] == [["1", "ran"], ["2", "ran"], ["3", "ran"]]
+    assert "forced with %%incrcell rerun" in rows[1]
+    assert lines[-1] == f"{notebook}: 0 restored, 3 ran, 0.0 s saved"
