@@ -28,6 +28,7 @@ from rich.text import Text
 
 from .runner import (
     ERROR,
+    EXECUTED,
     NOT_RUN,
     RAN,
     RESTORED,
@@ -40,7 +41,6 @@ from .runner import (
 )
 
 _STYLES = {RESTORED: "green", RAN: "yellow", UNCACHEABLE: "magenta", ERROR: "bold red"}
-_EXECUTED = (RESTORED, RAN, UNCACHEABLE, ERROR)
 
 
 def seconds(value: float) -> str:
@@ -50,7 +50,7 @@ def seconds(value: float) -> str:
 def summary(cells: Iterable[CellResult]) -> str:
     """``12 restored, 2 ran, 41.3 s saved`` (uncacheable, failed, not run when there are any)."""
     cells = list(cells)
-    count = {state: sum(c.state == state for c in cells) for state in (*_EXECUTED, NOT_RUN)}
+    count = {state: sum(c.state == state for c in cells) for state in (*EXECUTED, NOT_RUN)}
     parts = [f"{count[RESTORED]} restored", f"{count[RAN]} ran"]
     for state, word in ((UNCACHEABLE, "uncacheable"), (ERROR, "failed"), (NOT_RUN, "not run")):
         if count[state]:
@@ -186,7 +186,7 @@ class _LiveObserver(Observer):
     def states(self, cells: list[dict[str, Any]]) -> None:
         with self.lock:
             for state in cells:
-                if state.get("state") in _EXECUTED:
+                if state.get("state") in EXECUTED:
                     self.known[state["id"]] = state
         self._flush()
 

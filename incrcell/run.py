@@ -192,6 +192,8 @@ def _prepare(args: argparse.Namespace) -> list[_Job]:
         )
     if args.output and len(paths) > 1:
         raise UsageError("-o names one output notebook: run several notebooks --inplace")
+    if args.output and not (args.output.parent or Path(".")).is_dir():
+        raise UsageError(f"no such directory for -o: {args.output.parent}")
     if args.force and len(paths) > 1:
         raise UsageError("--force names cells of one notebook: run one notebook with it")
     try:
@@ -277,8 +279,15 @@ def _run(jobs: list[_Job], args: argparse.Namespace) -> int:
         if args.plan:
             display.plan(job.name, outcome)
         else:
-            _write(job.nb, job.output)
             display.end(job.name, outcome, observer)
+            try:
+                _write(job.nb, job.output)
+            except OSError as exc:
+                print(
+                    f"incrcell run: cannot write {job.output}: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
+                return 2
             for failure in outcome.failures:
                 _report_failure(job.name, failure)
             if outcome.failures:

@@ -59,10 +59,12 @@ _LOADS = re.compile(r"^[ \t]*%(?:re)?load_ext[ \t]+incrcell[ \t]*$", re.MULTILIN
 _TIMEOUT_ERROR = "CellTimeoutError"
 #: Seconds to wait for the kernel's answer on the comm.
 ANSWER_TIMEOUT = 120.0
+#: Seconds a kernel gets to exit once asked to (jupyter_client's default is 5).
+SHUTDOWN_WAIT = 120.0
 
 # Cell states (the protocol's), and the runner's own for cells that did not execute.
 RESTORED, RAN, UNCACHEABLE, ERROR, NOT_RUN = "restored", "ran", "uncacheable", "error", "not_run"
-_EXECUTED = (RESTORED, RAN, UNCACHEABLE, ERROR)
+EXECUTED = (RESTORED, RAN, UNCACHEABLE, ERROR)
 
 
 class RunError(Exception):
@@ -107,7 +109,7 @@ class CellResult:
 
 @dataclass
 class Failure:
-    """The cell that raised (the first one, with --allow-errors)."""
+    """A cell that raised (or ran out of time)."""
 
     index: int
     id: str
@@ -285,6 +287,9 @@ class _Client(NotebookClient):
     def create_kernel_manager(self) -> Any:
         km = super().create_kernel_manager()
         km.client_factory = _LabKernelClient
+        # a kernel asked to shut down may still be finishing its uploads to a remote
+        # cache: give it that time before it is killed (it exits as soon as it is done)
+        km.shutdown_wait_time = SHUTDOWN_WAIT
         return km
 
 
@@ -501,7 +506,7 @@ class NotebookRun:
                 if task is not None:
                     try:
                         asyncio.get_running_loop().add_signal_handler(
-                            signal.SIGINT, self._interrupt, task
+                            signal.SIGINT, self._interrupt, client, task
                         )
                     except (RuntimeError, NotImplementedError):  # not the main thread
                         pass
@@ -514,8 +519,9 @@ class NotebookRun:
                 f"{' '.join(str(exc).split())[:300]}"
             ) from None
 
-    def _interrupt(self, task: asyncio.Task[Any]) -> None:
+    def _interrupt(self, client: _Client, task: asyncio.Task[Any]) -> None:
         self.interrupted = True
+        client.shutdown_kernel = "immediate"
         task.cancel()
 
     async def _load(self) -> None:
@@ -671,6 +677,9 @@ class NotebookRun:
             )
         if stopped:
             self._clear_after(cell)
+        if self._errors.get(cell.position, {}).get("ename") == _TIMEOUT_ERROR:
+            # the interrupt may not have stopped it: do not wait for it at shutdown
+            client.shutdown_kernel = "immediate"
         return stopped
 
     def _clear_after(self, failed: Cell) -> None:
@@ -709,7 +718,7 @@ class NotebookRun:
                 )
                 continue
             seconds, raised = measured[cell.id]
-            if got.get("state") in _EXECUTED:
+            if got.get("state") in EXECUTED:
                 result = CellResult(
                     cell.index,
                     cell.id,

@@ -317,6 +317,7 @@ def test_a_notebook_that_loads_incrcell_itself(tmp_path: Path, env: dict[str, st
         (["nb.ipynb", "--force", "nope"], "has no code cell with id 'nope'"),
         (["nb.ipynb", "nb.ipynb", "-o", "out.ipynb"], "-o names one output notebook"),
         (["nb.ipynb", "--plan", "--no-cache"], "--no-cache runs every cell plainly"),
+        (["nb.ipynb", "-o", "nowhere/out.ipynb"], "no such directory for -o: nowhere"),
         (["nb.ipynb", "--timeout", "-1"], "expected a number of seconds"),
         (["nb.ipynb", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     ],
