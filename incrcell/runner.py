@@ -525,13 +525,20 @@ class NotebookRun:
         task.cancel()
 
     async def _load(self) -> None:
-        """Load incrcell in the kernel, outside the notebook."""
+        """Load incrcell in the kernel, outside the notebook, and set its marker."""
         assert self.sidebar is not None
-        code = "%load_ext incrcell" + ("" if self.options.markers else "\n" + _NO_MARKER)
-        ok, error, streams = await self.sidebar.execute_hidden(code)
+        ok, error, streams = await self.sidebar.execute_hidden("%load_ext incrcell")
+        if ok:  # %load_ext only prints why it did not load: the next magic tells
+            said = " ".join(" ".join(text.split()) for _, text in streams if text.strip())
+            ok, error, _ = await self.sidebar.execute_hidden(self._marker())
+            error = said or error
         if not ok:
             raise RunError(f"kernel {self.options.kernel!r} cannot load incrcell: {error}")
         self._relay(streams)
+
+    def _marker(self) -> str:
+        """The magic that shows or hides the "restored" note (hidden in written notebooks)."""
+        return f"%incrcell config marker={'on' if self.options.markers else 'off'}"
 
     def _relay(self, streams: list[tuple[str, str]]) -> None:
         """incrcell's one-line warnings from a hidden execution (its stdout is config text)."""
@@ -622,7 +629,7 @@ class NotebookRun:
         """After the notebook's own ``%load_ext incrcell`` cell: markers off, the comm."""
         assert self.sidebar is not None
         if not self.options.markers and not self.options.no_cache:
-            ok, _, streams = await self.sidebar.execute_hidden(_NO_MARKER)
+            ok, _, streams = await self.sidebar.execute_hidden(self._marker())
             if ok:
                 self._relay(streams)
         return await self._open_early()
@@ -751,7 +758,6 @@ class NotebookRun:
             self.outcome.notes += [f"the kernel said: {e}" for e in self.sidebar.errors]
 
 
-_NO_MARKER = "%incrcell config marker=off"
 #: nbclient's log: the runner reports timeouts, errors and dead kernels itself.
 _QUIET = logging.getLogger("incrcell.run.nbclient")
 _QUIET.addHandler(logging.NullHandler())

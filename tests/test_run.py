@@ -372,3 +372,39 @@ def test_on_a_terminal_one_line_per_cell_then_the_summary(
     assert [row.split()[:2] for row in rows] == [["1", "ran"], ["2", "ran"], ["3", "ran"]]
     assert "forced with %%incrcell rerun" in rows[1]
     assert lines[-1] == f"{notebook}: 0 restored, 3 ran, 0.0 s saved"
+
+
+def test_a_kernel_that_cannot_load_incrcell_exits_2(tmp_path: Path, env: dict[str, str]) -> None:
+    """--kernel NAME picks the kernel; one in which incrcell cannot be imported is a one-line
+    error, and the notebook is not written."""
+    spec = tmp_path / "jupyter" / "kernels" / "without-incrcell"
+    spec.mkdir(parents=True)
+    launch = (
+        "import sys; sys.modules['incrcell'] = None; "
+        "from ipykernel.kernelapp import launch_new_instance; launch_new_instance()"
+    )
+    (spec / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-c", launch, "-f", "{connection_file}"],
+                "display_name": "Python without incrcell",
+                "language": "python",
+            }
+        )
+    )
+    notebook = write(tmp_path / "nb.ipynb", [code("x = 1\nx")])
+    before = notebook.read_bytes()
+    done = incrcell_run(
+        notebook,
+        "--kernel",
+        "without-incrcell",
+        env={**env, "JUPYTER_PATH": str(tmp_path / "jupyter")},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if not line.startswith("[IPKernelApp]")]
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        f"incrcell run: {notebook}: kernel 'without-incrcell' cannot load incrcell: "
+    )
+    assert notebook.read_bytes() == before
