@@ -142,9 +142,8 @@ class _LiveObserver(Observer):
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.lock = (
-            threading.Lock()
-        )  # the states arrive on the event loop, rich refreshes on its own
+        # states arrive on the event loop, rich refreshes from a thread of its own
+        self.lock = threading.Lock()
         self.running: tuple[Cell, float] | None = None
         self.pending: list[tuple[Cell, float, bool, bool]] = []  # finished, line not printed yet
         self.known: dict[str, dict[str, Any]] = {}  # cell id -> its last executed CellState
@@ -177,10 +176,10 @@ class _LiveObserver(Observer):
                 rows.append(self.spinner)
         return Group(*rows)
 
-    def finished(self, cell: Cell, seconds: float, failed: bool, reported: bool = True) -> None:
+    def finished(self, cell: Cell, spent: float, failed: bool, reported: bool) -> None:
         with self.lock:
             self.running = None
-            self.pending.append((cell, seconds, failed, reported))
+            self.pending.append((cell, spent, failed, reported))
         self._flush()
 
     def states(self, cells: list[dict[str, Any]]) -> None:

@@ -179,7 +179,7 @@ class Observer:
     def started(self, cell: Cell) -> None:
         """The cell is sent to the kernel."""
 
-    def finished(self, cell: Cell, seconds: float, failed: bool, reported: bool) -> None:
+    def finished(self, cell: Cell, spent: float, failed: bool, reported: bool) -> None:
         """``reported``: the kernel's states will describe this cell."""
 
     def states(self, cells: list[dict[str, Any]]) -> None:
