@@ -511,6 +511,10 @@ class NotebookRun:
                     except (RuntimeError, NotImplementedError):  # not the main thread
                         pass
                 yield
+                # nbclient reads its iopub only while a cell runs: the sidebar's messages
+                # since are unread there, and a kernel asked to shut down waits (until
+                # SIGTERM) to deliver them; nbclient stops its channels only afterwards
+                _lab(client).stop_channels()
         except Exception as exc:
             if entered:
                 raise
