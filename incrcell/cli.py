@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import run
 from .config import Config, format_age, format_size, parse_age, parse_size
 from .store import Collection, EntryInfo, Store, StoreError, open_store
 from .store.signing import (
@@ -82,7 +83,8 @@ def parser() -> argparse.ArgumentParser:
         prog="incrcell",
         description="incrcell: incremental cell execution for Jupyter. Look after its cache.",
     )
-    groups = top.add_subparsers(dest="group", required=True, metavar="{cache,key}")
+    groups = top.add_subparsers(dest="group", required=True, metavar="{cache,key,run}")
+    run.add_parser(groups)
     cache = groups.add_parser(
         "cache",
         help="inspect and manage the cache",
@@ -184,6 +186,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.group == "run":
+        return run.main(args)
     config = Config()
     try:
         if args.group == "key":
