@@ -94,6 +94,7 @@ class CellResult:
     reason: str
     seconds: float = 0.0
     saved_seconds: float = 0.0
+    code: str = ""  # the reason's code (incrcell/reasons.py), as the kernel sent it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -101,6 +102,7 @@ class CellResult:
             "id": self.id,
             "state": self.state,
             "reason": self.reason,
+            "code": self.code,
             "seconds": round(self.seconds, 6),
             "saved_seconds": round(self.saved_seconds, 6),
             "label": self.label,
@@ -150,6 +152,7 @@ class Prediction:
     label: str
     prediction: str  # restore, run, unknown
     reason: str
+    code: str = ""  # the reason's code (incrcell/reasons.py), as the kernel sent it
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -157,6 +160,7 @@ class Prediction:
             "id": self.id,
             "prediction": self.prediction,
             "reason": self.reason,
+            "code": self.code,
             "label": self.label,
         }
 
@@ -586,8 +590,11 @@ class NotebookRun:
                 reason = f"runs before incrcell is loaded (cell {before_load} loads it)"
             elif state is None:
                 reason = "the kernel gave no prediction"
+            code = got.get("prediction_code", "") if reason == got.get("prediction_reason") else ""
             self.outcome.predictions.append(
-                Prediction(cell.index, cell.id, got.get("label") or cell.label, prediction, reason)
+                Prediction(
+                    cell.index, cell.id, got.get("label") or cell.label, prediction, reason, code
+                )
             )
         return self.outcome
 
@@ -738,6 +745,7 @@ class NotebookRun:
                     got.get("reason", ""),
                     float(got.get("duration") or seconds),
                     float(got.get("saved") or 0.0),
+                    got.get("code") or "",
                 )
             else:  # incrcell did not see it: before %load_ext, or --no-cache
                 why = (
@@ -754,9 +762,9 @@ class NotebookRun:
                     seconds,
                 )
             if raised and result.state != ERROR:  # e.g. a timeout the kernel did not record
-                result.state, result.reason = ERROR, "raised an exception"
+                result.state, result.reason, result.code = ERROR, "raised an exception", ""
             if self._errors.get(cell.position, {}).get("ename") == _TIMEOUT_ERROR:
-                result.reason = str(self._errors[cell.position].get("evalue"))
+                result.reason, result.code = str(self._errors[cell.position].get("evalue")), ""
             self.outcome.cells.append(result)
         if self.sidebar is not None:
             self.outcome.notes += [f"the kernel said: {e}" for e in self.sidebar.errors]

@@ -154,13 +154,14 @@ def test_cold_then_warm_equals_nbconvert_and_the_plan(tmp_path: Path, env: dict[
     before = source.read_bytes()
     plan = run_json(source, "--plan", env=env, cwd=work)
     assert set(predictions(plan).values()) == {"run"}
-    assert all(c["reason"].startswith("first run") for c in plan["cells"])
+    assert {c["code"] for c in plan["cells"]} == {"FIRST_RUN"}
     assert source.read_bytes() == before  # --plan writes nothing
 
     cold = run_json(source, "-o", work / "cold.ipynb", env=env, cwd=work)
     agrees(plan, cold)
     cell = cold["cells"][0]
-    assert set(cell) >= {"index", "id", "state", "reason", "seconds", "saved_seconds"}
+    assert set(cell) >= {"index", "id", "state", "reason", "code", "seconds", "saved_seconds"}
+    assert {c["code"] for c in cold["cells"]} == {"FIRST_RUN"}
     assert (cell["index"], cell["id"]) == (1, PIPELINE[0].id)
     assert cold["totals"]["ran"] == len(PIPELINE) and cold["totals"]["restored"] == 0
     assert outputs(work / "cold.ipynb") == outputs(reference)
