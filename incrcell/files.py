@@ -453,22 +453,31 @@ def _patch_module(name: str, module: Any) -> None:
     namespace = getattr(module, "__dict__", None)
     if not isinstance(namespace, dict):
         return
-    for key, value in list(namespace.items()):
-        replacement = _ORIGINALS.get(id(value))
-        if replacement is not None and value is not replacement:
-            namespace[key] = replacement
-            _patched.append((module, key, value, replacement))
-        elif isinstance(value, type) and value.__module__ == name:
-            for attribute, held in list(vars(value).items()):
-                wrapper = _ORIGINALS.get(id(held))
-                if wrapper is not None and held is not wrapper:
-                    # a builtin held by a class is not bound to instances; a wrapper would be
-                    replacement = (
-                        wrapper if isinstance(held, types.FunctionType) else staticmethod(wrapper)
-                    )
-                    with contextlib.suppress(TypeError, AttributeError):
-                        setattr(value, attribute, replacement)
-                        _patched.append((value, attribute, held, replacement))
+    # hundreds of modules, tens of thousands of globals: ``isdisjoint`` over their ids runs
+    # in C, and only a module (or class) that holds an original is walked in Python
+    values = list(namespace.values())
+    if not _ORIGINALS.keys().isdisjoint(map(id, values)):
+        for key, value in list(namespace.items()):
+            replacement = _ORIGINALS.get(id(value))
+            if replacement is not None and value is not replacement:
+                namespace[key] = replacement
+                _patched.append((module, key, value, replacement))
+    for value in values:
+        if not (isinstance(value, type) and value.__module__ == name):
+            continue
+        held_by = vars(value)
+        if _ORIGINALS.keys().isdisjoint(map(id, held_by.values())):
+            continue
+        for attribute, held in list(held_by.items()):
+            wrapper = _ORIGINALS.get(id(held))
+            if wrapper is not None and held is not wrapper:
+                # a builtin held by a class is not bound to instances; a wrapper would be
+                replacement = (
+                    wrapper if isinstance(held, types.FunctionType) else staticmethod(wrapper)
+                )
+                with contextlib.suppress(TypeError, AttributeError):
+                    setattr(value, attribute, replacement)
+                    _patched.append((value, attribute, held, replacement))
 
 
 def uninstall() -> None:

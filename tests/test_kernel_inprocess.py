@@ -156,6 +156,9 @@ def start(
     monkeypatch.delenv(KEY_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     signing_key.cache_clear()
+    # as in a fresh kernel, no file wrappers yet (in-process engine tests may have left them
+    # installed): the builtins put back at the end must not bring back a wrapper unloading took
+    files.uninstall()
     main, builtins_before = sys.modules.get("__main__"), dict(vars(builtins))
     shells: list[Shell] = []
 

@@ -40,7 +40,6 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 KEY_ENV = "INCRCELL_SIGNING_KEY"  # a private key, for CI: `incrcell key generate` makes one
 TRUSTED_ENV = "INCRCELL_TRUSTED_KEYS"
@@ -275,7 +274,7 @@ class Signer:
         if len(private) != _KEY_BYTES:
             raise ValueError(f"a private key is {_KEY_BYTES} bytes, not {len(private)}")
         self._private = Ed25519PrivateKey.from_private_bytes(bytes(private))
-        self.public = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public = self._private.public_key().public_bytes_raw()
         self._seal_key = hmac.new(bytes(private), b"incrcell local seal", "sha256").digest()
         trusted = set(trusted)
         self._keys = {key for key in trusted if isinstance(key, bytes)} | {self.public}
