@@ -181,6 +181,7 @@ class Engine:
         # the sharing settings the store could not use (said once, shown by status)
         self.unusable_settings: list[str] = []
         self._unused: list[str] = []
+        self._unsaid: list[str] = []  # ... not said yet
         self._refused: tuple[object, str] | None = None  # the unusable cache last warned about
         self.graph = CellGraph()
         self.records: dict[str, CellRecord] = {}  # identity -> latest
@@ -221,14 +222,20 @@ class Engine:
 
     # -- store ---------------------------------------------------------------
     def _setting_unusable(self, reason: str) -> None:
-        """A sharing setting the store left out (see :func:`open_store`): said when the
-        store is opened with it, and kept for ``%incrcell status``."""
+        """A sharing setting the store left out (see :func:`open_store`): kept for
+        ``%incrcell status``, and said once, under the next cell that finishes (the store
+        may be opened outside a cell: the sidebar's report)."""
         self._unused.append(reason)
-        warnings.warn(
-            f"incrcell: {reason} (%incrcell config remote=... or trusted_keys=... changes it).",
-            CacheWarning,
-            stacklevel=4,
-        )
+        self._unsaid.append(reason)
+
+    def _say_unusable_settings(self) -> None:
+        for reason in self._unsaid:
+            warnings.warn(
+                f"incrcell: {reason} (%incrcell config remote=... or trusted_keys=... changes it).",
+                CacheWarning,
+                stacklevel=4,
+            )
+        self._unsaid.clear()
 
     @property
     def store(self) -> Store:
@@ -801,6 +808,7 @@ class Engine:
                 state, reason, written = self._persist(
                     plan, namespace, outputs or [], result, duration, recording, after, changes
                 )
+        self._say_unusable_settings()
         return self._record(plan, state, reason, duration, saved, written)
 
     def _observe(self, plan: Run | Record) -> tuple[interpreter.Snapshot, dict[str, Any]]:
