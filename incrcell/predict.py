@@ -330,13 +330,20 @@ class Predictor:
         return parsed
 
     def _lineage(self, identity: str) -> dict[str, Any] | None:
-        """The cell's lineage note: ``{"key", "components"}`` when it was last recorded."""
+        """The cell's lineage note: ``{"key", "components"}`` when it was last recorded.
+        Never waits for the network: with a team cache, a note only it has is fetched in
+        the background, so an absent note is asked for again by the next report."""
         if identity not in self._notes:
+            store: Store | None = None
+            note = None
             try:
-                note = self.engine.store.get_note(f"lineage:{identity}", fetch=False)
+                store = self.engine.store
+                note = store.get_note(f"lineage:{identity}", fetch=False)
             except StoreError:
-                note = None
+                pass
             valid = isinstance(note, dict) and isinstance(note.get("components"), dict)
+            if not valid and store is not None and store.remote is not None:
+                return None
             self._notes[identity] = note if valid else None
         return self._notes[identity]
 
@@ -348,7 +355,7 @@ class Predictor:
             return None
         if key not in self._entries:
             entry = store.get(key, fetch=False)
-            if entry is None and store.remotely(key):
+            if entry is None and store.remotely(key):  # being fetched, or just arrived
                 return Code.REMOTE_PENDING()
             self._entries[key] = (
                 dataclasses.replace(entry, outputs=[], source="") if entry is not None else None

@@ -194,3 +194,80 @@ def test_why_names_what_differs_from_the_machine_that_recorded_it(
     assert "package `teamlib` teamlib==3.1.1 here, teamlib==3.0.2 where it was recorded" in why
     team = {cell["id"]: cell for cell in sidebar(b, cells)["cells"]}["team"]
     assert team["state"] == "ran" and team["code"] == "RECORDED_ELSEWHERE"
+
+
+def silent(kernel: Kernel, code: str) -> None:
+    """Run ``code`` as a silent execution (not a cell: incrcell does not plan it)."""
+    msg_id = kernel.kc.execute(code, silent=True)
+    reply = kernel.kc.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kernel.kc.get_shell_msg(timeout=60)
+    assert reply["content"]["status"] == "ok", reply["content"]
+
+
+#: In the kernel: record every remote read made on the main thread (where the comm
+#: handler runs), and a way to wait for the background listing and fetches.
+WATCH = f"""
+import concurrent.futures, threading
+_store = {STORE}
+_remote, _read, _on_main = _store.remote, _store.remote.backend.read, []
+def _watched(obj, *args):
+    if threading.current_thread() is threading.main_thread():
+        _on_main.append(obj)
+    return _read(obj, *args)
+_remote.backend.read = _watched
+def _settle():
+    concurrent.futures.wait([_remote._listing_job])
+    for obj in list(_remote._prefetched):
+        _remote.wait_for(obj)
+"""
+
+
+def test_predictions_never_wait_for_the_network(
+    tmp_path: Path, seaweed: Seaweed, bucket: str, kernels
+) -> None:
+    """The sidebar's report reads only what is local or listed; what the team cache has is
+    fetched in the background, and a later report predicts from it."""
+    a_public = recorded_by_a(tmp_path, seaweed, bucket, kernels)
+    b = kernels(
+        tmp_path / "b" / "work",
+        team_env(tmp_path, seaweed, "b", bucket, mode="read", trusts=a_public),
+    )
+    ok([b.run(*reversed(CELLS[0]))])
+    sidebar(b, CELLS)  # opens the store: its listing starts in the background
+    silent(b, WATCH)
+    seen = set()
+    for _ in range(4):  # each settle and report takes the next step: notes, then entries
+        silent(b, "_settle()")
+        cells = sidebar(b, CELLS)["cells"][1:]
+        seen |= {(c["prediction"], c["prediction_code"]) for c in cells}
+    assert seen <= {
+        ("run", "FIRST_RUN"),  # no note yet (fetched in the background)
+        ("unknown", "REMOTE_PENDING"),  # the entry is in the team cache, not fetched yet
+        ("run", "UPSTREAM_RUNS"),  # below a cell whose entry is not here yet
+        ("restore", "UNCHANGED"),
+    }, seen
+    assert [c["prediction"] for c in cells] == ["restore"] * 3
+    assert b.value("_on_main") == "[]"
+    assert states(ok(b.run_all(CELLS[1:]))) == ["restored"] * 3
+    assert len(lines_of(status(b), "from the remote cache")) == 3
+
+
+def test_unload_finishes_the_uploads_and_leaves_nothing_registered(
+    tmp_path: Path, seaweed: Seaweed, bucket: str, kernels
+) -> None:
+    a = kernels(tmp_path / "a" / "work", team_env(tmp_path, seaweed, "a", bucket, mode="readwrite"))
+    silent(a, "import gc, weakref")
+    assert states(ok(a.run_all(CELLS))) == ["ran"] * 4
+    # the store's remote tier has an upload worker and an exit handler by now
+    silent(a, f"_store, _remote = weakref.ref({STORE}), weakref.ref({STORE}.remote)")
+    ok([a.run("%unload_ext incrcell")])
+    silent(a, "gc.collect()")
+    assert (a.value("_store()"), a.value("_remote()")) == ("None", "None")
+    entries = [
+        meta["path"]
+        for batch in __import__("obstore").list(seaweed.client(bucket))
+        for meta in batch
+        if meta["path"].startswith("main/entries/")
+    ]
+    assert len(entries) == 3  # finished before unload returned

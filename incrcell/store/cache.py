@@ -516,7 +516,7 @@ class Store:
             return None
         self.backend.touch(obj)
         self._working.add(key)
-        if remote is not None:
+        if remote is not None and fetch:  # a lookup for a prediction is not a restore
             remote.count("entries_remote" if obj in self._fetched else "entries_local")
         return entry
 
@@ -529,13 +529,12 @@ class Store:
         return "remote" if _object(ENTRY, key) in self._fetched else "local"
 
     def remotely(self, key: str) -> bool:
-        """Whether the entry under ``key`` is only in the remote, as far as its listing there
-        is now says (never waits), and not refused here."""
+        """Whether the remote has the entry under ``key``, as far as its listing there is now
+        says (never waits), and it was not refused here."""
         obj = _object(ENTRY, key)
         return (
             self.remote is not None
             and obj not in self._refused
-            and not self.backend.exists(obj)
             and not self.remote.absent(obj, wait=False)
         )
 

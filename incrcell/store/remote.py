@@ -353,6 +353,7 @@ class Remote:
                         with self._lock:
                             self._pending -= 1
                             self.counts["dropped"] += 1
+            worker.join(timeout)  # idle after the flush: it stops at once
         self._fetchers.shutdown(wait=False, cancel_futures=True)
         return done
 
