@@ -221,20 +221,19 @@ class Engine:
         return not _HISTORY_NAME.match(name) and not self.is_session_name(name)
 
     # -- store ---------------------------------------------------------------
-    def _setting_unusable(self, reason: str) -> None:
+    def _setting_unusable(self, reason: str, instead: str) -> None:
         """A sharing setting the store left out (see :func:`open_store`): kept for
         ``%incrcell status``, and said once, under the next cell that finishes (the store
         may be opened outside a cell: the sidebar's report)."""
         self._unused.append(reason)
-        self._unsaid.append(reason)
+        self._unsaid.append(
+            f"incrcell: {reason}; {instead} until it is fixed (%incrcell config remote=... "
+            "or trusted_keys=... changes it)."
+        )
 
     def _say_unusable_settings(self) -> None:
-        for reason in self._unsaid:
-            warnings.warn(
-                f"incrcell: {reason} (%incrcell config remote=... or trusted_keys=... changes it).",
-                CacheWarning,
-                stacklevel=4,
-            )
+        for line in self._unsaid:
+            warnings.warn(line, CacheWarning, stacklevel=4)
         self._unsaid.clear()
 
     @property

@@ -120,7 +120,7 @@ def test_config_switches_a_running_session_to_the_remote(
     ):
         failed = b.run(f"%incrcell config {bad}")
         assert failed.status == "error" and said in failed.error["evalue"], failed.error
-        assert "\n" not in failed.error["evalue"]
+        assert "\n" not in failed.error["evalue"] and "until it is fixed" not in said
     assert "remote = none" in ok([b.run("%incrcell config")])[0].stdout  # nothing changed
     assert not lines_of(status(b), "remote s3://")
 
@@ -271,3 +271,24 @@ def test_unload_finishes_the_uploads_and_leaves_nothing_registered(
         if meta["path"].startswith("main/entries/")
     ]
     assert len(entries) == 3  # finished before unload returned
+
+
+def test_a_miss_is_told_against_the_recording_machines_components() -> None:
+    from incrcell.explain import explain_miss
+    from incrcell.reasons import Code
+
+    here = {"format": 4, "python": "3.12.1", "source": "s", "inputs": {"k": "1"}}
+    here["packages"] = {"pandas": "pandas==3.1.1", "numpy": "numpy==2.0"}
+    there = {
+        **here,
+        "python": "3.11.9",
+        "packages": {**here["packages"], "pandas": "pandas==3.0.2"},
+    }
+    reason = explain_miss(there, here, elsewhere=True)
+    assert reason.codes() == [Code.RECORDED_ELSEWHERE, Code.PYTHON_DIFFERS, Code.PACKAGE_DIFFERS]
+    assert str(reason) == (
+        "recorded by another machine with other key components: Python 3.12.1 here, 3.11.9 "
+        "where it was recorded; package `pandas` pandas==3.1.1 here, pandas==3.0.2 where it "
+        "was recorded"
+    )
+    assert explain_miss(there, here).codes()[1:] == [Code.PYTHON_CHANGED, Code.PACKAGE_CHANGED]

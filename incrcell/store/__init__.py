@@ -128,7 +128,7 @@ def open_store(
     remote: str | None = None,
     remote_mode: str | None = None,
     trusted_keys: str | None = None,
-    fallback: Callable[[str], None] | None = None,
+    fallback: Callable[[str, str], None] | None = None,
 ) -> Store:
     """The store at ``url`` (``file:///path``, ``memory://name``, or a plain path).
 
@@ -141,10 +141,10 @@ def open_store(
     Raises StoreError, in one line, when it cannot be used: a directory that
     cannot be created or written, a signing key refused or missing, a trusted
     key that is not one, a remote that cannot be configured.  With ``fallback``, a
-    sharing setting that cannot be used (the remote, its mode, a trusted key) is told to
-    ``fallback`` in one line instead and left out: the local cache keeps working
-    (without the remote; trusting only the keys that could be read), never a cache
-    that stops caching because of a typo in a setting about sharing.
+    sharing setting that cannot be used (the remote, its mode, a trusted key) is told
+    to ``fallback(why, what is done instead)`` instead, and left out: the local cache
+    keeps working (without the remote; trusting only the keys that could be read),
+    never a cache that stops caching because of a typo in a setting about sharing.
     """
     text = os.fspath(url)
     parts = urlsplit(text)
@@ -174,7 +174,7 @@ def open_store(
         except StoreError as exc:
             if fallback is None:
                 raise
-            fallback(f"{exc.reason}; using the local cache only until it is fixed")
+            fallback(exc.reason, "using the local cache only")
     try:
         if signer is None:
             trusted: set[bytes | str] = set()
@@ -188,7 +188,7 @@ def open_store(
                 except ValueError as exc:
                     if fallback is None:
                         raise StoreError(f"{source}{exc}; nothing is cached until then") from None
-                    fallback(f"{source}{exc}; those keys are not trusted until it is fixed")
+                    fallback(f"{source}{exc}", "those keys are not trusted")
             signer = Signer(signing_key(), trusted)
         return Store(
             backend,
