@@ -113,6 +113,7 @@ class Remote:
         self._warned = False
         self._listing: dict[str, list[Listing]] | None = None  # kind -> objects
         self._names: set[str] = set()  # their names
+        self._note_versions: dict[str, list[str]] = {}  # a note's versions, newest first
         self._listed_at = 0.0
         self._listing_job: concurrent.futures.Future | None = None
         self._known: set[str] = set()  # objects known to be in the remote (uploaded, fetched)
@@ -215,10 +216,17 @@ class Remote:
         except (RemoteDown, OSError):
             return
         names = {item.name for items in found.values() for item in items}
+        versions: dict[str, list[str]] = {}  # a note's local object -> its versions' names
         for item in found["notes"]:
             self.known(item.name)
+            version = _version_of(item.name)
+            if version is not None:
+                versions.setdefault(version[0], []).append(item.name)
+        for listed in versions.values():
+            listed.sort(reverse=True)
         with self._lock:
             self._listing, self._names, self._listed_at = found, names, time.monotonic()
+            self._note_versions = versions
 
     def listing(self, kind: str, *, wait: bool = True) -> list[Listing] | None:
         """The objects of ``kind`` (one of :data:`LISTED`) the remote held a moment ago; None if
@@ -245,10 +253,9 @@ class Remote:
     def versions(self, obj: str, *, wait: bool = True) -> list[str]:
         """The remote names of the versions of the note stored locally as ``obj``, newest first
         (without ``wait``: as far as the listing there is now knows)."""
-        listing = self.listing("notes", wait=wait) or []
-        return sorted(
-            (item.name for item in listing if item.name.startswith(obj + ".")), reverse=True
-        )
+        if self.listing("notes", wait=wait) is None:
+            return []
+        return self._note_versions.get(obj, [])  # indexed once per listing: a miss asks
 
     def known(self, obj: str) -> None:
         version = _version_of(obj) if obj.startswith("notes/") else None
