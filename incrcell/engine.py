@@ -64,7 +64,7 @@ from .packages import changed_since_import, note_loaded, package_versions
 from .persist import Persister
 from .plans import CellRecord, Plan, PlanBase, Record, Recording, Restore, Run
 from .randomness import SeedWatch
-from .reasons import Action, Code, Reason, State
+from .reasons import Action, Code, Reason, State, several
 from .serialise import loads, one_line
 from .sharing import SELF_STANDING, unshared
 from .sources import register_sources
@@ -148,6 +148,17 @@ def files_changed(entry: Entry) -> Reason | None:
     return probe_changed(entry.probes)
 
 
+def store_settings(config: Config) -> tuple[object, ...]:
+    """What the store is opened from: a change (``%incrcell config``) opens it anew."""
+    return (config.cache_dir, config.remote, config.remote_mode, config.trusted_keys)
+
+
+def _components(note: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The key components a lineage note holds (None if none)."""
+    components = note.get("components") if isinstance(note, dict) else None
+    return components if isinstance(components, dict) else None
+
+
 class Engine:
     """One session's cache decisions.
 
@@ -165,7 +176,12 @@ class Engine:
         self.config = config or Config()
         self.is_session_name: Callable[[str], bool] = is_session_name or (lambda name: False)
         self._store: Store | None = store
-        self._store_dir = self.config.cache_dir if store is not None else None
+        self._store_settings = store_settings(self.config) if store is not None else None
+        self._retired: list[Store] = []  # stores replaced while uploading (see close)
+        # the sharing settings the store could not use (said once, shown by status)
+        self.unusable_settings: list[str] = []
+        self._unused: list[str] = []
+        self._unsaid: list[str] = []  # ... not said yet
         self._refused: tuple[object, str] | None = None  # the unusable cache last warned about
         self.graph = CellGraph()
         self.records: dict[str, CellRecord] = {}  # identity -> latest
@@ -205,24 +221,68 @@ class Engine:
         return not _HISTORY_NAME.match(name) and not self.is_session_name(name)
 
     # -- store ---------------------------------------------------------------
+    def _setting_unusable(self, reason: str, instead: str) -> None:
+        """A sharing setting the store left out (see :func:`open_store`): kept for
+        ``%incrcell status``, and said once, under the next cell that finishes (the store
+        may be opened outside a cell: the sidebar's report)."""
+        self._unused.append(reason)
+        self._unsaid.append(
+            f"incrcell: {reason}; {instead} until it is fixed (%incrcell config remote=... "
+            "or trusted_keys=... changes it)."
+        )
+
+    def _say_unusable_settings(self) -> None:
+        for line in self._unsaid:
+            warnings.warn(line, CacheWarning, stacklevel=4)
+        self._unsaid.clear()
+
     @property
     def store(self) -> Store:
-        """The cache; raises StoreError (one line, what to do) if it is unusable."""
+        """The cache; raises StoreError (one line, what to do) if it is unusable.
+
+        A sharing setting that cannot be used (the remote, a trusted key) is said once
+        per setting, and left out: the local cache keeps working without it.
+        """
         config = self.config
-        if self._store is None or self._store_dir != config.cache_dir:
+        settings = store_settings(self.config)
+        if self._store is None or self._store_settings != settings:
+            self._unused = []
+            if self._store is not None and self._store.remote is not None:
+                self._retired.append(self._store)  # its uploads go on (see close)
             try:
                 self._store = open_store(
-                    config.cache_dir, max_size=config.max_size, max_age=config.max_age
+                    config.cache_dir,
+                    max_size=config.max_size,
+                    max_age=config.max_age,
+                    remote=config.remote,
+                    remote_mode=config.remote_mode,
+                    trusted_keys=config.trusted_keys,
+                    fallback=self._setting_unusable,
                 )
             except StoreError as exc:
                 reason = exc.reason
                 if reason.startswith("the cache directory"):
                     reason += "; set INCRCELL_CACHE_DIR or run %incrcell config cache_dir=PATH"
                 raise StoreError(reason) from None
-            self._store_dir = config.cache_dir
+            self._store_settings = settings
+            self.unusable_settings = self._unused
+            self._unused = []
         store = self._store
         store.max_size, store.max_age = config.max_size, config.max_age
         return store
+
+    def close(self, timeout: float) -> bool:
+        """Let go of the stores this session opened: their background uploads are finished
+        (at most ``timeout`` seconds in all; whether they are) and nothing of them stays
+        registered (an exit handler, a worker thread).  What is not uploaded stays in the
+        local cache (``incrcell cache push``)."""
+        deadline = time.monotonic() + timeout
+        stores = [*self._retired, *([self._store] if self._store is not None else [])]
+        self._retired.clear()
+        done = True
+        for store in stores:
+            done = store.close(max(deadline - time.monotonic(), 0.0)) and done
+        return done
 
     # -- before the cell: the decision ---------------------------------------------
     def plan(
@@ -461,7 +521,7 @@ class Engine:
         """The restore of ``entry`` (looked up under the cell's key) with its values loaded,
         or why it cannot be restored now."""
         if entry is None:
-            return explain_miss(self._lineage(cell.identity), keyed.components)
+            return self._explain_miss(cell.identity, keyed.components)
         reason = files_changed(entry)
         if reason is not None:
             return reason
@@ -568,6 +628,7 @@ class Engine:
             random_after={},
             state_after={},
             outputs=outputs,
+            origin=self.store.origin(key),
         )
         if entry.bundle is None or (
             entry.result is None
@@ -637,9 +698,21 @@ class Engine:
         except Unhashable:
             return False
 
-    def _lineage(self, identity: str) -> dict[str, Any] | None:
-        note = self.store.get_note(f"lineage:{identity}")
-        return note.get("components") if note else None
+    def _explain_miss(self, identity: str, components: dict[str, Any]) -> Reason:
+        """Why the cell missed: what changed since it was recorded here (its lineage note)
+        and, with a team cache whose note for it (the recording machine's) has other
+        components than this machine's note, what differs from those (explain.py)."""
+        store = self.store
+        name = f"lineage:{identity}"
+        local = _components(store.get_note(name, fetch=False))
+        reason = explain_miss(local, components)
+        if store.remote is None:
+            return reason
+        recorded = _components(store.get_remote_note(name))
+        if recorded is None or recorded in (local, components):
+            return reason
+        elsewhere = explain_miss(recorded, components, elsewhere=True)
+        return elsewhere if local is None else several([reason, elsewhere])
 
     # -- on a hit --------------------------------------------------------------
     def restore(self, plan: Restore, namespace: MutableMapping[str, Any]) -> Any:
@@ -734,6 +807,7 @@ class Engine:
                 state, reason, written = self._persist(
                     plan, namespace, outputs or [], result, duration, recording, after, changes
                 )
+        self._say_unusable_settings()
         return self._record(plan, state, reason, duration, saved, written)
 
     def _observe(self, plan: Run | Record) -> tuple[interpreter.Snapshot, dict[str, Any]]:
@@ -812,6 +886,7 @@ class Engine:
             plan.reads,
             plan.writes | written,
             plan.source_digest,
+            plan.origin if isinstance(plan, Restore) and state == State.RESTORED else None,
         )
         self.records[plan.identity] = record
         if plan.execution_count is not None:

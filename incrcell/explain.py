@@ -4,6 +4,9 @@ A cache key is a hash of its *components* (source, input digests, package
 fingerprints, Python version, format; see keying.py).  When a cell misses,
 comparing the components it has now with the ones it had the last time it
 was recorded (its *lineage*, kept by the store per cell) names what changed.
+With a team cache, the machine that recorded the cell left its lineage in the
+remote too: a miss there is explained by what differs between that machine's
+components and this one's ("pandas 3.1.1 here, 3.0.2 where it was recorded").
 """
 
 from __future__ import annotations
@@ -19,16 +22,28 @@ def _short(value: str) -> str:
     return value if len(value) <= 40 else value[:37] + "..."
 
 
-def explain_miss(previous: Mapping[str, Any] | None, current: Mapping[str, Any]) -> Reason:
-    """What differs between the last recorded components and these (one reason or SEVERAL)."""
+def explain_miss(
+    previous: Mapping[str, Any] | None, current: Mapping[str, Any], *, elsewhere: bool = False
+) -> Reason:
+    """What differs between the last recorded components and these (one reason or SEVERAL).
+
+    ``elsewhere``: ``previous`` are the components another machine recorded (its lineage
+    note in the team cache), not a change here: the reason is RECORDED_ELSEWHERE, and
+    versions are told as "here" and "where it was recorded".
+    """
     if previous is None:
         return Code.FIRST_RUN()
+    python, package = (
+        (Code.PYTHON_DIFFERS, Code.PACKAGE_DIFFERS)
+        if elsewhere
+        else (Code.PYTHON_CHANGED, Code.PACKAGE_CHANGED)
+    )
     reasons = []
     if previous.get("format") != current.get("format"):
         reasons.append(Code.FORMAT_CHANGED())
     if previous.get("python") != current.get("python"):
         reasons.append(
-            Code.PYTHON_CHANGED(
+            python(
                 before=_short(previous.get("python", "?")), after=_short(current.get("python", "?"))
             )
         )
@@ -53,7 +68,7 @@ def explain_miss(previous: Mapping[str, Any] | None, current: Mapping[str, Any])
     for name in sorted(set(before) | set(now)):
         if before.get(name) != now.get(name):
             reasons.append(
-                Code.PACKAGE_CHANGED(
+                package(
                     name=name,
                     before=_short(before.get(name, "none")),
                     after=_short(now.get(name, "none")),
@@ -61,7 +76,7 @@ def explain_miss(previous: Mapping[str, Any] | None, current: Mapping[str, Any])
             )
     if not reasons:
         return Code.ENTRY_MISSING()
-    return several(reasons)
+    return Code.RECORDED_ELSEWHERE(*reasons) if elsewhere else several(reasons)
 
 
 def explain_upstream(name: str, upstream: str) -> Reason:

@@ -52,6 +52,7 @@ class Restore(PlanBase):
     random_after: dict[str, Any]  # generator states to set
     state_after: dict[str, Any]  # interpreter items to set
     outputs: dict[str, bytes | str | None]  # paths to put back
+    origin: str = "local"  # where the entry came from: "local" or "remote" (the team cache)
 
 
 @dataclass
@@ -109,6 +110,7 @@ class CellRecord:
     reads: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
     source_digest: str = ""  # source_hash of the code it executed (the sidebar's "stale")
+    origin: str | None = None  # a restore's entry: from the "local" or the "remote" cache
 
 
 class Recording:

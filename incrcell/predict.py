@@ -49,7 +49,7 @@ from .fingerprint import Unhashable, ValueHasher, source_hash
 from .keying import BOUND, UNBOUND, KeyInputs, cell_key, is_variable_input, recorded_variables
 from .packages import package_versions
 from .reasons import Action, Code, Reason, State, code, text
-from .store import CacheWarning, Entry, Store, StoreError
+from .store import CacheWarning, Entry, RemoteStatus, Store, StoreError
 
 # Session states besides the engine's (State: restored, ran, uncacheable, error).
 STALE, NOT_RUN = "stale", "not_run"
@@ -90,6 +90,7 @@ class CellState:
     reads: list[str] = field(default_factory=list)
     writes: list[str] = field(default_factory=list)
     depends_on: list[tuple[str, list[str]]] = field(default_factory=list)  # (upstream id, names)
+    origin: str | None = None  # restored: from the "local" or the "remote" cache
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +108,7 @@ class CellState:
             "reads": self.reads,
             "writes": self.writes,
             "depends_on": [{"id": cell, "names": names} for cell, names in self.depends_on],
+            "origin": self.origin,
         }
 
 
@@ -117,6 +119,7 @@ class Report:
     enabled: bool
     cells: list[CellState]
     totals: dict[str, int | float]
+    remote: RemoteStatus | None = None  # the team cache, if one is configured
 
     @property
     def stale(self) -> list[str]:
@@ -129,7 +132,25 @@ class Report:
             "cells": [c.to_json() for c in self.cells],
             "totals": self.totals,
             "stale": self.stale,
+            "remote": _remote_json(self.remote),
         }
+
+
+def _remote_json(status: RemoteStatus | None) -> dict[str, Any] | None:
+    """The sidebar's view of the team cache (see labextension/PROTOCOL.md)."""
+    if status is None:
+        return None
+    return {
+        "url": status.url,
+        "mode": status.mode,
+        "available": status.available,
+        "error": status.error,
+        "fetched": status.entries_remote,
+        "refused": status.refused,
+        "uploaded": status.uploaded,
+        "pending": status.pending,
+        "dropped": status.dropped,
+    }
 
 
 def totals(records: Iterable[CellRecord]) -> dict[str, int | float]:
@@ -232,7 +253,8 @@ class Predictor:
             summary["cache_bytes"] = _size(store)
             summary["cache_cap"] = store.cap if store is not None else 0
             summary["cache_entries"] = sum(self._recorded(c.identity, store) for c in cells)
-        return Report(engine.config.enabled, cells, summary)
+        remote = store.remote_status() if store is not None else None
+        return Report(engine.config.enabled, cells, summary, remote)
 
     def _sync(self, store: Store | None) -> None:
         """Forget what the engine changed since the last report: a cell recorded again
@@ -287,6 +309,7 @@ class Predictor:
                     sorted(record.reads),
                     sorted(record.writes),
                     [(_cell_id(p), names) for p, names in producers.items()],
+                    record.origin if state == State.RESTORED else None,
                 )
             )
         return rows
@@ -307,22 +330,33 @@ class Predictor:
         return parsed
 
     def _lineage(self, identity: str) -> dict[str, Any] | None:
-        """The cell's lineage note: ``{"key", "components"}`` when it was last recorded."""
+        """The cell's lineage note: ``{"key", "components"}`` when it was last recorded.
+        Never waits for the network: with a team cache, a note only it has is fetched in
+        the background, so an absent note is asked for again by the next report."""
         if identity not in self._notes:
+            store: Store | None = None
+            note = None
             try:
-                note = self.engine.store.get_note(f"lineage:{identity}")
+                store = self.engine.store
+                note = store.get_note(f"lineage:{identity}", fetch=False)
             except StoreError:
-                note = None
+                pass
             valid = isinstance(note, dict) and isinstance(note.get("components"), dict)
+            if not valid and store is not None and store.remote is not None:
+                return None
             self._notes[identity] = note if valid else None
         return self._notes[identity]
 
-    def _entry(self, key: str, store: Store) -> Entry | None:
-        """The entry under ``key`` if it is there (its outputs dropped: not needed here)."""
-        if not store.hit(key):
+    def _entry(self, key: str, store: Store) -> Entry | Reason | None:
+        """The entry under ``key`` if it is there (its outputs dropped: not needed here);
+        REMOTE_PENDING if only the team cache has it, not fetched yet (the network is never
+        waited for here: it is fetched in the background, for a later report)."""
+        if not store.hit(key, wait=False):
             return None
         if key not in self._entries:
-            entry = store.get(key)
+            entry = store.get(key, fetch=False)
+            if entry is None and store.remotely(key):  # being fetched, or just arrived
+                return Code.REMOTE_PENDING()
             self._entries[key] = (
                 dataclasses.replace(entry, outputs=[], source="") if entry is not None else None
             )
@@ -333,7 +367,9 @@ class Predictor:
         if store is None:
             return False
         note = self._lineage(identity)
-        return bool(note and isinstance(note.get("key"), str) and store.hit(note["key"]))
+        return bool(
+            note and isinstance(note.get("key"), str) and store.hit(note["key"], wait=False)
+        )
 
     def _digest(self, name: str, value: object) -> str | Unhashable:
         cached = self._digests.get(name)
@@ -412,7 +448,7 @@ class _Simulation:
             else:
                 if same and note and isinstance(note.get("key"), str) and self.store is not None:
                     last = predictor._entry(note["key"], self.store)
-                    if last is not None:
+                    if isinstance(last, Entry):
                         writes |= set(last.variables) | set(last.deleted)
                 self.values.update(dict.fromkeys(writes, position))
             depends: dict[int, list[str]] = {}
@@ -437,6 +473,7 @@ class _Simulation:
                     sorted(reads),
                     sorted(writes),
                     [(cells[j].id, names) for j, names in sorted(depends.items())],
+                    record.origin if record is not None and state == State.RESTORED else None,
                 )
             )
             writers.update(dict.fromkeys(writes, position))
@@ -513,6 +550,8 @@ class _Simulation:
         now = inputs.components(p.digest, self.packages[names])
         key = self.predictor._keys[identity] = cell_key(now)
         entry = self.predictor._entry(key, self.store)
+        if isinstance(entry, Reason):
+            return UNKNOWN, entry, None
         if entry is None:
             return RUN, unstored or explain_miss(components, now), None
         changed = files_changed(entry)

@@ -110,6 +110,10 @@ _TEMPLATES = {
     "PACKAGE_CHANGED": "package `{name}` changed ({before} -> {after})",
     "ENTRY_MISSING": "its cache entry was cleared or could not be read",
     "SEVERAL": "{causes}",
+    # a miss, by what differs from the components another machine recorded (the team cache)
+    "RECORDED_ELSEWHERE": "recorded by another machine with other key components: {causes}",
+    "PYTHON_DIFFERS": "Python {after} here, {before} where it was recorded",
+    "PACKAGE_DIFFERS": "package `{name}` {after} here, {before} where it was recorded",
     # an entry found, but not restorable now
     "OTHER_CWD": "it read or wrote files from another working directory ({cwd})",
     "FILE_CHANGED": "file `{path}` changed",
@@ -229,6 +233,7 @@ _TEMPLATES = {
     "UPSTREAM_STALE": "{upstream} is stale",
     "UPSTREAM_RAN_AGAIN": "{upstream} ran again after it",
     "CELLS_NOT_RECEIVED": "the notebook's cells have not been received",
+    "REMOTE_PENDING": "in the team cache, not fetched yet",
 }
 
 
@@ -265,6 +270,10 @@ class Code(_Words):
     PACKAGE_CHANGED = "PACKAGE_CHANGED"
     ENTRY_MISSING = "ENTRY_MISSING"
     SEVERAL = "SEVERAL"
+    RECORDED_ELSEWHERE = "RECORDED_ELSEWHERE"
+    PYTHON_DIFFERS = "PYTHON_DIFFERS"
+    PACKAGE_DIFFERS = "PACKAGE_DIFFERS"
+    REMOTE_PENDING = "REMOTE_PENDING"
     OTHER_CWD = "OTHER_CWD"
     FILE_CHANGED = "FILE_CHANGED"
     FILE_DELETED = "FILE_DELETED"

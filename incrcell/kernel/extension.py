@@ -11,8 +11,9 @@ user code may have run between cells (:class:`UserCode`).
 
 ``%unload_ext incrcell`` undoes everything :meth:`Extension.load` did (events,
 AST transformer, traceback filter, magics, comm target, the file and native I/O
-wrappers): nothing of incrcell's is left in the shell, and nothing keeps the
-engine, its digest memo or the values of the last cells alive.
+wrappers; the team cache's uploads are finished, with a bounded wait, and its
+exit handler removed): nothing of incrcell's is left in the shell, and nothing
+keeps the engine, its digest memo or the values of the last cells alive.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from incrcell.predict import Predictor
 from .comm import Sidebar
 from .hooks import KernelHooks, is_session_name
 from .magics import IncrcellMagics
+
+#: Seconds ``%unload_ext`` waits for the team cache's pending uploads (at kernel shutdown
+#: the store's exit handler waits for them; what is left stays local: ``incrcell cache push``).
+UNLOAD_WAIT = 10.0
 
 #: The loaded extension of each shell (one per shell; removed again by unload).
 _LOADED: dict[Any, Extension] = {}
@@ -120,6 +125,8 @@ class Extension:
         # the digests of the last cells' values, and the parts' references to them
         self.engine.forget_digests()
         self.predictor.forget_namespace()
+        # the team cache's pending uploads, then its threads and exit handler
+        self.engine.close(UNLOAD_WAIT)
 
     # -- IPython's events ----------------------------------------------------------------
     def _pre_execute(self) -> None:

@@ -5,15 +5,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import warnings
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from incrcell.config import format_size
-from incrcell.engine import ERROR, RAN, RESTORED, UNCACHEABLE, CellRecord, Engine
+from incrcell.engine import (
+    ERROR,
+    RAN,
+    RESTORED,
+    UNCACHEABLE,
+    CellRecord,
+    Engine,
+    store_settings,
+)
 from incrcell.predict import Predictor
-from incrcell.store import StoreError
+from incrcell.store import CacheWarning, StoreError
 
 from .hooks import DIRECTIVES, format_seconds
 
@@ -79,6 +88,24 @@ def _cap(engine: Engine) -> str:
         return ""
 
 
+def _remote_line(engine: Engine) -> str | None:
+    """The team cache: where, whether it answers, what came from it, the upload backlog."""
+    try:
+        status = engine.store.remote_status()
+    except StoreError:
+        return None
+    lines = [f"  not used: {reason}" for reason in engine.unusable_settings]
+    if status is not None:
+        health = "available" if status.available else f"unavailable ({status.error})"
+        lines.insert(
+            0,
+            f"remote {status.url} ({status.mode}): {health}; "
+            f"{status.entries_remote} entries fetched, {status.refused} refused; "
+            f"uploads: {status.uploaded} done, {status.pending} pending, {status.dropped} dropped",
+        )
+    return "\n".join(lines) or None
+
+
 def _where(record: CellRecord) -> str:
     return f"In [{record.execution_count}]" if record.execution_count is not None else "cell"
 
@@ -136,8 +163,12 @@ class IncrcellMagics(Magics):
                 if not sep:
                     raise ValueError(f"expected KEY=VALUE, got {setting!r}")
                 config.set(key.strip(), value)
-            if config.cache_dir != before.cache_dir:
-                self.engine.store  # noqa: B018 - opens it, or says why it cannot
+            if store_settings(config) != store_settings(before):
+                with warnings.catch_warnings():  # said here, as the command's error
+                    warnings.simplefilter("ignore", CacheWarning)
+                    self.engine.store  # noqa: B018 - opens it, or says why it cannot
+                if self.engine.unusable_settings:
+                    raise ValueError(self.engine.unusable_settings[0])
         except (ValueError, StoreError) as exc:
             for field in dataclasses.fields(config):
                 setattr(config, field.name, getattr(before, field.name))
@@ -173,10 +204,15 @@ class IncrcellMagics(Magics):
             f"cache {format_size(int(counts['cache_bytes']))}{_cap(engine)} "
             f"in {engine.config.cache_dir}"
         ]
+        remote = _remote_line(engine)
+        if remote is not None:
+            lines.append(remote)
         for r in records:
             cell = current.get(r.identity)
             state, reason = (cell.state, cell.reason) if cell else (r.state, r.reason)
             detail = f"saved {format_seconds(r.saved)}" if state == RESTORED else reason
+            if state == RESTORED and r.origin == "remote":
+                detail = f"{detail}, from the remote cache"
             lines.append(
                 f"  {_where(r):>9}  {state:<11}  {format_seconds(r.duration):>8}  "
                 f"{r.label[:50]:<50}  {detail}"

@@ -128,6 +128,7 @@ def open_store(
     remote: str | None = None,
     remote_mode: str | None = None,
     trusted_keys: str | None = None,
+    fallback: Callable[[str, str], None] | None = None,
 ) -> Store:
     """The store at ``url`` (``file:///path``, ``memory://name``, or a plain path).
 
@@ -139,7 +140,11 @@ def open_store(
 
     Raises StoreError, in one line, when it cannot be used: a directory that
     cannot be created or written, a signing key refused or missing, a trusted
-    key that is not one, a remote that cannot be configured.
+    key that is not one, a remote that cannot be configured.  With ``fallback``, a
+    sharing setting that cannot be used (the remote, its mode, a trusted key) is told
+    to ``fallback(why, what is done instead)`` instead, and left out: the local cache
+    keeps working (without the remote; trusting only the keys that could be read),
+    never a cache that stops caching because of a typo in a setting about sharing.
     """
     text = os.fspath(url)
     parts = urlsplit(text)
@@ -162,17 +167,28 @@ def open_store(
         remote = os.environ.get(REMOTE_ENV, "")
     if remote_mode is None:
         remote_mode = os.environ.get(REMOTE_MODE_ENV, "").strip().lower() or READ
-    tier = open_remote(remote.strip(), remote_mode) if remote.strip() else None
+    tier = None
+    if remote.strip():
+        try:
+            tier = open_remote(remote.strip(), remote_mode)
+        except StoreError as exc:
+            if fallback is None:
+                raise
+            fallback(exc.reason, "using the local cache only")
     try:
         if signer is None:
-            try:
-                trusted = trusted_from_env()
-            except ValueError as exc:
-                raise StoreError(f"${TRUSTED_ENV}: {exc}; nothing is cached until then") from None
-            try:
-                trusted |= parse_trusted(trusted_keys or "")
-            except ValueError as exc:
-                raise StoreError(f"{exc}; nothing is cached until then") from None
+            trusted: set[bytes | str] = set()
+            sources = (
+                (f"${TRUSTED_ENV}: ", trusted_from_env),
+                ("", lambda: parse_trusted(trusted_keys or "")),
+            )
+            for source, parse in sources:
+                try:
+                    trusted |= parse()
+                except ValueError as exc:
+                    if fallback is None:
+                        raise StoreError(f"{source}{exc}; nothing is cached until then") from None
+                    fallback(f"{source}{exc}", "those keys are not trusted")
             signer = Signer(signing_key(), trusted)
         return Store(
             backend,

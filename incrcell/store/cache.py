@@ -278,6 +278,9 @@ class Store:
         self.remote = remote
         self._fetched: set[str] = set()  # objects this store copied from the remote
         self._refused: dict[str, str] = {}  # remote objects that failed verification -> why
+        # note name -> the remote's newest trusted version, fetched in the background (get_note)
+        self._remote_notes: dict[str, dict | None] = {}
+        self._note_versions: dict[str, dict] = {}  # remote note versions read -> their note
         if remote is not None:
             remote.start_listing()
         self.max_size = max_size
@@ -401,9 +404,17 @@ class Store:
                 pending.result()
         return data[:done], version, digests
 
-    def _load(self, kind: int, name: str, parse: Callable[[int, list[memoryview]], _T]) -> _T:
+    def _load(
+        self,
+        kind: int,
+        name: str,
+        parse: Callable[[int, list[memoryview]], _T],
+        *,
+        fetch: bool = True,
+    ) -> _T:
         """Read, verify and parse one object; removes it if it is corrupt or not authentic.
-        An entry or value the local cache lacks is fetched from the remote (:meth:`_pull`).
+        An entry or value the local cache lacks is fetched from the remote (:meth:`_pull`);
+        without ``fetch``, in the background: this call never waits for the network.
 
         Raises FileNotFoundError if absent, other OSError if unreadable,
         Unusable if corrupt or not authentic.
@@ -413,6 +424,10 @@ class Store:
         try:
             data, version, digests = self._read(obj)
         except FileNotFoundError:
+            if not fetch:
+                if kind == ENTRY and self.remotely(name):
+                    self.remote_prefetch([obj])
+                raise
             pulled = kind != NOTE and self._pull(kind, name, obj)
             self._news()
             if not pulled:
@@ -461,17 +476,21 @@ class Store:
         return True
 
     def _prefetch(self, obj: str) -> None:
-        """Pull a value in the background (see :meth:`get`); its read will wait for it."""
-        name = obj.rsplit("/", 1)[1]
+        """Pull an entry or a value in the background (see :meth:`get`); its read will wait
+        for it."""
+        kind = next(code for code, prefix in KINDS.items() if obj.startswith(prefix + "/"))
         with suppress(Unusable, OSError):
-            self._pull(VALUE, name, obj, prefetching=True)
+            self._pull(kind, obj.rsplit("/", 1)[1], obj, prefetching=True)
 
-    def get(self, key: str) -> Entry | None:
+    def get(self, key: str, *, fetch: bool = True) -> Entry | None:
         """The entry for ``key``, marked as used; None if absent or unusable (warns, never
-        raises).  One the local cache lacks comes from the remote, its values prefetched."""
+        raises).  One the local cache lacks comes from the remote, its values prefetched;
+        without ``fetch`` (the sidebar's predictions) this never waits for the network: an
+        entry the remote lists is fetched in the background, for a later call, and None is
+        returned now."""
         what = f"cache entry {_short(key)}"
         try:
-            entry = self._load(ENTRY, key, parse_entry)
+            entry = self._load(ENTRY, key, parse_entry, fetch=fetch)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -497,7 +516,7 @@ class Store:
             return None
         self.backend.touch(obj)
         self._working.add(key)
-        if remote is not None:
+        if remote is not None and fetch:  # a lookup for a prediction is not a restore
             remote.count("entries_remote" if obj in self._fetched else "entries_local")
         return entry
 
@@ -509,11 +528,24 @@ class Store:
         """Where the entry under ``key`` came from in this process: "remote" or "local"."""
         return "remote" if _object(ENTRY, key) in self._fetched else "local"
 
-    def hit(self, key: str) -> bool:
-        """Cheap existence check (the remote's from its listing, without a round trip):
-        ``get`` may still find the entry unusable."""
+    def remotely(self, key: str) -> bool:
+        """Whether the remote has the entry under ``key``, as far as its listing there is now
+        says (never waits), and it was not refused here."""
         obj = _object(ENTRY, key)
-        return self.backend.exists(obj) or (self.remote is not None and not self.remote.absent(obj))
+        return (
+            self.remote is not None
+            and obj not in self._refused
+            and not self.remote.absent(obj, wait=False)
+        )
+
+    def hit(self, key: str, *, wait: bool = True) -> bool:
+        """Cheap existence check (the remote's from its listing, without a round trip; without
+        ``wait``, from the listing there is now, if any): ``get`` may still find the entry
+        unusable."""
+        obj = _object(ENTRY, key)
+        return self.backend.exists(obj) or (
+            self.remote is not None and not self.remote.absent(obj, wait=wait)
+        )
 
     def has_value(self, digest: str) -> bool:
         """Whether a value that verifies is stored under ``digest``, so it need not be written.
@@ -593,17 +625,36 @@ class Store:
         self._intact.add(digest)
         return stored
 
-    def get_note(self, name: str) -> dict | None:
-        """The note called ``name``; None if absent or unusable (warns, never raises)."""
+    def get_note(self, name: str, *, fetch: bool = True) -> dict | None:
+        """The note called ``name``; None if absent or unusable (warns, never raises).  One
+        the local cache lacks is the remote's (:meth:`get_remote_note`); without ``fetch``,
+        this never waits for the network: the remote's is fetched in the background, and
+        answers a later call."""
         what = f"cache note {name!r}"
         try:
             return self._load(NOTE, name, _parse_note)
         except FileNotFoundError:
-            return self.get_remote_note(name)
+            if fetch:
+                return self.get_remote_note(name)
+            return self._remote_note_later(name)
         except OSError as exc:
             _warn(f"{what} cannot be read ({exc.strerror or exc})", instead="ignoring it")
         except Unusable as exc:
             _warn(f"{what} {exc}", instead="ignoring it")
+        return None
+
+    def _remote_note_later(self, name: str) -> dict | None:
+        """The remote's note ``name`` if a background fetch brought it; else start one (if the
+        listing there is now has it) and say None."""
+        remote = self.remote
+        if remote is None or name in self._remote_notes:
+            return self._remote_notes.get(name)
+        if remote.versions(_note_object(name), wait=False):
+            self._remote_notes[name] = None  # one fetch at a time; this one answers
+            remote.prefetch(
+                [f"note:{name}"],
+                lambda _: self._remote_notes.__setitem__(name, self.get_remote_note(name)),
+            )
         return None
 
     def get_remote_note(self, name: str) -> dict | None:
@@ -614,13 +665,18 @@ class Store:
         if remote is None:
             return None
         for version in remote.versions(_note_object(name))[:_NOTE_TRIES]:
+            if version in self._note_versions:  # write-once: a version read is read for good
+                return self._note_versions[version]
             try:
                 data, _ = remote.call(remote.backend.read, version)
-                return _parse_note(*unframe(data, NOTE, name, self._signer))
+                note = _parse_note(*unframe(data, NOTE, name, self._signer))
             except (OSError, RemoteDown):
                 return None
             except Unusable:
                 remote.count("refused")
+                continue
+            self._note_versions[version] = note
+            return note
         return None
 
     # -- writing --------------------------------------------------------------
@@ -730,6 +786,11 @@ class Store:
         """Wait (at most ``timeout`` seconds) for the background uploads queued so far; whether
         they are done.  The kernel calls it at shutdown; it also runs at process exit."""
         return self.remote.flush(timeout) if self.remote is not None else True
+
+    def close(self, timeout: float | None = 30.0) -> bool:
+        """Finish the background uploads (at most ``timeout`` seconds; whether they are done)
+        and let go of the remote's threads and exit handler; the local cache stays usable."""
+        return self.remote.close(timeout) if self.remote is not None else True
 
     def remote_status(self) -> RemoteStatus | None:
         """Where entries came from, transfers and the upload backlog; None without a remote."""

@@ -36,6 +36,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 
 from .backend import Backend, Listing
 
@@ -54,6 +55,8 @@ FETCHERS = 4
 LISTED = ("entries", "notes")
 
 READ, READWRITE = "read", "readwrite"
+#: What stops the upload worker (no object is called that).
+_STOP = ""
 MODES = (READ, READWRITE)
 
 
@@ -110,6 +113,7 @@ class Remote:
         self._warned = False
         self._listing: dict[str, list[Listing]] | None = None  # kind -> objects
         self._names: set[str] = set()  # their names
+        self._note_versions: dict[str, list[str]] = {}  # a note's versions, newest first
         self._listed_at = 0.0
         self._listing_job: concurrent.futures.Future | None = None
         self._known: set[str] = set()  # objects known to be in the remote (uploaded, fetched)
@@ -212,37 +216,46 @@ class Remote:
         except (RemoteDown, OSError):
             return
         names = {item.name for items in found.values() for item in items}
+        versions: dict[str, list[str]] = {}  # a note's local object -> its versions' names
         for item in found["notes"]:
             self.known(item.name)
+            version = _version_of(item.name)
+            if version is not None:
+                versions.setdefault(version[0], []).append(item.name)
+        for listed in versions.values():
+            listed.sort(reverse=True)
         with self._lock:
             self._listing, self._names, self._listed_at = found, names, time.monotonic()
+            self._note_versions = versions
 
-    def listing(self, kind: str) -> list[Listing] | None:
+    def listing(self, kind: str, *, wait: bool = True) -> list[Listing] | None:
         """The objects of ``kind`` (one of :data:`LISTED`) the remote held a moment ago; None if
-        that is unknown (the remote is down).  Waits for a listing in progress."""
+        that is unknown (the remote is down; or, without ``wait``, not listed yet).  Waits
+        for a listing in progress unless ``wait`` is false."""
         self.start_listing()
         job = self._listing_job
-        if self._listing is None and job is not None:
+        if wait and self._listing is None and job is not None:
             concurrent.futures.wait([job])
         with self._lock:
             listing = self._listing
         return None if listing is None or not self.available() else listing.get(kind, [])
 
-    def absent(self, obj: str) -> bool:
-        """Whether ``obj`` (an entry) is certainly not worth a round trip: not in the listing."""
+    def absent(self, obj: str, *, wait: bool = True) -> bool:
+        """Whether ``obj`` (an entry) is certainly not worth a round trip: not in the listing
+        (without ``wait``: not in the listing there is now, if any)."""
         if obj in self._known:
             return False
         kind = obj.split("/", 1)[0]
         if kind not in LISTED:
             return not self.available()
-        return self.listing(kind) is None or obj not in self._names
+        return self.listing(kind, wait=wait) is None or obj not in self._names
 
-    def versions(self, obj: str) -> list[str]:
-        """The remote names of the versions of the note stored locally as ``obj``, newest first."""
-        listing = self.listing("notes") or []
-        return sorted(
-            (item.name for item in listing if item.name.startswith(obj + ".")), reverse=True
-        )
+    def versions(self, obj: str, *, wait: bool = True) -> list[str]:
+        """The remote names of the versions of the note stored locally as ``obj``, newest first
+        (without ``wait``: as far as the listing there is now knows)."""
+        if self.listing("notes", wait=wait) is None:
+            return []
+        return self._note_versions.get(obj, [])  # indexed once per listing: a miss asks
 
     def known(self, obj: str) -> None:
         version = _version_of(obj) if obj.startswith("notes/") else None
@@ -300,6 +313,8 @@ class Remote:
     def _serve(self) -> None:
         while True:
             obj = self._queue.get()
+            if obj == _STOP:
+                return
             try:
                 if self._upload is not None:
                     self._upload(obj)
@@ -322,6 +337,32 @@ class Remote:
                     return False
                 self._idle.wait(left)
         return True
+
+    def close(self, timeout: float | None = EXIT_WAIT) -> bool:
+        """Finish the uploads queued so far (at most ``timeout`` seconds; whether they are
+        done), then let go: no exit handler, worker or fetcher refers to this object any more
+        (``%unload_ext`` leaves nothing alive).  Uploads still queued stay local (``incrcell
+        cache push``)."""
+        done = self.flush(timeout)
+        atexit.unregister(self.flush)
+        with self._lock:
+            worker, self._worker = self._worker, None
+            self._upload = None
+            self._prefetched.clear()
+        if worker is not None:
+            while True:  # make room for the stop (what is dropped stays local)
+                try:
+                    self._queue.put_nowait(_STOP)
+                    break
+                except queue.Full:
+                    with suppress(queue.Empty):
+                        self._queue.get_nowait()
+                        with self._lock:
+                            self._pending -= 1
+                            self.counts["dropped"] += 1
+            worker.join(timeout)  # idle after the flush: it stops at once
+        self._fetchers.shutdown(wait=False, cancel_futures=True)
+        return done
 
     def status(self) -> RemoteStatus:
         with self._lock:

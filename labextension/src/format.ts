@@ -4,7 +4,7 @@
  */
 
 import type { CacheModel } from './model';
-import type { CellState, CellStateName, Totals } from './protocol';
+import type { CellState, CellStateName, RemoteStatus, Totals } from './protocol';
 
 /** The longest label kept from a cell's first line (the view ellipsises it further). */
 const LABEL_MAX = 120;
@@ -86,7 +86,9 @@ function summarise(cell: CellState): string {
   const why = (prefix: string, reason: string) => (reason ? `${prefix}: ${reason}` : prefix);
   switch (cell.state) {
     case 'restored':
-      return `restored, saved ${formatSeconds(cell.saved)}`;
+      return cell.origin === 'remote'
+        ? `restored from the team cache, saved ${formatSeconds(cell.saved)}`
+        : `restored, saved ${formatSeconds(cell.saved)}`;
     case 'ran':
       return why('ran', cell.reason);
     case 'stale':
@@ -137,6 +139,27 @@ export function formatTotals(totals: Totals): string {
   const cap = totals.cache_cap ? ` of ${formatBytes(totals.cache_cap)}` : '';
   parts.push(`cache ${formatBytes(totals.cache_bytes)}${cap} (${entries})`);
   return parts.join(' · ');
+}
+
+/** The team cache in the totals line: what came from it, the upload backlog; '' if none. */
+export function formatRemote(remote: Readonly<RemoteStatus> | null): string {
+  if (!remote) {
+    return '';
+  }
+  if (!remote.available) {
+    return `team cache unreachable${remote.error ? ` (${remote.error})` : ''}: local only`;
+  }
+  const parts = [`team cache: ${remote.fetched} fetched`];
+  if (remote.mode === 'readwrite' || remote.pending) {
+    parts.push(`${remote.pending} ${remote.pending === 1 ? 'upload' : 'uploads'} pending`);
+  }
+  if (remote.dropped) {
+    parts.push(`${remote.dropped} not uploaded (incrcell cache push)`);
+  }
+  if (remote.refused) {
+    parts.push(`${remote.refused} refused`);
+  }
+  return parts.join(', ');
 }
 
 /** What the panel says above the cells, if anything. */

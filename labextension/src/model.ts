@@ -15,6 +15,7 @@ import {
   EMPTY_TOTALS,
   KernelMessage,
   StateMessage,
+  RemoteStatus,
   Totals
 } from './protocol';
 
@@ -59,6 +60,11 @@ export class CacheModel {
 
   get totals(): Readonly<Totals> {
     return this._totals;
+  }
+
+  /** The team cache, if the kernel has one configured. */
+  get remote(): Readonly<RemoteStatus> | null {
+    return this._remote;
   }
 
   /** The last error the kernel reported, until dismissed or the next state. */
@@ -215,6 +221,7 @@ export class CacheModel {
     this._enabled = message.enabled;
     this._states = new Map(message.cells.map(c => [c.id, c]));
     this._totals = message.totals;
+    this._remote = message.remote;
     this._stale = message.stale;
     this._downstream = downstreamOf(message.cells);
     const wasRunning = this._running !== null;
@@ -233,6 +240,7 @@ export class CacheModel {
     this._enabled = true;
     this._states = new Map();
     this._totals = EMPTY_TOTALS;
+    this._remote = null;
     this._stale = [];
     this._downstream = new Map();
     this._running = null;
@@ -248,6 +256,7 @@ export class CacheModel {
   private _index = new Map<string, number>();
   private _states = new Map<string, CellState>();
   private _totals: Readonly<Totals> = EMPTY_TOTALS;
+  private _remote: Readonly<RemoteStatus> | null = null;
   private _stale: string[] = [];
   private _downstream = new Map<string, string[]>();
   private _running: string | null = null;

@@ -15,6 +15,10 @@ export type CellStateName = (typeof CELL_STATES)[number];
 export const PREDICTIONS = ['restore', 'run', 'unknown'] as const;
 export type Prediction = (typeof PREDICTIONS)[number];
 
+/** Where a restored cell's cache entry came from: this machine's cache or the team cache. */
+export const ORIGINS = ['local', 'remote'] as const;
+export type Origin = (typeof ORIGINS)[number];
+
 /** One upstream cell a cell reads from, and the names it reads. */
 export interface Dependency {
   id: string;
@@ -35,6 +39,21 @@ export interface CellState {
   reads: string[];
   writes: string[];
   depends_on: Dependency[];
+  /** A restored cell's origin; null otherwise (or from a kernel that does not say). */
+  origin: Origin | null;
+}
+
+/** The team cache, while one is configured (PROTOCOL.md, `remote`). */
+export interface RemoteStatus {
+  url: string;
+  mode: string;
+  available: boolean;
+  error: string | null;
+  fetched: number;
+  refused: number;
+  uploaded: number;
+  pending: number;
+  dropped: number;
 }
 
 export interface Totals {
@@ -80,6 +99,7 @@ export interface StateMessage {
   cells: CellState[];
   totals: Totals;
   stale: string[];
+  remote: RemoteStatus | null;
 }
 
 export type KernelMessage = HelloMessage | RunningMessage | ErrorMessage | StateMessage;
@@ -179,7 +199,22 @@ function parseState(data: Record<string, unknown>): StateMessage {
       cache_cap: num(totals.cache_cap),
       cache_entries: num(totals.cache_entries)
     },
-    stale: Array.isArray(data.stale) ? data.stale.map(requiredId) : []
+    stale: Array.isArray(data.stale) ? data.stale.map(requiredId) : [],
+    remote: isObject(data.remote) ? parseRemote(data.remote) : null
+  };
+}
+
+function parseRemote(data: Record<string, unknown>): RemoteStatus {
+  return {
+    url: str(data.url),
+    mode: str(data.mode),
+    available: data.available !== false,
+    error: typeof data.error === 'string' ? data.error : null,
+    fetched: num(data.fetched),
+    refused: num(data.refused),
+    uploaded: num(data.uploaded),
+    pending: num(data.pending),
+    dropped: num(data.dropped)
   };
 }
 
@@ -212,7 +247,8 @@ function parseCellState(data: unknown): CellState {
           id: requiredId(d.id),
           names: strings(d.names)
         }))
-      : []
+      : [],
+    origin: ORIGINS.includes(data.origin as Origin) ? (data.origin as Origin) : null
   };
 }
 

@@ -13,7 +13,7 @@ import { Widget } from '@lumino/widgets';
 
 import { CommandIDs } from './commands';
 import type { NotebookController } from './controller';
-import { bannerText, formatTotals } from './format';
+import { bannerText, formatRemote, formatTotals } from './format';
 import { GraphView } from './graphview';
 import type { CacheModel, Change } from './model';
 import { RowsView } from './rows';
@@ -131,7 +131,11 @@ export class Sidebar extends Widget {
     this._error.textContent = error ? `${error} (click to dismiss)` : '';
     this._error.hidden = !error;
     const ready = connection === 'ready';
-    this._totals.textContent = ready ? formatTotals(model!.totals) : '';
+    const remote = ready ? model!.remote : null;
+    this._totals.textContent = ready
+      ? [formatTotals(model!.totals), formatRemote(remote)].filter(Boolean).join(' · ')
+      : '';
+    this._totals.title = remote ? `team cache ${remote.url} (${remote.mode})` : '';
     this._totals.hidden = !ready;
     this._enabled.disabled = !ready;
     this._enabled.checked = ready && model!.enabled;

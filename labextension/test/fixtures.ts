@@ -19,6 +19,7 @@ export function cell(id: string, overrides: Partial<CellState> = {}): CellState 
     reads: [],
     writes: [],
     depends_on: [],
+    origin: null,
     ...overrides
   };
 }

@@ -3,6 +3,7 @@ import {
   describeCell,
   firstLine,
   formatBytes,
+  formatRemote,
   formatSeconds,
   formatTotals,
   impactText
@@ -54,6 +55,14 @@ describe('describeCell', () => {
     expect(
       describeCell(cell('a', { state: 'error', reason: 'ZeroDivisionError' }), false).badge
     ).toBe('error');
+  });
+
+  it('says a restore came from the team cache', () => {
+    const restored = cell('a', { state: 'restored', saved: 1.5, origin: 'remote' });
+    expect(describeCell(restored, false).summary).toBe('restored from the team cache, saved 1.5 s');
+    expect(describeCell({ ...restored, origin: 'local' }, false).summary).toBe(
+      'restored, saved 1.5 s'
+    );
   });
 
   it('predicts for cells not run yet', () => {
@@ -155,6 +164,32 @@ describe('impactText', () => {
     model.setConnection('connecting');
     expect(impactText(model, 'b', new Set(['c']))).toBe(
       'Editing cell 2 makes 1 cell stale: cell 3'
+    );
+  });
+});
+
+describe('formatRemote', () => {
+  const remote = {
+    url: 's3://team/main',
+    mode: 'readwrite',
+    available: true,
+    error: null,
+    fetched: 3,
+    refused: 0,
+    uploaded: 5,
+    pending: 1,
+    dropped: 0
+  };
+
+  it('shows what came from the team cache and the upload backlog', () => {
+    expect(formatRemote(null)).toBe('');
+    expect(formatRemote(remote)).toBe('team cache: 3 fetched, 1 upload pending');
+    expect(formatRemote({ ...remote, mode: 'read', pending: 0 })).toBe('team cache: 3 fetched');
+    expect(formatRemote({ ...remote, pending: 0, dropped: 2, refused: 1 })).toBe(
+      'team cache: 3 fetched, 0 uploads pending, 2 not uploaded (incrcell cache push), 1 refused'
+    );
+    expect(formatRemote({ ...remote, available: false, error: 'timed out' })).toBe(
+      'team cache unreachable (timed out): local only'
     );
   });
 });

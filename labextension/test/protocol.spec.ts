@@ -47,6 +47,29 @@ describe('parseKernelMessage', () => {
     expect(message.cells[1].depends_on).toEqual([{ id: 'a', names: ['x'] }]);
     expect(message.totals.cache_entries).toBe(2);
     expect(message.stale).toEqual(['c']);
+    expect(message.remote).toBeNull(); // no team cache, or a kernel that does not say
+    expect(message.cells.map((c: any) => c.origin)).toEqual([null, null, null, null]);
+  });
+
+  it('reads where restores came from and the team cache', () => {
+    const sent = stateMessage();
+    const cells = sent.cells as Record<string, unknown>[];
+    cells[0] = { ...cells[0], origin: 'remote' };
+    cells[1] = { ...cells[1], origin: 'elsewhere' };
+    const remote = { url: 's3://team/main', mode: 'read', available: true, error: null };
+    const message = (
+      parseKernelMessage({ ...sent, cells, remote: { ...remote, pending: 2 } }) as any
+    ).message;
+    expect(message.cells[0].origin).toBe('remote');
+    expect(message.cells[1].origin).toBeNull(); // an origin it does not know
+    expect(message.remote).toEqual({
+      ...remote,
+      fetched: 0,
+      refused: 0,
+      uploaded: 0,
+      pending: 2,
+      dropped: 0
+    });
   });
 
   it('ignores other protocol versions and unknown types', () => {
@@ -92,7 +115,8 @@ describe('parseKernelMessage', () => {
         cache_cap: 0,
         cache_entries: 0
       },
-      stale: []
+      stale: [],
+      remote: null
     });
   });
 });
