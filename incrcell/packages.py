@@ -98,11 +98,11 @@ def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
     seen: set[str] = set()
     todo = [_source_files(origin, search_locations)]
     while todo:
-        for file in todo.pop():
+        for file, name in todo.pop():
             if str(file) in seen:
                 continue
             seen.add(str(file))
-            hasher.update(str(file).encode("utf-8", "surrogatepass"))
+            hasher.update(name.encode("utf-8", "surrogatepass"))
             try:
                 source = file.read_bytes()
             except OSError:
@@ -123,10 +123,20 @@ def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
     return LOCAL + hasher.hexdigest()
 
 
-def _source_files(origin: str | None, search_locations: list[str] | None) -> list[Path]:
+def _source_files(
+    origin: str | None, search_locations: list[str] | None
+) -> list[tuple[Path, str]]:
+    """The source files of a module or package, each with its name as the import system
+    sees it (``helpers.py``, ``pkg/sub/x.py``): what the fingerprint covers besides their
+    content, so that the same checkout at another path (a colleague's, CI's) has the same
+    fingerprint, while moving code between files changes it."""
     if search_locations:
-        return sorted(p for location in search_locations for p in Path(location).rglob("*.py"))
-    return [Path(origin)] if origin else []
+        return sorted(
+            (p, p.relative_to(Path(location).parent).as_posix())
+            for location in search_locations
+            for p in Path(location).rglob("*.py")
+        )
+    return [(Path(origin), Path(origin).name)] if origin else []
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1155,3 +1155,31 @@ def test_a_dataclass_restored_from_its_pickle_hashes_the_same() -> None:
     copy = loads(stored.method, stored.stream, stored.buffers)
     assert copy is not ns["P"]
     assert hash_value(copy) == hash_value(ns["P"])
+
+
+def test_a_local_module_is_the_same_wherever_the_checkout_lives(tmp_path: Path) -> None:
+    """A colleague's or CI's checkout at another path keys the same (the team cache);
+    moving code between the package's files does not."""
+    from incrcell.packages import _local_source_hash
+
+    for checkout in ("alice", "ci"):
+        package = tmp_path / checkout / "pkg"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("from .a import f\n")
+        (package / "a.py").write_text("def f():\n    return 1\n")
+        (tmp_path / checkout / "helpers.py").write_text("X = 1\n")
+
+    def of_package(checkout: str) -> str:
+        return _local_source_hash(
+            str(tmp_path / checkout / "pkg" / "__init__.py"), [str(tmp_path / checkout / "pkg")]
+        )
+
+    def of_module(checkout: str) -> str:
+        return _local_source_hash(str(tmp_path / checkout / "helpers.py"), None)
+
+    assert of_package("alice") == of_package("ci")
+    assert of_module("alice") == of_module("ci")
+    (tmp_path / "ci" / "pkg" / "a.py").rename(tmp_path / "ci" / "pkg" / "b.py")
+    (tmp_path / "ci" / "pkg" / "__init__.py").write_text("from .b import f\n")
+    (tmp_path / "alice" / "pkg" / "__init__.py").write_text("from .b import f\n")
+    assert of_package("alice") != of_package("ci")
