@@ -123,9 +123,7 @@ def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
     return LOCAL + hasher.hexdigest()
 
 
-def _source_files(
-    origin: str | None, search_locations: list[str] | None
-) -> list[tuple[Path, str]]:
+def _source_files(origin: str | None, search_locations: list[str] | None) -> list[tuple[Path, str]]:
     """The source files of a module or package, each with its name as the import system
     sees it (``helpers.py``, ``pkg/sub/x.py``): what the fingerprint covers besides their
     content, so that the same checkout at another path (a colleague's, CI's) has the same
