@@ -11,6 +11,8 @@ that starts a kernel itself or through one of its fixtures (any code naming
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -63,3 +65,19 @@ def kernel(workdir: Path, cache_env: dict[str, str]):
     k = Kernel(workdir, cache_env)
     yield k
     k.shutdown()
+
+
+@pytest.fixture
+def npm() -> str:
+    """The ``npm`` that runs the labextension's scripts; its node_modules must be installed
+    (``pip install -e '.[test]'`` does it). Missing: a failure in CI, else a skip."""
+    found = shutil.which("npm")
+    if (
+        found is None
+        or not (Path(__file__).resolve().parent.parent / "labextension" / "node_modules").is_dir()
+    ):
+        reason = "npm or labextension/node_modules missing (pip install -e '.[test]' creates them)"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found

@@ -8,24 +8,14 @@ stop running.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
-
-import pytest
 
 LABEXTENSION = Path(__file__).resolve().parent.parent / "labextension"
 
 
-def test_frontend_unit_tests() -> None:
-    npm = shutil.which("npm")
-    if npm is None or not (LABEXTENSION / "node_modules").is_dir():
-        reason = "npm or labextension/node_modules missing (pip install -e '.[test]' creates them)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+def test_frontend_unit_tests(npm: str) -> None:
     result = subprocess.run(
         [npm, "test", "--", "--ci"], cwd=LABEXTENSION, capture_output=True, text=True, timeout=300
     )
