@@ -17,6 +17,7 @@ import builtins
 import contextlib
 import io
 import sys
+import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ import pytest
 
 from incrcell.config import Config
 from incrcell.engine import CellRecord, Engine, Plan, Restore
+from incrcell.store import Entry
 from incrcell.store.signing import KEY_ENV, signing_key
 
 
@@ -149,3 +151,22 @@ def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     signing_key.cache_clear()
     yield tmp_path / "cache"
     signing_key.cache_clear()
+
+
+def bare_entry(
+    key: str, source: str, bundle: str, components: dict[str, Any] | None = None
+) -> Entry:
+    """The entry of a cell that printed nothing and whose values are all in ``bundle``
+    (tests that fill a store directly, without running cells)."""
+    return Entry(
+        key=key,
+        source=source,
+        variables={},
+        deleted=[],
+        outputs=[],
+        result=None,
+        duration=1.0,
+        created=time.time(),
+        components=components or {},
+        bundle=bundle,
+    )

@@ -16,8 +16,10 @@ import tomllib
 
 from incrcell import cli
 from incrcell.serialise import dumps
-from incrcell.store import FORMAT_VERSION, Entry, Signer, open_store, signing_key
+from incrcell.store import FORMAT_VERSION, Signer, open_store, signing_key
 from incrcell.store.signing import private_text
+
+from harness import bare_entry
 
 KEY = b"k" * 32
 ROOT = Path(__file__).parent.parent
@@ -47,20 +49,7 @@ def fill(cache: str, sizes: list[int]) -> list[str]:
     for index, size in enumerate(sizes):
         digest, key = f"{index + 16:02x}" * 16, f"{index + 160:02x}" * 16
         store.put_value(digest, dumps(np.full(size // 8, index)))
-        store.put(
-            Entry(
-                key=key,
-                source=f"# cell {index}\nx{index} = make({size})",
-                variables={},
-                deleted=[],
-                outputs=[],
-                result=None,
-                duration=1.0,
-                created=time.time(),
-                components={},
-                bundle=digest,
-            )
-        )
+        store.put(bare_entry(key, f"# cell {index}\nx{index} = make({size})", digest))
         used = time.time() - 1000 + index
         root = Path(cache, f"v{FORMAT_VERSION}")
         os.utime(root / "entries" / key[:2] / key, (used, used))

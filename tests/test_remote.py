@@ -26,6 +26,7 @@ from incrcell.serialise import dumps, loads
 from incrcell.store import CacheWarning, Entry, Store, StoreError, open_store
 from incrcell.store.signing import Signer, fingerprint, private_text, public_text
 
+from harness import bare_entry
 from kernel import LOAD, Kernel, incrcell_lines, normalise_outputs, ok, states
 
 ROOT = Path(__file__).parent.parent
@@ -58,18 +59,7 @@ def record(store: Store, key: str, **values: object) -> Entry:
     """What the engine stores for a cell that bound ``values``: one value, its entry, a note."""
     digest = key[::-1]
     store.put_value(digest, dumps((values, None), own=[*values.values(), None]))
-    entry = Entry(
-        key=key,
-        source=f"# cell {key[:4]}",
-        variables={},
-        deleted=[],
-        outputs=[],
-        result=None,
-        duration=1.0,
-        created=time.time(),
-        components={"source": key},
-        bundle=digest,
-    )
+    entry = bare_entry(key, f"# cell {key[:4]}", digest, {"source": key})
     store.put(entry)
     store.put_note(f"lineage:{key[:4]}", {"key": key, "components": entry.components})
     return entry
