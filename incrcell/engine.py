@@ -938,11 +938,14 @@ class Engine:
         return interpreter.refusal(plan.state_before, after)
 
     # -- housekeeping ------------------------------------------------------------
-    def clear_session(self, also: Iterable[str] = ()) -> int:
+    def clear_session(self, also: Iterable[str] = (), keep_history: bool = False) -> int:
         """Delete the entries of the cells seen in this session, and the entries
-        ``also``; returns how many."""
+        ``also``; returns how many.  ``keep_history``: the session still knows what its
+        cells did (the sidebar's rows), only the cache forgets."""
         keys = {r.key for r in self.records.values() if r.key} | set(also)
         removed = self.store.delete(keys)
+        if keep_history:
+            return removed
         self.graph.forget(self.records)
         self.records.clear()
         self.by_count.clear()

@@ -9,6 +9,10 @@ moves messages between the frontend and :class:`incrcell.predict.Predictor`:
 - it sends the notebook's code cells, and actions (invalidate a cell, clear
   the notebook's entries, turn caching on or off); each is answered with a
   ``state`` to every open comm;
+- a message may carry ``sender`` and ``seq``: its answer then carries ``ack``
+  (on the asking comm only), and a repeat of it (the frontend retries what was
+  not acknowledged, on the same comm or a new one) is acknowledged again without
+  being applied twice;
 - the kernel says ``running`` when a cell starts, and pushes a ``state`` after
   it ran.  During a Run All those pushes are throttled (at most one every
   ``max(0.2 s, 10 x the time the last one took)``, the last always sent once
@@ -16,15 +20,20 @@ moves messages between the frontend and :class:`incrcell.predict.Predictor`:
 
 Fails safe: nothing here may break a cell or the kernel.  A bad message, or a
 bug, is answered with one ``error`` message; a comm that cannot be written to
-is dropped.  Handlers run on the kernel's shell thread between executions, so
-they see the namespace and the engine at rest.
+is dropped.  Handlers run on the kernel's main shell thread between executions,
+so they see the namespace and the engine at rest: a message that arrives on
+another thread (a frontend sending comm messages over a kernel subshell, as
+JupyterLab 4.6 may) is handed to the main thread's event loop, never handled
+while a cell runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +49,9 @@ TARGET = "incrcell"
 PROTOCOL = 1
 #: Shortest time between two states pushed after executions.
 THROTTLE = 0.2
+#: How many acknowledged (sender, seq) pairs are remembered, to answer a repeat without
+#: applying it twice (a frontend has at most a few messages unacknowledged at a time).
+REMEMBERED = 256
 
 
 class _BadMessage(Exception):
@@ -51,6 +63,16 @@ def _text(data: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise _BadMessage(f"`{key}` must be a string")
     return value
+
+
+def _acked(data: Any) -> tuple[str, int] | None:
+    """The (sender, seq) a message asks to be acknowledged under, if it carries both."""
+    if not isinstance(data, dict):
+        return None
+    sender, seq = data.get("sender"), data.get("seq")
+    if isinstance(sender, str) and isinstance(seq, int) and not isinstance(seq, bool):
+        return sender, seq
+    return None
 
 
 def _cells(data: dict[str, Any]) -> list[NotebookCell]:
@@ -86,7 +108,12 @@ class Sidebar:
         self.running = False  # a cell is under way (between cell_starts and cell_ends)
         self._next_push = 0.0  # monotonic time before which pushes wait
         self._timer: asyncio.TimerHandle | None = None
-        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+        # the thread and event loop of the main shell (where %load_ext ran): handlers run there
+        self._thread = threading.get_ident()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # (sender, seq) -> what its answer added to the state (see _acked)
+        self._answered: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
             "cells": lambda data: self.predictor.set_cells(_cells(data)),
             "request_state": lambda data: None,
             "invalidate": self._invalidate,
@@ -97,6 +124,11 @@ class Sidebar:
     # -- life ------------------------------------------------------------------------
     def open(self) -> None:
         """Listen for frontends, and reach out to one already open (in a kernel)."""
+        self._thread = threading.get_ident()
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a terminal IPython): no other thread to come from
+            self._loop = None
         try:
             comm.get_comm_manager().register_target(TARGET, self._on_open)
             if getattr(self.shell, "kernel", None) is not None:  # not a terminal IPython
@@ -127,7 +159,20 @@ class Sidebar:
         self.live.clear()
 
     # -- comms -----------------------------------------------------------------------
+    def _elsewhere(self, handler: Callable[..., None], *args: Any) -> bool:
+        """If this is not the main shell's thread, hand ``handler(*args)`` to its event loop
+        (run once the running cell, if any, is done) and say so."""
+        if threading.get_ident() == self._thread or self._loop is None:
+            return False
+        try:
+            self._loop.call_soon_threadsafe(handler, *args)
+        except RuntimeError:  # the loop is closed: the kernel is going away
+            pass
+        return True
+
     def _on_open(self, channel: Any, msg: dict[str, Any]) -> None:
+        if self._elsewhere(self._on_open, channel, msg):
+            return
         data = msg.get("content", {}).get("data")
         if isinstance(data, dict) and data.get("type") == "cells":
             try:  # the frontend may send its cells with the open message (PROTOCOL.md)
@@ -149,21 +194,36 @@ class Sidebar:
         self.live.discard(channel.comm_id)
 
     def _on_msg(self, channel: Any, msg: dict[str, Any]) -> None:
+        if self._elsewhere(self._on_msg, channel, msg):
+            return
         self.live.add(channel.comm_id)
         self.incrcell_message()  # comm dispatch counts it as an execution: it runs no user code
+        data = msg.get("content", {}).get("data")
+        acked = _acked(data)
+        if acked is not None and acked in self._answered:  # a retry of what was done: answer again
+            self._send(channel, {**self._state(), **self._answered[acked]})
+            return
         try:
-            self.handle(msg.get("content", {}).get("data"))
+            added = self.handle(data) or {}
         except _BadMessage as exc:
-            self._send(channel, _error(str(exc)))
+            added, answer = {}, _error(str(exc))
         except StoreError as exc:
-            self._send(channel, _error(exc.reason))
+            added, answer = {}, _error(exc.reason)
         except Exception as exc:  # a bug: say it in one line, never break the kernel
-            self._send(channel, _error(f"{type(exc).__name__}: {one_line(exc)}"))
+            added, answer = {}, _error(f"{type(exc).__name__}: {one_line(exc)}")
         else:
-            self._broadcast(self._state())
+            answer = self._state()
+            self._broadcast(answer, but=channel)
+        if acked is not None:
+            added["ack"] = acked[1]
+            self._answered[acked] = added
+            while len(self._answered) > REMEMBERED:
+                self._answered.popitem(last=False)
+        self._send(channel, {**answer, **added})
 
-    def handle(self, data: Any) -> None:
-        """Apply one frontend message; raises _BadMessage if the protocol forbids it."""
+    def handle(self, data: Any) -> dict[str, Any] | None:
+        """Apply one frontend message; returns what its answer adds to the state (or None);
+        raises _BadMessage if the protocol forbids it."""
         if not isinstance(data, dict):
             raise _BadMessage("a message must be a JSON object")
         if data.get("protocol") != PROTOCOL:
@@ -175,16 +235,23 @@ class Sidebar:
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
             raise _BadMessage(f"unknown message type {data.get('type')!r}")
-        handler(data)
+        return handler(data)
 
     def _invalidate(self, data: dict[str, Any]) -> None:
         self.engine.store.delete(self.predictor.keys([_text(data, "id")]))
         self.predictor.forget_cache()
 
-    def _clear(self, data: dict[str, Any]) -> None:
+    def _clear(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Delete the entries of the notebook's and the session's cells; the session keeps
+        what its cells did (they ran or were restored: only the cache forgot)."""
         cells = self.predictor.cells or []
-        self.engine.clear_session(also=self.predictor.keys(c.id for c in cells))
+        before = self.engine.store.usage().size
+        entries = self.engine.clear_session(
+            also=self.predictor.keys(c.id for c in cells), keep_history=True
+        )
         self.predictor.forget_cache()
+        freed = max(before - self.engine.store.usage().size, 0)
+        return {"cleared": {"entries": entries, "bytes": freed}}
 
     def _enable(self, data: dict[str, Any]) -> None:
         enabled = data.get("enabled")
@@ -198,9 +265,10 @@ class Sidebar:
         except Exception:  # closed under us: forget it
             self._forget(channel)
 
-    def _broadcast(self, message: dict[str, Any]) -> None:
+    def _broadcast(self, message: dict[str, Any], but: Any = None) -> None:
+        """Send to every comm a frontend answers on (except ``but``)."""
         for comm_id in list(self.live):
-            if comm_id in self.comms:
+            if comm_id in self.comms and self.comms[comm_id] is not but:
                 self._send(self.comms[comm_id], message)
 
     # -- states ----------------------------------------------------------------------

@@ -5,9 +5,11 @@
 
 import type { JupyterFrontEnd } from '@jupyterlab/application';
 import type { ICommandPalette } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog } from '@jupyterlab/apputils';
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 
 import type { NotebookController } from './controller';
+import { formatBytes } from './format';
 
 export namespace CommandIDs {
   export const showSidebar = 'incrcell:show-sidebar';
@@ -46,7 +48,10 @@ export function registerCommands(
     label: "Clear This Notebook's incrcell Cache",
     caption: "Delete the cache entries of this notebook's cells",
     isEnabled: ready,
-    execute: () => current()?.clear()
+    execute: () => {
+      const controller = current();
+      return controller ? clearAfterAsking(controller) : undefined;
+    }
   });
   commands.addCommand(CommandIDs.toggleEnabled, {
     label: 'Cache Cells with incrcell',
@@ -99,4 +104,33 @@ export function registerCommands(
     selector: '.jp-Notebook .jp-CodeCell',
     rank: 100
   });
+}
+
+/**
+ * Clear the notebook's cache entries once the user agreed, then say what was
+ * removed (as the kernel counted it) or why nothing was.
+ */
+async function clearAfterAsking(controller: NotebookController): Promise<void> {
+  const entries = controller.model.totals.cache_entries;
+  const answer = await showDialog({
+    title: "Clear this notebook's incrcell cache?",
+    body:
+      `Deletes the cache entries of this notebook's cells (${entries} now): ` +
+      'they run again at the next Run All. What they did in this kernel stays.',
+    buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Clear' })]
+  });
+  if (!answer.button.accept) {
+    return;
+  }
+  const ack = await controller.clear();
+  if (ack.error !== null) {
+    Notification.error(`incrcell could not clear the cache: ${ack.error}`, { autoClose: false });
+    return;
+  }
+  const removed = ack.cleared?.entries ?? 0;
+  Notification.success(
+    `incrcell removed ${removed} cache ${removed === 1 ? 'entry' : 'entries'} ` +
+      `(${formatBytes(ack.cleared?.bytes ?? 0)})`,
+    { autoClose: 5000 }
+  );
 }

@@ -12,7 +12,7 @@ import { Badges } from './badges';
 import { CellsWatcher } from './cells';
 import { KernelLink } from './connection';
 import { CacheModel } from './model';
-import { cellsMessage, clearMessage, enableMessage, invalidateMessage } from './protocol';
+import { Ack, cellsMessage, clearMessage, enableMessage, invalidateMessage } from './protocol';
 
 export class NotebookController implements IDisposable {
   readonly model = new CacheModel();
@@ -23,7 +23,7 @@ export class NotebookController implements IDisposable {
   ) {
     this._watcher = new CellsWatcher(panel.content, cells => {
       if (this.model.setCells(cells)) {
-        this._link.send(cellsMessage(this.model.cells));
+        void this._link.send(cellsMessage(this.model.cells));
       }
     });
     this._link = new KernelLink(panel.sessionContext, this.model, () => {
@@ -42,16 +42,20 @@ export class NotebookController implements IDisposable {
     return this.model.connection === 'ready';
   }
 
-  invalidate(id: string): void {
-    this._link.send(invalidateMessage(id));
+  /**
+   * The actions: each resolves once the kernel has acknowledged it (retried
+   * until then: see KernelLink), with its error or result.
+   */
+  invalidate(id: string): Promise<Ack> {
+    return this._link.send(invalidateMessage(id));
   }
 
-  clear(): void {
-    this._link.send(clearMessage());
+  clear(): Promise<Ack> {
+    return this._link.send(clearMessage());
   }
 
-  setEnabled(enabled: boolean): void {
-    this._link.send(enableMessage(enabled));
+  setEnabled(enabled: boolean): Promise<Ack> {
+    return this._link.send(enableMessage(enabled));
   }
 
   /**

@@ -205,6 +205,14 @@ export class CacheModel {
     }
   }
 
+  /** Show a problem of the frontend's own (a message not answered) like a kernel error; null: it is over. */
+  setError(message: string | null): void {
+    if (message !== this._error) {
+      this._error = message;
+      this._changed.emit('error');
+    }
+  }
+
   dismissError(): void {
     if (this._error !== null) {
       this._error = null;

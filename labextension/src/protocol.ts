@@ -110,7 +110,13 @@ export interface CellSource {
   source: string;
 }
 
-type Envelope<T> = T & { protocol: typeof PROTOCOL_VERSION };
+/**
+ * Every frontend message has the protocol number; one that must reach the
+ * kernel also names its sender (one per comm link, random) and a sequence
+ * number: the kernel acknowledges it (`ack` in its answer) and applies a
+ * repeat of it only once.
+ */
+type Envelope<T> = T & { protocol: typeof PROTOCOL_VERSION; sender?: string; seq?: number };
 
 export type FrontendMessage = Envelope<
   | { type: 'cells'; cells: CellSource[] }
@@ -140,6 +146,36 @@ export function clearMessage(): FrontendOf<'clear'> {
 
 export function enableMessage(enabled: boolean): FrontendOf<'enable'> {
   return { type: 'enable', protocol: PROTOCOL_VERSION, enabled };
+}
+
+/** What `clear` removed from the cache (PROTOCOL.md, `cleared`). */
+export interface Cleared {
+  entries: number;
+  bytes: number;
+}
+
+/** The kernel's acknowledgement of a message with a `seq`, and what its answer added. */
+export interface Ack {
+  seq: number;
+  /** The error the message caused, or null if the kernel applied it. */
+  error: string | null;
+  /** For a `clear`: what it removed. */
+  cleared: Cleared | null;
+}
+
+/** The acknowledgement an answer from the kernel carries, if any (any protocol-1 state or error). */
+export function parseAck(data: unknown): Ack | null {
+  if (!isObject(data) || data.protocol !== PROTOCOL_VERSION) {
+    return null;
+  }
+  const seq = data.ack;
+  if (typeof seq !== 'number' || !Number.isInteger(seq)) {
+    return null;
+  }
+  const cleared = isObject(data.cleared)
+    ? { entries: num(data.cleared.entries), bytes: num(data.cleared.bytes) }
+    : null;
+  return { seq, error: data.type === 'error' ? str(data.message) : null, cleared };
 }
 
 /** A kernel message, or why it was not accepted. */
