@@ -10,12 +10,15 @@
  * predicts from those; the open message carries them too, but only a comm
  * the kernel accepted can be sure they arrived).
  *
- * Every message goes to the kernel's main shell, never over a subshell:
- * JupyterLab 4.6 routes comm messages over a subshell per comm target, shared
- * by the panel's comm and the kernel's, and deletes it when either closes,
- * after which messages still addressed to it are dropped by the kernel
- * (`Unknown subshell_id`) without a word.  The main shell also runs the
- * kernel's handlers between cells, where the kernel side expects them.
+ * Every message goes to the kernel's main shell, never over a subshell.
+ * JupyterLab 4.6 sends comm messages over a subshell per comm target, shared
+ * by the panel's comm and the kernel's, and deletes it when a comm using it
+ * closes; ipykernel 7.4 sends each comm message to the subshell that carried
+ * the message the kernel last answered on that comm, so once that subshell is
+ * gone every later message is dropped (`Unknown subshell_id`) without a word.
+ * Sent to the main shell, the kernel's answers are parented there too, so no
+ * subshell is ever in that route.  The main shell also runs the kernel's
+ * handlers between cells, where the kernel side expects them.
  *
  * And every message that matters carries a sequence number the kernel
  * acknowledges: until it does, the message is kept, sent again on each new
