@@ -894,6 +894,30 @@ class Engine:
         self.graph.record(plan.identity, plan.reads, record.writes)
         return record
 
+    def ran_uncached(
+        self, source: str, raw_source: str, cell_id: str | None, execution_count: int | None
+    ) -> None:
+        """Note a cell that runs while caching is off, without planning it (off costs next to
+        nothing): status and the sidebar say it ran, and why it was not cached; like any
+        cell that runs, it may change any value, so no digest memoised before it holds."""
+        self.forget_digests()
+        digest = source_hash(source)
+        identity = f"cell:{cell_id}" if cell_id else f"src:{digest}"
+        record = CellRecord(
+            identity,
+            cell_label(raw_source),
+            execution_count,
+            State.RAN,
+            Code.CACHING_OFF(),
+            0.0,
+            0.0,
+            source_digest=digest,
+        )
+        self.records[identity] = record
+        if execution_count is not None:
+            self.by_count[execution_count] = record
+        self.graph.record(identity, frozenset(), frozenset())
+
     def _rebound(self, plan: Run | Record, namespace: MutableMapping[str, Any]) -> set[str]:
         """Names whose binding changed while the cell ran (new, rebound or deleted).
 

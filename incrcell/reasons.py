@@ -74,6 +74,7 @@ _TEMPLATES = {
     "NOCACHE": "excluded with %%incrcell nocache",
     "FORCED": "forced with %%incrcell rerun",
     "INTERACTIVITY": "ast_node_interactivity is {value!r}: only 'last_expr' outputs are replayed",
+    "CACHING_OFF": "caching was off (%incrcell on, or the sidebar's switch, turns it on)",
     "MAGIC": (
         "uses IPython magics or shell commands (% or !): their side effects cannot be captured"
     ),
@@ -244,6 +245,7 @@ class Code(_Words):
     NOCACHE = "NOCACHE"
     FORCED = "FORCED"
     INTERACTIVITY = "INTERACTIVITY"
+    CACHING_OFF = "CACHING_OFF"
     MAGIC = "MAGIC"
     HISTORY = "HISTORY"
     DYNAMIC = "DYNAMIC"

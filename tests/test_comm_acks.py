@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kernel import LOAD, Kernel
 from test_comm import Frontend
+
+from kernel import LOAD, Kernel
 
 CELLS = [LOAD, ("a", "a = 1"), ("b", "b = a + 1"), ("c", "c = b * 2\nc")]
 SENDER = "test-frontend"
@@ -87,3 +88,22 @@ def test_a_comm_opened_over_a_subshell_waits_for_the_running_cell(kernel: Kernel
     while reply["parent_header"].get("msg_id") != running:
         reply = kernel.kc.get_shell_msg(timeout=30)
     assert reply["content"]["status"] == "ok"
+
+
+def test_cells_run_while_caching_is_off_show_as_ran(kernel: Kernel) -> None:
+    """Switched off, cells run (nothing restores, nothing is recorded) and say so; their
+    values are a plain run's."""
+    kernel.run_all(CELLS)
+    sidebar = Frontend(kernel)
+    sidebar.next("state")
+    sidebar.cells(CELLS)
+    assert sidebar.request(type="enable", enabled=False, sender=SENDER, seq=1)["enabled"] is False
+    runs = kernel.run_all(CELLS[1:])
+    assert not any(run.restored for run in runs)
+    assert runs[-1].visible[0]["data"]["text/plain"] == "4"
+    state = sidebar.request(type="request_state")
+    assert state["enabled"] is False
+    off = [c for c in state["cells"] if c["id"] in ("a", "b", "c")]
+    assert {(c["state"], c["code"]) for c in off} == {("ran", "CACHING_OFF")}
+    assert {c["prediction"] for c in off} == {"restore"}  # the entries are still there
+    assert "caching was off" in kernel.run("%incrcell status").stdout

@@ -243,6 +243,16 @@ class KernelHooks:
                     )
             except Exception as exc:  # a bug here must not cost the user their cell
                 _warn("could not analyse this cell", exc)
+        else:  # caching off: the cell just runs; status and the sidebar say so
+            try:
+                self.engine.ran_uncached(
+                    transformed,
+                    body,
+                    getattr(info, "cell_id", None),
+                    self.shell.execution_count - 1 if info.store_history else None,
+                )
+            except Exception as exc:
+                _warn("could not note this cell", exc)
         # pending first, so that an interrupt while the watches start stops those started
         self.pending = pending = _Pending(plan, transformed if directive else None)
         recording = self.engine.recording(plan) if plan is not None else None
