@@ -3,6 +3,7 @@ import {
   clearMessage,
   enableMessage,
   invalidateMessage,
+  parseAck,
   parseKernelMessage
 } from '../src/protocol';
 import { cell, CELLS, stateMessage } from './fixtures';
@@ -118,5 +119,26 @@ describe('parseKernelMessage', () => {
       stale: [],
       remote: null
     });
+  });
+});
+
+describe('acknowledgements', () => {
+  it('are read from states and errors, with what a clear removed', () => {
+    expect(parseAck({ ...stateMessage(), ack: 4, cleared: { entries: 3, bytes: 1024 } })).toEqual({
+      seq: 4,
+      error: null,
+      cleared: { entries: 3, bytes: 1024 }
+    });
+    expect(parseAck({ protocol: 1, type: 'error', message: 'no', ack: 5 })).toEqual({
+      seq: 5,
+      error: 'no',
+      cleared: null
+    });
+  });
+
+  it('are absent from messages without one, or of another protocol', () => {
+    expect(parseAck(stateMessage())).toBeNull();
+    expect(parseAck({ ...stateMessage(), ack: '4' })).toBeNull();
+    expect(parseAck({ ...stateMessage(), protocol: 2, ack: 4 })).toBeNull();
   });
 });
