@@ -320,6 +320,7 @@ export class KernelLink implements IDisposable {
     }
     for (const outgoing of this._outgoing.values()) {
       if (outgoing.sent && now - outgoing.sent >= RETRY_MS) {
+        console.warn(`incrcell: the kernel has not acknowledged message ${outgoing.seq}; again`);
         this._transmit(outgoing);
         this._waiting = true;
         this._model.setError(
