@@ -360,6 +360,8 @@ class Predictor:
             summary["cache_bytes"] = _size(store)
             summary["cache_cap"] = store.cap if store is not None else 0
             summary["cache_entries"] = sum(self._recorded(c.identity, store) for c in cells)
+            # incrcell's own magic cells are not the user's uncacheable cells
+            summary["own"] = sum(c.own is not None and c.state == State.UNCACHEABLE for c in cells)
         remote = store.remote_status() if store is not None else None
         return Report(engine.config.enabled, cells, summary, remote)
 
@@ -690,6 +692,8 @@ class _Simulation:
             return STALE, Code.SOURCE_CHANGED_SINCE()
         changed = self.files_changed(record)
         if changed is not None:
+            if changed.code is Code.FILE_CHANGED:
+                return STALE, Code.FILE_CHANGED_ON_DISK(**changed.details)
             return STALE, changed
         for j in sorted(depends):
             upstream = states[j]

@@ -234,6 +234,7 @@ _TEMPLATES = {
         "the same value again"
     ),
     "SOURCE_CHANGED_SINCE": "source changed since it ran",
+    "FILE_CHANGED_ON_DISK": "file `{path}` changed on disk",
     "UPSTREAM_STALE": "{upstream} is stale",
     "UPSTREAM_RAN_AGAIN": "{upstream} ran again after it",
     "CELLS_NOT_RECEIVED": "the notebook's cells have not been received",
@@ -330,6 +331,7 @@ class Code(_Words):
     UPSTREAM_RUNS = "UPSTREAM_RUNS"
     UPSTREAM_STEADY = "UPSTREAM_STEADY"
     SOURCE_CHANGED_SINCE = "SOURCE_CHANGED_SINCE"
+    FILE_CHANGED_ON_DISK = "FILE_CHANGED_ON_DISK"
     UPSTREAM_STALE = "UPSTREAM_STALE"
     UPSTREAM_RAN_AGAIN = "UPSTREAM_RAN_AGAIN"
     CELLS_NOT_RECEIVED = "CELLS_NOT_RECEIVED"

@@ -143,7 +143,7 @@ def test_editing_after_running_makes_it_and_its_dependents_stale(kernel):
     # a comment-only edit is no edit
     rep = report(session, edit(NOTEBOOK, "b", "# more\nb = a + 1  # same"), predictor)
     assert rep.stale == [] and by_id(rep)["b"].prediction == "restore"
-    assert by_id(rep)["b"].label == "# more"
+    assert by_id(rep)["b"].label == "b = a + 1  # same"  # the first line of code
 
 
 def test_an_upstream_cell_run_again_makes_its_readers_stale(kernel):
@@ -309,7 +309,7 @@ def test_a_file_changed_on_disk_makes_its_reader_and_dependents_stale(
     assert predictor.files_moved()  # what the sidebar's periodic check asks
     rep = report(session, cells, predictor)
     assert [c.state for c in rep.cells] == ["stale", "stale"]
-    assert rep.cells[0].reason == Code.FILE_CHANGED(path="data.txt")
+    assert rep.cells[0].reason == Code.FILE_CHANGED_ON_DISK(path="data.txt")
     assert rep.cells[1].reason is not None and rep.cells[1].reason.code is Code.UPSTREAM_STALE
     assert rep.stale == ["read", "n"]
     assert not predictor.files_moved()  # until it changes again

@@ -42,6 +42,10 @@ PROTOCOL = 1
 THROTTLE = 0.2
 
 
+class _Unchanged(Exception):
+    """A ``check_files`` found nothing changed: no ``state`` is sent (panel's own lines)."""
+
+
 class _BadMessage(Exception):
     """A message the protocol does not allow; its text is the one-line error sent back."""
 
@@ -92,6 +96,7 @@ class Sidebar:
             "invalidate": self._invalidate,
             "clear": self._clear,
             "enable": self._enable,
+            "check_files": self._check_files,
         }
 
     # -- life ------------------------------------------------------------------------
@@ -153,6 +158,8 @@ class Sidebar:
         self.incrcell_message()  # comm dispatch counts it as an execution: it runs no user code
         try:
             self.handle(msg.get("content", {}).get("data"))
+        except _Unchanged:
+            pass
         except _BadMessage as exc:
             self._send(channel, _error(str(exc)))
         except StoreError as exc:
@@ -185,6 +192,10 @@ class Sidebar:
         cells = self.predictor.cells or []
         self.engine.clear_session(also=self.predictor.keys(c.id for c in cells))
         self.predictor.forget_cache()
+
+    def _check_files(self, data: dict[str, Any]) -> None:
+        if self.running or not self.predictor.files_moved():  # never during a cell
+            raise _Unchanged
 
     def _enable(self, data: dict[str, Any]) -> None:
         enabled = data.get("enabled")
