@@ -34,7 +34,7 @@ describe('firstLine', () => {
     const long = 'orders = pd.read_csv("data/2024/orders_final.csv")';
     const { head, tail } = splitLabel(long);
     expect(head + tail).toBe(long);
-    expect(tail).toBe('ers_final.csv")');
+    expect(tail).toBe('rs_final.csv")');
   });
 });
 
@@ -48,7 +48,7 @@ describe('the forecast and the times a row shows', () => {
     cell('status', { state: 'uncacheable', prediction: 'run', own: 'only' })
   ];
 
-  it('counts what Run All will restore and run, not incrcell\'s own cells', () => {
+  it("counts what Run All will restore and run, not incrcell's own cells", () => {
     const f = forecast(cells);
     expect(f).toMatchObject({ restore: 2, run: 1, maybe: 1 });
     expect(f.plain).toBeCloseTo(4.8);
@@ -177,11 +177,15 @@ describe('formatTotals', () => {
       saved: 12.3,
       cache_bytes: 2048,
       cache_cap: 0,
-      cache_entries: 1
+      cache_entries: 1,
+      own: 0
     };
     expect(formatTotals(totals)).toBe(
       '3 restored · 2 ran · 1 failed · saved 12 s · cache 2.0 KiB (1 entry)'
     );
+    // incrcell's own magic cells are not the user's uncacheable cells
+    expect(formatTotals({ ...totals, uncacheable: 2, own: 1 })).toContain('2 ran · 1 uncacheable');
+    expect(formatTotals({ ...totals, uncacheable: 1, own: 1 })).not.toContain('uncacheable');
     expect(formatTotals({ ...totals, cache_cap: 4096 })).toContain(
       'cache 2.0 KiB of 4.0 KiB (1 entry)'
     );
