@@ -143,7 +143,7 @@ def test_editing_after_running_makes_it_and_its_dependents_stale(kernel):
     # a comment-only edit is no edit
     rep = report(session, edit(NOTEBOOK, "b", "# more\nb = a + 1  # same"), predictor)
     assert rep.stale == [] and by_id(rep)["b"].prediction == "restore"
-    assert by_id(rep)["b"].label == "b = a + 1  # same"  # the first line of code
+    assert by_id(rep)["b"].label == "b = a + 1"  # the first line of code, no comment
 
 
 def test_an_upstream_cell_run_again_makes_its_readers_stale(kernel):

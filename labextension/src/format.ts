@@ -20,7 +20,8 @@ export function firstLine(source: string): string {
     .map(line => line.trim())
     .filter(Boolean);
   const code = lines.filter(line => !line.startsWith('#') && !/^%%incrcell\b/.test(line));
-  const first = code[0] ?? lines[0] ?? '';
+  // a trailing comment is not what the line does (kept if a quote follows: maybe in a string)
+  const first = code.length ? code[0].replace(/\s+#[^'"]*$/, '') : (lines[0] ?? '');
   return first.length > LABEL_MAX ? first.slice(0, LABEL_MAX - 1) + '…' : first;
 }
 

@@ -27,6 +27,8 @@ describe('firstLine', () => {
     expect(firstLine('# slow\n\n# really\ndf = load()')).toBe('df = load()');
     expect(firstLine('%%incrcell nocache\n# why\nx = 1')).toBe('x = 1');
     expect(firstLine('# only a comment')).toBe('# only a comment');
+    expect(firstLine('x = 1  # one')).toBe('x = 1');
+    expect(firstLine('s = "a # b"')).toBe('s = "a # b"');
   });
 
   it('is cut in the middle for eliding, both ends kept', () => {
