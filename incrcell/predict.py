@@ -621,9 +621,9 @@ class _Simulation:
             if same and components is not None:
                 reads |= recorded_variables(components)
             prediction, why, entry, assumed = self.predict(identity, p, current, components)
-            last = None
-            if same and note and isinstance(note.get("key"), str) and self.store is not None:
-                found = predictor._entry(note["key"], self.store)
+            last = entry  # the entry it was last recorded with, looked up only when needed
+            if entry is None and same and note and isinstance(note.get("key"), str):
+                found = predictor._entry(note["key"], self.store) if self.store else None
                 last = found if isinstance(found, Entry) else None
             if entry is not None:  # a restore binds exactly what the entry holds
                 self.values.update(dict.fromkeys(entry.deleted, UNBOUND))
@@ -651,7 +651,7 @@ class _Simulation:
             for name in sorted(reads):
                 if name in writers:
                     depends.setdefault(writers[name], []).append(name)
-            state, reason = self.state(identity, record, current, depends, states)
+            state, reason = self.state(identity, record, current, depends, states, last)
             if state == NOT_RUN and prediction != RESTORE:
                 reason = why
             states.append(
@@ -671,7 +671,7 @@ class _Simulation:
                     [(cells[j].id, names) for j, names in sorted(depends.items())],
                     record.origin if record is not None and state == State.RESTORED else None,
                     p.own,
-                    _run_seconds(current, entry or last),
+                    _run_seconds(current, last),
                 )
             )
             writers.update(dict.fromkeys(writes, position))
@@ -684,13 +684,16 @@ class _Simulation:
         current: CellRecord | None,
         depends: dict[int, list[str]],
         states: list[CellState],
+        last: Entry | None = None,
     ) -> tuple[str, Reason | None]:
-        """The cell's session state and why: what its last execution did, unless stale."""
+        """The cell's session state and why: what its last execution did, unless stale.
+        ``last``: an entry already looked up for the cell (spares a lookup if it is the
+        one its last execution used)."""
         if record is None:
             return NOT_RUN, None
         if current is None:
             return STALE, Code.SOURCE_CHANGED_SINCE()
-        changed = self.files_changed(record)
+        changed = self.files_changed(record, last)
         if changed is not None:
             if changed.code is Code.FILE_CHANGED:
                 return STALE, Code.FILE_CHANGED_ON_DISK(**changed.details)
@@ -782,14 +785,16 @@ class _Simulation:
             return UNKNOWN, why, entry, since
         return RESTORE, Code.UNCHANGED(), entry, None
 
-    def files_changed(self, record: CellRecord) -> Reason | None:
+    def files_changed(self, record: CellRecord, known: Entry | None) -> Reason | None:
         """Why the files the cell's last execution read (as its entry recorded them) changed
         on disk since; None when they did not, or nothing was recorded."""
         if self.store is None or record.key is None or record.state == State.UNCACHEABLE:
             return None
-        entry = self.predictor._entry(record.key, self.store)
-        if not isinstance(entry, Entry):
-            return None
+        entry: Entry | Reason | None = known
+        if known is None or known.key != record.key:
+            entry = self.predictor._entry(record.key, self.store)
+        if not isinstance(entry, Entry) or not (entry.files or entry.probes or entry.written):
+            return None  # read nothing from disk: nothing to check (most cells)
         self.predictor._watch(entry)
         return files_changed(entry)
 

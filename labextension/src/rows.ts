@@ -177,6 +177,7 @@ function createRow(id: string): Row {
   label.append(labelHead, labelTail);
   const time = span('jp-incrcell-time');
   const summary = span('jp-incrcell-summary');
+  const details = span('jp-incrcell-details'); // why, and the time on the right
   const run = rowButton(
     'jp-incrcell-run-deps',
     'Run this cell and every cell that depends on it, for real',
@@ -188,8 +189,9 @@ function createRow(id: string): Row {
     '⟲'
   );
   const head = span('jp-incrcell-row-head');
-  head.append(dot, count, label, time, run, invalidate);
-  node.append(head, summary);
+  head.append(dot, count, label, run, invalidate);
+  details.append(summary, time);
+  node.append(head, details);
   return { node, count, head: labelHead, tail: labelTail, time, summary, key: '' };
 }
 
