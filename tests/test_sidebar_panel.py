@@ -79,7 +79,11 @@ def lab(tmp_path: Path, cache_env: dict[str, str]) -> Iterator[tuple[str, Path]]
     (root / "data.csv").write_text("1 2 3\n")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(source, id=cell_id) for cell_id, source in CELLS.items()]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, root / "panel.ipynb")
     settings = tmp_path / "lab-settings"
     news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
@@ -126,7 +130,9 @@ def lab(tmp_path: Path, cache_env: dict[str, str]) -> Iterator[tuple[str, Path]]
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("jupyter lab did not start:\n" + log_path.read_text())
+                    raise RuntimeError(
+                        "jupyter lab did not start:\n" + log_path.read_text()
+                    ) from None
                 time.sleep(0.25)
         yield f"{url}/lab/tree/panel.ipynb?token={token}", root
     finally:
