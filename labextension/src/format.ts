@@ -104,8 +104,9 @@ export function isOwn(cell: CellState | undefined): boolean {
 }
 
 /**
- * The time a row shows without hovering: what a restore saved, what a run
- * took, or, before the cell ran, what Run All will cost or save.
+ * The time a row shows without hovering: what its last execution took (a
+ * restore: the restore itself; what it saved is in the summary), or, before
+ * the cell ran, what Run All will cost or save.
  */
 export function timeText(cell: CellState | undefined): string {
   if (!cell || isOwn(cell)) {
@@ -113,7 +114,6 @@ export function timeText(cell: CellState | undefined): string {
   }
   switch (cell.state) {
     case 'restored':
-      return cell.saved > 0 ? `saved ${formatSeconds(cell.saved)}` : '';
     case 'ran':
     case 'uncacheable':
     case 'error':

@@ -64,7 +64,7 @@ describe('the forecast and the times a row shows', () => {
   });
 
   it('shows saved, taken or forecast time without hovering', () => {
-    expect(timeText(cell('a', { state: 'restored', saved: 1.5 }))).toBe('saved 1.5 s');
+    expect(timeText(cell('a', { state: 'restored', saved: 1.5, duration: 0.02 }))).toBe('20 ms');
     expect(timeText(cell('a', { state: 'ran', duration: 0.25 }))).toBe('250 ms');
     expect(timeText(cells[1])).toBe('saves 4.0 s');
     expect(timeText(cells[3])).toBe('≈ 200 ms');
