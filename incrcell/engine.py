@@ -118,12 +118,17 @@ class _Scope:
     watched: list[str] | None = None
 
 
+_TRAILING_COMMENT = re.compile(r"\s+#[^'\"]*$")
+
+
 def cell_label(source: str) -> str:
-    """A cell's first non-empty line, as status and the sidebar show it."""
-    for line in source.splitlines():
-        if line.strip():
-            return line.strip()[:80]
-    return "(empty)"
+    """A cell's first line of code (else its first comment), as status and the sidebar
+    show it: six cells starting with ``# slow`` are told apart by their code."""
+    lines = [line.strip() for line in source.splitlines() if line.strip()]
+    code = [line for line in lines if not line.startswith("#")]
+    if code:  # without a trailing comment (kept if a quote follows it: maybe in a string)
+        return _TRAILING_COMMENT.sub("", code[0])[:80]
+    return (lines or ["(empty)"])[0][:80]
 
 
 def _type_name(value: object) -> str:

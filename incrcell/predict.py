@@ -36,7 +36,11 @@ No IPython here: the glue passes IPython's transformation of a raw cell
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import os
+import sys
+import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,7 +51,7 @@ from .engine import CellRecord, Engine, cell_label, files_changed, unhashable_in
 from .explain import explain_miss, explain_upstream
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .keying import BOUND, UNBOUND, KeyInputs, cell_key, is_variable_input, recorded_variables
-from .packages import package_versions
+from .packages import MISSING, module_fingerprint, package_versions
 from .reasons import Action, Code, Reason, State, code, text
 from .store import CacheWarning, Entry, RemoteStatus, Store, StoreError
 
@@ -91,6 +95,8 @@ class CellState:
     writes: list[str] = field(default_factory=list)
     depends_on: list[tuple[str, list[str]]] = field(default_factory=list)  # (upstream id, names)
     origin: str | None = None  # restored: from the "local" or the "remote" cache
+    own: str | None = None  # OWN_ONLY / OWN_MAGIC: its only magics are incrcell's own
+    run_seconds: float = 0.0  # what running its code takes (its last run, or its entry's)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -109,6 +115,8 @@ class CellState:
             "writes": self.writes,
             "depends_on": [{"id": cell, "names": names} for cell, names in self.depends_on],
             "origin": self.origin,
+            "own": self.own,
+            "run_seconds": self.run_seconds,
         }
 
 
@@ -171,6 +179,93 @@ class _Parsed:
     body: str
     digest: str
     analysis: CellAnalysis | None  # None: it does not parse
+    # names bound by a top-level import and in no other way -> (module, attribute or None)
+    imported: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
+    own: str | None = None  # OWN_ONLY, OWN_MAGIC or None (see _own_magics)
+
+
+#: A cell made only of incrcell's own magics (``%load_ext incrcell``, ``%incrcell status``).
+OWN_ONLY = "only"
+#: A cell whose only magics are incrcell's own, with code of its own besides.
+OWN_MAGIC = "magic"
+_OWN_EXTENSION_MAGICS = frozenset({"load_ext", "reload_ext", "unload_ext"})
+
+
+def _own_magic(node: ast.stmt) -> bool:
+    """Whether ``node`` is IPython's transformation of one of incrcell's own line magics:
+    ``get_ipython().run_line_magic('incrcell', ...)`` or ``...('load_ext', 'incrcell')``."""
+    if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)):
+        return False
+    call = node.value
+    func = call.func
+    if not (
+        isinstance(func, ast.Attribute)
+        and func.attr == "run_line_magic"
+        and isinstance(func.value, ast.Call)
+        and isinstance(func.value.func, ast.Name)
+        and func.value.func.id == "get_ipython"
+        and len(call.args) == 2
+        and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in call.args)
+    ):
+        return False
+    name, line = (str(a.value) for a in call.args if isinstance(a, ast.Constant))
+    return name == "incrcell" or (name in _OWN_EXTENSION_MAGICS and line.strip() == "incrcell")
+
+
+def _own_magics(tree: ast.Module) -> str | None:
+    """OWN_ONLY, OWN_MAGIC or None: whether incrcell's own magics are the cell's only ones
+    (then it is not "uncacheable" in the user's sense: it loads or asks incrcell)."""
+    own = [_own_magic(node) for node in tree.body]
+    if not any(own):
+        return None
+    if all(own):
+        return OWN_ONLY
+    rest = [node for node, mine in zip(tree.body, own) if not mine]
+    ipython = any(
+        isinstance(sub, ast.Name) and sub.id == "get_ipython"
+        for node in rest
+        for sub in ast.walk(node)
+    )
+    return None if ipython else OWN_MAGIC
+
+
+def _import_bindings(tree: ast.Module) -> dict[str, tuple[str, str | None]]:
+    """Names the cell binds by a top-level absolute import and by nothing else:
+    name -> (module, attribute): ``import a.b`` binds ``a`` to ("a", None), ``import a.b
+    as c`` ``c`` to ("a.b", None), ``from a import b`` ``b`` to ("a", "b").  What such a
+    name will hold after the cell runs is known before it runs (see _Simulation.imported)."""
+    found: dict[str, tuple[str, str | None]] = {}
+    others: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.partition(".")[0]
+                found[alias.asname or top] = (alias.name if alias.asname else top, None)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                found[alias.asname or alias.name] = (node.module, alias.name)
+        else:
+            others |= _bound_anywhere(node)
+    return {name: target for name, target in found.items() if name not in others}
+
+
+def _bound_anywhere(node: ast.AST) -> set[str]:
+    """Every name ``node`` could bind or unbind, at any depth (over-approximate)."""
+    names: set[str] = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and not isinstance(sub.ctx, ast.Load):
+            names.add(sub.id)
+        elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(sub.name)
+        elif isinstance(sub, ast.alias):
+            names.add((sub.asname or sub.name).partition(".")[0])
+        elif isinstance(sub, (ast.Global, ast.Nonlocal)):
+            names |= set(sub.names)
+        elif isinstance(sub, (ast.ExceptHandler, ast.MatchAs, ast.MatchStar)) and sub.name:
+            names.add(sub.name)
+        elif isinstance(sub, ast.MatchMapping) and sub.rest:
+            names.add(sub.rest)
+    return names
 
 
 def _upstream(position: int, label: str) -> str:
@@ -200,6 +295,8 @@ class Predictor:
         self._entries: dict[str, Entry | None] = {}  # key -> entry (without outputs)
         self._seen: dict[str, CellRecord] = {}  # identity -> the record the caches reflect
         self._keys: dict[str, str] = {}  # identity -> key the last report predicted
+        self._modules: dict[tuple[str, str | None], str | None] = {}  # see _imported
+        self._files: dict[str, tuple[int, int, int] | None] = {}  # see files_moved
 
     # -- inputs from the glue ---------------------------------------------------------
     def set_cells(self, cells: Iterable[NotebookCell]) -> None:
@@ -211,6 +308,7 @@ class Predictor:
     def forget_namespace(self) -> None:
         """User code may have run: namespace values may have changed."""
         self._digests.clear()
+        self._modules.clear()  # and modules may have been imported
 
     def forget_cache(self) -> None:
         """Entries or notes were deleted: read them again."""
@@ -232,6 +330,14 @@ class Predictor:
             keys |= {key for key in candidates if isinstance(key, str)}
         return keys
 
+    def files_moved(self) -> bool:
+        """Whether a file the session's recorded cells read changed on disk since the last
+        report (a stat each: cheap enough for the sidebar to ask every few seconds)."""
+        return any(_stamp(path) != stamp for path, stamp in self._files.items())
+
+    def _watch(self, entry: Entry) -> None:
+        self._files.update((path, _stamp(path)) for path in entry.files)
+
     # -- the report -------------------------------------------------------------------
     def report(self, namespace: Mapping[str, Any]) -> Report:
         """States and predictions of every cell (never raises for a bad cell or cache)."""
@@ -242,6 +348,7 @@ class Predictor:
         except StoreError as exc:
             store, failure = None, Code.CACHE_UNUSABLE(detail=exc.reason)
         self._sync(store)
+        self._files.clear()  # what this report's cells read: filled by the simulation
         # an unusable entry is the engine's to report, when the cell runs, under the cell
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CacheWarning)
@@ -253,6 +360,8 @@ class Predictor:
             summary["cache_bytes"] = _size(store)
             summary["cache_cap"] = store.cap if store is not None else 0
             summary["cache_entries"] = sum(self._recorded(c.identity, store) for c in cells)
+            # incrcell's own magic cells are not the user's uncacheable cells
+            summary["own"] = sum(c.own is not None and c.state == State.UNCACHEABLE for c in cells)
         remote = store.remote_status() if store is not None else None
         return Report(engine.config.enabled, cells, summary, remote)
 
@@ -324,9 +433,19 @@ class Predictor:
                 directive, body, python = None, source, source
             try:
                 analysis: CellAnalysis | None = analyse_cell(python)
+                tree = ast.parse(python)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 analysis = None
-            parsed = self._parsed[source] = _Parsed(directive, body, source_hash(python), analysis)
+            imported: dict[str, tuple[str, str | None]] = {}
+            own = None
+            if analysis is not None:
+                own = _own_magics(tree)
+                # a magic other than incrcell's, or a dynamic write, could rebind anything
+                if (own or "get_ipython" not in analysis.reads) and not analysis.calls_dynamic:
+                    imported = _import_bindings(tree)
+            parsed = self._parsed[source] = _Parsed(
+                directive, body, source_hash(python), analysis, imported, own
+            )
         return parsed
 
     def _lineage(self, identity: str) -> dict[str, Any] | None:
@@ -371,6 +490,36 @@ class Predictor:
             note and isinstance(note.get("key"), str) and store.hit(note["key"], wait=False)
         )
 
+    def _imported(self, module: str, attribute: str | None) -> str | None:
+        """The digest of what ``import module`` / ``from module import attribute`` binds in
+        a fresh kernel, without importing anything: a module is hashed by its name (and a
+        local module by its source), so one not imported yet is hashed through a stand-in of
+        that name; an attribute only when its module is imported and it is a module, class
+        or function (hashed by name or code, not by state a session may have changed)."""
+        if (module, attribute) not in self._modules:
+            target: object = None
+            if attribute is None:
+                target = sys.modules.get(module)
+                if target is None and module_fingerprint(module) != MISSING:
+                    target = types.ModuleType(module)
+                    target.__file__ = "<not imported yet>"  # any file: not hashed
+            else:
+                loaded = sys.modules.get(module)
+                value = vars(loaded).get(attribute) if loaded is not None else None
+                if value is None:
+                    value = sys.modules.get(f"{module}.{attribute}")
+                kinds = (types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType)
+                target = value if isinstance(value, kinds) else None
+            digest = None
+            if target is not None:
+                with ValueHasher() as hasher:
+                    try:
+                        digest = hasher.hash(target).hex()
+                    except Unhashable:
+                        pass
+            self._modules[module, attribute] = digest
+        return self._modules[module, attribute]
+
     def _digest(self, name: str, value: object) -> str | Unhashable:
         cached = self._digests.get(name)
         if cached is None or cached[0] is not value:
@@ -383,6 +532,22 @@ class Predictor:
         return cached[1]
 
 
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _run_seconds(current: CellRecord | None, entry: Entry | None) -> float:
+    """How long running the cell's code takes: its last run in this session, else the run
+    its cache entry recorded; 0 when unknown."""
+    if current is not None and current.state != State.RESTORED and current.duration > 0:
+        return current.duration
+    return entry.duration if entry is not None else 0.0
+
+
 def _cell_id(identity: str) -> str:
     return identity.removeprefix("cell:")
 
@@ -392,6 +557,20 @@ def _size(store: Store | None) -> int:
         return store.size() if store is not None else 0
     except OSError:  # an unreadable cache directory: its size is not worth an error
         return 0
+
+
+@dataclass(frozen=True)
+class _Assumed:
+    """A value of a cell that runs every time (``nocache``, ``rerun``, incrcell's own magics)
+    although nothing it reads changes: assumed to be what it was, so its readers are keyed
+    on the digest they recorded for it; their hits are only likely (``unknown``)."""
+
+    position: int  # the cell that runs every time
+    digest: str | None  # what a likely restore downstream binds (None: the reader's record)
+
+
+#: Why a cell runs every time though nothing it reads changed (its values are _Assumed).
+_STEADY = frozenset({Code.NOCACHE, Code.FORCED, Code.MAGIC})
 
 
 class _Simulation:
@@ -410,8 +589,9 @@ class _Simulation:
         self.store = store
         self.failure = failure
         self.refusal = predictor.refusal()
-        # name -> digest hex or UNBOUND; or the position of the cell that will run and set it
-        self.values: dict[str, str | int] = {}
+        # name -> digest hex or UNBOUND; the position of the cell that will run and set it;
+        # or what a cell running every time is assumed to set again
+        self.values: dict[str, str | int | _Assumed] = {}
         self.written: set[str] = set()  # names some cell of the notebook writes
         self.packages: dict[frozenset[str], dict[str, str]] = {}
         self.labels: list[str] = []  # by position
@@ -440,22 +620,38 @@ class _Simulation:
                 writes |= current.writes
             if same and components is not None:
                 reads |= recorded_variables(components)
-            prediction, why, entry = self.predict(identity, p, current, components)
+            prediction, why, entry, assumed = self.predict(identity, p, current, components)
+            last = entry  # the entry it was last recorded with, looked up only when needed
+            if entry is None and same and note and isinstance(note.get("key"), str):
+                found = predictor._entry(note["key"], self.store) if self.store else None
+                last = found if isinstance(found, Entry) else None
             if entry is not None:  # a restore binds exactly what the entry holds
                 self.values.update(dict.fromkeys(entry.deleted, UNBOUND))
-                self.values.update(entry.variables)
+                self.values.update(
+                    entry.variables
+                    if assumed is None
+                    else {n: _Assumed(assumed, d) for n, d in entry.variables.items()}
+                )
                 writes |= set(entry.variables) | set(entry.deleted)
             else:
-                if same and note and isinstance(note.get("key"), str) and self.store is not None:
-                    last = predictor._entry(note["key"], self.store)
-                    if isinstance(last, Entry):
-                        writes |= set(last.variables) | set(last.deleted)
-                self.values.update(dict.fromkeys(writes, position))
+                if last is not None:
+                    writes |= set(last.variables) | set(last.deleted)
+                steady = self.steady(p, why)
+                for name in writes:
+                    target = p.imported.get(name)
+                    digest = self.imported(*target) if target else None
+                    self.values[name] = (
+                        digest
+                        if digest is not None
+                        else _Assumed(position, None)
+                        if steady
+                        else position
+                    )
             depends: dict[int, list[str]] = {}
             for name in sorted(reads):
                 if name in writers:
                     depends.setdefault(writers[name], []).append(name)
-            state, reason = self.state(identity, record, current, depends, states)
+            state, reason = self.state(identity, record, current, depends, states, last)
             if state == NOT_RUN and prediction != RESTORE:
                 reason = why
             states.append(
@@ -474,6 +670,8 @@ class _Simulation:
                     sorted(writes),
                     [(cells[j].id, names) for j, names in sorted(depends.items())],
                     record.origin if record is not None and state == State.RESTORED else None,
+                    p.own,
+                    _run_seconds(current, last),
                 )
             )
             writers.update(dict.fromkeys(writes, position))
@@ -486,12 +684,20 @@ class _Simulation:
         current: CellRecord | None,
         depends: dict[int, list[str]],
         states: list[CellState],
+        last: Entry | None = None,
     ) -> tuple[str, Reason | None]:
-        """The cell's session state and why: what its last execution did, unless stale."""
+        """The cell's session state and why: what its last execution did, unless stale.
+        ``last``: an entry already looked up for the cell (spares a lookup if it is the
+        one its last execution used)."""
         if record is None:
             return NOT_RUN, None
         if current is None:
             return STALE, Code.SOURCE_CHANGED_SINCE()
+        changed = self.files_changed(record, last)
+        if changed is not None:
+            if changed.code is Code.FILE_CHANGED:
+                return STALE, Code.FILE_CHANGED_ON_DISK(**changed.details)
+            return STALE, changed
         for j in sorted(depends):
             upstream = states[j]
             if upstream.state == STALE:
@@ -506,24 +712,28 @@ class _Simulation:
         p: _Parsed,
         current: CellRecord | None,
         components: dict[str, Any] | None,
-    ) -> tuple[str, Reason | None, Entry | None]:
-        """(prediction, why, the entry a restore would use) for one cell; records its key."""
+    ) -> tuple[str, Reason | None, Entry | None, int | None]:
+        """(prediction, why, the entry whose values the cell leaves, the position of the cell
+        running every time those values are assumed from) for one cell; records its key.
+
+        A ``rerun`` cell whose entry is there runs, and is taken to leave that entry's
+        values: the premise of every restore (same source, same inputs, same values)."""
         if self.store is None:
-            return UNKNOWN, self.failure, None
+            return UNKNOWN, self.failure, None, None
         refusal = self.engine.refusal(p.analysis, p.directive, self.refusal)
         if refusal is not None or p.analysis is None:
-            return RUN, refusal, None
-        if p.directive == "rerun":
-            return RUN, Code.FORCED(), None
+            return RUN, refusal, None, None
         # why it was not stored last time, if it was not: better than "nothing recorded"
         unstored = (
             current.reason
             if current and current.state in (State.UNCACHEABLE, State.ERROR)
             else None
         )
+        forced = Code.FORCED() if p.directive == "rerun" else None
         if components is None:
-            return RUN, unstored or explain_miss(None, {}), None
+            return RUN, forced or unstored or explain_miss(None, {}), None, None
         recorded = components.get("inputs", {})
+        assumed: tuple[str, int] | None = None  # (name, position) of a first _Assumed input
         inputs = KeyInputs()  # by the engine's rule (keying.py), from the simulation
         for name in sorted(set(recorded) | p.analysis.reads | p.analysis.unbinds):
             if not is_variable_input(name):
@@ -538,11 +748,20 @@ class _Simulation:
                 inputs.existence(name, self.bound(name))
             else:
                 value = self.input(name)
-                if isinstance(value, int):
-                    upstream = _upstream(value, self.labels[value])
-                    return RUN, explain_upstream(name, upstream), None
+                if isinstance(value, _Assumed) and value.digest is None and name in recorded:
+                    assumed = assumed or (name, value.position)
+                    inputs.recorded(name, recorded[name])
+                    continue
+                if isinstance(value, _Assumed) and value.digest is not None:
+                    assumed = assumed or (name, value.position)
+                    value = value.digest
+                if isinstance(value, (int, _Assumed)):
+                    position = value if isinstance(value, int) else value.position
+                    upstream = _upstream(position, self.labels[position])
+                    return RUN, forced or explain_upstream(name, upstream), None, None
                 if isinstance(value, Unhashable):
-                    return RUN, unhashable_input(name, self.namespace[name], value), None
+                    reason = unhashable_input(name, self.namespace[name], value)
+                    return RUN, forced or reason, None, None
                 inputs.read(name, value)
         names = frozenset(components.get("packages", {})) | p.analysis.imports
         if names not in self.packages:
@@ -551,13 +770,49 @@ class _Simulation:
         key = self.predictor._keys[identity] = cell_key(now)
         entry = self.predictor._entry(key, self.store)
         if isinstance(entry, Reason):
-            return UNKNOWN, entry, None
+            return (RUN, forced, None, None) if forced else (UNKNOWN, entry, None, None)
         if entry is None:
-            return RUN, unstored or explain_miss(components, now), None
+            return RUN, forced or unstored or explain_miss(components, now), None, None
         changed = files_changed(entry)
         if changed is not None:
-            return RUN, changed, None
-        return RESTORE, Code.UNCHANGED(), entry
+            return RUN, forced or changed, None, None
+        since = assumed[1] if assumed else None
+        if forced:
+            return RUN, forced, entry, since
+        if assumed is not None:
+            upstream = _upstream(assumed[1], self.labels[assumed[1]])
+            why = Code.UPSTREAM_STEADY(name=assumed[0], upstream=upstream)
+            return UNKNOWN, why, entry, since
+        return RESTORE, Code.UNCHANGED(), entry, None
+
+    def files_changed(self, record: CellRecord, known: Entry | None) -> Reason | None:
+        """Why the files the cell's last execution read (as its entry recorded them) changed
+        on disk since; None when they did not, or nothing was recorded."""
+        if self.store is None or record.key is None or record.state == State.UNCACHEABLE:
+            return None
+        entry: Entry | Reason | None = known
+        if known is None or known.key != record.key:
+            entry = self.predictor._entry(record.key, self.store)
+        if not isinstance(entry, Entry) or not (entry.files or entry.probes or entry.written):
+            return None  # read nothing from disk: nothing to check (most cells)
+        self.predictor._watch(entry)
+        return files_changed(entry)
+
+    def steady(self, p: _Parsed, why: Reason | None) -> bool:
+        """Whether a cell that will run runs every time (``nocache``, ``rerun``, incrcell's
+        own magics; not another magic, which may set anything) while nothing it reads
+        changes in this Run All: it may be assumed to set the same values again."""
+        if why is None or why.code not in _STEADY or p.analysis is None:
+            return False
+        if why.code is Code.MAGIC and p.own is None:
+            return False
+        return not any(isinstance(self.values.get(name), int) for name in p.analysis.reads)
+
+    def imported(self, module: str, attribute: str | None) -> str | None:
+        """The digest of what ``import module`` (``attribute`` None) or ``from module import
+        attribute`` binds, as a fresh kernel would hash it; None when that cannot be known
+        without importing (nothing is imported here)."""
+        return self.predictor._imported(module, attribute)
 
     def bound(self, name: str) -> bool:
         """Whether ``name`` is bound at this point of the Run All."""
@@ -567,7 +822,7 @@ class _Simulation:
         # a name no cell writes can only come from outside the notebook, as it is now.
         return name not in self.written and name in self.namespace
 
-    def input(self, name: str) -> str | int | Unhashable | None:
+    def input(self, name: str) -> str | int | _Assumed | Unhashable | None:
         """What ``name`` holds at this point of the Run All: a digest hex; the position
         of the cell that will run and set it (unknown until then); an Unhashable
         namespace value; None when unbound.

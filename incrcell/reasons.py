@@ -230,7 +230,12 @@ _TEMPLATES = {
     # the sidebar (predict.py)
     "UNCHANGED": "source and inputs unchanged",
     "UPSTREAM_RUNS": "input `{name}` comes from {upstream}, which will run",
+    "UPSTREAM_STEADY": (
+        "input `{name}` comes from {upstream}, which runs every time: restored if it gives "
+        "the same value again"
+    ),
     "SOURCE_CHANGED_SINCE": "source changed since it ran",
+    "FILE_CHANGED_ON_DISK": "file `{path}` changed on disk",
     "UPSTREAM_STALE": "{upstream} is stale",
     "UPSTREAM_RAN_AGAIN": "{upstream} ran again after it",
     "CELLS_NOT_RECEIVED": "the notebook's cells have not been received",
@@ -326,7 +331,9 @@ class Code(_Words):
     SHARING_LOST = "SHARING_LOST"
     UNCHANGED = "UNCHANGED"
     UPSTREAM_RUNS = "UPSTREAM_RUNS"
+    UPSTREAM_STEADY = "UPSTREAM_STEADY"
     SOURCE_CHANGED_SINCE = "SOURCE_CHANGED_SINCE"
+    FILE_CHANGED_ON_DISK = "FILE_CHANGED_ON_DISK"
     UPSTREAM_STALE = "UPSTREAM_STALE"
     UPSTREAM_RAN_AGAIN = "UPSTREAM_RAN_AGAIN"
     CELLS_NOT_RECEIVED = "CELLS_NOT_RECEIVED"

@@ -27,6 +27,7 @@ import pytest
 
 from incrcell.config import Config
 from incrcell.engine import CellRecord, Engine, Plan, Restore
+from incrcell.kernel.hooks import split_directive
 from incrcell.store import Entry
 from incrcell.store.signing import KEY_ENV, signing_key
 
@@ -100,8 +101,12 @@ def run_cell(
     cell_id: str | None = None,
     execution_count: int | None = None,
 ) -> Outcome:
-    """One cell execution, as the IPython hooks drive the engine."""
-    plan = engine.plan(source, ns, cell_id=cell_id, execution_count=execution_count)
+    """One cell execution, as the IPython hooks drive the engine (``%%incrcell`` first
+    lines included)."""
+    directive, source = split_directive(source)
+    plan = engine.plan(
+        source, ns, cell_id=cell_id, execution_count=execution_count, directive=directive
+    )
     if isinstance(plan, Restore):
         value = engine.restore(plan, ns)
         record = engine.finish(

@@ -108,6 +108,7 @@ def test_without_the_extension_the_comm_is_closed_and_load_ext_opens_one(kernel:
         "cache_bytes",
         "cache_cap",
         "cache_entries",
+        "own",  # panel: incrcell's own magic cells among the uncacheable
     }
 
     # a frontend opening its own comm now gets hello and a state too

@@ -54,6 +54,10 @@ THROTTLE = 0.2
 REMEMBERED = 256
 
 
+class _Unchanged(Exception):
+    """A ``check_files`` found nothing changed: no ``state`` is sent, only an ``ack``."""
+
+
 class _BadMessage(Exception):
     """A message the protocol does not allow; its text is the one-line error sent back."""
 
@@ -119,6 +123,7 @@ class Sidebar:
             "invalidate": self._invalidate,
             "clear": self._clear,
             "enable": self._enable,
+            "check_files": self._check_files,
         }
 
     # -- life ------------------------------------------------------------------------
@@ -205,6 +210,10 @@ class Sidebar:
             return
         try:
             added = self.handle(data) or {}
+        except _Unchanged:  # nothing to say, but that it arrived if the sender asks
+            if acked is None:
+                return
+            added, answer = {}, {"type": "ack", "protocol": PROTOCOL}
         except _BadMessage as exc:
             added, answer = {}, _error(str(exc))
         except StoreError as exc:
@@ -252,6 +261,10 @@ class Sidebar:
         self.predictor.forget_cache()
         freed = max(before - self.engine.store.usage().size, 0)
         return {"cleared": {"entries": entries, "bytes": freed}}
+
+    def _check_files(self, data: dict[str, Any]) -> None:
+        if self.running or not self.predictor.files_moved():  # never during a cell
+            raise _Unchanged
 
     def _enable(self, data: dict[str, Any]) -> None:
         enabled = data.get("enabled")

@@ -5,6 +5,9 @@
  * into a small badge under the input prompt.  Both live on the cell's outer
  * node, which exists even while a windowed notebook has not rendered the
  * cell's inside, and are inherited by the prompt whenever it is rendered.
+ *
+ * A stale cell's old outputs are dimmed and its "restored by incrcell" note
+ * is replaced by `--incrcell-note` (why it is stale), as ipyflow does.
  */
 
 import type { Notebook } from '@jupyterlab/notebook';
@@ -15,6 +18,7 @@ import type { CacheModel, Change } from './model';
 
 const ATTRIBUTE = 'incrcellState';
 const TEXT = '--incrcell-badge';
+const NOTE = '--incrcell-note';
 
 export class Badges implements IDisposable {
   constructor(
@@ -38,6 +42,7 @@ export class Badges implements IDisposable {
     for (const cell of this._notebook.widgets) {
       delete cell.node.dataset[ATTRIBUTE];
       cell.node.style.removeProperty(TEXT);
+      cell.node.style.removeProperty(NOTE);
     }
   }
 
@@ -58,7 +63,11 @@ export class Badges implements IDisposable {
       const id = cell.model.id;
       const description = show ? describeCell(model.state(id), model.running === id) : null;
       const state = description?.badge ? description.state : undefined;
-      if (cell.node.dataset[ATTRIBUTE] === state) {
+      const note = state === 'stale' ? `⚠ ${description!.summary} (will run)` : '';
+      if (
+        cell.node.dataset[ATTRIBUTE] === state &&
+        cell.node.style.getPropertyValue(NOTE) === (note ? JSON.stringify(note) : '')
+      ) {
         continue;
       }
       if (state) {
@@ -67,6 +76,11 @@ export class Badges implements IDisposable {
       } else {
         delete cell.node.dataset[ATTRIBUTE];
         cell.node.style.removeProperty(TEXT);
+      }
+      if (note) {
+        cell.node.style.setProperty(NOTE, JSON.stringify(note));
+      } else {
+        cell.node.style.removeProperty(NOTE);
       }
     }
   }

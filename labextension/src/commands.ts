@@ -18,6 +18,7 @@ export namespace CommandIDs {
   export const toggleEnabled = 'incrcell:toggle-enabled';
   export const invalidate = 'incrcell:invalidate';
   export const revealCell = 'incrcell:reveal-cell';
+  export const runWithDependents = 'incrcell:run-with-dependents'; // panel
 }
 
 const CATEGORY = 'incrcell';
@@ -78,6 +79,15 @@ export function registerCommands(
       }
     }
   });
+  commands.addCommand(CommandIDs.runWithDependents, {
+    label: 'Run Cell and Its Dependents (incrcell)',
+    caption: 'Run the cell and every cell that reads from it, for real, in order',
+    isEnabled: args => ready() && cellId(args) !== null,
+    execute: args => {
+      const id = cellId(args);
+      return id ? current()?.runWithDependents(id) : undefined;
+    }
+  });
   commands.addCommand(CommandIDs.revealCell, {
     label: 'Go to Cell',
     execute: async args => {
@@ -95,10 +105,16 @@ export function registerCommands(
     CommandIDs.runStale,
     CommandIDs.clear,
     CommandIDs.toggleEnabled,
-    CommandIDs.invalidate
+    CommandIDs.invalidate,
+    CommandIDs.runWithDependents
   ]) {
     palette?.addItem({ command, category: CATEGORY });
   }
+  app.contextMenu.addItem({
+    command: CommandIDs.runWithDependents,
+    selector: '.jp-Notebook .jp-CodeCell',
+    rank: 101
+  });
   app.contextMenu.addItem({
     command: CommandIDs.invalidate,
     selector: '.jp-Notebook .jp-CodeCell',

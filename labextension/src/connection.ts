@@ -49,7 +49,7 @@ export const RETRY_MS = 3000;
 /** How often unacknowledged messages are looked at. */
 const WATCH_MS = 1000;
 /** Messages of which only the newest matters: a newer one replaces one still unacknowledged. */
-const LATEST_ONLY = new Set<FrontendMessage['type']>(['cells', 'enable']);
+const LATEST_ONLY = new Set<FrontendMessage['type']>(['cells', 'enable', 'check_files']);
 
 /** What the panel says a message is, while the kernel has not acknowledged it. */
 const WHAT: Record<FrontendMessage['type'], string> = {
@@ -57,7 +57,8 @@ const WHAT: Record<FrontendMessage['type'], string> = {
   request_state: 'a state request',
   invalidate: 'invalidate a cell',
   clear: 'clear the cache',
-  enable: 'the caching switch'
+  enable: 'the caching switch',
+  check_files: 'a check of the files cells read'
 };
 
 /** A message that must reach the kernel, until the kernel acknowledges it. */

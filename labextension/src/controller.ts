@@ -12,7 +12,14 @@ import { Badges } from './badges';
 import { CellsWatcher } from './cells';
 import { KernelLink } from './connection';
 import { CacheModel } from './model';
-import { Ack, cellsMessage, clearMessage, enableMessage, invalidateMessage } from './protocol';
+import {
+  Ack,
+  cellsMessage,
+  checkFilesMessage,
+  clearMessage,
+  enableMessage,
+  invalidateMessage
+} from './protocol';
 
 export class NotebookController implements IDisposable {
   readonly model = new CacheModel();
@@ -69,6 +76,37 @@ export class NotebookController implements IDisposable {
     if (!cells.length) {
       return Promise.resolve(true);
     }
+    return NotebookActions.runCells(
+      this.panel.content,
+      cells,
+      this.panel.sessionContext,
+      this._dialogs ?? undefined
+    );
+  }
+
+  // panel: a file a recorded cell read changed on disk? (the kernel answers only if so)
+  checkFiles(): void {
+    if (this.ready && this.panel.sessionContext.session?.kernel?.status === 'idle') {
+      this._link.send(checkFilesMessage());
+    }
+  }
+
+  // panel: forget the entries of the cell and its dependents, then run them, in order
+  async runWithDependents(id: string): Promise<boolean> {
+    const ids = new Set([id, ...this.model.dependents(id)]);
+    const answered = new Promise<void>(resolve => {
+      const done = () => {
+        this.model.changed.disconnect(onChange);
+        clearTimeout(timer);
+        resolve();
+      };
+      const onChange = (_: unknown, change: string) => change === 'states' && done();
+      const timer = setTimeout(done, 5000);
+      this.model.changed.connect(onChange);
+    });
+    ids.forEach(cell => this._link.send(invalidateMessage(cell)));
+    await answered;
+    const cells = this.panel.content.widgets.filter(cell => ids.has(cell.model.id));
     return NotebookActions.runCells(
       this.panel.content,
       cells,

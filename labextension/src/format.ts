@@ -9,15 +9,32 @@ import type { CellState, CellStateName, RemoteStatus, Totals } from './protocol'
 /** The longest label kept from a cell's first line (the view ellipsises it further). */
 const LABEL_MAX = 120;
 
-/** The first non-empty line of a cell's source, trimmed. */
+/**
+ * A cell's label: its first line of code, trimmed, skipping blank lines,
+ * comments and a `%%incrcell` directive (else its first comment), as the
+ * kernel labels cells: six cells starting with `# slow` are told apart.
+ */
 export function firstLine(source: string): string {
-  for (const line of source.split('\n')) {
-    const trimmed = line.trim();
-    if (trimmed) {
-      return trimmed.length > LABEL_MAX ? trimmed.slice(0, LABEL_MAX - 1) + '…' : trimmed;
-    }
+  const lines = source
+    .split('\n')
+    .map(line => line.trim())
+    .filter(Boolean);
+  const code = lines.filter(line => !line.startsWith('#') && !/^%%incrcell\b/.test(line));
+  // a trailing comment is not what the line does (kept if a quote follows: maybe in a string)
+  const first = code.length ? code[0].replace(/\s+#[^'"]*$/, '') : (lines[0] ?? '');
+  return first.length > LABEL_MAX ? first.slice(0, LABEL_MAX - 1) + '…' : first;
+}
+
+/**
+ * A label cut in two for eliding in the middle: the view lets `head` shrink
+ * with an ellipsis and always shows `tail`, so both ends of a long line stay
+ * readable at any width (`df_clean = pd.read_csv(…"orders.csv")`).
+ */
+export function splitLabel(label: string, tail = 14): { head: string; tail: string } {
+  if (label.length <= tail * 2) {
+    return { head: label, tail: '' };
   }
-  return '';
+  return { head: label.slice(0, label.length - tail), tail: label.slice(label.length - tail) };
 }
 
 export function formatSeconds(seconds: number): string {
@@ -69,8 +86,100 @@ export function describeCell(cell: CellState | undefined, running: boolean): Des
       badge: ''
     };
   }
+  if (isOwn(cell)) {
+    // incrcell's own magics: not the user's uncacheable cells, never a warning
+    const summary =
+      cell.own === 'only'
+        ? 'incrcell command'
+        : 'loads incrcell: runs every time (its imports are cheap)';
+    return { state: cell.state, summary, tooltip: tooltip(cell, summary), badge: '' };
+  }
   const summary = summarise(cell);
   return { state: cell.state, summary, tooltip: tooltip(cell, summary), badge: BADGES[cell.state] };
+}
+
+/** A cell uncacheable only because of incrcell's own magics (`%load_ext incrcell`, `%incrcell`). */
+export function isOwn(cell: CellState | undefined): boolean {
+  return !!cell && cell.own !== null && (cell.state === 'uncacheable' || cell.state === 'not_run');
+}
+
+/**
+ * The time a row shows without hovering: what its last execution took (a
+ * restore: the restore itself; what it saved is in the summary), or, before
+ * the cell ran, what Run All will cost or save.
+ */
+export function timeText(cell: CellState | undefined): string {
+  if (!cell || isOwn(cell)) {
+    return '';
+  }
+  switch (cell.state) {
+    case 'restored':
+    case 'ran':
+    case 'uncacheable':
+    case 'error':
+      return cell.duration > 0 ? formatSeconds(cell.duration) : '';
+    case 'stale':
+    case 'not_run':
+      if (cell.run_seconds <= 0) {
+        return '';
+      }
+      return cell.prediction === 'restore'
+        ? `saves ${formatSeconds(cell.run_seconds)}`
+        : `≈ ${formatSeconds(cell.run_seconds)}`;
+  }
+}
+
+/** What Run All of the notebook would do, from the kernel's predictions (PROTOCOL.md). */
+export interface Forecast {
+  restore: number;
+  run: number;
+  /** Restored only if the cells running every time give the same values again. */
+  maybe: number;
+  /** Seconds Run All takes with incrcell, and without (0: not known). */
+  seconds: number;
+  plain: number;
+}
+
+/** Count and time Run All over `cells` (incrcell's own magic cells left out). */
+export function forecast(cells: readonly (CellState | undefined)[]): Forecast {
+  const result: Forecast = { restore: 0, run: 0, maybe: 0, seconds: 0, plain: 0 };
+  for (const cell of cells) {
+    if (!cell) {
+      continue;
+    }
+    result.plain += cell.run_seconds;
+    if (cell.own !== null) {
+      result.seconds += cell.run_seconds; // incrcell's own cells run, uncounted
+    } else if (cell.prediction === 'restore') {
+      result.restore += 1;
+      result.seconds += cell.state === 'restored' ? cell.duration : 0;
+    } else if (cell.prediction === 'unknown') {
+      result.maybe += 1;
+      result.seconds += cell.run_seconds;
+    } else {
+      result.run += 1;
+      result.seconds += cell.run_seconds;
+    }
+  }
+  return result;
+}
+
+/** "Run All will restore 37 cells and run 3 (≈ 0.2 s instead of 4.7 s)". */
+export function forecastText(f: Forecast): string {
+  const cells = (n: number) => (n === 1 ? '1 cell' : `${n} cells`);
+  if (f.restore + f.run + f.maybe === 0) {
+    return '';
+  }
+  let text = f.restore
+    ? `Run All will restore ${cells(f.restore)} and run ${f.run}`
+    : `Run All will run ${cells(f.run)}`;
+  if (f.maybe) {
+    text += `; ${f.maybe} more restore if the cells that always run give the same values`;
+  }
+  if (f.plain > 0 && f.restore + f.maybe > 0) {
+    text += ` (≈ ${formatSeconds(f.seconds)} instead of ${formatSeconds(f.plain)})`;
+  }
+  return text;
 }
 
 const BADGES: Record<CellStateName, string> = {
@@ -128,8 +237,9 @@ function tooltip(cell: CellState, summary: string): string {
 /** The totals line of the panel. */
 export function formatTotals(totals: Totals): string {
   const parts = [`${totals.restored} restored`, `${totals.ran} ran`];
-  if (totals.uncacheable) {
-    parts.push(`${totals.uncacheable} uncacheable`);
+  const uncacheable = totals.uncacheable - totals.own; // incrcell's own magics do not count
+  if (uncacheable > 0) {
+    parts.push(`${uncacheable} uncacheable`);
   }
   if (totals.error) {
     parts.push(`${totals.error} failed`);

@@ -41,6 +41,9 @@ export interface CellState {
   depends_on: Dependency[];
   /** A restored cell's origin; null otherwise (or from a kernel that does not say). */
   origin: Origin | null;
+  // panel (additive): incrcell's own magics ('only': nothing else; 'magic': with code), run time
+  own: 'only' | 'magic' | null;
+  run_seconds: number;
 }
 
 /** The team cache, while one is configured (PROTOCOL.md, `remote`). */
@@ -65,6 +68,8 @@ export interface Totals {
   cache_bytes: number;
   cache_cap: number;
   cache_entries: number;
+  /** panel (additive): uncacheable only because of incrcell's own magics (not the user's) */
+  own: number;
 }
 
 export const EMPTY_TOTALS: Readonly<Totals> = Object.freeze({
@@ -75,7 +80,8 @@ export const EMPTY_TOTALS: Readonly<Totals> = Object.freeze({
   saved: 0,
   cache_bytes: 0,
   cache_cap: 0,
-  cache_entries: 0
+  cache_entries: 0,
+  own: 0
 });
 
 export interface HelloMessage {
@@ -102,7 +108,17 @@ export interface StateMessage {
   remote: RemoteStatus | null;
 }
 
-export type KernelMessage = HelloMessage | RunningMessage | ErrorMessage | StateMessage;
+/** The answer to a message that changed nothing worth a `state` (a `check_files`): only its `ack`. */
+export interface AckMessage {
+  type: 'ack';
+}
+
+export type KernelMessage =
+  | HelloMessage
+  | RunningMessage
+  | ErrorMessage
+  | StateMessage
+  | AckMessage;
 
 /** A code cell as the frontend sends it: JupyterLab's cell id and source. */
 export interface CellSource {
@@ -124,6 +140,7 @@ export type FrontendMessage = Envelope<
   | { type: 'invalidate'; id: string }
   | { type: 'clear' }
   | { type: 'enable'; enabled: boolean }
+  | { type: 'check_files' } // panel: answered with a state only if a watched file changed
 >;
 
 type FrontendOf<T extends FrontendMessage['type']> = Extract<FrontendMessage, { type: T }>;
@@ -142,6 +159,10 @@ export function invalidateMessage(id: string): FrontendOf<'invalidate'> {
 
 export function clearMessage(): FrontendOf<'clear'> {
   return { type: 'clear', protocol: PROTOCOL_VERSION };
+}
+
+export function checkFilesMessage(): FrontendOf<'check_files'> {
+  return { type: 'check_files', protocol: PROTOCOL_VERSION };
 }
 
 export function enableMessage(enabled: boolean): FrontendOf<'enable'> {
@@ -208,6 +229,8 @@ export function parseKernelMessage(data: unknown): Parsed {
         return { message: { type: 'error', message: str(data.message) } };
       case 'state':
         return { message: parseState(data) };
+      case 'ack':
+        return { message: { type: 'ack' } };
       default:
         return { ignored: `unknown message type ${JSON.stringify(data.type)}` };
     }
@@ -233,7 +256,8 @@ function parseState(data: Record<string, unknown>): StateMessage {
       saved: num(totals.saved),
       cache_bytes: num(totals.cache_bytes),
       cache_cap: num(totals.cache_cap),
-      cache_entries: num(totals.cache_entries)
+      cache_entries: num(totals.cache_entries),
+      own: num(totals.own)
     },
     stale: Array.isArray(data.stale) ? data.stale.map(requiredId) : [],
     remote: isObject(data.remote) ? parseRemote(data.remote) : null
@@ -284,7 +308,9 @@ function parseCellState(data: unknown): CellState {
           names: strings(d.names)
         }))
       : [],
-    origin: ORIGINS.includes(data.origin as Origin) ? (data.origin as Origin) : null
+    origin: ORIGINS.includes(data.origin as Origin) ? (data.origin as Origin) : null,
+    own: data.own === 'only' || data.own === 'magic' ? data.own : null,
+    run_seconds: num(data.run_seconds)
   };
 }
 

@@ -1,24 +1,30 @@
 /**
  * The list of code cells in the sidebar: one row per cell in notebook order,
- * with its execution count, first line, state and why.
+ * with its execution count, first line of code (elided in the middle, the
+ * whole source on hover), its time (saved, taken, or forecast), its state
+ * and why (wrapping: never cut), and its actions.
  *
  * Incremental, for long notebooks: rows are kept by cell id and a row's DOM
  * is touched only when what it shows changes; reordering happens only when
  * the notebook's cell order does.
  */
 
-import { describeCell, firstLine } from './format';
+import { describeCell, firstLine, isOwn, splitLabel, timeText } from './format';
 import type { CacheModel, Change } from './model';
 
 export interface RowActions {
   reveal(id: string): void;
   invalidate(id: string): void;
+  /** Run the cell and every cell that depends on it, for real. */
+  runWithDependents(id: string): void;
 }
 
 interface Row {
   node: HTMLLIElement;
   count: HTMLElement;
-  label: HTMLElement;
+  head: HTMLElement;
+  tail: HTMLElement;
+  time: HTMLElement;
   summary: HTMLElement;
   /** What the row shows, to skip updates that change nothing. */
   key: string;
@@ -101,17 +107,29 @@ export class RowsView {
       const description = describeCell(state, ready && model.running === cell.id);
       const count = state?.execution_count ?? null;
       const label = firstLine(cell.source) || '(empty cell)';
-      const key = [description.state, description.summary, description.tooltip, count, label].join(
-        '\u0000'
-      );
+      const time = timeText(state);
+      const own = isOwn(state);
+      const key = [
+        description.state,
+        description.summary,
+        description.tooltip,
+        count,
+        cell.source,
+        time,
+        own
+      ].join('\u0000');
       if (key === row.key) {
         continue;
       }
       row.key = key;
       row.node.dataset.state = description.state;
-      row.node.title = description.tooltip;
+      row.node.classList.toggle('jp-incrcell-mod-own', own);
+      row.node.title = `${cell.source.trim()}\n\n${description.tooltip}`;
       row.count.textContent = `[${count ?? ' '}]`;
-      row.label.textContent = label;
+      const parts = splitLabel(label);
+      row.head.textContent = parts.head;
+      row.tail.textContent = parts.tail;
+      row.time.textContent = time;
       row.summary.textContent = description.summary;
     }
   }
@@ -135,6 +153,8 @@ export class RowsView {
     }
     if (target.closest('.jp-incrcell-invalidate')) {
       this._actions.invalidate(id);
+    } else if (target.closest('.jp-incrcell-run-deps')) {
+      this._actions.runWithDependents(id);
     } else {
       this._actions.reveal(id);
     }
@@ -152,16 +172,36 @@ function createRow(id: string): Row {
   const dot = span('jp-incrcell-dot');
   const count = span('jp-incrcell-count');
   const label = span('jp-incrcell-label');
+  const labelHead = span('jp-incrcell-label-head');
+  const labelTail = span('jp-incrcell-label-tail');
+  label.append(labelHead, labelTail);
+  const time = span('jp-incrcell-time');
   const summary = span('jp-incrcell-summary');
-  const invalidate = document.createElement('button');
-  invalidate.className = 'jp-incrcell-invalidate';
-  invalidate.title = "Invalidate this cell's cache entry: it runs next time";
-  invalidate.setAttribute('aria-label', 'Invalidate cell');
-  invalidate.textContent = '⟲';
+  const details = span('jp-incrcell-details'); // why, and the time on the right
+  const run = rowButton(
+    'jp-incrcell-run-deps',
+    'Run this cell and every cell that depends on it, for real',
+    '▶'
+  );
+  const invalidate = rowButton(
+    'jp-incrcell-invalidate',
+    "Invalidate this cell's cache entry: it runs next time",
+    '⟲'
+  );
   const head = span('jp-incrcell-row-head');
-  head.append(dot, count, label, invalidate);
-  node.append(head, summary);
-  return { node, count, label, summary, key: '' };
+  head.append(dot, count, label, run, invalidate);
+  details.append(summary, time);
+  node.append(head, details);
+  return { node, count, head: labelHead, tail: labelTail, time, summary, key: '' };
+}
+
+function rowButton(className: string, title: string, text: string): HTMLButtonElement {
+  const node = document.createElement('button');
+  node.className = `jp-incrcell-row-action ${className}`;
+  node.title = title;
+  node.setAttribute('aria-label', title);
+  node.textContent = text;
+  return node;
 }
 
 function span(className: string): HTMLSpanElement {

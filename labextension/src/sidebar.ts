@@ -13,12 +13,15 @@ import { Widget } from '@lumino/widgets';
 
 import { CommandIDs } from './commands';
 import type { NotebookController } from './controller';
-import { bannerText, formatRemote, formatTotals } from './format';
+import { bannerText, forecast, forecastText, formatRemote, formatTotals } from './format';
 import { GraphView } from './graphview';
 import type { CacheModel, Change } from './model';
 import { RowsView } from './rows';
 
 type Tab = 'cells' | 'graph';
+
+/** How often a visible panel asks an idle kernel whether files its cells read changed. */
+const CHECK_FILES_MS = 2000;
 
 export class Sidebar extends Widget {
   constructor(private readonly _commands: CommandRegistry) {
@@ -44,6 +47,7 @@ export class Sidebar extends Widget {
     this._error = element('div', 'jp-incrcell-error');
     this._error.addEventListener('click', () => this._controller?.model.dismissError());
     this._totals = element('div', 'jp-incrcell-totals');
+    this._forecast = element('div', 'jp-incrcell-forecast');
 
     this._runStale = button('jp-incrcell-run-stale', 'Run the stale cells, in order', () =>
       this._execute(CommandIDs.runStale)
@@ -73,7 +77,8 @@ export class Sidebar extends Widget {
 
     this._rows = new RowsView({
       reveal: id => this._execute(CommandIDs.revealCell, { id }),
-      invalidate: id => this._execute(CommandIDs.invalidate, { id })
+      invalidate: id => this._execute(CommandIDs.invalidate, { id }),
+      runWithDependents: id => this._execute(CommandIDs.runWithDependents, { id })
     });
     this._graph = new GraphView(id => this._execute(CommandIDs.revealCell, { id }));
     const body = element('div', 'jp-incrcell-body');
@@ -84,6 +89,7 @@ export class Sidebar extends Widget {
       this._notebookName,
       this._banner,
       this._error,
+      this._forecast,
       this._totals,
       actions,
       tabs,
@@ -91,6 +97,16 @@ export class Sidebar extends Widget {
     );
     this._showTab('cells');
     this.setController(null);
+    this._checker = window.setInterval(() => {
+      if (this.isVisible) {
+        this._controller?.checkFiles();
+      }
+    }, CHECK_FILES_MS);
+  }
+
+  dispose(): void {
+    window.clearInterval(this._checker);
+    super.dispose();
   }
 
   /** Follow another notebook (null: none is open). */
@@ -137,6 +153,9 @@ export class Sidebar extends Widget {
       : '';
     this._totals.title = remote ? `team cache ${remote.url} (${remote.mode})` : '';
     this._totals.hidden = !ready;
+    const cells = ready ? model!.cells.map(c => model!.state(c.id)) : [];
+    this._forecast.textContent = forecastText(forecast(cells));
+    this._forecast.hidden = !this._forecast.textContent;
     this._enabled.disabled = !ready;
     this._enabled.checked = ready && model!.enabled;
     const stale = ready ? model!.stale.length : 0;
@@ -168,6 +187,8 @@ export class Sidebar extends Widget {
   private _banner: HTMLElement;
   private _error: HTMLElement;
   private _totals: HTMLElement;
+  private _forecast: HTMLElement;
+  private _checker: number;
   private _runStale: HTMLButtonElement;
   private _clear: HTMLButtonElement;
   private _rows: RowsView;

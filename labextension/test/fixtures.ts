@@ -20,6 +20,8 @@ export function cell(id: string, overrides: Partial<CellState> = {}): CellState 
     writes: [],
     depends_on: [],
     origin: null,
+    own: null,
+    run_seconds: 0,
     ...overrides
   };
 }
@@ -70,7 +72,8 @@ export function stateMessage(overrides: Record<string, unknown> = {}): Record<st
       saved: 0.2,
       cache_bytes: 3 * 1024 * 1024,
       cache_cap: 10 * 1024 * 1024 * 1024,
-      cache_entries: 2
+      cache_entries: 2,
+      own: 0
     },
     stale: ['c'],
     ...overrides

@@ -2,6 +2,10 @@ import {
   bannerText,
   describeCell,
   firstLine,
+  forecast,
+  forecastText,
+  splitLabel,
+  timeText,
   formatBytes,
   formatRemote,
   formatSeconds,
@@ -17,6 +21,61 @@ describe('firstLine', () => {
     expect(firstLine('\n   \n  df = load()  \nmore')).toBe('df = load()');
     expect(firstLine('')).toBe('');
     expect(firstLine('x'.repeat(500))).toHaveLength(120);
+  });
+
+  it('skips comments and the %%incrcell directive: the first line of code', () => {
+    expect(firstLine('# slow\n\n# really\ndf = load()')).toBe('df = load()');
+    expect(firstLine('%%incrcell nocache\n# why\nx = 1')).toBe('x = 1');
+    expect(firstLine('# only a comment')).toBe('# only a comment');
+    expect(firstLine('x = 1  # one')).toBe('x = 1');
+    expect(firstLine('s = "a # b"')).toBe('s = "a # b"');
+  });
+
+  it('is cut in the middle for eliding, both ends kept', () => {
+    expect(splitLabel('x = 1')).toEqual({ head: 'x = 1', tail: '' });
+    const long = 'orders = pd.read_csv("data/2024/orders_final.csv")';
+    const { head, tail } = splitLabel(long);
+    expect(head + tail).toBe(long);
+    expect(tail).toBe('rs_final.csv")');
+  });
+});
+
+describe('the forecast and the times a row shows', () => {
+  const cells = [
+    cell('load', { state: 'not_run', prediction: 'run', own: 'magic', run_seconds: 0.1 }),
+    cell('a', { prediction: 'restore', run_seconds: 4 }),
+    cell('b', { prediction: 'restore', run_seconds: 0.5 }),
+    cell('c', { prediction: 'run', run_seconds: 0.2 }),
+    cell('d', { prediction: 'unknown', run_seconds: 0 }),
+    cell('status', { state: 'uncacheable', prediction: 'run', own: 'only' })
+  ];
+
+  it("counts what Run All will restore and run, not incrcell's own cells", () => {
+    const f = forecast(cells);
+    expect(f).toMatchObject({ restore: 2, run: 1, maybe: 1 });
+    expect(f.plain).toBeCloseTo(4.8);
+    expect(f.seconds).toBeCloseTo(0.3);
+    expect(forecastText(f)).toBe(
+      'Run All will restore 2 cells and run 1; 1 more restore if the cells that always run ' +
+        'give the same values (≈ 300 ms instead of 4.8 s)'
+    );
+    expect(forecastText(forecast([cells[3]]))).toBe('Run All will run 1 cell');
+    expect(forecastText(forecast([]))).toBe('');
+  });
+
+  it('shows saved, taken or forecast time without hovering', () => {
+    expect(timeText(cell('a', { state: 'restored', saved: 1.5, duration: 0.02 }))).toBe('20 ms');
+    expect(timeText(cell('a', { state: 'ran', duration: 0.25 }))).toBe('250 ms');
+    expect(timeText(cells[1])).toBe('saves 4.0 s');
+    expect(timeText(cells[3])).toBe('≈ 200 ms');
+    expect(timeText(cells[0])).toBe('');
+  });
+
+  it("words incrcell's own cells without a warning or a badge", () => {
+    const own = describeCell(cells[5], false);
+    expect(own.summary).toBe('incrcell command');
+    expect(own.badge).toBe('');
+    expect(describeCell(cells[0], false).summary).toMatch(/^loads incrcell/);
   });
 });
 
@@ -120,11 +179,15 @@ describe('formatTotals', () => {
       saved: 12.3,
       cache_bytes: 2048,
       cache_cap: 0,
-      cache_entries: 1
+      cache_entries: 1,
+      own: 0
     };
     expect(formatTotals(totals)).toBe(
       '3 restored · 2 ran · 1 failed · saved 12 s · cache 2.0 KiB (1 entry)'
     );
+    // incrcell's own magic cells are not the user's uncacheable cells
+    expect(formatTotals({ ...totals, uncacheable: 2, own: 1 })).toContain('2 ran · 1 uncacheable');
+    expect(formatTotals({ ...totals, uncacheable: 1, own: 1 })).not.toContain('uncacheable');
     expect(formatTotals({ ...totals, cache_cap: 4096 })).toContain(
       'cache 2.0 KiB of 4.0 KiB (1 entry)'
     );

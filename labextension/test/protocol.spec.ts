@@ -114,7 +114,8 @@ describe('parseKernelMessage', () => {
         saved: 0,
         cache_bytes: 0,
         cache_cap: 0,
-        cache_entries: 0
+        cache_entries: 0,
+        own: 0
       },
       stale: [],
       remote: null
