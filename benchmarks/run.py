@@ -804,7 +804,8 @@ def main() -> None:
         info["BLAS threads in the kernels"] = str(args.blas_threads or "library default")
         if args.quick:
             info["notebook"] = "**--quick: 20 times smaller; these numbers mean nothing**"
-        for rep in range(max(args.repeat, args.tiny_repeat)):
+        rounds = max(args.repeat, args.tiny_repeat)
+        for rep in range(rounds):
             log(f"round {rep + 1}")
             steps: list[tuple[Tool | None, Callable[[], None]]] = []
             if rep < args.repeat:
@@ -838,6 +839,10 @@ def main() -> None:
                 except Exception as error:  # a peer that fails stops itself, not the run
                     tool.failed = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
                     log(f"  {tool.name} failed, skipped from now on: {tool.failed}")
+            if rep + 1 < rounds:  # numbers so far, should the run be cut short
+                partial = report(bench, info, args.tiny, time.perf_counter() - started, tools)
+                note = f"**Partial: {rep + 1} of {rounds} rounds done; the run goes on.**"
+                args.output.write_text(partial.replace("### Machine", f"{note}\n\n### Machine"))
         text = report(bench, info, args.tiny, time.perf_counter() - started, tools)
         if engine_digest() != digest:
             warning = (
