@@ -11,23 +11,26 @@ from pathlib import Path
 
 LOAD_CELL = ("load-ext", "%load_ext incrcell")
 
-# Sizes: tuned so that the plain run takes about 30 s on a 2-core AMD EPYC VM.
-N_CUSTOMERS = 200_000
-N_TRANSACTIONS = 2_000_000
-EPOCHS = 70
+# Sizes: (customers, transactions, training epochs). FULL is the benchmark (a plain run
+# takes about 60 s on a loaded 2-core AMD EPYC VM); QUICK only checks that the machinery works.
+FULL = (200_000, 2_000_000, 70)
+QUICK = (10_000, 100_000, 3)
 
-_SETUP = f"""\
+
+def _setup(n_customers: int, n_transactions: int) -> str:
+    return f"""\
 import numpy as np
 import pandas as pd
 
 SEED = 42
-N_CUSTOMERS = {N_CUSTOMERS:_}
-N_TRANSACTIONS = {N_TRANSACTIONS:_}
+N_CUSTOMERS = {n_customers:_}
+N_TRANSACTIONS = {n_transactions:_}
 CATEGORIES = ["grocery", "fuel", "travel", "dining", "online", "electronics", "health", "utilities"]
 CATEGORY_P = [0.30, 0.12, 0.05, 0.15, 0.18, 0.05, 0.08, 0.07]
 REGIONS = ["north", "south", "east", "west", "central"]
 print(f"numpy {{np.__version__}}, pandas {{pd.__version__}}")
 """
+
 
 _GENERATE = """\
 # Synthetic customers and a year of card transactions.
@@ -164,8 +167,10 @@ def log_loss(p, y, eps=1e-12):
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 """
 
-_TRAIN = f"""\
-EPOCHS, BATCH, LR, HIDDEN = {EPOCHS}, 256, 2e-3, 64
+
+def _train(epochs: int) -> str:
+    return f"""\
+EPOCHS, BATCH, LR, HIDDEN = {epochs}, 256, 2e-3, 64
 params = init_mlp(X_train.shape[1], HIDDEN, SEED)
 m = {{k: np.zeros_like(v) for k, v in params.items()}}
 v = {{k: np.zeros_like(v) for k, v in params.items()}}
@@ -190,6 +195,7 @@ for epoch in range(1, EPOCHS + 1):
     if epoch == 1 or epoch % 5 == 0:
         print(f"epoch {{epoch:3d}}  train loss {{history[-1]:.4f}}")
 """
+
 
 _EVALUATE = """\
 p_test = predict_proba(params, X_test)
@@ -235,16 +241,19 @@ print(f"  top decile churn rate {calibration['churn_rate'].iloc[-1]:.1%}")
 EDITED_REPORT = _REPORT.replace('"Churn model report"', '"Churn model report (draft 2)"')
 
 
-def pipeline_cells(incrcell: bool = True) -> list[tuple[str, str]]:
+def pipeline_cells(
+    incrcell: bool = True, sizes: tuple[int, int, int] = FULL
+) -> list[tuple[str, str]]:
     """The realistic notebook; with ``incrcell`` its first cell is ``%load_ext incrcell``."""
+    n_customers, n_transactions, epochs = sizes
     cells = [
-        ("setup", _SETUP),
+        ("setup", _setup(n_customers, n_transactions)),
         ("generate", _GENERATE),
         ("clean", _CLEAN),
         ("features", _FEATURES),
         ("labels", _LABELS),
         ("model", _MODEL),
-        ("train", _TRAIN),
+        ("train", _train(epochs)),
         ("evaluate", _EVALUATE),
         ("calibration", _CALIBRATION),
         ("report", _REPORT),
