@@ -34,6 +34,7 @@ from incrcell import __version__
 from incrcell.engine import Engine
 from incrcell.predict import NotebookCell, Predictor
 from incrcell.serialise import one_line
+from incrcell.sidebar_views import is_key, notebook_cache, variables
 from incrcell.store import StoreError
 
 TARGET = "incrcell"
@@ -86,12 +87,17 @@ class Sidebar:
         self.running = False  # a cell is under way (between cell_starts and cell_ends)
         self._next_push = 0.0  # monotonic time before which pushes wait
         self._timer: asyncio.TimerHandle | None = None
-        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+        # a handler returns None (answered with a state to every comm) or its own answer
+        self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
             "cells": lambda data: self.predictor.set_cells(_cells(data)),
             "request_state": lambda data: None,
             "invalidate": self._invalidate,
             "clear": self._clear,
             "enable": self._enable,
+            # the Variables and Cache views (incrcell/sidebar_views.py)
+            "request_variables": self._variables,
+            "request_cache": self._cache,
+            "evict": self._evict,
         }
 
     # -- life ------------------------------------------------------------------------
@@ -152,7 +158,7 @@ class Sidebar:
         self.live.add(channel.comm_id)
         self.incrcell_message()  # comm dispatch counts it as an execution: it runs no user code
         try:
-            self.handle(msg.get("content", {}).get("data"))
+            reply = self.handle(msg.get("content", {}).get("data"))
         except _BadMessage as exc:
             self._send(channel, _error(str(exc)))
         except StoreError as exc:
@@ -160,10 +166,14 @@ class Sidebar:
         except Exception as exc:  # a bug: say it in one line, never break the kernel
             self._send(channel, _error(f"{type(exc).__name__}: {one_line(exc)}"))
         else:
-            self._broadcast(self._state())
+            if reply is None:
+                self._broadcast(self._state())
+            else:
+                self._send(channel, reply)
 
-    def handle(self, data: Any) -> None:
-        """Apply one frontend message; raises _BadMessage if the protocol forbids it."""
+    def handle(self, data: Any) -> dict[str, Any] | None:
+        """Apply one frontend message, returning a handler's own answer if it has one; raises
+        _BadMessage if the protocol forbids it."""
         if not isinstance(data, dict):
             raise _BadMessage("a message must be a JSON object")
         if data.get("protocol") != PROTOCOL:
@@ -175,7 +185,7 @@ class Sidebar:
         handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
             raise _BadMessage(f"unknown message type {data.get('type')!r}")
-        handler(data)
+        return handler(data)
 
     def _invalidate(self, data: dict[str, Any]) -> None:
         self.engine.store.delete(self.predictor.keys([_text(data, "id")]))
@@ -191,6 +201,28 @@ class Sidebar:
         if not isinstance(enabled, bool):
             raise _BadMessage("`enabled` must be true or false")
         self.engine.config.enabled = enabled
+
+    # -- the Variables and Cache views: on request, never while a cell runs ---------------
+    def _variables(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.running:  # the frontend asks again after the next state
+            return {"type": "variables", "busy": True, "variables": []}
+        hidden = getattr(self.shell, "user_ns_hidden", {})
+        found = variables(self.shell.user_ns, hidden)
+        return {"type": "variables", "busy": False, "variables": found}
+
+    def _cache(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.running:
+            return {"type": "cache", "busy": True, "entries": []}
+        cells = self.predictor.cells or []
+        keyed = [(c.id, self.predictor.keys([c.id])) for c in cells]
+        return {"type": "cache", "busy": False, "entries": notebook_cache(self.engine.store, keyed)}
+
+    def _evict(self, data: dict[str, Any]) -> None:
+        key = _text(data, "key")
+        if not is_key(key):
+            raise _BadMessage("`key` must be a cache key (lowercase hex)")
+        self.engine.store.delete([key])
+        self.predictor.forget_cache()
 
     def _send(self, channel: Any, message: dict[str, Any]) -> None:
         try:

@@ -12,7 +12,13 @@ import { Badges } from './badges';
 import { CellsWatcher } from './cells';
 import { KernelLink } from './connection';
 import { CacheModel } from './model';
-import { cellsMessage, clearMessage, enableMessage, invalidateMessage } from './protocol';
+import {
+  cellsMessage,
+  clearMessage,
+  enableMessage,
+  FrontendMessage,
+  invalidateMessage
+} from './protocol';
 
 export class NotebookController implements IDisposable {
   readonly model = new CacheModel();
@@ -44,6 +50,11 @@ export class NotebookController implements IDisposable {
 
   invalidate(id: string): void {
     this._link.send(invalidateMessage(id));
+  }
+
+  /** Send any message to the kernel (the Variables and Cache views' requests). */
+  send(message: FrontendMessage): void {
+    this._link.send(message);
   }
 
   clear(): void {
