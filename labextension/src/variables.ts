@@ -7,7 +7,7 @@
  * `depends_on`), so both always agree with the graph.
  */
 
-import { firstLine, formatBytes } from './format';
+import { cellName, firstLine, formatBytes } from './format';
 import type { CacheModel } from './model';
 import { requestVariablesMessage, VariableInfo, VariablesMessage } from './protocol';
 import { cellLink, RequestedView, viewNote as note } from './requested';
@@ -24,7 +24,7 @@ export interface VariableRow {
 }
 
 /**
- * The rows of the view.  A name several cells write is defined by the one
+ * The rows of the view, in natural order of names (f2 before f10).  A name several cells write is defined by the one
  * that executed last (the value the kernel holds), or, before any ran, the
  * last in notebook order; its users are the cells that read it from that
  * cell (their `depends_on`).  A name no cell writes (the console's) is used
@@ -38,7 +38,10 @@ export function variableRows(model: CacheModel, variables: readonly VariableInfo
     }
   }
   const executed = (id: string) => model.state(id)?.execution_count ?? -1;
-  return variables.map(v => {
+  const byName = [...variables].sort((a, b) =>
+    a.name.localeCompare(b.name, undefined, { numeric: true })
+  );
+  return byName.map(v => {
     const candidates = writers.get(v.name) ?? [];
     const definedIn = candidates.length
       ? candidates.reduce((best, id) => (executed(id) >= executed(best) ? id : best))
@@ -121,6 +124,7 @@ export class VariablesView extends RequestedView<VariablesMessage> {
       }
       const used = tr.insertCell();
       used.append(...row.usedBy.map(id => cellLink(model, id, source(id))));
+      used.title = row.usedBy.map(id => cellName(model, id)).join(' ');
     }
     this.node.appendChild(table);
   }

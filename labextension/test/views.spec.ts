@@ -81,6 +81,11 @@ describe('the views’ messages', () => {
 });
 
 describe('variableRows', () => {
+  it('sorts names naturally', () => {
+    const names = ['f10', 'f2', 'b', 'f1'].map(name => ({ name, type: '', summary: '', size: 0 }));
+    expect(variableRows(model(), names).map(r => r.name)).toEqual(['b', 'f1', 'f2', 'f10']);
+  });
+
   const on = (id: string, names: string[]) => [{ id, names }];
   const cells = [
     cell('a', { execution_count: 1, state: 'ran', writes: ['df', 'n'] }),
@@ -108,6 +113,14 @@ describe('variableRows', () => {
     ]);
     expect(rows).toEqual([
       {
+        name: 'console',
+        type: 'str',
+        summary: '5 characters',
+        size: '',
+        definedIn: null,
+        usedBy: ['d']
+      },
+      {
         name: 'df',
         type: 'DataFrame',
         summary: '3 x 2',
@@ -115,15 +128,7 @@ describe('variableRows', () => {
         definedIn: 'b',
         usedBy: ['c']
       },
-      { name: 'n', type: 'int', summary: '', size: '28 B', definedIn: 'a', usedBy: ['c'] },
-      {
-        name: 'console',
-        type: 'str',
-        summary: '5 characters',
-        size: '',
-        definedIn: null,
-        usedBy: ['d']
-      }
+      { name: 'n', type: 'int', summary: '', size: '28 B', definedIn: 'a', usedBy: ['c'] }
     ]);
   });
 
