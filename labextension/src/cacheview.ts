@@ -97,6 +97,15 @@ export class CacheView extends RequestedView<CacheMessage> {
     });
   }
 
+  /** The cache's size and entries, the team cache's traffic, and each cell's state and forecast. */
+  protected fingerprint(model: CacheModel): string {
+    const cells = model.cells.map(c => {
+      const state = model.state(c.id);
+      return `${c.id}:${state?.execution_count}:${state?.state}:${state?.prediction}`;
+    });
+    return JSON.stringify([model.totals, model.remote, cells]);
+  }
+
   protected render(): void {
     const model = this.model;
     this.node.textContent = '';

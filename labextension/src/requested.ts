@@ -5,7 +5,8 @@
  * state or `running` came for `QUIET_MS` and no cell runs.  A Run All with
  * the view open costs the kernel one request at its end, not one per cell;
  * an answer marked `busy` (a cell had started) is dropped, and the next
- * state asks again.
+ * state asks again.  A view asks again only when what it shows may have
+ * changed (its `fingerprint` of the model's state), not after every state.
  */
 
 import type { NotebookController } from './controller';
@@ -32,6 +33,7 @@ export abstract class RequestedView<T extends VariablesMessage | CacheMessage> {
     this._controller = controller;
     controller?.model.viewData.connect(this._onData, this);
     this.data = null;
+    this._asked = null;
     this.render();
     this._ask();
   }
@@ -66,6 +68,9 @@ export abstract class RequestedView<T extends VariablesMessage | CacheMessage> {
   /** Redraw from `data` and the model. */
   protected abstract render(): void;
 
+  /** What the kernel's answer depends on, as far as the model knows: equal means no need to ask. */
+  protected abstract fingerprint(model: CacheModel): string;
+
   /** The kernel's last answer; null before the first. */
   protected data: T | null = null;
 
@@ -82,13 +87,21 @@ export abstract class RequestedView<T extends VariablesMessage | CacheMessage> {
       this._timer = null;
       const model = this.model;
       if (this._visible && model?.connection === 'ready' && model.running === null) {
-        this.send(this._request());
+        const fingerprint = this.fingerprint(model);
+        if (fingerprint !== this._asked) {
+          this._asked = fingerprint;
+          this.send(this._request());
+        }
       }
     }, QUIET_MS);
   }
 
   private _onData(_: CacheModel, message: VariablesMessage | CacheMessage): void {
-    if (message.type !== this._type || message.busy) {
+    if (message.type !== this._type) {
+      return;
+    }
+    if (message.busy) {
+      this._asked = null; // ask again after the next state
       return;
     }
     this.data = message as T;
@@ -100,6 +113,7 @@ export abstract class RequestedView<T extends VariablesMessage | CacheMessage> {
   private _controller: NotebookController | null = null;
   private _visible = false;
   private _timer: ReturnType<typeof setTimeout> | null = null;
+  private _asked: string | null = null;
 }
 
 /** A small clickable reference to a cell (the views' click handler reads `data-cell-id`). */

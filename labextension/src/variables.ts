@@ -80,6 +80,12 @@ export class VariablesView extends RequestedView<VariablesMessage> {
     });
   }
 
+  /** The namespace changes only when something executes: the counts and the last In[n] say so. */
+  protected fingerprint(model: CacheModel): string {
+    const counts = model.cells.map(c => model.state(c.id)?.execution_count ?? 0);
+    return `${JSON.stringify(model.totals)} ${Math.max(0, ...counts)}`;
+  }
+
   protected render(): void {
     const model = this.model;
     this.node.textContent = '';
