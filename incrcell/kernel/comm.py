@@ -43,6 +43,7 @@ from incrcell import __version__
 from incrcell.engine import Engine
 from incrcell.predict import NotebookCell, Predictor
 from incrcell.serialise import one_line
+from incrcell.sidebar_views import is_key, notebook_cache, variables
 from incrcell.store import StoreError
 
 TARGET = "incrcell"
@@ -117,6 +118,8 @@ class Sidebar:
         self._loop: asyncio.AbstractEventLoop | None = None
         # (sender, seq) -> what its answer added to the state (see _acked)
         self._answered: OrderedDict[tuple[str, int], dict[str, Any]] = OrderedDict()
+        # a handler returns None (answered with a state to every comm), fields its state
+        # answer adds, or an answer of its own (it has a "type": only the asking comm gets it)
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
             "cells": lambda data: self.predictor.set_cells(_cells(data)),
             "request_state": lambda data: None,
@@ -124,6 +127,10 @@ class Sidebar:
             "clear": self._clear,
             "enable": self._enable,
             "check_files": self._check_files,
+            # the Variables and Cache views (incrcell/sidebar_views.py)
+            "request_variables": self._variables,
+            "request_cache": self._cache,
+            "evict": self._evict,
         }
 
     # -- life ------------------------------------------------------------------------
@@ -209,7 +216,7 @@ class Sidebar:
             self._send(channel, {**self._state(), **self._answered[acked]})
             return
         try:
-            added = self.handle(data) or {}
+            reply = self.handle(data) or {}
         except _Unchanged:  # nothing to say, but that it arrived if the sender asks
             if acked is None:
                 return
@@ -221,8 +228,11 @@ class Sidebar:
         except Exception as exc:  # a bug: say it in one line, never break the kernel
             added, answer = {}, _error(f"{type(exc).__name__}: {one_line(exc)}")
         else:
-            answer = self._state()
-            self._broadcast(answer, but=channel)
+            if "type" in reply:  # the handler's own answer, for the asking comm only
+                added, answer = {}, reply
+            else:
+                added, answer = reply, self._state()
+                self._broadcast(answer, but=channel)
         if acked is not None:
             added["ack"] = acked[1]
             self._answered[acked] = added
@@ -231,8 +241,8 @@ class Sidebar:
         self._send(channel, {**answer, **added})
 
     def handle(self, data: Any) -> dict[str, Any] | None:
-        """Apply one frontend message; returns what its answer adds to the state (or None);
-        raises _BadMessage if the protocol forbids it."""
+        """Apply one frontend message; returns its handler's answer (see _handlers); raises
+        _BadMessage if the protocol forbids it."""
         if not isinstance(data, dict):
             raise _BadMessage("a message must be a JSON object")
         if data.get("protocol") != PROTOCOL:
@@ -271,6 +281,28 @@ class Sidebar:
         if not isinstance(enabled, bool):
             raise _BadMessage("`enabled` must be true or false")
         self.engine.config.enabled = enabled
+
+    # -- the Variables and Cache views: on request, never while a cell runs ---------------
+    def _variables(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.running:  # the frontend asks again after the next state
+            return {"type": "variables", "busy": True, "variables": []}
+        hidden = getattr(self.shell, "user_ns_hidden", {})
+        found = variables(self.shell.user_ns, hidden)
+        return {"type": "variables", "busy": False, "variables": found}
+
+    def _cache(self, data: dict[str, Any]) -> dict[str, Any]:
+        if self.running:
+            return {"type": "cache", "busy": True, "entries": []}
+        cells = self.predictor.cells or []
+        keyed = [(c.id, self.predictor.keys([c.id])) for c in cells]
+        return {"type": "cache", "busy": False, "entries": notebook_cache(self.engine.store, keyed)}
+
+    def _evict(self, data: dict[str, Any]) -> None:
+        key = _text(data, "key")
+        if not is_key(key):
+            raise _BadMessage("`key` must be a cache key (lowercase hex)")
+        self.engine.store.delete([key])
+        self.predictor.forget_cache()
 
     def _send(self, channel: Any, message: dict[str, Any]) -> None:
         try:

@@ -49,7 +49,13 @@ export const RETRY_MS = 3000;
 /** How often unacknowledged messages are looked at. */
 const WATCH_MS = 1000;
 /** Messages of which only the newest matters: a newer one replaces one still unacknowledged. */
-const LATEST_ONLY = new Set<FrontendMessage['type']>(['cells', 'enable', 'check_files']);
+const LATEST_ONLY = new Set<FrontendMessage['type']>([
+  'cells',
+  'enable',
+  'check_files',
+  'request_variables',
+  'request_cache'
+]);
 
 /** What the panel says a message is, while the kernel has not acknowledged it. */
 const WHAT: Record<FrontendMessage['type'], string> = {
@@ -58,7 +64,10 @@ const WHAT: Record<FrontendMessage['type'], string> = {
   invalidate: 'invalidate a cell',
   clear: 'clear the cache',
   enable: 'the caching switch',
-  check_files: 'a check of the files cells read'
+  check_files: 'a check of the files cells read',
+  request_variables: 'a variables request',
+  request_cache: 'a cache request',
+  evict: 'evict a cache entry'
 };
 
 /** A message that must reach the kernel, until the kernel acknowledges it. */

@@ -18,6 +18,7 @@ import {
   checkFilesMessage,
   clearMessage,
   enableMessage,
+  FrontendMessage,
   invalidateMessage
 } from './protocol';
 
@@ -55,6 +56,11 @@ export class NotebookController implements IDisposable {
    */
   invalidate(id: string): Promise<Ack> {
     return this._link.send(invalidateMessage(id));
+  }
+
+  /** Send any message to the kernel (the Variables and Cache views' requests). */
+  send(message: FrontendMessage): Promise<Ack> {
+    return this._link.send(message);
   }
 
   clear(): Promise<Ack> {

@@ -293,12 +293,15 @@ export function bannerText(model: CacheModel | null): string {
   }
 }
 
+/** A cell as the panel names it: `[n]` (its In[n]) or `cell k` (its position among the code cells). */
+export function cellName(model: CacheModel, id: string): string {
+  const count = model.state(id)?.execution_count;
+  return count === null || count === undefined ? `cell ${model.indexOf(id) + 1}` : `[${count}]`;
+}
+
 /** What editing `id` would invalidate, in words: "Editing [3] makes 2 cells stale: [4], [6]". */
 export function impactText(model: CacheModel, id: string, affected: Set<string>): string {
-  const name = (cell: string) => {
-    const count = model.state(cell)?.execution_count;
-    return count === null || count === undefined ? `cell ${model.indexOf(cell) + 1}` : `[${count}]`;
-  };
+  const name = (cell: string) => cellName(model, cell);
   if (!affected.size) {
     return `Editing ${name(id)} makes no other cell stale.`;
   }

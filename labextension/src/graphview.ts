@@ -1,23 +1,26 @@
 /**
  * The dependency graph of the notebook's cells, drawn as SVG from
- * layout.ts's arc diagram.  Hovering a node highlights what an edit of that
- * cell would invalidate (its transitive dependents, and the edges between
- * them with the names they carry); clicking it selects the cell.
+ * layout.ts's layered layout.  The focused cell (the one pointed at, else the
+ * selected one: clicked here or in the Cells tab, or active in the notebook)
+ * and its dependencies stand out: what it reads from, directly or not, what
+ * reads from it, and the edges between them with the names they carry; the
+ * rest fades.  The cells an edit of it would make stale are marked, by the
+ * same rule as the Cells tab (impact.ts).  Clicking a node goes to the cell.
  *
  * The SVG is rebuilt only when cells or states change, and only while the
  * view is shown; hover and selection just toggle classes.
  */
 
 import { describeCell, firstLine, impactText } from './format';
+import { staleAfterEdit, upstreamOf } from './impact';
 import { layoutGraph, NODE_RADIUS } from './layout';
 import type { CacheModel, Change } from './model';
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
-const LABEL_MAX = 28;
 
 interface Drawn {
   nodes: Map<string, SVGGElement>;
-  arcs: Array<{ from: string; to: string; path: SVGPathElement; label: SVGTextElement }>;
+  arcs: Array<{ from: string; to: string; path: SVGPathElement; label: SVGTextElement | null }>;
 }
 
 export class GraphView {
@@ -129,15 +132,18 @@ export class GraphView {
         'marker-end': `url(#${this._markerId})`
       });
       path.appendChild(svgTitle(names));
-      const label = svgElement('text', {
-        x: String(arc.labelX + 3),
-        y: String(arc.labelY),
-        class: 'jp-incrcell-arc-label',
-        'dominant-baseline': 'middle'
-      });
-      label.textContent = names.length > LABEL_MAX ? names.slice(0, LABEL_MAX - 1) + '…' : names;
       arcGroup.appendChild(path);
-      labelGroup.appendChild(label);
+      let label: SVGTextElement | null = null;
+      if (arc.label) {
+        label = svgElement('text', {
+          x: String(arc.label.x),
+          y: String(arc.label.y),
+          class: 'jp-incrcell-arc-label',
+          'dominant-baseline': 'middle'
+        });
+        label.textContent = arc.label.text;
+        labelGroup.appendChild(label);
+      }
       drawn.arcs.push({ from: arc.from, to: arc.to, path, label });
     }
 
@@ -150,7 +156,8 @@ export class GraphView {
       const group = svgElement('g', {
         class: 'jp-incrcell-node',
         'data-cell-id': box.id,
-        'data-state': description.state
+        'data-state': description.state,
+        'data-layer': String(box.layer)
       });
       group.appendChild(
         svgElement('circle', { cx: String(box.x), cy: String(box.y), r: String(NODE_RADIUS) })
@@ -185,8 +192,9 @@ export class GraphView {
   }
 
   /**
-   * Highlight a cell and its transitive dependents: the hovered cell, or
-   * (`null`) the selected one.
+   * Focus a cell (the hovered one, or with `null` the selected one): it and
+   * its dependencies stand out, the rest fades; what an edit of it would make
+   * stale is marked.
    */
   private _highlight(hovered: string | null): void {
     const drawn = this._drawn;
@@ -195,18 +203,27 @@ export class GraphView {
       return;
     }
     const focus = hovered ?? model.selected;
-    const affected = focus ? model.dependents(focus) : new Set<string>();
     const focusing = focus !== null && drawn.nodes.has(focus);
+    const up = focusing ? upstreamOf(model, focus!) : new Set<string>();
+    const down = focusing ? model.dependents(focus!) : new Set<string>();
+    const stale = focusing ? staleAfterEdit(model, focus!) : new Set<string>();
     this.node.classList.toggle('jp-incrcell-mod-focusing', focusing);
-    this._caption.textContent = focusing ? impactText(model, focus!, affected) : HINT;
+    this._caption.textContent = focusing ? impactText(model, focus!, stale) : HINT;
     for (const [id, group] of drawn.nodes) {
       group.classList.toggle('jp-mod-selected', id === focus);
-      group.classList.toggle('jp-incrcell-mod-affected', affected.has(id));
+      group.classList.toggle('jp-incrcell-mod-related', up.has(id) || down.has(id));
+      group.classList.toggle('jp-incrcell-mod-affected', stale.has(id));
     }
+    const before = (id: string) => id === focus || up.has(id);
+    const after = (id: string) => id === focus || down.has(id);
     for (const arc of drawn.arcs) {
-      const on = affected.has(arc.to) && (arc.from === focus || affected.has(arc.from));
-      arc.path.classList.toggle('jp-incrcell-mod-affected', on);
-      arc.label.classList.toggle('jp-incrcell-mod-affected', on);
+      const related =
+        focusing && ((before(arc.from) && before(arc.to)) || (after(arc.from) && after(arc.to)));
+      const affected = related && after(arc.from) && stale.has(arc.to);
+      for (const node of [arc.path, arc.label]) {
+        node?.classList.toggle('jp-incrcell-mod-related', related);
+        node?.classList.toggle('jp-incrcell-mod-affected', affected);
+      }
     }
   }
 
@@ -237,7 +254,8 @@ export class GraphView {
   private _markerId = `jp-incrcell-arrow-${Math.random().toString(36).slice(2)}`;
 }
 
-const HINT = 'Point at a cell: what an edit of it would make stale. Click: go to the cell.';
+const HINT =
+  'Point at a cell: what it reads from, what reads from it, what an edit would make stale. Click: go to the cell.';
 
 function nodeId(event: MouseEvent): string | null {
   const group = (event.target as Element).closest?.('.jp-incrcell-node');

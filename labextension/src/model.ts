@@ -10,13 +10,15 @@
 import { ISignal, Signal } from '@lumino/signaling';
 
 import {
+  CacheMessage,
   CellSource,
   CellState,
   EMPTY_TOTALS,
   KernelMessage,
   StateMessage,
   RemoteStatus,
-  Totals
+  Totals,
+  VariablesMessage
 } from './protocol';
 
 /**
@@ -42,6 +44,11 @@ export interface Edge {
 export class CacheModel {
   get changed(): ISignal<this, Change> {
     return this._changed;
+  }
+
+  /** The kernel's answers to the Variables and Cache views' requests (variables.ts, cacheview.ts). */
+  get viewData(): ISignal<this, VariablesMessage | CacheMessage> {
+    return this._viewData;
   }
 
   get connection(): Connection {
@@ -195,6 +202,10 @@ export class CacheModel {
       case 'state':
         this._applyState(message);
         break;
+      case 'variables':
+      case 'cache':
+        this._viewData.emit(message);
+        break;
     }
   }
 
@@ -257,6 +268,7 @@ export class CacheModel {
   }
 
   private _changed = new Signal<this, Change>(this);
+  private _viewData = new Signal<this, VariablesMessage | CacheMessage>(this);
   private _connection: Connection = 'no-kernel';
   private _version: string | null = null;
   private _enabled = true;

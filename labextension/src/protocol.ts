@@ -118,6 +118,8 @@ export type KernelMessage =
   | RunningMessage
   | ErrorMessage
   | StateMessage
+  | VariablesMessage
+  | CacheMessage
   | AckMessage;
 
 /** A code cell as the frontend sends it: JupyterLab's cell id and source. */
@@ -141,6 +143,9 @@ export type FrontendMessage = Envelope<
   | { type: 'clear' }
   | { type: 'enable'; enabled: boolean }
   | { type: 'check_files' } // panel: answered with a state only if a watched file changed
+  | { type: 'request_variables' }
+  | { type: 'request_cache' }
+  | { type: 'evict'; key: string }
 >;
 
 type FrontendOf<T extends FrontendMessage['type']> = Extract<FrontendMessage, { type: T }>;
@@ -231,6 +236,9 @@ export function parseKernelMessage(data: unknown): Parsed {
         return { message: parseState(data) };
       case 'ack':
         return { message: { type: 'ack' } };
+      case 'variables':
+      case 'cache':
+        return { message: parseViewMessage(data) };
       default:
         return { ignored: `unknown message type ${JSON.stringify(data.type)}` };
     }
@@ -311,6 +319,89 @@ function parseCellState(data: unknown): CellState {
     origin: ORIGINS.includes(data.origin as Origin) ? (data.origin as Origin) : null,
     own: data.own === 'only' || data.own === 'magic' ? data.own : null,
     run_seconds: num(data.run_seconds)
+  };
+}
+
+// -- The Variables and Cache views (PROTOCOL.md, "Views"): answers to requests, never pushed --
+
+/** One name in the kernel's namespace, as the Variables view shows it. */
+export interface VariableInfo {
+  name: string;
+  type: string;
+  /** A shape or a length; '' if none. */
+  summary: string;
+  /** Bytes the object holds; null if the kernel could not tell. */
+  size: number | null;
+}
+
+export interface VariablesMessage {
+  type: 'variables';
+  /** The kernel was running a cell: ask again after the next state. */
+  busy: boolean;
+  variables: VariableInfo[];
+}
+
+/** One of this notebook's entries in the local cache, as the Cache view shows it. */
+export interface CacheEntryInfo {
+  key: string;
+  /** The notebook cells it is an entry of (several cells with the same code share one). */
+  cells: string[];
+  bytes: number;
+  /** Seconds since the epoch. */
+  created: number;
+  used: number;
+  /** Where it came from in this session. */
+  origin: Origin;
+  /** Whether the team cache has it too. */
+  in_remote: boolean;
+}
+
+export interface CacheMessage {
+  type: 'cache';
+  busy: boolean;
+  entries: CacheEntryInfo[];
+}
+
+export function requestVariablesMessage(): FrontendOf<'request_variables'> {
+  return { type: 'request_variables', protocol: PROTOCOL_VERSION };
+}
+
+export function requestCacheMessage(): FrontendOf<'request_cache'> {
+  return { type: 'request_cache', protocol: PROTOCOL_VERSION };
+}
+
+export function evictMessage(key: string): FrontendOf<'evict'> {
+  return { type: 'evict', protocol: PROTOCOL_VERSION, key };
+}
+
+function parseViewMessage(data: Record<string, unknown>): VariablesMessage | CacheMessage {
+  const busy = data.busy === true;
+  if (data.type === 'variables') {
+    const list = Array.isArray(data.variables) ? data.variables.filter(isObject) : [];
+    return {
+      type: 'variables',
+      busy,
+      variables: list.map(v => ({
+        name: requiredId(v.name),
+        type: str(v.type),
+        summary: str(v.summary),
+        size: typeof v.size === 'number' && Number.isFinite(v.size) ? v.size : null
+      }))
+    };
+  }
+  const list = Array.isArray(data.entries) ? data.entries.filter(isObject) : [];
+  return {
+    type: 'cache',
+    busy,
+    entries: list.map(e => ({
+      key: requiredId(e.key),
+      cells: strings(e.cells),
+      bytes: num(e.bytes),
+      created: num(e.created),
+      used: num(e.used),
+      origin: e.origin === 'remote' ? 'remote' : 'local',
+      in_remote: e.in_remote === true
+    }))
   };
 }
 

@@ -10,6 +10,7 @@
  */
 
 import { describeCell, firstLine, isOwn, splitLabel, timeText } from './format';
+import { staleAfterEdit } from './impact';
 import type { CacheModel, Change } from './model';
 
 export interface RowActions {
@@ -137,7 +138,7 @@ export class RowsView {
   /** The selected cell, and what an edit of it would invalidate. */
   private _updateSelection(model: CacheModel): void {
     const selected = model.selected;
-    const affected = selected ? model.dependents(selected) : new Set<string>();
+    const affected = selected ? staleAfterEdit(model, selected) : new Set<string>();
     for (const [id, row] of this._rows) {
       row.node.classList.toggle('jp-mod-selected', id === selected);
       row.node.classList.toggle('jp-incrcell-mod-affected', affected.has(id));

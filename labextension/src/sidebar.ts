@@ -14,11 +14,19 @@ import { Widget } from '@lumino/widgets';
 import { CommandIDs } from './commands';
 import type { NotebookController } from './controller';
 import { bannerText, forecast, forecastText, formatRemote, formatTotals } from './format';
+import { CacheView } from './cacheview';
 import { GraphView } from './graphview';
 import type { CacheModel, Change } from './model';
 import { RowsView } from './rows';
+import { VariablesView } from './variables';
 
-type Tab = 'cells' | 'graph';
+type Tab = 'cells' | 'graph' | 'variables' | 'cache';
+const TAB_NAMES: Record<Tab, string> = {
+  cells: 'Cells',
+  graph: 'Graph',
+  variables: 'Variables',
+  cache: 'Cache'
+};
 
 /** How often a visible panel asks an idle kernel whether files its cells read changed. */
 const CHECK_FILES_MS = 2000;
@@ -63,13 +71,8 @@ export class Sidebar extends Widget {
 
     const tabs = element('div', 'jp-incrcell-tabs');
     tabs.setAttribute('role', 'tablist');
-    for (const tab of ['cells', 'graph'] as const) {
-      const node = button(
-        'jp-incrcell-tab',
-        '',
-        () => this._showTab(tab),
-        tab === 'cells' ? 'Cells' : 'Graph'
-      );
+    for (const tab of Object.keys(TAB_NAMES) as Tab[]) {
+      const node = button('jp-incrcell-tab', '', () => this._showTab(tab), TAB_NAMES[tab]);
       node.dataset.tab = tab;
       node.setAttribute('role', 'tab');
       tabs.appendChild(node);
@@ -81,8 +84,14 @@ export class Sidebar extends Widget {
       runWithDependents: id => this._execute(CommandIDs.runWithDependents, { id })
     });
     this._graph = new GraphView(id => this._execute(CommandIDs.revealCell, { id }));
+    const reveal = (id: string) => this._execute(CommandIDs.revealCell, { id });
+    this._views = { variables: new VariablesView(reveal), cache: new CacheView(reveal) };
     const body = element('div', 'jp-incrcell-body');
-    body.append(this._rows.node, this._graph.node);
+    body.append(
+      this._rows.node,
+      this._graph.node,
+      ...Object.values(this._views).map(view => view.node)
+    );
 
     this.node.append(
       header,
@@ -120,12 +129,14 @@ export class Sidebar extends Widget {
     const model = controller?.model ?? null;
     this._rows.setModel(model);
     this._graph.setModel(model);
+    Object.values(this._views).forEach(view => view.setController(controller));
     this._updateStatus();
   }
 
   private _onChange(_: CacheModel, change: Change): void {
     this._rows.update(change);
     this._graph.update(change);
+    Object.values(this._views).forEach(view => view.update(change));
     if (change !== 'selection') {
       this._updateStatus();
     }
@@ -172,6 +183,10 @@ export class Sidebar extends Widget {
     this._rows.node.hidden = tab !== 'cells';
     this._graph.node.hidden = tab !== 'graph';
     this._graph.setVisible(tab === 'graph');
+    for (const [name, view] of Object.entries(this._views)) {
+      view.node.hidden = tab !== name;
+      view.setVisible(tab === name);
+    }
   }
 
   private _execute(command: string, args: Record<string, string | boolean> = {}): void {
@@ -193,6 +208,7 @@ export class Sidebar extends Widget {
   private _clear: HTMLButtonElement;
   private _rows: RowsView;
   private _graph: GraphView;
+  private _views: { variables: VariablesView; cache: CacheView };
 }
 
 function element<K extends keyof HTMLElementTagNameMap>(
