@@ -38,6 +38,7 @@ import concurrent.futures
 import dataclasses
 import errno
 import io
+import os
 import queue
 import threading
 import time
@@ -96,6 +97,9 @@ _METHOD_NAMES = {code: name for name, code in _METHODS.items()}
 # Reading a large file overlaps with hashing and signing the part already read.
 _READ_CHUNK = 32 << 20
 _HASHING = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="incrcell-verify")
+# A file this large is mapped rather than read where the backend can (see Store._read):
+# below it, a read into a fresh buffer costs less than setting up a mapping.
+_MAP_MIN = 256 << 10
 
 _T = TypeVar("_T")
 
@@ -364,8 +368,10 @@ class Store:
         digest is None when the backend has no such path or the object is
         too short to have a header (``unframe`` then computes or refuses).
 
-        Not mmap: the checksum reads every byte anyway, and a mapping of a file
-        another process truncates kills the kernel with SIGBUS.
+        A file of :data:`_MAP_MIN` bytes or more is mapped copy-on-write where
+        the backend can (:meth:`Backend.map`) and hashed in place: no buffer to
+        allocate and fill, no copy; the values built on it share the page
+        cache's pages until written to.
         """
         opened = self.backend.open(obj)
         if opened is None:
@@ -373,6 +379,19 @@ class Store:
             return data, version, None
         file, size, version = opened
         with file:
+            mapped = self.backend.map(file, size) if size >= _MAP_MIN else None
+            if mapped is not None:
+                try:
+                    check_header(mapped, size)
+                    check_signer(mapped, self._signer)
+                except Unusable:
+                    self.backend.delete(obj, version)
+                    raise
+                if os.fstat(file.fileno()).st_size != size:  # shrunk since it was mapped
+                    raise Unusable("is corrupt (changed while being read)")
+                digests = Digest()
+                digests.update(mapped[HEADER_SIZE:])
+                return mapped, version, digests
             try:
                 data = aligned_buffer(size)
             except MemoryError:  # a huge value on a small machine, or a huge stray file
