@@ -37,7 +37,7 @@ from collections.abc import Sequence
 
 from .signing import Signer, fingerprint
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 
 MAGIC = b"INCRCELL"
 _PREFIX = struct.Struct("<8sHBBIQ")  # magic, version, kind, method, part count, file size
