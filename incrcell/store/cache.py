@@ -45,6 +45,7 @@ import queue
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from contextlib import suppress
 from typing import Protocol, TypeVar
@@ -300,9 +301,9 @@ class Store:
         self._default_cap: int | None = None
         self._intact: set[str] = set()  # values whose checksum and signature verified here
         # small values put but not yet written: they go into the next entry needing them
-        self._pending: dict[str, tuple[int, list[memoryview]]] = {}
+        self._pending: OrderedDict[str, tuple[int, list[memoryview]]] = OrderedDict()
         # small values of the entries read lately (verified with them), for get_value
-        self._inline: dict[str, tuple[int, list[memoryview]]] = {}
+        self._inline: OrderedDict[str, tuple[int, list[memoryview]]] = OrderedDict()
         self._working: set[str] = set()  # entries this process used or wrote: collected last
         self._size: int | None = None  # estimate: the last measurement plus our writes since
         self._measured = 0.0  # time.monotonic() of the last measurement
@@ -393,14 +394,15 @@ class Store:
         with file:
             mapped = self.backend.map(file, size) if size >= _MAP_MIN else None
             if mapped is not None:
+                # shrunk since it was mapped: a read past its end would be SIGBUS
+                if os.fstat(file.fileno()).st_size != size:
+                    raise Unusable("is corrupt (changed while being read)")
                 try:
                     check_header(mapped, size)
                     check_signer(mapped, self._signer)
                 except Unusable:
                     self.backend.delete(obj, version)
                     raise
-                if os.fstat(file.fileno()).st_size != size:  # shrunk since it was mapped
-                    raise Unusable("is corrupt (changed while being read)")
                 digests = Digest()
                 digests.update(mapped[HEADER_SIZE:])
                 return mapped, version, digests
@@ -557,8 +559,8 @@ class Store:
         for digest, value in values.items():
             self._inline.pop(digest, None)
             self._inline[digest] = value
-        while len(self._inline) > _INLINE_KEPT:
-            del self._inline[next(iter(self._inline))]
+        while len(self._inline) > _INLINE_KEPT:  # popitem: atomic, whatever thread writes
+            self._inline.popitem(last=False)
 
     def remote_prefetch(self, objs: list[str]) -> None:
         if self.remote is not None:
@@ -853,7 +855,8 @@ class Store:
         small ones are written inside its file.  Raises StoreError."""
         what = f"cache entry {_short(entry.key)}"
         obj = _object(ENTRY, entry.key)
-        inline = {d: self._pending[d] for d in sorted(entry.digests()) if d in self._pending}
+        pending = ((d, self._pending.get(d)) for d in sorted(entry.digests()))
+        inline = {d: value for d, value in pending if value is not None}
         entry = dataclasses.replace(
             entry, inline={d: [method, len(body)] for d, (method, body) in inline.items()}
         )
@@ -872,7 +875,7 @@ class Store:
         ]
         self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what)
         for digest in inline:
-            del self._pending[digest]
+            self._pending.pop(digest, None)
         self._keep_inline(inline)
         self._working.add(entry.key)
 
@@ -882,19 +885,23 @@ class Store:
 
         Values are content-addressed: the object under a digest holds the same
         value whoever wrote it, so an existing one that verifies is kept as it is.
+        A small one (:data:`INLINE_MAX`) is kept in memory instead, and written
+        inside the file of the next entry :meth:`put` that needs it (its size is
+        returned all the same); never followed by one, it is never written.
         """
         obj = _object(VALUE, digest)
         if self.has_value(digest):
             return 0
         what = f"cached value {_short(digest)}"
         size = len(value.stream) + sum(buffer.nbytes for buffer in value.buffers)
-        if size <= INLINE_MAX:  # copied: the buffers are views of the live objects
+        if size <= INLINE_MAX and value.method in _METHODS:
+            # copied: the buffers are views of the live objects, which the user may change
             self._pending[digest] = (
                 _METHODS[value.method],
                 [_copy(memoryview(value.stream)), *map(_copy, value.buffers)],
             )
             while len(self._pending) > _INLINE_KEPT:  # put, but no entry came for them
-                del self._pending[next(iter(self._pending))]
+                self._pending.popitem(last=False)
             return size
         try:
             chunks, _ = frame(

@@ -237,7 +237,9 @@ class FileBackend(Backend):
 def _libc() -> ctypes.CDLL | None:
     """The C library's mmap, madvise and munmap (not Python's mmap module, which keeps a
     duplicate of the file descriptor open per mapping: one per restored value would
-    exhaust the process's descriptors); None where there is none."""
+    exhaust the process's descriptors); None where there is none (then files are read)."""
+    if not all(hasattr(mmap, name) for name in ("PROT_READ", "MAP_PRIVATE", "MADV_WILLNEED")):
+        return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.mmap.restype = ctypes.c_void_p
@@ -251,7 +253,7 @@ def _libc() -> ctypes.CDLL | None:
         )
         libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
         libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):
         return None
     return libc
 
@@ -262,8 +264,9 @@ _MAP_FAILED = ctypes.c_void_p(-1).value
 
 def _map_private(fd: int, size: int) -> memoryview | None:
     """``size`` bytes of ``fd`` mapped private, copy-on-write, as a writeable byte view;
-    unmapped when the last view of it (or object built on it) is gone.  None if the
-    mapping fails (then the caller reads the file instead)."""
+    unmapped when the last view of it (or object built on it) is gone, and never at
+    exit (objects still on it may be read while the interpreter shuts down).  None if
+    the mapping fails (then the caller reads the file instead)."""
     assert _LIBC is not None
     address = _LIBC.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, 0)
     if address is None or address == _MAP_FAILED:
@@ -272,7 +275,7 @@ def _map_private(fd: int, size: int) -> memoryview | None:
     # would otherwise serve one fault at a time
     _LIBC.madvise(address, size, mmap.MADV_WILLNEED)
     pages = (ctypes.c_char * size).from_address(address)
-    weakref.finalize(pages, _LIBC.munmap, address, size)
+    weakref.finalize(pages, _LIBC.munmap, address, size).atexit = False
     return memoryview(pages).cast("B")
 
 
