@@ -38,20 +38,26 @@ def put(store: Store, key: str, **values: object) -> Entry:
     serialised = dumps((values, None), own=[*values.values(), None])
     bundle = xxhash.xxh3_128_hexdigest(serialised.stream + b"".join(serialised.buffers))
     store.put_value(bundle, serialised)
-    entry = Entry(
-        key=key,
-        source=f"# {key}",
-        variables={},
-        deleted=[],
-        outputs=[],
-        result=None,
-        duration=0.1,
-        created=time.time(),
-        components={},
-        bundle=bundle,
-    )
+    entry = entry_of(key, bundle=bundle)
     store.put(entry)
     return entry
+
+
+def entry_of(key: str, **fields: object) -> Entry:
+    return Entry(
+        **{
+            "key": key,
+            "source": f"# {key}",
+            "variables": {},
+            "deleted": [],
+            "outputs": [],
+            "result": None,
+            "duration": 0.1,
+            "created": time.time(),
+            "components": {},
+            **fields,
+        }
+    )
 
 
 def restore(store: Store, key: str) -> dict[str, object]:
@@ -240,6 +246,26 @@ def test_small_and_large_values_share_one_entry(store: Store, root: Path) -> Non
     assert reader.verify().removed == []
     reader.delete([KEY_A])
     assert not value_files(root) and restore(fresh(root), KEY_B) == {"n": 3}
+
+
+def test_an_entry_with_more_small_values_than_are_kept_restores_them_all(
+    store: Store, root: Path
+) -> None:
+    """A cell that wrote many small files: every blob rides in its entry, and all of them
+    are found after it is read, however many."""
+    blobs = {}
+    for index in range(150):
+        serialised = dumps(f"file {index}".encode())
+        digest = xxhash.xxh3_128_hexdigest(serialised.stream)
+        store.put_value(digest, serialised)
+        blobs[f"/work/out{index}.txt"] = digest
+    store.put(entry_of(KEY_A, written=blobs))
+    assert not value_files(root) and len(entry_files(root)) == 1
+    reader = fresh(root)
+    assert reader.get(KEY_A) is not None
+    for index, digest in enumerate(blobs.values()):
+        stored = reader.get_value(digest)
+        assert loads(stored.method, stored.stream, stored.buffers) == f"file {index}".encode()
 
 
 def test_a_damaged_entry_with_inline_values_is_a_miss_with_a_warning(

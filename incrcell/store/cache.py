@@ -102,9 +102,9 @@ _READ_CHUNK = 32 << 20
 _HASHING = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="incrcell-verify")
 #: A value this small (stream and buffers) goes inside its entry's file (see Store.put).
 INLINE_MAX = 64 << 10
-# Small values kept for get_value after their entry was read or written (and put ones
-# waiting for their entry): a bound (64 KiB each at most), for entries never restored or
-# never written.  A value forgotten is a miss, never a wrong value.
+# Small values kept for get_value after their entries were read or written: a bound
+# (64 KiB each at most; the last entry's are always kept), for entries never restored.
+# A value forgotten is a miss, never a wrong value.
 _INLINE_KEPT = 64
 # A file this large is mapped rather than read where the backend can (see Store._read):
 # below it, a read into a fresh buffer costs less than setting up a mapping.
@@ -300,7 +300,8 @@ class Store:
         self.max_age = max_age
         self._default_cap: int | None = None
         self._intact: set[str] = set()  # values whose checksum and signature verified here
-        # small values put but not yet written: they go into the next entry needing them
+        # small values put but not yet written: they go into the next entry put (the values
+        # of one cell are put, then its entry; see Store.put)
         self._pending: OrderedDict[str, tuple[int, list[memoryview]]] = OrderedDict()
         # small values of the entries read lately (verified with them), for get_value
         self._inline: OrderedDict[str, tuple[int, list[memoryview]]] = OrderedDict()
@@ -559,8 +560,9 @@ class Store:
         for digest, value in values.items():
             self._inline.pop(digest, None)
             self._inline[digest] = value
-        while len(self._inline) > _INLINE_KEPT:  # popitem: atomic, whatever thread writes
-            self._inline.popitem(last=False)
+        # never those just kept: an entry may have more than the bound (files it wrote)
+        while len(self._inline) > max(_INLINE_KEPT, len(values)):
+            self._inline.popitem(last=False)  # atomic, whatever thread writes
 
     def remote_prefetch(self, objs: list[str]) -> None:
         if self.remote is not None:
@@ -852,7 +854,8 @@ class Store:
 
     def put(self, entry: Entry) -> None:
         """Record ``entry``, whose values must already be stored (:meth:`put_value`); the
-        small ones are written inside its file.  Raises StoreError."""
+        small ones are written inside its file (small values put since the last entry and
+        not needed by this one are dropped).  Raises StoreError."""
         what = f"cache entry {_short(entry.key)}"
         obj = _object(ENTRY, entry.key)
         pending = ((d, self._pending.get(d)) for d in sorted(entry.digests()))
@@ -874,8 +877,8 @@ class Store:
             *(p for _, value in inline.values() for p in value),
         ]
         self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what)
-        for digest in inline:
-            self._pending.pop(digest, None)
+        # what no entry claimed was put for a cell whose recording failed since
+        self._pending.clear()
         self._keep_inline(inline)
         self._working.add(entry.key)
 
@@ -900,8 +903,6 @@ class Store:
                 _METHODS[value.method],
                 [_copy(memoryview(value.stream)), *map(_copy, value.buffers)],
             )
-            while len(self._pending) > _INLINE_KEPT:  # put, but no entry came for them
-                self._pending.popitem(last=False)
             return size
         try:
             chunks, _ = frame(
