@@ -17,12 +17,19 @@ import tomllib
 from incrcell import cli
 from incrcell.serialise import dumps
 from incrcell.store import FORMAT_VERSION, Signer, open_store, signing_key
+from incrcell.store import cache as cache_module
 from incrcell.store.signing import private_text
 
 from harness import bare_entry
 
 KEY = b"k" * 32
 ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(autouse=True)
+def values_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every value in a file of its own: these tests count, date and damage value files."""
+    monkeypatch.setattr(cache_module, "INLINE_MAX", 0)
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from incrcell.config import Config
 from incrcell.engine import ERROR, RAN, RECORD, RESTORE, RESTORED, RUN, UNCACHEABLE, Engine
 from incrcell.reasons import Code
 from incrcell.store import FORMAT_VERSION, CacheWarning
+from incrcell.store import cache as cache_module
 from incrcell.store.signing import KEY_ENV, private_text, signing_key
 
 from harness import Session, cache_dir  # noqa: F401  (cache_dir is a fixture)
@@ -875,7 +876,8 @@ def test_corrupt_store_is_a_miss_then_rerecords(kernel, cache_dir, probe):
     assert third.ns["n"] == 10 and probe == ["a", "b", "a", "b"]
 
 
-def test_corrupt_value_is_a_miss_and_leaves_the_namespace_alone(kernel, cache_dir):
+def test_corrupt_value_is_a_miss_and_leaves_the_namespace_alone(kernel, cache_dir, monkeypatch):
+    monkeypatch.setattr(cache_module, "INLINE_MAX", 0)  # a value in a file of its own
     kernel().run("x = [1, 2, 3]\ny = {'k': 'v'}", "a")
     for path in (cache_dir / f"v{FORMAT_VERSION}" / "values").rglob("*"):
         if path.is_file():
@@ -908,7 +910,8 @@ def cache_warnings():
         yield caught
 
 
-def test_deleted_value_file_is_a_miss(kernel, cache_dir):
+def test_deleted_value_file_is_a_miss(kernel, cache_dir, monkeypatch):
+    monkeypatch.setattr(cache_module, "INLINE_MAX", 0)  # a value in a file of its own
     kernel().run("x = 'payload'", "a")
     for path in (cache_dir / f"v{FORMAT_VERSION}" / "values").rglob("*"):
         if path.is_file():

@@ -104,6 +104,8 @@ def test_todays_code_reads_the_golden_files(golden: Store) -> None:
     arr = _bundle(golden, cell["array"])[0]["arr"]
     assert arr.dtype == np.int64
     np.testing.assert_array_equal(arr, np.arange(12).reshape(3, 4))
+    big = _bundle(golden, cell["big"])[0]["big"]  # a value file of its own
+    np.testing.assert_array_equal(big, np.arange(10_000))
     df = _bundle(golden, cell["frame"])[0]["df"]
     pd.testing.assert_frame_equal(df, pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
     area = _bundle(golden, cell["function"])[0]["area"]
@@ -148,10 +150,12 @@ def _layout(store: Store) -> dict[str, Any]:
     for source, entry in _entries(store).items():
         layout[f"entry {source!r}"] = _entry_shape(entry)
         layout[f"entry file {source!r}"] = _header(store, ENTRY, entry.key)
-        for digest in sorted(entry.digests()):
+        for digest in sorted({*entry.digests(), *entry.inline}):
             value = _value(store, digest)
             what = f"value {_decoded(value)!r} of {source!r}"
-            if _plain(value):  # the bytes depend on nothing but the format
+            if digest in entry.inline:  # inside the entry's file: (method, parts)
+                layout[what] = entry.inline[digest]
+            elif _plain(value):  # the bytes depend on nothing but the format
                 layout[what] = bytes(store.backend.read(f"{KINDS[VALUE]}/{digest[:2]}/{digest}")[0])
             else:
                 layout[what] = _header(store, VALUE, digest)[:2]
@@ -168,6 +172,8 @@ def _entry_shape(entry: Entry) -> dict[str, Any]:
             shape[field] = sorted(value)  # their digests: functions' depend on the bytecode
         elif field == "written":
             shape[field] = {str(Path(path).relative_to(entry.cwd)): d for path, d in value.items()}
+        elif field == "inline":
+            shape[field] = sorted(value.values())
         elif field in ("bundle", "result"):
             shape[field] = value is not None
         else:

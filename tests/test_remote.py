@@ -23,7 +23,8 @@ import pytest
 from seaweed import Seaweed, bucket_fixture, seaweed_fixture  # noqa: F401  (fixtures)
 
 from incrcell.serialise import dumps, loads
-from incrcell.store import CacheWarning, Entry, Store, StoreError, open_store
+from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store
+from incrcell.store import cache as cache_module
 from incrcell.store.signing import Signer, fingerprint, private_text, public_text
 
 from harness import bare_entry
@@ -31,6 +32,12 @@ from kernel import LOAD, Kernel, incrcell_lines, normalise_outputs, ok, states
 
 ROOT = Path(__file__).parent.parent
 A, B, C, D = (bytes([n]) * 32 for n in (1, 2, 3, 4))  # the machines' private keys
+
+
+@pytest.fixture(autouse=True)
+def values_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every value in a file of its own: these tests count, date and damage value files."""
+    monkeypatch.setattr(cache_module, "INLINE_MAX", 0)
 
 
 @pytest.fixture
@@ -134,7 +141,7 @@ def test_an_object_overwritten_or_forged_in_the_bucket_is_refused(
     honest = objects(seaweed, bucket)[name]
     evil = tmp_path / "evil"
     record(open_store(evil, signer=Signer(D), housekeeping=False), KEYS[0], x="forged")
-    forged = (evil / "v4" / "values" / entry.bundle[:2] / entry.bundle).read_bytes()
+    forged = (evil / f"v{FORMAT_VERSION}" / "values" / entry.bundle[:2] / entry.bundle).read_bytes()
     if forgery == "claims A's key":
         forged = forged[:56] + Signer(A).public + forged[88:]
     elif forgery == "flipped byte":
@@ -179,7 +186,9 @@ def test_two_writers_racing_for_one_key_both_end_consistent(
     entry_object = remote[f"team/entries/{KEYS[0][:2]}/{KEYS[0]}"]
     signers = {Signer(A).public: 0, Signer(D).public: 1}
     winner = signers[entry_object[56:88]]  # exactly one writer's bytes, whole
-    local = tmp_path / "ad"[winner] / "cache" / "v4" / "entries" / KEYS[0][:2] / KEYS[0]
+    local = (
+        tmp_path / "ad"[winner] / "cache" / f"v{FORMAT_VERSION}" / "entries" / KEYS[0][:2] / KEYS[0]
+    )
     assert entry_object[184:] == local.read_bytes()[184:]
     for index, writer in enumerate(writers):  # each keeps its own, and reads it
         assert writer.get(KEYS[0]) == entries[index]

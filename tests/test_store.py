@@ -120,6 +120,13 @@ def files(root: Path, kind: str, temp: bool = False) -> list[Path]:
     return sorted((root / f"v{FORMAT_VERSION}" / kind).glob("*/*"))
 
 
+@pytest.fixture(autouse=True)
+def values_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every value in a file of its own: these tests are of the value files (the small
+    values that travel inside their entry's file: tests/test_store_format.py)."""
+    monkeypatch.setattr(cache_module, "INLINE_MAX", 0)
+
+
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     return tmp_path / "cache"

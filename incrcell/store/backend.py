@@ -9,7 +9,8 @@ the same for every backend, so a backend cannot hand unverified bytes to
 anyone.
 
 A backend may offer a fast local read path (:meth:`Backend.open`): a file
-the store reads in chunks while it verifies the part already read.
+the store reads in chunks while it verifies the part already read, or maps
+(:meth:`Backend.map`) and verifies in place, without copying it.
 """
 
 from __future__ import annotations
@@ -46,6 +47,16 @@ class Backend(ABC):
         """Optional fast local read path: (an unbuffered file, its size, its version).
 
         None when the backend has none (then :meth:`read` is used).  Raises as :meth:`read`.
+        """
+        return None
+
+    def map(self, file: io.RawIOBase, size: int) -> memoryview | None:
+        """Optional: the file :meth:`open` gave, mapped private and copy-on-write, as a
+        writeable buffer that stays valid after ``file`` is closed; None when this backend
+        cannot promise that nobody changes the file in place while it is mapped.
+
+        Writes to the buffer stay in this process; pages are read from the file when
+        first touched, so a large value costs no copy.
         """
         return None
 

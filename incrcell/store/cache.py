@@ -7,6 +7,8 @@ Three kinds of objects, all immutable once written and all framed by
   behind, as JSON (:class:`~incrcell.store.entry.Entry`);
 * values (``values/ab/<value digest>``): one serialised value each, shared
   by every entry that bound an identical value (stored once, counted once);
+  a small value (:data:`INLINE_MAX` bytes at most) instead travels inside the
+  file of the entry that needs it, so that a trivial cell costs one file;
 * notes (``notes/ab/<xxh3 of name>``): small JSON documents, e.g. the key
   components a cell last recorded, to explain a later miss.
 
@@ -38,10 +40,12 @@ import concurrent.futures
 import dataclasses
 import errno
 import io
+import os
 import queue
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from contextlib import suppress
 from typing import Protocol, TypeVar
@@ -67,7 +71,7 @@ from .codec import (
     resealed,
     unframe,
 )
-from .entry import NAME, Entry, entry_bytes, json_body, json_bytes, parse_entry
+from .entry import NAME, Entry, entry_bytes, inline_parts, json_body, json_bytes, parse_entry
 from .remote import Remote, RemoteDown, RemoteStatus, note_version
 from .signing import Signer, signing_key, trusted_from_env
 
@@ -96,6 +100,15 @@ _METHOD_NAMES = {code: name for name, code in _METHODS.items()}
 # Reading a large file overlaps with hashing and signing the part already read.
 _READ_CHUNK = 32 << 20
 _HASHING = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="incrcell-verify")
+#: A value this small (stream and buffers) goes inside its entry's file (see Store.put).
+INLINE_MAX = 64 << 10
+# Small values kept for get_value after their entries were read or written: a bound
+# (64 KiB each at most; the last entry's are always kept), for entries never restored.
+# A value forgotten is a miss, never a wrong value.
+_INLINE_KEPT = 64
+# A file this large is mapped rather than read where the backend can (see Store._read):
+# below it, a read into a fresh buffer costs less than setting up a mapping.
+_MAP_MIN = 256 << 10
 
 _T = TypeVar("_T")
 
@@ -287,6 +300,11 @@ class Store:
         self.max_age = max_age
         self._default_cap: int | None = None
         self._intact: set[str] = set()  # values whose checksum and signature verified here
+        # small values put but not yet written: they go into the next entry put (the values
+        # of one cell are put, then its entry; see Store.put)
+        self._pending: OrderedDict[str, tuple[int, list[memoryview]]] = OrderedDict()
+        # small values of the entries read lately (verified with them), for get_value
+        self._inline: OrderedDict[str, tuple[int, list[memoryview]]] = OrderedDict()
         self._working: set[str] = set()  # entries this process used or wrote: collected last
         self._size: int | None = None  # estimate: the last measurement plus our writes since
         self._measured = 0.0  # time.monotonic() of the last measurement
@@ -364,8 +382,10 @@ class Store:
         digest is None when the backend has no such path or the object is
         too short to have a header (``unframe`` then computes or refuses).
 
-        Not mmap: the checksum reads every byte anyway, and a mapping of a file
-        another process truncates kills the kernel with SIGBUS.
+        A file of :data:`_MAP_MIN` bytes or more is mapped copy-on-write where
+        the backend can (:meth:`Backend.map`) and hashed in place: no buffer to
+        allocate and fill, no copy; the values built on it share the page
+        cache's pages until written to.
         """
         opened = self.backend.open(obj)
         if opened is None:
@@ -373,6 +393,20 @@ class Store:
             return data, version, None
         file, size, version = opened
         with file:
+            mapped = self.backend.map(file, size) if size >= _MAP_MIN else None
+            if mapped is not None:
+                # shrunk since it was mapped: a read past its end would be SIGBUS
+                if os.fstat(file.fileno()).st_size != size:
+                    raise Unusable("is corrupt (changed while being read)")
+                try:
+                    check_header(mapped, size)
+                    check_signer(mapped, self._signer)
+                except Unusable:
+                    self.backend.delete(obj, version)
+                    raise
+                digests = Digest()
+                digests.update(mapped[HEADER_SIZE:])
+                return mapped, version, digests
             try:
                 data = aligned_buffer(size)
             except MemoryError:  # a huge value on a small machine, or a huge stray file
@@ -490,7 +524,7 @@ class Store:
         returned now."""
         what = f"cache entry {_short(key)}"
         try:
-            entry = self._load(ENTRY, key, parse_entry, fetch=fetch)
+            entry, inline = self._load(ENTRY, key, _parse_entry_inline, fetch=fetch)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -516,9 +550,19 @@ class Store:
             return None
         self.backend.touch(obj)
         self._working.add(key)
+        self._keep_inline(inline)
         if remote is not None and fetch:  # a lookup for a prediction is not a restore
             remote.count("entries_remote" if obj in self._fetched else "entries_local")
         return entry
+
+    def _keep_inline(self, values: dict[str, tuple[int, list[memoryview]]]) -> None:
+        """Keep the small values of an entry just read or written, for :meth:`get_value`."""
+        for digest, value in values.items():
+            self._inline.pop(digest, None)
+            self._inline[digest] = value
+        # never those just kept: an entry may have more than the bound (files it wrote)
+        while len(self._inline) > max(_INLINE_KEPT, len(values)):
+            self._inline.popitem(last=False)  # atomic, whatever thread writes
 
     def remote_prefetch(self, objs: list[str]) -> None:
         if self.remote is not None:
@@ -559,6 +603,8 @@ class Store:
         before the entry that refers to it is written.
         """
         obj = _object(VALUE, digest)
+        if digest in self._pending:
+            return True
         if digest in self._intact:
             return self.backend.touch(obj)
         try:
@@ -611,9 +657,19 @@ class Store:
 
         Raises StoreError if absent (evicted, say), unreadable, corrupt or not
         authentic.  It does not warn: the caller decides what happens instead
-        and tells the user, with ``reason``.
+        and tells the user, with ``reason``.  A small value that travels inside
+        its entry's file is found once that entry was read (:meth:`get`) or
+        put here (or the value put, for the entry to come); each call gives a
+        fresh copy.
         """
         what = f"cached value {_short(digest)}"
+        inline = self._inline.get(digest) or self._pending.get(digest)
+        if inline is not None:  # verified with its entry; a fresh copy, as a read would give
+            method, body = inline
+            try:
+                return _parse_value(method, [_copy(part) for part in body])
+            except (Unusable, OSError) as exc:
+                raise StoreError(f"{what} {exc}") from None
         try:
             stored = self._load(VALUE, digest, _parse_value)
         except FileNotFoundError:
@@ -797,9 +853,16 @@ class Store:
         return self.remote.status() if self.remote is not None else None
 
     def put(self, entry: Entry) -> None:
-        """Record ``entry``, whose values must already be stored; raises StoreError."""
+        """Record ``entry``, whose values must already be stored (:meth:`put_value`); the
+        small ones are written inside its file (small values put since the last entry and
+        not needed by this one are dropped).  Raises StoreError."""
         what = f"cache entry {_short(entry.key)}"
         obj = _object(ENTRY, entry.key)
+        pending = ((d, self._pending.get(d)) for d in sorted(entry.digests()))
+        inline = {d: value for d, value in pending if value is not None}
+        entry = dataclasses.replace(
+            entry, inline={d: [method, len(body)] for d, (method, body) in inline.items()}
+        )
         missing = [d for d in entry.digests() if not self.backend.exists(_object(VALUE, d))]
         if missing:
             raise StoreError(
@@ -809,7 +872,14 @@ class Store:
             body = entry_bytes(entry)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{what} is not JSON-serialisable ({exc})") from exc
-        self._write(obj, frame(ENTRY, 0, entry.key, [body], self._signer)[0], what)
+        parts: list[bytes | memoryview] = [
+            body,
+            *(p for _, value in inline.values() for p in value),
+        ]
+        self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what)
+        # what no entry claimed was put for a cell whose recording failed since
+        self._pending.clear()
+        self._keep_inline(inline)
         self._working.add(entry.key)
 
     def put_value(self, digest: str, value: Payload) -> int:
@@ -818,11 +888,22 @@ class Store:
 
         Values are content-addressed: the object under a digest holds the same
         value whoever wrote it, so an existing one that verifies is kept as it is.
+        A small one (:data:`INLINE_MAX`) is kept in memory instead, and written
+        inside the file of the next entry :meth:`put` that needs it (its size is
+        returned all the same); never followed by one, it is never written.
         """
         obj = _object(VALUE, digest)
         if self.has_value(digest):
             return 0
         what = f"cached value {_short(digest)}"
+        size = len(value.stream) + sum(buffer.nbytes for buffer in value.buffers)
+        if size <= INLINE_MAX and value.method in _METHODS:
+            # copied: the buffers are views of the live objects, which the user may change
+            self._pending[digest] = (
+                _METHODS[value.method],
+                [_copy(memoryview(value.stream)), *map(_copy, value.buffers)],
+            )
+            return size
         try:
             chunks, _ = frame(
                 VALUE, _METHODS[value.method], digest, [value.stream, *value.buffers], self._signer
@@ -1025,6 +1106,7 @@ class Store:
         """Delete everything (best effort under concurrent writers)."""
         self.backend.clear()
         self._intact.clear()
+        self._inline.clear()
         self._measured, self._size = time.monotonic(), 0
 
 
@@ -1044,6 +1126,20 @@ def _parse_note(method: int, body: list[memoryview]) -> dict:
     if not isinstance(data, dict):
         raise Unusable("is corrupt (not a note)")
     return data
+
+
+def _parse_entry_inline(
+    method: int, body: list[memoryview]
+) -> tuple[Entry, dict[str, tuple[int, list[memoryview]]]]:
+    entry = parse_entry(method, body)
+    return entry, inline_parts(entry, body)
+
+
+def _copy(part: memoryview) -> memoryview:
+    """A fresh, writeable, aligned copy of ``part`` (read-only if ``part`` is)."""
+    copy = aligned_buffer(part.nbytes)
+    copy[:] = part.cast("B")
+    return copy.toreadonly() if part.readonly else copy
 
 
 def _parse_value(method: int, body: list[memoryview]) -> Stored:

@@ -64,18 +64,22 @@ class Entry:
     # interpreter state the cell changed (see interpreter.py) -> digest of its value before,
     # which a restore needs; the values after are the fourth element of the bundle
     interpreter: dict[str, str] = dataclasses.field(default_factory=dict)
+    # values small enough to travel inside the entry's own file (see Store.put): digest ->
+    # [method code, how many of the file's parts after the JSON are theirs], in part order
+    inline: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     def digests(self) -> set[str]:
-        """The stored values this entry needs."""
+        """The stored values this entry needs as files of their own (not those inline)."""
         found = {digest for digest in self.written.values() if _NAME.fullmatch(digest)}
         if self.bundle is not None:
             found.add(self.bundle)
-        return found
+        return found - self.inline.keys()
 
 
 def parse_entry(method: int, body: list[memoryview]) -> Entry:
-    """An Entry from its file's body, refusing anything that doesn't have the right shape."""
-    data = json_body(body)
+    """An Entry from its file's body (its JSON, then the parts of its inline values),
+    refusing anything that doesn't have the right shape."""
+    data = json_body(body[:1])
     fields = {field.name for field in dataclasses.fields(Entry)}
     if not isinstance(data, dict) or data.keys() != fields:
         raise Unusable("is corrupt (not an entry)")
@@ -121,10 +125,31 @@ def parse_entry(method: int, body: list[memoryview]) -> Entry:
         and all(isinstance(path, str) and isinstance(t, str) for path, t in entry.sources.items()),
         isinstance(entry.interpreter, dict)
         and all(isinstance(i, str) and isinstance(d, str) for i, d in entry.interpreter.items()),
+        isinstance(entry.inline, dict)
+        and all(
+            _NAME.fullmatch(digest)
+            and isinstance(shape, list)
+            and len(shape) == 2
+            and all(type(n) is int for n in shape)
+            and shape[1] >= 1
+            for digest, shape in entry.inline.items()
+        )
+        and sum(shape[1] for shape in entry.inline.values()) == len(body) - 1,
     ]
     if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
         raise Unusable("is corrupt (not an entry)")
     return entry
+
+
+def inline_parts(entry: Entry, body: list[memoryview]) -> dict[str, tuple[int, list[memoryview]]]:
+    """The values inside an entry's file (parsed by :func:`parse_entry`): digest -> (method
+    code, parts)."""
+    found = {}
+    start = 1
+    for digest, (method, count) in entry.inline.items():
+        found[digest] = (method, body[start : start + count])
+        start += count
+    return found
 
 
 def json_bytes(data: object) -> bytes:

@@ -12,18 +12,33 @@ it) and what an OS crash can leave behind (empty or zero-filled files) fails
 the store's checksum.  Files are opened without blocking and only if they are
 regular files (a FIFO or device planted in the cache is refused, never waited
 on), and without following symbolic links.  Last use is the file's mtime.
+
+Large files are mapped private and copy-on-write (:meth:`FileBackend.map`):
+restored arrays sit on the page cache's own pages, and a page is copied only
+when the user writes to it.  A mapped file must never shrink or change in
+place (a read past its end would kill the kernel with SIGBUS; a change would
+show through pages the user has not written).  What protects the user: this
+backend never changes a file in place (writes are renames of new files,
+deletes unlink, so a mapped inode lives on unchanged), and a file is only
+mapped if it is ours and nobody else may write to it (owner the current user,
+no group or other write bit); anything else is read into memory as before.
+Left: the user's own tools truncating or rewriting a cache file in place
+(``truncate``, ``rsync --inplace``) while a kernel holds a mapping of it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import io
+import mmap
 import os
 import shutil
 import socket
 import stat
 import tempfile
 import time
+import weakref
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import suppress
 
@@ -83,6 +98,18 @@ class FileBackend(Backend):
                     break
                 done += count
         return data[:done], version
+
+    def map(self, file: io.RawIOBase, size: int) -> memoryview | None:
+        info = os.fstat(file.fileno())
+        if (
+            _LIBC is None
+            or size <= 0
+            or info.st_size != size
+            or info.st_uid != os.geteuid()
+            or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        ):
+            return None
+        return _map_private(file.fileno(), size)
 
     def exists(self, name: str) -> bool:
         return os.path.exists(self._path(name))
@@ -205,6 +232,51 @@ class FileBackend(Backend):
                     os.unlink(temp.path)
                     freed += info.st_size
         return freed
+
+
+def _libc() -> ctypes.CDLL | None:
+    """The C library's mmap, madvise and munmap (not Python's mmap module, which keeps a
+    duplicate of the file descriptor open per mapping: one per restored value would
+    exhaust the process's descriptors); None where there is none (then files are read)."""
+    if not all(hasattr(mmap, name) for name in ("PROT_READ", "MAP_PRIVATE", "MADV_WILLNEED")):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = (
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        )
+        libc.munmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
+
+
+_LIBC = _libc()
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _map_private(fd: int, size: int) -> memoryview | None:
+    """``size`` bytes of ``fd`` mapped private, copy-on-write, as a writeable byte view;
+    unmapped when the last view of it (or object built on it) is gone, and never at
+    exit (objects still on it may be read while the interpreter shuts down).  None if
+    the mapping fails (then the caller reads the file instead)."""
+    assert _LIBC is not None
+    address = _LIBC.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, 0)
+    if address is None or address == _MAP_FAILED:
+        return None
+    # read ahead: the checksum reads the whole file at once, which a cold page cache
+    # would otherwise serve one fault at a time
+    _LIBC.madvise(address, size, mmap.MADV_WILLNEED)
+    pages = (ctypes.c_char * size).from_address(address)
+    weakref.finalize(pages, _LIBC.munmap, address, size).atexit = False
+    return memoryview(pages).cast("B")
 
 
 def _writer_gone(name: str) -> bool:

@@ -36,6 +36,8 @@ CELLS = [
     LOAD,
     ("values", "x = 42\ns = 'golden'\nlst = [1, 'two', 3.0, None]"),
     ("array", "import numpy as np\narr = np.arange(12, dtype='int64').reshape(3, 4)"),
+    # over the size that travels inside the entry's file: a value file of its own
+    ("big", "big = np.arange(10_000, dtype='int64')"),
     ("frame", "import pandas as pd\ndf = pd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})"),
     ("function", "def area(w, h=2):\n    return w * h"),
     (
