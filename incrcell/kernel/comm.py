@@ -215,6 +215,7 @@ class Sidebar:
         if acked is not None and acked in self._answered:  # a retry of what was done: answer again
             self._send(channel, {**self._state(), **self._answered[acked]})
             return
+        added: dict[str, Any]
         try:
             reply = self.handle(data) or {}
         except _Unchanged:  # nothing to say, but that it arrived if the sender asks
