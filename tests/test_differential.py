@@ -189,7 +189,12 @@ def _run_sharded(examples: int, base: Path, incrcell: bool) -> None:
                 n: pool.submit(_run_shard, n, size, str(base), incrcell)
                 for n, size in sizes.items()
             }
-            reports = {n: future.result() for n, future in futures.items()}
+            try:
+                reports = {n: future.result() for n, future in futures.items()}
+            except BaseException:  # interrupted: stop the workers now, not after their shards
+                for process in getattr(pool, "_processes", {}).values():
+                    process.terminate()
+                raise
     failed = [
         f"shard {n} ({sizes[n]} sequences drawn from seed {n}; rerun it alone with "
         f"{SHARD_ENV}={n}):\n{report}"
