@@ -177,6 +177,10 @@ def _notebooks(arguments: list[str]) -> list[Path]:
 
 def _prepare(args: argparse.Namespace) -> list[_Job]:
     """Everything checked before any kernel starts: notebooks, parameters, kernels, cells."""
+    # nbformat imports jsonschema, which compiles an IRI grammar at import when the optional
+    # rfc3987-syntax is installed (JupyterLab's environment has it): seconds of CPU per
+    # command for a format nbformat never checks. Absent, jsonschema leaves that format out.
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     import nbformat
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 

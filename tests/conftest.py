@@ -7,6 +7,10 @@ sequences, the demo notebooks), ``lint`` runs the style checks.  The inner
 loop in CONTRIBUTING.md deselects them.  ``kernel`` is set here, on every test
 that starts a kernel itself or through one of its fixtures (any code naming
 ``Kernel`` or ``run_notebook``), so that a new kernel test cannot forget it.
+
+The SeaweedFS server of tests/seaweed.py is a fixture of the session here, so that every
+test file shares one server (tests stay apart by bucket): as a fixture of each test
+module it would start once per module.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from seaweed import bucket_fixture, seaweed_fixture  # noqa: F401  (fixtures, for every test file)
 
 from kernel import Kernel
 

@@ -10,26 +10,38 @@
 ``INCRCELL_DIFF_EXAMPLES`` sets how many sequences each large test draws
 (default 2000); ``INCRCELL_DIFF_MECHANISMS=native,directories`` draws from
 those mechanisms only (differential.MECHANISMS lists them; "magics" and
-"streams" run in real kernels only, "unseeded" in simulated ones only).  The draws are derandomized: a failure reproduces by running
-the same test again, and hypothesis prints the shrunk sequence.
+"streams" run in real kernels only, "unseeded" in simulated ones only).  The draws are
+reproducible: a failure reproduces by running the same test again, and hypothesis prints
+the shrunk sequence.
+
+The two large in-process tests split their sequences into shards of at most
+``SHARD`` sequences, each drawn by hypothesis from its own seed (the shard's number),
+and run the shards on ``os.cpu_count()`` worker processes: the same sequences
+whatever the number of workers.  A failure names its shard;
+``INCRCELL_DIFF_SHARD=N`` runs only shard N, in the test's own process (for a debugger).
 """
 
 from __future__ import annotations
 
 import ast
+import concurrent.futures
 import io
+import multiprocessing
 import os
 import shutil
 import tempfile
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from IPython.core.inputtransformer2 import TransformerManager
+
+from incrcell.store.signing import KEY_ENV, signing_key
 
 from differential import (
     COUNTER,
@@ -67,12 +79,13 @@ SIMULATED = SELECTED - REAL_ONLY  # what simulated kernels can run
 REAL = SELECTED - SIMULATED_ONLY  # what real kernels can compare
 
 
-def _settings(examples: int, shrink: bool = True) -> settings:
-    """Reproducible draws (derandomized, no example database); no deadline: sequences
-    touch the disk; the fixtures (signing key, base directory) serve all examples."""
+def _settings(examples: int, shrink: bool = True, derandomize: bool = True) -> settings:
+    """Reproducible draws (derandomized, or seeded by the caller; no example database); no
+    deadline: sequences touch the disk; the fixtures (signing key, base directory) serve all
+    examples."""
     return settings(
         max_examples=examples,
-        derandomize=True,
+        derandomize=derandomize,
         database=None,
         deadline=None,
         print_blob=True,
@@ -108,21 +121,88 @@ def test_generated_cells_are_valid_python(data):
 
 
 @pytest.mark.slow
-@_settings(max(EXAMPLES // 10, 20))
-@given(sequence=sequences(SIMULATED))
-def test_plain_runs_are_deterministic(sequence, tmp_path):
+def test_plain_runs_are_deterministic(tmp_path):
     """Plain against plain: anything found here is a false divergence of the generator."""
-    _verify(sequence, tmp_path, incrcell=False)
+    _run_sharded(max(EXAMPLES // 10, 20), tmp_path, incrcell=False)
 
 
 # --------------------------------------------------------------------------- random sequences
 
 
 @pytest.mark.slow
-@_settings(EXAMPLES)
-@given(sequence=sequences(SIMULATED))
-def test_incrcell_matches_plain_with_every_mechanism(sequence, tmp_path):
-    _verify(sequence, tmp_path)
+def test_incrcell_matches_plain_with_every_mechanism(tmp_path):
+    _run_sharded(EXAMPLES, tmp_path, incrcell=True)
+
+
+#: Sequences per shard at most: small enough to keep both cores busy to the end.
+SHARD = 125
+#: ``INCRCELL_DIFF_SHARD=N`` runs shard N alone, in the test's process.
+SHARD_ENV = "INCRCELL_DIFF_SHARD"
+
+
+def _shards(examples: int) -> list[int]:
+    """How many sequences each shard draws (shard N from seed N): ``examples`` in all."""
+    count = -(-examples // SHARD)
+    return [examples // count + (n < examples % count) for n in range(count)]
+
+
+def _run_shard(number: int, examples: int, base: str, incrcell: bool) -> str:
+    """Shard ``number``: its ``examples`` sequences checked under ``base``; "" or the failure
+    (hypothesis's report of the shrunk sequence included)."""
+
+    @seed(number)
+    @_settings(examples, derandomize=False)
+    @given(sequence=sequences(SIMULATED))
+    def shard(sequence: Sequence) -> None:
+        _verify(sequence, Path(base), incrcell)
+
+    try:
+        shard()
+    except Exception as exc:
+        return "".join(traceback.format_exception(exc))
+    return ""
+
+
+def _start_worker(base: str) -> None:
+    """A worker's own signing key, as the ``cache_dir`` fixture makes one for the test."""
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="config-", dir=base)
+    os.environ.pop(KEY_ENV, None)
+    signing_key.cache_clear()
+
+
+def _run_sharded(examples: int, base: Path, incrcell: bool) -> None:
+    """Every shard of ``examples`` sequences, on as many worker processes as there are
+    cores (fresh interpreters: nothing of this process's threads or state is inherited);
+    the test fails with the report of each failing shard."""
+    sizes = dict(enumerate(_shards(examples)))
+    if os.environ.get(SHARD_ENV):
+        sizes = {n: sizes[n] for n in map(int, os.environ[SHARD_ENV].split(","))}
+    workers = min(os.cpu_count() or 1, len(sizes))
+    if workers == 1:
+        reports = {n: _run_shard(n, size, str(base), incrcell) for n, size in sizes.items()}
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_start_worker, initargs=(str(base),)
+        ) as pool:
+            futures = {
+                n: pool.submit(_run_shard, n, size, str(base), incrcell)
+                for n, size in sizes.items()
+            }
+            try:
+                reports = {n: future.result() for n, future in futures.items()}
+            except BaseException:  # interrupted: stop the workers now, not after their shards
+                for process in getattr(pool, "_processes", {}).values():
+                    process.terminate()
+                raise
+    failed = [
+        f"shard {n} ({sizes[n]} sequences drawn from seed {n}; rerun it alone with "
+        f"{SHARD_ENV}={n}):\n{report}"
+        for n, report in reports.items()
+        if report
+    ]
+    if failed:
+        pytest.fail(f"{len(failed)} of {len(sizes)} shards failed\n\n" + "\n\n".join(failed))
 
 
 # --------------------------------------------------------------------------- one regression test a mechanism

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import obstore
 import pytest
-from seaweed import Seaweed, bucket_fixture, seaweed_fixture  # noqa: F401  (fixtures)
+from seaweed import Seaweed
 
 from incrcell.serialise import dumps, loads
 from incrcell.store import FORMAT_VERSION, CacheWarning, Entry, Store, StoreError, open_store

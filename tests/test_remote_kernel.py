@@ -14,7 +14,7 @@ import sysconfig
 from pathlib import Path
 from typing import Any
 
-from seaweed import Seaweed, bucket_fixture, seaweed_fixture  # noqa: F401  (fixtures)
+from seaweed import Seaweed
 from test_remote import CELLS, cli, graceful_shutdown, incrcell_lines, kernels, team_env  # noqa: F401
 
 from kernel import Kernel, ok, states

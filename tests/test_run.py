@@ -2,7 +2,8 @@
 
 Each ``incrcell run`` starts one fresh kernel per notebook, so the scenarios
 are chained inside a few tests (cold, then warm, then a parameter change...)
-rather than spread over many: real kernels are slow on a small machine.
+rather than spread over many: real kernels are slow on a small machine.  Usage errors,
+found before any kernel starts, are checked in this process.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 import nbformat
 import pytest
+
+from incrcell import cli
 
 ROOT = Path(__file__).parent.parent
 TIMEOUT = 600
@@ -324,16 +327,31 @@ def test_a_notebook_that_loads_incrcell_itself(tmp_path: Path, env: dict[str, st
     ],
 )
 def test_usage_errors_exit_2_with_one_line(
-    tmp_path: Path, env: dict[str, str], args: list[str], message: str
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
 ) -> None:
+    """In this process, with the command's environment: usage errors are found before any
+    kernel starts or anything is written (a process of its own would spend seconds importing
+    nbformat for each case, the command's code being the same)."""
     write(tmp_path / "nb.ipynb", [code("x = 1")])
     (tmp_path / "bad.yaml").write_text("- a list\n")
-    done = incrcell_run(*args, env=env, cwd=tmp_path)
-    assert done.returncode == 2
-    assert message in done.stderr
-    assert done.stdout == ""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    try:
+        status = cli.main(["run", *args])
+    except SystemExit as exit:  # argparse's own errors
+        status = exit.code
+    stdout, stderr = capsys.readouterr()
+    assert status == 2
+    assert message in stderr
+    assert stdout == ""
     if "--frobnicate" not in args and "--timeout" not in args:  # argparse adds its usage
-        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert len(stderr.strip().splitlines()) == 1, stderr
 
 
 def test_on_a_terminal_one_line_per_cell_then_the_summary(
