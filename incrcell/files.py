@@ -214,6 +214,15 @@ def _makedirs_seen(watch: FileWatch, name: Any, mode: int = 0o777, exist_ok: boo
         return
     if not exist_ok:
         watch._changed(path, existed=True)  # raises if it exists: an input
+    # What the call meets on its way is an input: the kind of each path from the target up
+    # to the first directory decides whether it creates, succeeds or raises (a file where a
+    # directory should be: NotADirectoryError / FileExistsError, whatever exist_ok says).
+    met = path
+    while True:
+        watch._probe("kind", met)
+        if met == os.path.dirname(met) or os.path.isdir(met):
+            break
+        met = os.path.dirname(met)
     # Exists afterwards, whether or not it was there before (a restore into a fresh
     # directory creates it), and so do its parents: those below the working directory, or
     # those missing now.

@@ -674,6 +674,26 @@ def test_unseeded_draws_after_an_import_are_fresh(tmp_path):
     _verify(runs(cells, restart(), restart()), tmp_path)
 
 
+def test_makedirs_meets_a_file_where_its_directory_was(tmp_path):
+    # found by the generator: exist_ok=True recorded nothing of the paths on the way
+    cells = notebook(
+        "os.makedirs('runs/r1', exist_ok=True)",
+        "os.rename('runs', 'archive')\nshutil.move('part-1.txt', 'runs')",
+    )
+    _verify(runs(cells, restart(), files=FILES + (("part-1.txt", b"alpha beta"),)), tmp_path)
+
+
+def test_a_list_aliasing_an_item_of_an_uncacheable_cells_value(tmp_path):
+    # found by the generator: `pair` (from a cell that runs every time) holds the old `xs`
+    cells = notebook(
+        "xs = [0, 0, 0]",
+        "pair = (xs, [0])\nimport numpy\narr = numpy.random.rand(2)",
+        "xs = [xs, xs]",
+        seeded=False,
+    )
+    _verify(runs(cells, restart()), tmp_path)
+
+
 # --------------------------------------------------------------------------- real kernels
 
 #: The last cell of every run in a real kernel: the state, printed for the test to compare.
