@@ -344,6 +344,7 @@ class Snapshot:
     modules: dict[str, dict[str, Any]]  # module name -> copy of its namespace
     module_table: dict[str, Any]  # a copy of sys.modules
     threads: frozenset[int]  # idents of the live threads
+    reach: frozenset[str] = frozenset()  # what it was taken for (see snapshot)
 
 
 def watched_modules(referenced: Iterable[object]) -> list[str]:
@@ -365,12 +366,27 @@ def watched_modules(referenced: Iterable[object]) -> list[str]:
     return sorted(names)
 
 
-def snapshot(modules: Iterable[str], reach: frozenset[str] = frozenset()) -> Snapshot:
+def snapshot(
+    modules: Iterable[str], reach: frozenset[str] = frozenset(), since: Snapshot | None = None
+) -> Snapshot:
     """The tracked state now; ``modules`` from :func:`watched_modules`, ``reach`` the
-    modules the cell refers to (for the groups taken only then)."""
+    modules the cell refers to (for the groups taken only then).
+
+    ``since``: a snapshot after which, the caller knows, no code but incrcell's has run
+    (the previous cell's state after it, when no user code ran between the two cells);
+    what it holds is taken from it rather than copied again, unless a module was imported
+    or removed since (an import may change any setting).  incrcell's own changes meanwhile
+    (its wrappers, put into modules) are told apart by :func:`changed` either way.
+    """
+    if since is not None and not _same_table_of_modules(since.module_table):
+        since = None
     groups = {}
     for group in _GROUPS:
         if group.reached is not None and group.reached not in reach:
+            continue
+        if since is not None and (group.reached is None or group.reached in since.reach):
+            if group.prefix in since.groups:
+                groups[group.prefix] = since.groups[group.prefix]
             continue
         try:
             value = group.get()
@@ -380,14 +396,28 @@ def snapshot(modules: Iterable[str], reach: frozenset[str] = frozenset()) -> Sna
             groups[group.prefix] = value
     namespaces = {}
     for name in modules:
+        if since is not None and name in since.modules:
+            namespaces[name] = since.modules[name]  # copies, never changed
+            continue
         module = sys.modules.get(name)
         if module is not None:
             namespaces[name] = dict(vars(module))
+    if since is not None:
+        return Snapshot(groups, namespaces, since.module_table, since.threads, reach)
     return Snapshot(
         groups,
         namespaces,
         sys.modules.copy(),
         frozenset(thread.ident for thread in threading.enumerate() if thread.ident is not None),
+        reach,
+    )
+
+
+def _same_table_of_modules(table: dict[str, Any]) -> bool:
+    """Whether ``sys.modules`` still has the entries of ``table`` (a copy of it): imports
+    append, so the same size and the same last name mean nothing was added or removed."""
+    return len(table) == len(sys.modules) and (
+        not table or next(reversed(table)) == next(reversed(sys.modules))
     )
 
 

@@ -14,6 +14,8 @@ import pandas as pd
 
 from incrcell.analysis import expand_through_callables
 
+from kernel import Kernel
+
 _NOTEBOOK = """
 import numpy as np
 import pandas as pd
@@ -83,3 +85,51 @@ def test_builtin_and_extension_values_reach_no_code() -> None:
     namespace = _notebook()
     for name in ("x", "s", "a"):
         assert _reads(namespace, name) == frozenset()
+
+
+# -- the interpreter state a cell starts from: the last cell's, while nothing ran since ------
+
+
+def _silently(kernel: Kernel, code: str) -> None:
+    """Run ``code`` as a frontend's silent execution (not a cell: user code all the same)."""
+    msg_id = kernel.kc.execute(code, silent=True, store_history=False)
+    reply = kernel.kc.get_shell_msg(timeout=60)
+    while reply["parent_header"].get("msg_id") != msg_id:
+        reply = kernel.kc.get_shell_msg(timeout=60)
+    assert reply["content"]["status"] == "ok"
+
+
+def _switch(kernel: Kernel, comm_id: str, enabled: bool) -> None:
+    """The sidebar's caching switch (a comm message: incrcell's own, not user code)."""
+    msg_id = kernel.comm_send(comm_id, {"protocol": 1, "type": "enable", "enabled": enabled})
+    kernel.comm_wait(
+        lambda m: m["msg_type"] == "comm_msg" and m["parent_header"].get("msg_id") == msg_id
+    )
+
+
+def test_state_changed_between_cells_is_not_taken_for_the_next_cells_doing(kernel: Kernel):
+    """The state a cell leaves stands for the next cell's state before it only while no code
+    runs between them: a silent execution, or a cell run while caching was switched off,
+    changes the environment; the next cell did not, and must not replay it when restored."""
+    cells = [
+        ("load", "%load_ext incrcell"),
+        ("a", "import os\nx = 1"),
+        ("b", "y = x + 1"),
+        ("c", "z = y + 1"),
+    ]
+    for cell_id, source in cells[:2]:
+        kernel.run(source, cell_id)
+    _silently(kernel, "import os; os.environ['INCRCELL_T_MODE'] = 'fast'")
+    assert not kernel.run(cells[2][1], "b").restored
+    comm_id = kernel.comm_open("incrcell")
+    _switch(kernel, comm_id, False)
+    kernel.run("os.environ['INCRCELL_T_LEVEL'] = '5'", "set")  # caching off: no plan
+    _switch(kernel, comm_id, True)
+    assert not kernel.run(cells[3][1], "c").restored
+    kernel.restart()
+    runs = kernel.run_all(cells)
+    assert [r.restored for r in runs] == [False, True, True, True]
+    assert kernel.value("(x, y, z)") == "(1, 2, 3)"
+    # as a plain run of these cells leaves it: neither variable set
+    assert kernel.value("os.environ.get('INCRCELL_T_MODE')") == "None"
+    assert kernel.value("os.environ.get('INCRCELL_T_LEVEL')") == "None"
