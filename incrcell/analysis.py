@@ -835,9 +835,10 @@ def _sealed(cls: type) -> bool:
     """
     if cls.__dictoffset__:
         return False
+    meta: type = type(cls)
     return all(
         klass.__flags__ & _IMMUTABLE_TYPE and "__wrapped__" not in vars(klass)
-        for klass in (*cls.__mro__, *type(cls).__mro__)
+        for klass in (*cls.__mro__, *meta.__mro__)
     )
 
 
