@@ -843,8 +843,10 @@ def _sealed(cls: type) -> bool:
 
 
 # class -> the values of its ``__dict__`` when last found to hold no member through which
-# a notebook's code can be reached (see _plain_members)
+# a notebook's code can be reached (see _plain_members).  The values themselves, not their
+# ids: while kept here, none of them can be freed and its address reused by a replacement.
 _plain: weakref.WeakKeyDictionary[type, tuple[object, ...]] = weakref.WeakKeyDictionary()
+_PLAIN_CLASSES = 4096
 
 
 def _inert(member: object) -> bool:
@@ -897,6 +899,8 @@ def _plain_members(klass: type, checked: dict[type, bool]) -> bool:
         answer = len(known) == len(values) and all(map(operator.is_, known, values))
         if not answer and all(map(_inert, values)):
             answer = True
+            if len(_plain) >= _PLAIN_CLASSES:  # members holding their class (super()'s
+                _plain.clear()  # closure) keep it alive: classes made on the fly are bounded
             with contextlib.suppress(TypeError):  # a class that cannot be weakly referenced
                 _plain[klass] = values
         checked[klass] = answer
