@@ -372,11 +372,12 @@ def snapshot(
     """The tracked state now; ``modules`` from :func:`watched_modules`, ``reach`` the
     modules the cell refers to (for the groups taken only then).
 
-    ``since``: a snapshot after which, the caller knows, no code but incrcell's has run
-    (the previous cell's state after it, when no user code ran between the two cells);
-    what it holds is taken from it rather than copied again, unless a module was imported
-    or removed since (an import may change any setting).  incrcell's own changes meanwhile
-    (its wrappers, put into modules) are told apart by :func:`changed` either way.
+    ``since``: a snapshot after which, the caller knows, no user code has run (the
+    previous cell's state after it, when no user code ran between the two cells): its
+    settings, module table and threads are taken from it rather than read again, unless a
+    module was imported or removed since (an import may change any setting).  Module
+    namespaces are always copied anew (cheap): the kernel sets attributes of modules
+    around every execution (ipykernel's ``builtins.input`` and ``getpass.getpass``).
     """
     if since is not None and not _same_table_of_modules(since.module_table):
         since = None
@@ -396,9 +397,6 @@ def snapshot(
             groups[group.prefix] = value
     namespaces = {}
     for name in modules:
-        if since is not None and name in since.modules:
-            namespaces[name] = since.modules[name]  # copies, never changed
-            continue
         module = sys.modules.get(name)
         if module is not None:
             namespaces[name] = dict(vars(module))
