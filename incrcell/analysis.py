@@ -32,9 +32,11 @@ import contextlib
 import dis
 import functools
 import inspect
+import operator
 import sys
 import types
 import typing
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
@@ -807,15 +809,102 @@ _MEMBERS = (
 )
 
 
-def _is_user_class(cls: type, namespace: Mapping[str, object]) -> bool:
+def _is_user_class(cls: type, namespace: Mapping[str, object], checked: dict[type, bool]) -> bool:
     """Was ``cls`` defined in the user namespace (so its instances hold user state)?"""
     if "__name__" in namespace and cls.__module__ == namespace["__name__"]:
         return True
     return any(
         isinstance(v, types.FunctionType) and v.__globals__ is namespace
         for klass in cls.__mro__
+        if not _plain_members(klass, checked)  # (no notebook function there)
         for v in vars(klass).values()
     )
+
+
+#: Py_TPFLAGS_IMMUTABLETYPE: a class whose attributes cannot be set (builtins, C extensions').
+_IMMUTABLE_TYPE = 1 << 8
+
+
+def _sealed(cls: type) -> bool:
+    """Whether no user code can be reached through an instance of ``cls``: none of its
+    classes or metaclasses can be given attributes (so no notebook function is among their
+    members), none defines ``__wrapped__``, and its instances have no ``__dict__``.
+
+    An int, a string or a numpy array read by a cell is then passed over at once, instead
+    of walking the hundreds of members of its classes (the most common inputs).
+    """
+    if cls.__dictoffset__:
+        return False
+    meta: type = type(cls)
+    return all(
+        klass.__flags__ & _IMMUTABLE_TYPE and "__wrapped__" not in vars(klass)
+        for klass in (*cls.__mro__, *meta.__mro__)
+    )
+
+
+# class -> the values of its ``__dict__`` when last found to hold no member through which
+# a notebook's code can be reached (see _plain_members).  The values themselves, not their
+# ids: while kept here, none of them can be freed and its address reused by a replacement.
+_plain: weakref.WeakKeyDictionary[type, tuple[object, ...]] = weakref.WeakKeyDictionary()
+_PLAIN_CLASSES = 4096
+
+
+def _inert(member: object) -> bool:
+    """Whether walking the class attribute ``member`` in :func:`_user_code` reaches no
+    notebook code, whatever the namespace: it is not a member that is walked, or a module's
+    function (wrapping only such functions), directly or as the static method, class
+    method, property or cached property it makes."""
+    if not isinstance(member, _MEMBERS):
+        return True
+    if isinstance(member, (staticmethod, classmethod)):
+        return _module_function(member.__func__)
+    if isinstance(member, functools.cached_property):
+        return _module_function(member.func)
+    if isinstance(member, property):
+        return all(
+            f is None or _module_function(f) for f in (member.fget, member.fset, member.fdel)
+        )
+    return _module_function(member)  # a function; a partialmethod is walked
+
+
+def _module_function(obj: object) -> bool:
+    """A function of an imported module other than ``__main__`` (the notebook), wrapping
+    (``__wrapped__``, as decorators leave it) only such functions."""
+    for _ in range(8):  # decorators stack a few deep; deeper is walked
+        if not isinstance(obj, types.FunctionType):
+            return False
+        name = obj.__globals__.get("__name__")
+        module = sys.modules.get(name) if isinstance(name, str) and name != "__main__" else None
+        if getattr(module, "__dict__", None) is not obj.__globals__:
+            return False
+        obj = obj.__dict__.get("__wrapped__")
+        if obj is None:
+            return True
+    return False
+
+
+def _plain_members(klass: type, checked: dict[type, bool]) -> bool:
+    """Whether no member of ``klass`` leads to notebook code (a library's class, unchanged
+    since it was last found so: its ``__dict__`` holds the same objects); ``checked``
+    remembers the answers within one walk.
+
+    Walking the hundreds of members of a pandas DataFrame's classes for every cell that
+    reads one cost a millisecond; a class that is monkeypatched (an attribute added,
+    replaced or deleted) is walked again.
+    """
+    answer = checked.get(klass)
+    if answer is None:
+        values = tuple(vars(klass).values())
+        known = _plain.get(klass, ())
+        answer = len(known) == len(values) and all(map(operator.is_, known, values))
+        if not answer and all(map(_inert, values)):
+            answer = True
+            if len(_plain) >= _PLAIN_CLASSES:  # members holding their class (super()'s
+                _plain.clear()  # closure) keep it alive: classes made on the fly are bounded
+            with contextlib.suppress(TypeError):  # a class that cannot be weakly referenced
+                _plain[klass] = values
+        checked[klass] = answer
+    return answer
 
 
 def _cell_contents(cell: types.CellType) -> object:
@@ -837,6 +926,7 @@ def _user_code(
     ``namespace`` yield code; ``seen`` (id -> object) makes it cycle-safe.
     """
     stack = [obj]
+    checked: dict[type, bool] = {}
     while stack:
         o = stack.pop()
         if o is None or id(o) in seen:
@@ -861,10 +951,12 @@ def _user_code(
         elif isinstance(o, type):
             meta: type = type(o)
             for klass in (*o.__mro__, *meta.__mro__):
-                stack.extend(v for v in vars(klass).values() if isinstance(v, _MEMBERS))
-        else:  # an instance: its class, a wrapper's target, a user object's attributes
+                if not _plain_members(klass, checked):
+                    stack.extend(v for v in vars(klass).values() if isinstance(v, _MEMBERS))
+        elif not _sealed(type(o)):  # an instance: its class, a wrapper's target, a user
+            # object's attributes
             stack.extend([type(o), inspect.getattr_static(o, "__wrapped__", None)])
-            if _is_user_class(type(o), namespace):
+            if _is_user_class(type(o), namespace, checked):
                 with contextlib.suppress(AttributeError, TypeError):
                     stack.extend(object.__getattribute__(o, "__dict__").values())
 

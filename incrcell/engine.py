@@ -201,6 +201,9 @@ class Engine:
         # current values key every later cell (the SETTINGS key every cell anyway)
         self.touched: set[str] = set()
         self._setting_digests: dict[str, tuple[Any, str]] = {}  # see _state_digest
+        # the interpreter state the last cell that ran left, while nothing else ran since
+        # (see forget_digests): the next cell's state before it (interpreter.snapshot's since)
+        self._state_after: interpreter.Snapshot | None = None
         self._persister = Persister(
             lambda: self.store,
             self._user_name,
@@ -209,13 +212,15 @@ class Engine:
         )
 
     def forget_digests(self) -> None:
-        """Drop the digests of values just written or restored: user code may have run.
+        """Drop what holds only while no user code runs: the digests of values just written
+        or restored, and the interpreter state the last cell left.
 
         The engine calls it before every cell whose code runs; the IPython glue
         calls it when anything else may have run user code between two cells
-        (a silent execution, a widget's comm message).
+        (a silent execution, a widget's comm message, a cell run without a plan).
         """
         self.known.clear()
+        self._state_after = None
 
     def _remember(self, value: object, digest: bytes, packages: frozenset[str]) -> None:
         if is_leaf(value):
@@ -405,14 +410,14 @@ class Engine:
         """The decision to run the cell uncached, because of ``reason``."""
         return Run(**vars(cell), reason=reason, **self._running(scope or _Scope()))
 
-    @staticmethod
-    def _running(scope: _Scope) -> dict[str, Any]:
-        """The fields of a plan whose code runs: the interpreter state it starts from."""
+    def _running(self, scope: _Scope) -> dict[str, Any]:
+        """The fields of a plan whose code runs: the interpreter state it starts from (as the
+        last cell left it, if nothing ran since)."""
         watched = scope.watched or interpreter.watched_modules(())
         return {
             "watched": watched,
             "reach": scope.reach,
-            "state_before": interpreter.snapshot(watched, scope.reach),
+            "state_before": interpreter.snapshot(watched, scope.reach, self._state_after),
         }
 
     @staticmethod
@@ -723,6 +728,7 @@ class Engine:
     def restore(self, plan: Restore, namespace: MutableMapping[str, Any]) -> Any:
         """Write back the files a hit wrote, bind the values it loaded and unbind what the
         cell deleted; returns its Out value."""
+        self._state_after = None  # the state changes
         for path, data in plan.outputs.items():
             try:
                 write_back(path, data)
@@ -818,7 +824,7 @@ class Engine:
     def _observe(self, plan: Run | Record) -> tuple[interpreter.Snapshot, dict[str, Any]]:
         """What the cell did to the interpreter: the state after, and the items it changed
         (noted as touched: they key every later cell)."""
-        after = interpreter.snapshot(plan.watched, plan.reach)
+        after = self._state_after = interpreter.snapshot(plan.watched, plan.reach)
         changes = {
             item: change
             for item, change in interpreter.changed(plan.state_before, after).items()

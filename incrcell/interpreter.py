@@ -344,6 +344,7 @@ class Snapshot:
     modules: dict[str, dict[str, Any]]  # module name -> copy of its namespace
     module_table: dict[str, Any]  # a copy of sys.modules
     threads: frozenset[int]  # idents of the live threads
+    reach: frozenset[str] = frozenset()  # what it was taken for (see snapshot)
 
 
 def watched_modules(referenced: Iterable[object]) -> list[str]:
@@ -365,12 +366,28 @@ def watched_modules(referenced: Iterable[object]) -> list[str]:
     return sorted(names)
 
 
-def snapshot(modules: Iterable[str], reach: frozenset[str] = frozenset()) -> Snapshot:
+def snapshot(
+    modules: Iterable[str], reach: frozenset[str] = frozenset(), since: Snapshot | None = None
+) -> Snapshot:
     """The tracked state now; ``modules`` from :func:`watched_modules`, ``reach`` the
-    modules the cell refers to (for the groups taken only then)."""
+    modules the cell refers to (for the groups taken only then).
+
+    ``since``: a snapshot after which, the caller knows, no user code has run (the
+    previous cell's state after it, when no user code ran between the two cells): its
+    settings, module table and threads are taken from it rather than read again, unless a
+    module was imported or removed since (an import may change any setting).  Module
+    namespaces are always copied anew (cheap): the kernel sets attributes of modules
+    around every execution (ipykernel's ``builtins.input`` and ``getpass.getpass``).
+    """
+    if since is not None and not _same_table_of_modules(since.module_table):
+        since = None
     groups = {}
     for group in _GROUPS:
         if group.reached is not None and group.reached not in reach:
+            continue
+        if since is not None and (group.reached is None or group.reached in since.reach):
+            if group.prefix in since.groups:
+                groups[group.prefix] = since.groups[group.prefix]
             continue
         try:
             value = group.get()
@@ -383,11 +400,22 @@ def snapshot(modules: Iterable[str], reach: frozenset[str] = frozenset()) -> Sna
         module = sys.modules.get(name)
         if module is not None:
             namespaces[name] = dict(vars(module))
+    if since is not None:
+        return Snapshot(groups, namespaces, since.module_table, since.threads, reach)
     return Snapshot(
         groups,
         namespaces,
         sys.modules.copy(),
         frozenset(thread.ident for thread in threading.enumerate() if thread.ident is not None),
+        reach,
+    )
+
+
+def _same_table_of_modules(table: dict[str, Any]) -> bool:
+    """Whether ``sys.modules`` still has the entries of ``table`` (a copy of it): imports
+    append, so the same size and the same last name mean nothing was added or removed."""
+    return len(table) == len(sys.modules) and (
+        not table or next(reversed(table)) == next(reversed(sys.modules))
     )
 
 

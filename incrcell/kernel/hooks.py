@@ -253,6 +253,8 @@ class KernelHooks:
                 )
             except Exception as exc:
                 _warn("could not note this cell", exc)
+        if plan is None:  # its code runs unseen: what the engine knows may not hold after it
+            self.engine.forget_digests()
         # pending first, so that an interrupt while the watches start stops those started
         self.pending = pending = _Pending(plan, transformed if directive else None)
         recording = self.engine.recording(plan) if plan is not None else None
