@@ -68,6 +68,17 @@ Known limits (the engine author must know these)
   not hashed.
 * A notebook function's ``functools.lru_cache`` memo cannot be read: a
   wrapper whose memo holds results is :class:`Unhashable`.
+* Library classes whose pickling changes them, or whose state holds numbers
+  the process assigns, are hashed without those (``_SIDE_EFFECTS``,
+  ``_PROCESS_LOCAL``: matplotlib's callback-id counter, a pyplot figure's
+  number); a restore does not bring them back as they were either. Other
+  library state a pickle does not bring back as hashed (a ``__setstate__``
+  dropping or rebuilding state) is measured by the engine when it records a
+  value (:attr:`ValueHasher.reduced`), and keyed by its copy's digest
+  (:func:`restored_digest`, :data:`StandIn`).
+* Arrays viewing memory held by a non-array object alias only when their
+  bytes overlap: such an object may hold several allocations whose distance
+  in memory means nothing.
 * Sets hash independently of iteration order when all elements are
   value-like (atoms, tuples/frozensets of them, library classes/functions);
   sets of objects with identity are hashed in iteration order (may differ
@@ -312,13 +323,14 @@ class ValueHasher:
                 parts = _pandas_parts(obj)
             except Exception as exc:  # an exotic subclass: fail safe
                 raise Unhashable(_reason(obj, exc)) from exc
-            # pandas copies on write: objects shared inside frames are not aliases
-            saved = self._watch, self._collected
+            # pandas copies on write: objects shared inside frames are not aliases; and its
+            # pickles bring back the content hashed here (pyarrow's arrays included)
+            saved = self._watch, self._collected, self.reduced
             self._watch, self._collected = {}, None
             try:
                 digest = hash_bytes(b"pandas\0" + self._isolated(parts, obj))
             finally:
-                self._watch, self._collected = saved
+                self._watch, self._collected, self.reduced = saved
         else:
             digest = self._isolated(obj, obj)
         return digest
@@ -609,10 +621,10 @@ class _HashPickler(pickle.Pickler):
         reduce = copyreg.dispatch_table.get(cls)
         reduced = reduce(obj) if reduce is not None else obj.__reduce_ex__(5)
         if not self._hasher.reduced:
-            module = str(getattr(cls, "__module__", ""))
-            top = module.partition(".")[0]
+            where = str(getattr(cls, "__module__", ""))
+            top = where.partition(".")[0]
             self._hasher.reduced = not (
-                module in _FAITHFUL or top == _OWN or top in sys.stdlib_module_names
+                where in _FAITHFUL or top in _FAITHFUL_PACKAGES or top in sys.stdlib_module_names
             )
         local = _PROCESS_LOCAL.get((cls.__module__, cls.__qualname__))
         if local and isinstance(reduced, tuple) and len(reduced) > 2 and type(reduced[2]) is dict:
@@ -1023,10 +1035,12 @@ _CLASS_SKIP = frozenset(
 )
 
 _NATIVE_ELEMENTS = frozenset({str, int, float, bytes})
-# Modules whose classes' reductions bring back exactly what they hash (see
-# ValueHasher.reduced): numpy's dtypes; the notebook's own classes unless they customise
-# pickling (then they are proven: ValueHasher.doubtful).
+# Modules (or top-level packages) whose classes' reductions bring back exactly what they
+# hash (see ValueHasher.reduced): numpy's dtypes, pandas (whose objects are hashed column
+# by column), incrcell's own; the notebook's own classes unless they customise pickling
+# (then they are proven: ValueHasher.doubtful).
 _FAITHFUL = frozenset({"builtins", "__main__", "numpy", "numpy.dtypes"})
+_FAITHFUL_PACKAGES = frozenset({"pandas", _OWN})
 _BY_NAME = (type, types.FunctionType, types.BuiltinFunctionType)
 _DOUBLE = struct.Struct("<d")
 _RAW_KINDS = frozenset("biufcmMSUV")
