@@ -745,7 +745,7 @@ class Engine:
             digest = bytes.fromhex(plan.entry.variables[name])
             self._remember(value, digest, frozenset(plan.entry.packages.get(name, ())))
             if not isinstance(value, SELF_STANDING):  # recorded maybe as a stored copy's digest
-                self.stand_ins[id(value)] = (value, None, digest)
+                self.stand_ins[id(value)] = StandIn(value, None, digest)
         for name in plan.entry.deleted:
             namespace.pop(name, None)
         randomness.restore(plan.random_after)

@@ -103,7 +103,7 @@ import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -149,11 +149,18 @@ def hash_bytes(data: bytes | memoryview) -> bytes:
     return xxhash.xxh3_128_digest(data)
 
 
-#: ``(value, digest, stands for)``: ``value``, whose content digest was ``digest`` (None:
-#: not known) when it was recorded or restored, keys the cells reading it with ``stands for``,
-#: the :func:`restored_digest` of the copy the cache holds, for as long as it still hashes to
-#: ``digest`` or is that very copy (see :meth:`ValueHasher.hash`).
-StandIn = tuple[object, "bytes | None", bytes]
+class StandIn(NamedTuple):
+    """A value recorded or restored under the :func:`restored_digest` of its stored copy.
+
+    ``value``, whose content digest was ``digest`` (None: not known) when it was recorded
+    or restored, keys the cells reading it with ``stands_for`` for as long as it still
+    hashes to ``digest`` or is that very copy (see :meth:`ValueHasher.hash`). Not a plain
+    tuple, so that sharing.sharers does not walk up through it as through a container.
+    """
+
+    value: object
+    digest: bytes | None
+    stands_for: bytes
 
 
 def restored_digest(copy_digest: bytes) -> bytes:
@@ -267,6 +274,7 @@ class ValueHasher:
         # __setstate__ that drops or rebuilds state, views copied apart), which the engine
         # then measures (see :func:`restored_digest`).
         self.reduced = False
+        self._reducing: set[int] = set()  # ids of the values (in _memo) that set it
 
     def hash(self, obj: object) -> bytes:
         """Return the 16-byte content digest of ``obj``.
@@ -282,13 +290,18 @@ class ValueHasher:
             if self._collected is not None and self._kind(type(obj))[1] is _pid_ndarray:
                 self._collected.add(id(obj))  # what walking the array would have collected
             digest = entry[1]
+            self.reduced |= id(obj) in self._reducing
         else:
             outer, self.packages = self.packages, set()  # what this value alone notes
+            reduced, self.reduced = self.reduced, False
             try:
                 digest = self._digest(obj)
             finally:
                 noted, self.packages = self.packages, outer
                 outer |= noted
+                if self.reduced:
+                    self._reducing.add(id(obj))
+                self.reduced |= reduced
             self._memo[id(obj)] = (obj, digest, frozenset(noted))
         stand_in = self._stand_ins.get(id(obj)) if self._stand_ins else None
         # A value recorded (or restored) under the digest of its stored copy keeps
@@ -404,6 +417,11 @@ class ValueHasher:
         """The content digest of ``obj`` itself, before any stand-in (it must have been hashed
         by this hasher)."""
         return self._memo[id(obj)][1]
+
+    def reduces(self, obj: object) -> bool:
+        """Whether hashing ``obj`` met a library's reduction (see :attr:`reduced`; ``obj``
+        must have been hashed by this hasher)."""
+        return id(obj) in self._reducing
 
     def packages_of(self, obj: object) -> frozenset[str]:
         """The packages hashing ``obj`` noted (it must have been hashed by this hasher)."""

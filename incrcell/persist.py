@@ -230,7 +230,9 @@ class Persister:
             result_digest = (
                 None if result is None else self._digest(result, hasher, "its result").hex()
             )
-            doubtful, reduced = hasher.doubtful, hasher.reduced
+            doubtful = hasher.doubtful
+            # the values holding library objects, whose stored copy may hash otherwise
+            measured = {n: hasher.digest_of(v) for n, v in values.items() if hasher.reduces(v)}
             left = {item: new for item, (_, new) in sorted(changes.items())}
             left_digests = [self._digest(new, hasher, item).hex() for item, new in left.items()]
             named, met_inside = hasher.stop_watching()
@@ -247,6 +249,7 @@ class Persister:
                 for item, (old, _) in sorted(changes.items())
             }
             bundle = None
+            copies: dict[str, bytes] = {}  # name -> digest of its stored copy, where it differs
             if values or result is not None or states or left:
                 after = {name: randomness.state_digest(state) for name, state in states.items()}
                 bundle = xxhash.xxh3_128(
@@ -255,8 +258,7 @@ class Persister:
                     ).encode()
                 ).hexdigest()
                 stored = self.store.has_value(bundle)
-                copies: dict[str, bytes] = {}
-                if not stored or (reduced and values):
+                if not stored or measured:
                     try:
                         serialised = dumps(
                             (values, result, states, left),
@@ -268,8 +270,10 @@ class Persister:
                         raise _Uncacheable(Code.SHARES_UNWRITTEN(name=exc.name)) from None
                     except Unpicklable as exc:
                         raise _Uncacheable(self._unpicklable(values, result, refs, exc)) from None
-                    if doubtful or reduced:
-                        copies = self._round_trip(serialised, values, result, namespace, doubtful)
+                    if doubtful or measured:
+                        copies = self._round_trip(
+                            serialised, values, result, namespace, doubtful, measured
+                        )
                     if not stored:
                         self.store.put_value(bundle, serialised)
                 # the names whose stored copy hashes otherwise: keyed by that copy's digest
@@ -306,7 +310,7 @@ class Persister:
                 self.remember(value, bytes.fromhex(variables[name]), frozenset(packages[name]))
                 if name in copies:
                     raw = hasher.digest_of(value)
-                    self.stand_ins[id(value)] = (value, raw, bytes.fromhex(variables[name]))
+                    self.stand_ins[id(value)] = StandIn(value, raw, bytes.fromhex(variables[name]))
         except _Uncacheable as exc:
             return exc.reason
         except StoreError as exc:
@@ -362,9 +366,10 @@ class Persister:
         result: Any,
         namespace: MutableMapping[str, Any],
         doubtful: bool,
+        measured: dict[str, bytes],
     ) -> dict[str, bytes]:
-        """Load what was just pickled and hash it: the names whose copy hashes otherwise,
-        with the digest of their copy.
+        """Load what was just pickled and hash it: the names of ``measured`` (name -> the
+        digest of its value) whose copy hashes otherwise, with the digest of their copy.
 
         For values whose pickle may leave out what they hold (``doubtful``, see
         ``ValueHasher.doubtful``: a ``__getstate__`` of the user's dropping a field,
@@ -374,9 +379,9 @@ class Persister:
         ``ValueHasher.reduced``), whose pickling is trusted, a difference (state a
         ``__setstate__`` drops or rebuilds, array views copied apart) is returned: those
         names are then keyed by their copy's digest (fingerprint.restored_digest), as
-        every restore of them will be. Both sides are first hashed skimming numpy arrays
-        and pandas objects (``ValueHasher.skim``): their pickles are faithful, and a
-        large one is only read again here for a value whose copy differs.
+        every restore of them will be. For the proof both sides are hashed skimming numpy
+        arrays and pandas objects (``ValueHasher.skim``): their pickles are faithful, and
+        a large one is never read again for it.
         """
         try:
             unpickled: Any = loads(
@@ -395,39 +400,36 @@ class Persister:
         pairs = [
             *(
                 (
-                    name,
                     Code.LOSSY(what=f"`{name}`", type=_type_name(values[name])),
                     values[name],
                     loaded[name],
                 )
                 for name in values
             ),
-            ("", Code.LOSSY(what="its result", type=_type_name(result)), result, loaded_result),
-            ("", Code.SHARING_LOST(), (values, result), (loaded, loaded_result)),
+            (Code.LOSSY(what="its result", type=_type_name(result)), result, loaded_result),
+            (Code.SHARING_LOST(), (values, result), (loaded, loaded_result)),
         ]
-        differ = []
-        with ValueHasher() as original, ValueHasher() as copied:
-            original.skim = copied.skim = True  # arrays and frames come back as they were
-            copied.aliases = aliases
-            for name, reason, value, copy in pairs:
-                if not doubtful and not name:
-                    break  # only the names' digests key other cells
-                try:
-                    same = original.hash(value) == copied.hash(copy)
-                except Unhashable:
-                    same = False
-                if not same:
-                    if doubtful:
+        if doubtful:
+            with ValueHasher() as original, ValueHasher() as copied:
+                original.skim = copied.skim = True  # arrays and frames come back as they were
+                copied.aliases = aliases
+                for reason, value, copy in pairs:
+                    try:
+                        same = original.hash(value) == copied.hash(copy)
+                    except Unhashable:
+                        same = False
+                    if not same:
                         raise _Uncacheable(reason)
-                    differ.append(name)
         copies = {}
         with ValueHasher() as full:
             full.aliases = aliases
-            for name in differ:
+            for name, digest in measured.items():
                 try:
-                    copies[name] = full.hash(loaded[name])
+                    copy_digest = full.hash(loaded[name])
                 except Unhashable:
                     continue  # its own digest keys it: a miss after a restore at worst
+                if copy_digest != digest:
+                    copies[name] = copy_digest
         return copies
 
     @staticmethod
