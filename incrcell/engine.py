@@ -57,7 +57,7 @@ from .files import (
     probe_changed,
     write_back,
 )
-from .fingerprint import Unhashable, ValueHasher, is_leaf, source_hash
+from .fingerprint import StandIn, Unhashable, ValueHasher, is_leaf, source_hash
 from .graph import CellGraph
 from .keying import BOUND, KEY_FORMAT, STATE_INPUT, UNBOUND, KeyInputs, cell_key
 from .packages import changed_since_import, note_loaded, package_versions
@@ -194,6 +194,9 @@ class Engine:
         # id -> (value, digest, packages) of arrays and frames a cell just wrote or restored:
         # while no user code runs, their digests stand (see forget_digests)
         self.known: dict[int, tuple[object, bytes, frozenset[str]]] = {}
+        # id -> StandIn of the values recorded or restored under the digest of their stored
+        # copy (fingerprint.restored_digest), still bound; kept while user code runs
+        self.stand_ins: dict[int, StandIn] = {}
         # global random generator -> whether it holds fresh entropy (see randomness.py);
         # absent: as its module left it on import
         self.fresh: dict[str, bool] = {}
@@ -209,6 +212,7 @@ class Engine:
             self._user_name,
             lambda name: self.is_session_name(name),
             self._remember,
+            self.stand_ins,
         )
 
     def forget_digests(self) -> None:
@@ -367,7 +371,7 @@ class Engine:
         scope = self._scope(effects, analysis)
         if effects.reason is not None and directive != "cache":
             return self._run(cell, Code.VARIES(effects.reason), scope)
-        with ValueHasher() as hasher:
+        with ValueHasher(self.stand_ins) as hasher:
             self._seed(hasher, namespace)
             try:
                 # key
@@ -466,10 +470,11 @@ class Engine:
 
     def _seed(self, hasher: ValueHasher, namespace: MutableMapping[str, Any]) -> None:
         """Give the hasher the digests of the values just written or restored still bound."""
-        bound = {id(value) for value in namespace.values()} if self.known else set()
-        for key in list(self.known):
-            if key not in bound:  # rebound since: do not keep it alive
-                del self.known[key]
+        held = self.known or self.stand_ins
+        bound = {id(value) for value in namespace.values()} if held else set()
+        for kept in (self.known, self.stand_ins):
+            for key in [key for key in kept if key not in bound]:  # rebound since: let it go
+                del kept[key]
         hasher.remember_known(self.known)
 
     def _key(
@@ -748,11 +753,10 @@ class Engine:
             ) from None
         namespace.update(plan.values)
         for name, value in plan.values.items():
-            self._remember(
-                value,
-                bytes.fromhex(plan.entry.variables[name]),
-                frozenset(plan.entry.packages.get(name, ())),
-            )
+            digest = bytes.fromhex(plan.entry.variables[name])
+            self._remember(value, digest, frozenset(plan.entry.packages.get(name, ())))
+            if not isinstance(value, SELF_STANDING):  # recorded maybe as a stored copy's digest
+                self.stand_ins[id(value)] = StandIn(value, None, digest)
         for name in plan.entry.deleted:
             namespace.pop(name, None)
         randomness.restore(plan.random_after)

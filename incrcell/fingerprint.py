@@ -68,6 +68,17 @@ Known limits (the engine author must know these)
   not hashed.
 * A notebook function's ``functools.lru_cache`` memo cannot be read: a
   wrapper whose memo holds results is :class:`Unhashable`.
+* Library classes whose pickling changes them, or whose state holds numbers
+  the process assigns, are hashed without those (``_SIDE_EFFECTS``,
+  ``_PROCESS_LOCAL``: matplotlib's callback-id counter, a pyplot figure's
+  number); a restore does not bring them back as they were either. Other
+  library state a pickle does not bring back as hashed (a ``__setstate__``
+  dropping or rebuilding state) is measured by the engine when it records a
+  value (:attr:`ValueHasher.reduced`), and keyed by its copy's digest
+  (:func:`restored_digest`, :data:`StandIn`).
+* Arrays viewing memory held by a non-array object alias only when their
+  bytes overlap: such an object may hold several allocations whose distance
+  in memory means nothing.
 * Sets hash independently of iteration order when all elements are
   value-like (atoms, tuples/frozensets of them, library classes/functions);
   sets of objects with identity are hashed in iteration order (may differ
@@ -92,7 +103,7 @@ import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import xxhash
 
@@ -101,11 +112,13 @@ from .packages import LOCAL, module_fingerprint
 
 __all__ = [
     "HASH_FORMAT",
+    "StandIn",
     "Unhashable",
     "ValueHasher",
     "hash_bytes",
     "hash_value",
     "normalise_source",
+    "restored_digest",
     "source_hash",
 ]
 
@@ -134,6 +147,34 @@ class Unhashable(Exception):
 def hash_bytes(data: bytes | memoryview) -> bytes:
     """Return the 16-byte xxh3_128 digest of raw bytes."""
     return xxhash.xxh3_128_digest(data)
+
+
+class StandIn(NamedTuple):
+    """A value recorded or restored under the :func:`restored_digest` of its stored copy.
+
+    ``value``, whose content digest was ``digest`` (None: not known) when it was recorded
+    or restored, keys the cells reading it with ``stands_for`` for as long as it still
+    hashes to ``digest`` or is that very copy (see :meth:`ValueHasher.hash`). Not a plain
+    tuple, so that sharing.sharers does not walk up through it as through a container.
+    """
+
+    value: object
+    digest: bytes | None
+    stands_for: bytes
+
+
+def restored_digest(copy_digest: bytes) -> bytes:
+    """The digest that stands for a value whose stored copy hashes differently from it.
+
+    A library's pickle may not bring back everything the value held (scikit-learn's
+    ``Bunch`` drops its ``__dict__``, matplotlib copies the views of an array apart): the
+    copy a restore binds then hashes to ``copy_digest``, not to the value's own digest, and
+    every cell reading it would miss after a restart. Both the recorded value and its
+    restored copies are keyed by this digest instead: a function of what the cache holds,
+    and distinct from every plain content digest (a value that merely equals the copy,
+    without standing for the recorded one, keeps its own digest).
+    """
+    return hash_bytes(b"restored\0" + copy_digest)
 
 
 def hash_value(obj: object) -> bytes:
@@ -192,8 +233,10 @@ class ValueHasher:
     from them are hashed by name and their top-level module is recorded here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stand_ins: Mapping[int, StandIn] | None = None) -> None:
         self._memo: dict[int, tuple[object, bytes, frozenset[str]]] = {}
+        # id -> (value, its digest, the digest that stands for it): see :meth:`hash`
+        self._stand_ins: Mapping[int, StandIn] = {} if stand_ins is None else stand_ins
         self.packages: set[str] = set()
         # notebook functions/classes met, by the name the namespace binds them to
         self.definitions: dict[str, object] = {}
@@ -203,7 +246,9 @@ class ValueHasher:
         # State of the value being hashed; swapped out by _isolated().
         self._visits: dict[int, int] = {}
         self._keep: list[object] = []
-        self._owners: dict[int, tuple[object, int, int]] = {}
+        # id of the object owning an array's memory -> (it, [(visit index, data pointer,
+        # byte bounds) of the arrays met viewing it]), see _pid_ndarray
+        self._owners: dict[int, tuple[object, list[tuple[int, int, int, int]]]] = {}
         # Sharing between values, for the engine (see :meth:`watch` / :meth:`collect`).
         # ``_watch`` maps id() of watched objects to (name, found inside that name's
         # value); hashing a value that is, contains, or (arrays) views one adds that
@@ -224,6 +269,12 @@ class ValueHasher:
         # Hash raw numpy arrays and pandas objects by type and shape only: enough to compare
         # a value with its own pickled copy, whose buffers are faithful by construction.
         self.skim = False
+        # Set when a hashed value holds an object pickled through a library's own reduction
+        # (not numpy's, pandas', the stdlib's): its stored copy may hash differently (a
+        # __setstate__ that drops or rebuilds state, views copied apart), which the engine
+        # then measures (see :func:`restored_digest`).
+        self.reduced = False
+        self._reducing: set[int] = set()  # ids of the values (in _memo) that set it
 
     def hash(self, obj: object) -> bytes:
         """Return the 16-byte content digest of ``obj``.
@@ -238,15 +289,36 @@ class ValueHasher:
             self.packages |= entry[2]
             if self._collected is not None and self._kind(type(obj))[1] is _pid_ndarray:
                 self._collected.add(id(obj))  # what walking the array would have collected
-            return entry[1]
-        outer, self.packages = self.packages, set()  # what this value alone notes
-        try:
-            digest = self._digest(obj)
-        finally:
-            noted, self.packages = self.packages, outer
-            outer |= noted
-        self._memo[id(obj)] = (obj, digest, frozenset(noted))
+            digest = entry[1]
+            self.reduced |= id(obj) in self._reducing
+        else:
+            outer, self.packages = self.packages, set()  # what this value alone notes
+            reduced, self.reduced = self.reduced, False
+            try:
+                digest = self._digest(obj)
+            finally:
+                noted, self.packages = self.packages, outer
+                outer |= noted
+                if self.reduced:
+                    self._reducing.add(id(obj))
+                self.reduced |= reduced
+            self._memo[id(obj)] = (obj, digest, frozenset(noted))
+        stand_in = self._stand_ins.get(id(obj)) if self._stand_ins else None
+        # A value recorded (or restored) under the digest of its stored copy keeps
+        # standing for it while its content is what it was then (see StandIn).
+        if (
+            stand_in is not None
+            and stand_in[0] is obj
+            and digest != stand_in[2]
+            and (digest == stand_in[1] or restored_digest(digest) == stand_in[2])
+        ):
+            return stand_in[2]
         return digest
+
+    def stands_in(self, obj: object) -> bool:
+        """Whether the stand-ins given to this hasher hold a reference to ``obj``."""
+        stand_in = self._stand_ins.get(id(obj))
+        return stand_in is not None and stand_in[0] is obj
 
     def _digest(self, obj: Any) -> bytes:  # Any: arrays and frames, known by their handler
         handler = self._kind(type(obj))[1]
@@ -264,13 +336,14 @@ class ValueHasher:
                 parts = _pandas_parts(obj)
             except Exception as exc:  # an exotic subclass: fail safe
                 raise Unhashable(_reason(obj, exc)) from exc
-            # pandas copies on write: objects shared inside frames are not aliases
-            saved = self._watch, self._collected
+            # pandas copies on write: objects shared inside frames are not aliases; and its
+            # pickles bring back the content hashed here (pyarrow's arrays included)
+            saved = self._watch, self._collected, self.reduced
             self._watch, self._collected = {}, None
             try:
                 digest = hash_bytes(b"pandas\0" + self._isolated(parts, obj))
             finally:
-                self._watch, self._collected = saved
+                self._watch, self._collected, self.reduced = saved
         else:
             digest = self._isolated(obj, obj)
         return digest
@@ -340,6 +413,16 @@ class ValueHasher:
         counts tell whether anything else holds them)."""
         self._memo.update(known)
 
+    def digest_of(self, obj: object) -> bytes:
+        """The content digest of ``obj`` itself, before any stand-in (it must have been hashed
+        by this hasher)."""
+        return self._memo[id(obj)][1]
+
+    def reduces(self, obj: object) -> bool:
+        """Whether hashing ``obj`` met a library's reduction (see :attr:`reduced`; ``obj``
+        must have been hashed by this hasher)."""
+        return id(obj) in self._reducing
+
     def packages_of(self, obj: object) -> frozenset[str]:
         """The packages hashing ``obj`` noted (it must have been hashed by this hasher)."""
         return self._memo[id(obj)][2]
@@ -379,6 +462,10 @@ class ValueHasher:
         module = getattr(cls, "__module__", None)
         if (str(module).partition(".")[0], cls.__qualname__) in _STDLIB_VALUES:
             return _VALUE
+        handler = _SIDE_EFFECTS.get((str(module), cls.__qualname__))
+        if handler is not None:
+            self._note(module)
+            return (True, handler)
         self._note(module)
         if _customises_pickling(cls) and self._is_user_code(module):
             return (True, _pid_custom_pickled)
@@ -548,8 +635,19 @@ class _HashPickler(pickle.Pickler):
             # Only library functions and classes get here (persistent_id
             # replaced the others); pickle saves them by verified reference.
             return NotImplemented
-        reduce = copyreg.dispatch_table.get(type(obj))
+        cls = type(obj)
+        reduce = copyreg.dispatch_table.get(cls)
         reduced = reduce(obj) if reduce is not None else obj.__reduce_ex__(5)
+        if not self._hasher.reduced:
+            where = str(getattr(cls, "__module__", ""))
+            top = where.partition(".")[0]
+            self._hasher.reduced = not (
+                where in _FAITHFUL or top in _FAITHFUL_PACKAGES or top in sys.stdlib_module_names
+            )
+        local = _PROCESS_LOCAL.get((cls.__module__, cls.__qualname__))
+        if local and isinstance(reduced, tuple) and len(reduced) > 2 and type(reduced[2]) is dict:
+            state = {k: v for k, v in reduced[2].items() if k not in local}
+            reduced = (*reduced[:2], state, *reduced[3:])
         if isinstance(reduced, str):  # saved by reference to a global name
             module = getattr(obj, "__module__", None)
             if module == "__main__":
@@ -763,6 +861,22 @@ def _customises_pickling(cls: type) -> bool:
     )
 
 
+def _pid_callback_registry(hasher: ValueHasher, obj: Any) -> object:
+    # matplotlib's __getstate__ draws the next connection id from the registry's counter
+    # (hashing would change the value it hashes) and keeps only the callbacks marked for
+    # pickling: this is that state, without the counter, which no restore brings back as
+    # it was (each pickling advances it) and which only numbers later connections.
+    state = dict(vars(obj))
+    pickled = state.get("_pickled_cids", ())
+    state["callbacks"] = {
+        signal: {cid: proxy() for cid, proxy in proxies.items() if cid in pickled}
+        for signal, proxies in state.get("callbacks", {}).items()
+    }
+    for name in ("_cid_gen", "_func_cid_map"):
+        state.pop(name, None)
+    return ("callback registry", type(obj), state)
+
+
 def _pid_mappingproxy(hasher: ValueHasher, obj: Any) -> object:
     return ("mappingproxy", dict(obj))
 
@@ -786,14 +900,31 @@ def _pid_ndarray(hasher: ValueHasher, arr: Any) -> object:
     # Arrays viewing the same memory are aliases too: record which earlier
     # array of this value shares the buffer, and at which byte offset.
     owner = array_owner(arr)
-    if owner.base is not None:
-        owner = owner.base
+    foreign = owner.base  # memory another kind of object holds (bytes, mmap, a Cython object)
+    holder = owner if foreign is None else foreign
     pointer = arr.__array_interface__["data"][0]
-    first = hasher._owners.get(id(owner))
-    if first is None:
-        hasher._owners[id(owner)] = (owner, len(hasher._keep) - 1, pointer)
-        return ("ndarray", digest)
-    return ("ndarray", digest, first[1], pointer - first[2])
+    low, high = byte_bounds(arr) if foreign is not None else (0, 0)
+    group = hasher._owners.get(id(holder))
+    if group is None:
+        group = hasher._owners[id(holder)] = (holder, [])
+    for index, start, first_low, first_high in group[1]:
+        # Such an object may hold several allocations (a scikit-learn tree's node and value
+        # arrays), whose distance in memory means nothing: only overlapping arrays alias.
+        if foreign is None or (first_low < high and low < first_high):
+            return ("ndarray", digest, index, pointer - start)
+    group[1].append((len(hasher._keep) - 1, pointer, low, high))
+    return ("ndarray", digest)
+
+
+def byte_bounds(arr: Any) -> tuple[int, int]:
+    """First and one-past-last byte addresses a numpy array's elements occupy."""
+    low = high = arr.__array_interface__["data"][0]
+    if arr.size:
+        for extent, stride in zip(arr.shape, arr.strides):
+            low += min(0, (extent - 1) * stride)
+            high += max(0, (extent - 1) * stride)
+        high += arr.itemsize
+    return low, high
 
 
 def is_leaf(obj: object) -> bool:
@@ -865,8 +996,17 @@ _BASE_KINDS: dict[type, _Kind] = {
     weakref.ref: (True, _pid_weakref),
 }
 
+# Library classes whose pickling changes them (by module and qualname, so that nothing
+# is imported for them): hashed by the state their pickle keeps, without the side effect.
+_SIDE_EFFECTS = {("matplotlib.cbook", "CallbackRegistry"): _pid_callback_registry}
+
+# Library classes whose pickled state holds numbers the process assigns (like an id()),
+# which a restore assigns anew: left out of their digest. A pyplot figure's number is the
+# lowest one free in the kernel that made, or restored, it.
+_PROCESS_LOCAL = {("matplotlib.figure", "Figure"): frozenset({"_number"})}
+
 # Kinds (by handler) whose instances can be changed in place, for ValueHasher.collect.
-_MUTABLE = frozenset({None, _pid_set, _pid_ndarray, _pid_custom_pickled})
+_MUTABLE = frozenset({None, _pid_set, _pid_ndarray, _pid_custom_pickled, _pid_callback_registry})
 
 _PICKLING_HOOKS = (
     "__reduce_ex__",
@@ -913,6 +1053,12 @@ _CLASS_SKIP = frozenset(
 )
 
 _NATIVE_ELEMENTS = frozenset({str, int, float, bytes})
+# Modules (or top-level packages) whose classes' reductions bring back exactly what they
+# hash (see ValueHasher.reduced): numpy's dtypes, pandas (whose objects are hashed column
+# by column), incrcell's own; the notebook's own classes unless they customise pickling
+# (then they are proven: ValueHasher.doubtful).
+_FAITHFUL = frozenset({"builtins", "__main__", "numpy", "numpy.dtypes"})
+_FAITHFUL_PACKAGES = frozenset({"pandas", _OWN})
 _BY_NAME = (type, types.FunctionType, types.BuiltinFunctionType)
 _DOUBLE = struct.Struct("<d")
 _RAW_KINDS = frozenset("biufcmMSUV")

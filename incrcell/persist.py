@@ -28,7 +28,7 @@ import xxhash
 from . import interpreter, nativeio, randomness
 from .analysis import notebook_definition
 from .files import EXISTS, MISSING, SPECIAL, file_digest
-from .fingerprint import Unhashable, ValueHasher, array_owner
+from .fingerprint import StandIn, Unhashable, ValueHasher, array_owner, restored_digest
 from .plans import Record, Recording
 from .reasons import Code, Reason
 from .serialise import Shared, Unpicklable, dumps, loads, one_line
@@ -47,7 +47,9 @@ class Persister:
     ``store()`` gives the cache (it may raise StoreError: the cell is then not
     saved, and says so); ``user`` / ``session`` tell the user's names and the
     session's objects apart (sharing.py); ``remember(value, digest, packages)``
-    keeps the digest of a value just stored while no user code runs.
+    keeps the digest of a value just stored while no user code runs; ``stand_ins``
+    receives the values recorded under their stored copy's digest (see
+    :meth:`_round_trip`), and keys the hashing here as it keys the engine's.
     """
 
     def __init__(
@@ -56,11 +58,13 @@ class Persister:
         user: UserName,
         session: UserName,
         remember: Callable[[object, bytes, frozenset[str]], None],
+        stand_ins: dict[int, StandIn],
     ) -> None:
         self._store = store
         self.user = user
         self.session = session
         self.remember = remember
+        self.stand_ins = stand_ins
 
     @property
     def store(self) -> Store:
@@ -137,7 +141,7 @@ class Persister:
             for name in drawn
         }
         # a hasher of its own: its ``definitions`` are exactly those the stored values meet
-        with ValueHasher() as hasher:
+        with ValueHasher(self.stand_ins) as hasher:
             failure = self._store_entry(
                 plan,
                 namespace,
@@ -155,13 +159,14 @@ class Persister:
             )
         return names, failure
 
-    @staticmethod
-    def _mutated(plan: Record, namespace: MutableMapping[str, Any], known: set[str]) -> set[str]:
+    def _mutated(
+        self, plan: Record, namespace: MutableMapping[str, Any], known: set[str]
+    ) -> set[str]:
         """Inputs whose content changed while the cell ran (``f(df)``), in ``known`` too when
         still bound to the same object (``col *= 3`` changes ``col`` in place): what shares
         their objects changed with them."""
         changed = set()
-        with ValueHasher() as hasher:
+        with ValueHasher(self.stand_ins) as hasher:
             for name, before in plan.digests.items():
                 if name in namespace and (
                     name not in known or plan.bindings.get(name) == id(namespace[name])
@@ -226,6 +231,8 @@ class Persister:
                 None if result is None else self._digest(result, hasher, "its result").hex()
             )
             doubtful = hasher.doubtful
+            # the values holding library objects, whose stored copy may hash otherwise
+            measured = {n: hasher.digest_of(v) for n, v in values.items() if hasher.reduces(v)}
             left = {item: new for item, (_, new) in sorted(changes.items())}
             left_digests = [self._digest(new, hasher, item).hex() for item, new in left.items()]
             named, met_inside = hasher.stop_watching()
@@ -242,6 +249,7 @@ class Persister:
                 for item, (old, _) in sorted(changes.items())
             }
             bundle = None
+            copies: dict[str, bytes] = {}  # name -> digest of its stored copy, where it differs
             if values or result is not None or states or left:
                 after = {name: randomness.state_digest(state) for name, state in states.items()}
                 bundle = xxhash.xxh3_128(
@@ -249,7 +257,8 @@ class Persister:
                         [plan.key, variables, result_digest, requires, after, left_digests]
                     ).encode()
                 ).hexdigest()
-                if not self.store.has_value(bundle):
+                stored = self.store.has_value(bundle)
+                if not stored or measured:
                     try:
                         serialised = dumps(
                             (values, result, states, left),
@@ -261,9 +270,14 @@ class Persister:
                         raise _Uncacheable(Code.SHARES_UNWRITTEN(name=exc.name)) from None
                     except Unpicklable as exc:
                         raise _Uncacheable(self._unpicklable(values, result, refs, exc)) from None
-                    if doubtful:
-                        self._prove_round_trip(serialised, values, result, namespace)
-                    self.store.put_value(bundle, serialised)
+                    if doubtful or measured:
+                        copies = self._round_trip(
+                            serialised, values, result, namespace, doubtful, measured
+                        )
+                    if not stored:
+                        self.store.put_value(bundle, serialised)
+                # the names whose stored copy hashes otherwise: keyed by that copy's digest
+                variables.update({name: restored_digest(d).hex() for name, d in copies.items()})
             written = {path: self._put_file(data) for path, data in produced.items()}
             self.store.put(
                 Entry(
@@ -294,6 +308,9 @@ class Persister:
             )
             for name, value in values.items():
                 self.remember(value, bytes.fromhex(variables[name]), frozenset(packages[name]))
+                if name in copies:
+                    raw = hasher.digest_of(value)
+                    self.stand_ins[id(value)] = StandIn(value, raw, bytes.fromhex(variables[name]))
         except _Uncacheable as exc:
             return exc.reason
         except StoreError as exc:
@@ -343,17 +360,28 @@ class Persister:
         return through
 
     @staticmethod
-    def _prove_round_trip(
-        serialised: Any, values: dict[str, Any], result: Any, namespace: MutableMapping[str, Any]
-    ) -> None:
-        """Load what was just pickled and hash it; raises :class:`_Uncacheable` unless it is
-        what was stored, sharing included.
+    def _round_trip(
+        serialised: Any,
+        values: dict[str, Any],
+        result: Any,
+        namespace: MutableMapping[str, Any],
+        doubtful: bool,
+        measured: dict[str, bytes],
+    ) -> dict[str, bytes]:
+        """Load what was just pickled and hash it: the names of ``measured`` (name -> the
+        digest of its value) whose copy hashes otherwise, with the digest of their copy.
 
-        Only for values whose pickle may leave out what they hold (see
-        ``ValueHasher.doubtful``): a ``__getstate__`` dropping a field, closures
-        sharing a cell, which pickling copies apart.  Both sides are hashed
-        skimming numpy arrays and pandas objects (``ValueHasher.skim``): their
-        pickles are faithful, and a large one is never read again here.
+        For values whose pickle may leave out what they hold (``doubtful``, see
+        ``ValueHasher.doubtful``: a ``__getstate__`` of the user's dropping a field,
+        closures sharing a cell, which pickling copies apart), any difference raises
+        :class:`_Uncacheable`: the copy must be what was stored, sharing included.
+        For values holding objects pickled by a library's own reduction (see
+        ``ValueHasher.reduced``), whose pickling is trusted, a difference (state a
+        ``__setstate__`` drops or rebuilds, array views copied apart) is returned: those
+        names are then keyed by their copy's digest (fingerprint.restored_digest), as
+        every restore of them will be. For the proof both sides are hashed skimming numpy
+        arrays and pandas objects (``ValueHasher.skim``): their pickles are faithful, and
+        a large one is never read again for it.
         """
         try:
             unpickled: Any = loads(
@@ -361,7 +389,9 @@ class Persister:
             )
             loaded, loaded_result = unpickled[0], unpickled[1]
         except Exception as exc:  # user __setstate__ & co.: any failure means not cacheable
-            raise _Uncacheable(Code.UNLOADABLE(detail=one_line(exc))) from None
+            if doubtful:
+                raise _Uncacheable(Code.UNLOADABLE(detail=one_line(exc))) from None
+            return {}  # a failing library load: the engine's restore will say so
         aliases = {
             id(loaded[name]): name
             for name, value in values.items()
@@ -379,16 +409,28 @@ class Persister:
             (Code.LOSSY(what="its result", type=_type_name(result)), result, loaded_result),
             (Code.SHARING_LOST(), (values, result), (loaded, loaded_result)),
         ]
-        with ValueHasher() as original, ValueHasher() as copied:
-            original.skim = copied.skim = True  # arrays and frames come back as they were
-            copied.aliases = aliases
-            for reason, value, copy in pairs:
+        if doubtful:
+            with ValueHasher() as original, ValueHasher() as copied:
+                original.skim = copied.skim = True  # arrays and frames come back as they were
+                copied.aliases = aliases
+                for reason, value, copy in pairs:
+                    try:
+                        same = original.hash(value) == copied.hash(copy)
+                    except Unhashable:
+                        same = False
+                    if not same:
+                        raise _Uncacheable(reason)
+        copies = {}
+        with ValueHasher() as full:
+            full.aliases = aliases
+            for name, digest in measured.items():
                 try:
-                    same = original.hash(value) == copied.hash(copy)
+                    copy_digest = full.hash(loaded[name])
                 except Unhashable:
-                    same = False
-                if not same:
-                    raise _Uncacheable(reason)
+                    continue  # its own digest keys it: a miss after a restore at worst
+                if copy_digest != digest:
+                    copies[name] = copy_digest
+        return copies
 
     @staticmethod
     def _started_in(plan: Record) -> str:

@@ -523,7 +523,7 @@ class Predictor:
     def _digest(self, name: str, value: object) -> str | Unhashable:
         cached = self._digests.get(name)
         if cached is None or cached[0] is not value:
-            with ValueHasher() as hasher:
+            with ValueHasher(self.engine.stand_ins) as hasher:  # as the engine hashes it
                 try:
                     digest: str | Unhashable = hasher.hash(value).hex()
                 except Unhashable as exc:

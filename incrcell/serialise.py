@@ -65,7 +65,7 @@ from typing import Any
 import dill
 
 from .analysis import notebook_definition
-from .fingerprint import array_bases, array_owner
+from .fingerprint import array_bases, array_owner, byte_bounds
 
 PROTOCOL = 5
 
@@ -341,9 +341,9 @@ def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, .
     candidates = [a for a in anchors.get(id(array_owner(view)), ()) if a is not view]
     if not candidates:
         return None
-    low, high = _byte_bounds(view)
+    low, high = byte_bounds(view)
     for anchor in candidates:
-        start, end = _byte_bounds(anchor)
+        start, end = byte_bounds(anchor)
         if (
             (anchor.flags.c_contiguous or anchor.flags.f_contiguous)
             and start <= low
@@ -360,7 +360,7 @@ def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, .
                 anchor.strides,
             )
     if (view.flags.c_contiguous or view.flags.f_contiguous) and all(
-        low <= start and end <= high for start, end in map(_byte_bounds, candidates)
+        low <= start and end <= high for start, end in map(byte_bounds, candidates)
     ):
         # the view is the anchor of the others (``m`` restored, viewing an unnamed buffer,
         # and ``col = m[:, 1]``): stored by value, they are stored as views of it
@@ -369,17 +369,6 @@ def _view_reduction(view: Any, anchors: dict[int, list[Any]]) -> tuple[object, .
         "an array view shares memory with another stored array "
         "in a way that cannot be stored shared"
     )
-
-
-def _byte_bounds(arr: Any) -> tuple[int, int]:
-    """First and one-past-last byte addresses an array's elements occupy."""
-    low = high = arr.__array_interface__["data"][0]
-    if arr.size:
-        for extent, stride in zip(arr.shape, arr.strides):
-            low += min(0, (extent - 1) * stride)
-            high += max(0, (extent - 1) * stride)
-        high += arr.itemsize
-    return low, high
 
 
 def _load_view(

@@ -58,15 +58,16 @@ def unshared(value: object, hasher: ValueHasher) -> bool:
     """True when no other object than the namespace refers to ``value`` (or it is immutable).
 
     The references counted here: the namespace's, the caller's variable, this
-    function's argument, ``getrefcount``'s own argument, and the hasher's memo
-    if it hashed the value already.  Without reference counts (not CPython),
-    every value counts as shared: it is then reloaded, which is always right.
+    function's argument, ``getrefcount``'s own argument, the hasher's memo
+    if it hashed the value already, and the stand-in it was given for it.  Without
+    reference counts (not CPython), every value counts as shared: it is then reloaded,
+    which is always right.
     """
     if type(value) in ATOMS:
         return True
     if sys.implementation.name != "cpython":
         return False
-    return sys.getrefcount(value) <= 4 + hasher.knows(value)
+    return sys.getrefcount(value) <= 4 + hasher.knows(value) + hasher.stands_in(value)
 
 
 def is_notebook_object(obj: object) -> bool:

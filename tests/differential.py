@@ -96,6 +96,7 @@ MECHANISMS = frozenset(
         "module_state",  # module attributes set (local module, json) and read through functions; pandas options
         "views",  # writes through a column view of a matrix, through a tuple's shared list
         "lossy",  # instances of a class whose __getstate__ drops a field
+        "library",  # library values whose pickle drops or rebuilds state: Bunch, masked arrays
         "closures",  # two closures sharing a nonlocal, changed by calls
         "memo",  # functools.lru_cache memos filled by calls (and printing when they compute)
         "unseeded",  # draws from global generators the notebook never seeded (simulated kernels only)
@@ -158,6 +159,8 @@ KINDS: dict[str, tuple[str, ...]] = {
     "bump": ("bump",),
     "slow": ("slow",),
     "captured": ("cap",),
+    "bunch": ("bunch",),
+    "masked": ("ma",),
 }
 
 #: Modules a notebook imports from its working directory (a kernel restart forgets them).
@@ -560,6 +563,31 @@ TEMPLATES: tuple[Template, ...] = (
     _t("lossy", "memo num", lambda p: f"memo.cache[{p.int(0, 2)}] = {p.use('num')}"),
     _t("lossy", "memo", lambda p: "print(memo.v, sorted(memo.cache.items()))"),
     _t("lossy", "memo", lambda p: f"{p.new('num')} = len(memo.cache) + memo.v"),
+    # library values whose stored copy hashes otherwise (scikit-learn's Bunch drops its
+    # __dict__ on load, a masked array fills in its fill_value): read and changed after
+    _t(
+        "library",
+        "num",
+        lambda p: (
+            f"from sklearn.utils import Bunch\n{p.binds('bunch')} = "
+            f"Bunch(data=np.arange({p.int(1, 4)}) * {p.use('num')}, name='b{p.int()}')"
+        ),
+    ),
+    _t("library", "bunch num", lambda p: f"bunch['extra'] = {p.use('num')}"),
+    _t("library", "bunch num", lambda p: f"bunch.data[0] = {p.use('num')}"),
+    _t("library", "bunch", lambda p: "print(sorted(bunch), bunch.data.sum())"),
+    _t("library", "bunch", lambda p: f"{p.new('num')} = int(bunch.data.sum()) + len(bunch)"),
+    _t(
+        "library",
+        "num",
+        lambda p: (
+            f"{p.binds('ma')} = np.ma.masked_array(np.arange(3.0) * {p.use('num')}, "
+            f"mask=[{p.choice(('True', 'False'))}, False, {p.choice(('True', 'False'))}])"
+        ),
+    ),
+    _t("library", "masked num", lambda p: f"ma[{p.int(0, 2)}] = {p.use('num')}"),
+    _t("library", "masked", lambda p: "print(ma, ma.filled(-1))"),
+    _t("library", "masked", lambda p: f"{p.new('num')} = float(ma.sum())"),
     # closures sharing a nonlocal
     _t("closures", "", lambda p: COUNTER.format(name=p.binds("counter"))),
     _t("closures", "counter num", lambda p: f"{p.binds('bump')}, peek = counter({p.use('num')})"),
