@@ -32,7 +32,7 @@ from .fingerprint import StandIn, Unhashable, ValueHasher, array_owner, restored
 from .plans import Record, Recording
 from .reasons import Code, Reason
 from .serialise import Shared, Unpicklable, dumps, loads, one_line
-from .sharing import UserName, identities, sharers
+from .sharing import UserName, identities, keepers, sharers
 from .sources import code_sources
 from .store import CacheWarning, Entry, Store, StoreError
 
@@ -100,6 +100,16 @@ class Persister:
         holders = sharers(namespace, mutated, plan.inner, names, self.user, self.session)
         if holders is None:
             return names, Code.TOO_MANY_HOLDERS(name=sorted(mutated)[0])
+        names |= holders
+        # inputs rebound to values holding their old objects (``xs = [xs, xs]``)
+        renewed = {
+            name
+            for name in plan.digests.keys() & names
+            if name in namespace and plan.bindings.get(name) != id(namespace[name])
+        }
+        holders = keepers(namespace, renewed, names, self.user, self.session)
+        if holders is None:
+            return names, Code.TOO_MANY_HOLDERS(name=sorted(renewed)[0])
         names |= holders
         nativeio.literal_reads(files, plan.source, plan.codes)
         if files.bypassed:

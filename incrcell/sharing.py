@@ -89,6 +89,30 @@ def identities(
     }
 
 
+def _holding(
+    namespace: MutableMapping[str, Any], known: Container[str], user: UserName, session: UserName
+) -> dict[int, str]:
+    """``id() -> name`` of the values outside ``known`` that may hold a shared object."""
+    bound = identities(namespace, known, user)
+    # a tuple has no identity of its own to keep, but one holding a mutated object changed
+    bound.update(
+        {
+            id(value): name
+            for name, value in namespace.items()
+            if type(value) in (tuple, frozenset) and name not in known and user(name)
+        }
+    )
+    # functions see the closure cells they share with a changed one (``inc, get = make()``)
+    bound.update(
+        {
+            id(value): name
+            for name, value in namespace.items()
+            if type(value) is types.FunctionType and name not in known and not session(name)
+        }
+    )
+    return bound
+
+
 def sharers(
     namespace: MutableMapping[str, Any],
     mutated: set[str],
@@ -110,23 +134,7 @@ def sharers(
     """
     if not mutated:
         return set()
-    bound = identities(namespace, known, user)
-    # a tuple has no identity of its own to keep, but one holding a mutated object changed
-    bound.update(
-        {
-            id(value): name
-            for name, value in namespace.items()
-            if type(value) in (tuple, frozenset) and name not in known and user(name)
-        }
-    )
-    # functions see the closure cells they share with a changed one (``inc, get = make()``)
-    bound.update(
-        {
-            id(value): name
-            for name, value in namespace.items()
-            if type(value) is types.FunctionType and name not in known and not session(name)
-        }
-    )
+    bound = _holding(namespace, known, user, session)
     changed = [namespace[name] for name in mutated if name in namespace]
     inside = set().union(*(inner.get(name, set()) for name in mutated))
     found = {bound[i] for i in inside | set(map(id, changed)) if i in bound}
@@ -135,7 +143,40 @@ def sharers(
     shared = _held_elsewhere(changed, seen)
     if shared is None:
         return None
-    level = [*changed, *shared]
+    return _holders([*changed, *shared], seen, bound, found)
+
+
+def keepers(
+    namespace: MutableMapping[str, Any],
+    rebound: set[str],
+    known: set[str],
+    user: UserName,
+    session: UserName,
+) -> set[str] | None:
+    """Names outside ``known`` holding an object that the new values of the ``rebound``
+    inputs hold too.
+
+    ``xs = [xs, xs]`` after ``pair = (xs, [0])``: the new ``xs`` holds the old list,
+    which ``pair`` still holds; a plain run leaves ``xs[0] is pair[0]``, so ``pair`` is
+    stored with ``xs`` (which keeps them shared), as :func:`sharers` does for a changed
+    value.  Only objects inside the new values that something else refers to are
+    searched (no heap pass when there are none); None when there are too many.
+    """
+    changed = [namespace[name] for name in rebound if name in namespace]
+    if not changed:
+        return set()
+    seen = set(map(id, changed)) | {id(namespace), id(changed)}
+    shared = _held_elsewhere(changed, seen)
+    if not shared:
+        return None if shared is None else set()
+    return _holders(shared, seen, _holding(namespace, known, user, session), set())
+
+
+def _holders(
+    level: list[object], seen: set[int], bound: dict[int, str], found: set[str]
+) -> set[str] | None:
+    """``found`` and the names in ``bound`` whose values hold an object of ``level``,
+    walking up through plain containers and notebook objects; None when too many."""
     while level:
         upper: list[object] = []
         for holder in gc.get_referrers(*level):
