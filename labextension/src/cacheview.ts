@@ -106,17 +106,8 @@ export class CacheView extends RequestedView<CacheMessage> {
     return JSON.stringify([model.totals, model.remote, cells]);
   }
 
-  protected render(): void {
-    const model = this.model;
-    this.node.textContent = '';
-    if (!model || model.connection !== 'ready') {
-      return;
-    }
-    if (!this.data) {
-      this.node.appendChild(viewNote('Asking the kernel…'));
-      return;
-    }
-    const entries = this.data.entries;
+  protected show(model: CacheModel, data: CacheMessage): void {
+    const entries = data.entries;
     const summary = document.createElement('div');
     summary.className = 'jp-incrcell-cache-summary';
     for (const line of cacheSummary(model, entries)) {

@@ -65,8 +65,22 @@ export abstract class RequestedView<T extends VariablesMessage | CacheMessage> {
     this._controller?.send(message);
   }
 
-  /** Redraw from `data` and the model. */
-  protected abstract render(): void;
+  /** Redraw: nothing while the kernel is not ready, a note until its first answer, then `show`. */
+  protected render(): void {
+    const model = this.model;
+    this.node.textContent = '';
+    if (!model || model.connection !== 'ready') {
+      return;
+    }
+    if (!this.data) {
+      this.node.appendChild(viewNote('Asking the kernel…'));
+      return;
+    }
+    this.show(model, this.data);
+  }
+
+  /** Draw the kernel's answer `data` and the model into the (emptied) node. */
+  protected abstract show(model: CacheModel, data: T): void;
 
   /** What the kernel's answer depends on, as far as the model knows: equal means no need to ask. */
   protected abstract fingerprint(model: CacheModel): string;

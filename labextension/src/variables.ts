@@ -86,17 +86,8 @@ export class VariablesView extends RequestedView<VariablesMessage> {
     return `${JSON.stringify(model.totals)} ${Math.max(0, ...counts)}`;
   }
 
-  protected render(): void {
-    const model = this.model;
-    this.node.textContent = '';
-    if (!model || model.connection !== 'ready') {
-      return;
-    }
-    if (!this.data) {
-      this.node.appendChild(note('Asking the kernel…'));
-      return;
-    }
-    const rows = variableRows(model, this.data.variables);
+  protected show(model: CacheModel, data: VariablesMessage): void {
+    const rows = variableRows(model, data.variables);
     if (!rows.length) {
       this.node.appendChild(note('No variables yet: run a cell.'));
       return;
