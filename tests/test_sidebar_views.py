@@ -14,30 +14,27 @@
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
-from test_sidebar_e2e import (
+from browser import (
     ARTIFACTS,
-    CHROMIUM,
-    CHROMIUM_ARGS,
     HAS_STATES,
     KERNEL_CONNECTED,
+    PANEL_PARTS,
     ROW_STATES,
     RUN_ALL,
+    SET_SOURCE,
     TIMEOUT_MS,
-    _free_port,
-    _require_browser,
+    Server,
+    chromium_page,
+    jupyter_server,
+    open_lab,
+    screenshot_sidebar,
 )
 
 from incrcell.sidebar_views import is_key, variables
@@ -231,15 +228,6 @@ CONTRAST = """selectors => {
   }
   return found;
 }"""
-PANEL_PARTS = (
-    "#incrcell-sidebar .jp-incrcell-rows:not([hidden]), #incrcell-sidebar .jp-incrcell-graph:not([hidden]),"
-    " #incrcell-sidebar .jp-incrcell-variables:not([hidden]),"
-    " #incrcell-sidebar .jp-incrcell-cacheview:not([hidden])"
-)
-SET_SOURCE = """([id, source]) => {
-  const cell = window.__nb.content.widgets.find(c => c.model.id === id);
-  cell.model.sharedModel.setSource(source);
-}"""
 SIDEBAR_WIDTH = """width => {
   // as a user dragging the panel's edge: the right area's share of the main split panel
   const panel = document.querySelector('#jp-main-split-panel');
@@ -254,90 +242,15 @@ SIDEBAR_WIDTH = """width => {
 
 
 @pytest.fixture
-def server(tmp_path: Path, cache_env: dict[str, str]) -> Iterator[tuple[str, str]]:
-    """A Jupyter server with JupyterLab and Notebook 7 serving forty.ipynb and chain.ipynb,
-    loading THIS checkout's build of the extension; yields (base URL, token)."""
-    _require_browser()
-    build = Path(__file__).resolve().parent.parent / "incrcell" / "labextension"
-    if not (build / "package.json").exists():
-        pytest.skip(f"the extension is not built ({build}: cd labextension && npm run build)")
-    extensions = tmp_path / "jupyter-path" / "labextensions"
-    extensions.mkdir(parents=True)
-    (extensions / "incrcell").symlink_to(build)
-    root = tmp_path / "notebooks"
-    root.mkdir()
-    for name, cells in (("forty", FORTY), ("chain", CHAIN)):
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(source, id=cell_id) for cell_id, source in cells]
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
-        nbformat.write(nb, root / f"{name}.ipynb")
-    settings = tmp_path / "lab-settings"
-    news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    news.parent.mkdir(parents=True)
-    news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-    env = {
-        **os.environ,
-        **cache_env,
-        "JUPYTER_PATH": str(tmp_path / "jupyter-path"),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "jupyter-config"),
-        "JUPYTER_DATA_DIR": str(tmp_path / "jupyter-data"),
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "jupyter-runtime"),
-        "JUPYTERLAB_SETTINGS_DIR": str(settings),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
-        "IPYTHONDIR": str(tmp_path / "ipython"),
-    }
-    port, token = _free_port(), secrets.token_hex(16)
-    command = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        f"--IdentityProvider.token={token}",
-        "--ServerApp.port_retries=0",
-        "--LabApp.expose_app_in_browser=True",
-        "--JupyterNotebookApp.expose_app_in_browser=True",
-        f"--ServerApp.root_dir={root}",
-    ]
-    if os.geteuid() == 0:
-        command.append("--allow-root")
-    log_path = tmp_path / "jupyter.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180  # a busy machine starts it slowly
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("jupyter did not start:\n" + log_path.read_text()) from None
-                time.sleep(0.25)
-        yield url, token
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        print(log_path.read_text()[-5000:])  # shown if the test failed
+def server(tmp_path: Path, cache_env: dict[str, str]) -> Iterator[Server]:
+    """A Jupyter server with JupyterLab and Notebook 7 serving forty.ipynb and chain.ipynb."""
+    with jupyter_server(tmp_path, {"forty": FORTY, "chain": CHAIN}, cache_env) as running:
+        yield running
 
 
 def _shot(page: Any, name: str) -> None:
     """The sidebar down to the end of what it shows, at the page's 2x scale."""
-    box = page.locator("#incrcell-sidebar").bounding_box()
-    bottom = page.evaluate(
-        """selectors => Math.max(...[...document.querySelectorAll(selectors)]
-             .map(node => node.getBoundingClientRect().bottom))""",
-        PANEL_PARTS,
-    )
-    height = min(bottom + 8, box["y"] + box["height"]) - box["y"]
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / name), clip={**box, "height": height})
+    screenshot_sidebar(page, SCREENSHOTS / name)
 
 
 def _low_contrast(page: Any) -> list[dict[str, Any]]:
@@ -348,35 +261,18 @@ def _low_contrast(page: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.browser
 @pytest.mark.kernel
-def test_views_in_jupyterlab_and_notebook7(server: tuple[str, str]) -> None:
-    from playwright.sync_api import sync_playwright
-
-    url, token = server
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000}, device_scale_factor=2)
-            page.set_default_timeout(TIMEOUT_MS)
-            crashes: list[str] = []
-            page.on("pageerror", lambda error: crashes.append(f"{error}\n{error.stack}"))
-            _jupyterlab(page, f"{url}/lab/tree/forty.ipynb?token={token}")
-            assert not crashes, crashes
-            _notebook7(page, f"{url}/notebooks/chain.ipynb?token={token}")
-            # Notebook 7 itself logs errors of its own plugins (filebrowser:open-path...)
-            assert not [crash for crash in crashes if "incrcell" in crash], crashes
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "views-failure.png"))
-            raise
-        finally:
-            browser.close()
+def test_views_in_jupyterlab_and_notebook7(server: Server) -> None:
+    options = {"viewport": {"width": 1280, "height": 1000}, "device_scale_factor": 2}
+    with chromium_page("views-failure.png", **options) as (page, crashes):
+        _jupyterlab(page, server)
+        assert not crashes, crashes
+        _notebook7(page, server.page("notebooks/chain.ipynb"))
+        # Notebook 7 itself logs errors of its own plugins (filebrowser:open-path...)
+        assert not [crash for crash in crashes if "incrcell" in crash], crashes
 
 
-def _jupyterlab(page: Any, url: str) -> None:
-    page.goto(url)
-    page.wait_for_function(KERNEL_CONNECTED, timeout=TIMEOUT_MS)
-    page.evaluate("() => window.jupyterapp.commands.execute('incrcell:show-sidebar')")
+def _jupyterlab(page: Any, server: Server) -> None:
+    open_lab(page, server, "forty.ipynb")
     sidebar = page.locator("#incrcell-sidebar")
     assert sidebar.locator(".jp-incrcell-tab[data-tab='variables']").count() == 1, (
         "this checkout's build of the extension did not load"
