@@ -214,12 +214,12 @@ def _makedirs_seen(watch: FileWatch, name: Any, mode: int = 0o777, exist_ok: boo
         return
     if not exist_ok:
         watch._changed(path, existed=True)  # raises if it exists: an input
-    # What the call meets on its way is an input: the kind of each path from the target up
-    # to the first directory decides whether it creates, succeeds or raises (a file where a
-    # directory should be: NotADirectoryError / FileExistsError, whatever exist_ok says).
+    # What the call meets on its way is an input: whether each path from the target up to
+    # the first directory is a directory or nothing (the call succeeds either way: a
+    # restore makes them) or something else (NotADirectoryError / FileExistsError).
     met = path
     while True:
-        watch._probe("kind", met)
+        watch._probe("way", met)
         if met == os.path.dirname(met) or os.path.isdir(met):
             break
         met = os.path.dirname(met)
@@ -775,6 +775,8 @@ def _mapped_for_writing() -> set[str]:
 
 # -- probes: what a listing, glob or check showed --------------------------------------
 _GLOBS = frozenset({"glob", "pglob", "prglob"})
+#: What a "way" probe shows where a directory is or can be made.
+OPEN_WAY = "open"
 
 
 def _kind(st: os.stat_result) -> str:
@@ -801,9 +803,13 @@ def observe(probe: str) -> str:
     size: a file's size; stat/lstat: a file's size and mtime, only the kind of
     anything else (a directory's mtime changes with every file made in it);
     list: the names and kinds in a directory; glob/pglob/prglob: the matches;
-    tree: everything in it, contents included (what a rename moves).
+    tree: everything in it, contents included (what a rename moves); way: OPEN_WAY
+    where a directory is or can be made (one or nothing there), else the kind.
     """
     what, path = probe.split(" ", 1)
+    if what == "way":
+        seen = observe(f"kind {path}")
+        return OPEN_WAY if seen in (MISSING, "d") else seen
     try:
         if what in _GLOBS:
             args = json.loads(path)

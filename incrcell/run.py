@@ -240,16 +240,17 @@ def _prepare(args: argparse.Namespace) -> list[_Job]:
 
 
 def _forced(names: list[str], cells: list[Any], path: Path) -> list[str]:
-    """Cell ids of ``--force`` arguments: a number among the code cells, or an id."""
+    """Cell ids of ``--force`` arguments: an id, or else a number among the code cells (an
+    id may be all digits: nbformat draws them at random)."""
     ids = []
     for name in names:
-        if name.isdigit():
+        if any(cell.id == name for cell in cells):
+            ids.append(name)
+        elif name.isdigit():
             number = int(name)
             if not 1 <= number <= len(cells):
                 raise UsageError(f"{path} has no code cell {number} (it has {len(cells)})")
             ids.append(cells[number - 1].id)
-        elif any(cell.id == name for cell in cells):
-            ids.append(name)
         else:
             raise UsageError(f"{path} has no code cell with id {name!r}")
     return ids

@@ -20,6 +20,7 @@ import nbformat
 import pytest
 
 from incrcell import cli
+from incrcell.run import _forced
 
 ROOT = Path(__file__).parent.parent
 TIMEOUT = 600
@@ -427,3 +428,12 @@ def test_a_kernel_that_cannot_load_incrcell_exits_2(tmp_path: Path, env: dict[st
         f"incrcell run: {notebook}: kernel 'without-incrcell' cannot load incrcell: "
     )
     assert notebook.read_bytes() == before
+
+
+def test_force_takes_an_all_digit_cell_id_as_that_id() -> None:
+    # nbformat draws cell ids at random: one in ~200 is all digits ("26276705")
+    cells = [
+        nbformat.v4.new_code_cell("a = 1", id="first"),
+        nbformat.v4.new_code_cell("b = a", id="26276705"),
+    ]
+    assert _forced(["26276705", "1"], cells, Path("nb.ipynb")) == ["26276705", "first"]
