@@ -211,6 +211,18 @@ def source_hash(source: str) -> str:
     return xxhash.xxh3_128_hexdigest(text)
 
 
+class Collected(set[int]):
+    """The ids :meth:`ValueHasher.collect` gathers, holding their objects too: a temporary
+    a reduction made while hashing (a state dict, an argument tuple) would otherwise be
+    freed and its id reused by a new object of the cell, which would then pass for an
+    object inside an input (a false "shares an object with" that made cells uncacheable
+    depending on where the allocator put things)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: list[object] = []
+
+
 class ValueHasher:
     """Hashes values by content with xxh3_128; one instance per cell-key computation.
 
@@ -255,7 +267,7 @@ class ValueHasher:
         # pair to ``_met``: a stored value must then refer to that object, not copy it.
         self._watch: dict[int, tuple[str, bool]] = {}
         self._met: set[tuple[str, bool]] = set()
-        self._collected: set[int] | None = None
+        self._collected: Collected | None = None
         # Set when a hashed value holds something whose pickle may not bring back what it
         # holds (see _pid_custom_pickled, closures, memos): the engine then proves a stored
         # copy reloads to the same content before trusting it.
@@ -289,6 +301,7 @@ class ValueHasher:
             self.packages |= entry[2]
             if self._collected is not None and self._kind(type(obj))[1] is _pid_ndarray:
                 self._collected.add(id(obj))  # what walking the array would have collected
+                self._collected.objects.append(obj)
             digest = entry[1]
             self.reduced |= id(obj) in self._reducing
         else:
@@ -361,7 +374,7 @@ class ValueHasher:
         self._memo.clear()
         self._cells.clear()
 
-    def collect(self) -> set[int]:
+    def collect(self) -> Collected:
         """Start collecting the ids of the mutable objects inside the values hashed from now on.
 
         Lists, dicts, sets, bytearrays, numpy arrays and instances of other
@@ -370,7 +383,7 @@ class ValueHasher:
         returned set fills up as values are hashed; values already memoised
         are not walked again.
         """
-        self._collected = set()
+        self._collected = Collected()
         return self._collected
 
     def stop_collecting(self) -> None:
@@ -505,7 +518,9 @@ class ValueHasher:
         finally:
             if self._collected is not None:
                 kinds = self._kinds
-                self._collected.update(id(o) for o in self._keep if kinds[type(o)][1] in _MUTABLE)
+                met = [o for o in self._keep if kinds[type(o)][1] in _MUTABLE]
+                self._collected.update(map(id, met))
+                self._collected.objects.extend(met)
             self._visits, self._keep, self._owners = saved
 
     def _stream(self, obj: object, subject: object) -> bytes:
