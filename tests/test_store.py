@@ -504,11 +504,11 @@ import numpy as np
 from incrcell.serialise import dumps
 from incrcell.store import Signer, open_store
 
-real_write = os.write
-def slow_write(fd, data):
+real_writev = os.writev
+def slow_writev(fd, buffers):
     time.sleep(0.01)
-    return real_write(fd, data[: 1 << 16])
-os.write = slow_write
+    return real_writev(fd, [memoryview(buffers[0]).cast("B")[: 1 << 16]])
+os.writev = slow_writev
 open_store(sys.argv[1], signer=Signer(b"k" * 32)).put_value(sys.argv[2], dumps(np.ones(4_000_000)))
 """
 
@@ -556,19 +556,24 @@ def test_temp_files_of_live_or_remote_writers_stay_for_an_hour(store: Store, roo
 
 
 def full_disk_after(limit: int, monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
-    """Let ``limit`` bytes through os.write, then fail."""
-    real_write = os.write
+    """Let ``limit`` bytes through os.writev (the file backend's one write call), then fail."""
+    real_writev = os.writev
     written = 0
 
-    def write(fd: int, data) -> int:
+    def writev(fd: int, buffers) -> int:
         nonlocal written
         if written >= limit:
             raise error
-        count = real_write(fd, memoryview(data)[: limit - written])
+        allowed, views = limit - written, []
+        for buffer in buffers:
+            view = memoryview(buffer).cast("B")[:allowed]
+            allowed -= view.nbytes
+            views.append(view)
+        count = real_writev(fd, views)
         written += count
         return count
 
-    monkeypatch.setattr(os, "write", write)
+    monkeypatch.setattr(os, "writev", writev)
 
 
 def test_a_full_disk_is_a_store_error_and_leaves_nothing_behind(

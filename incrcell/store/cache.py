@@ -300,6 +300,8 @@ class Store:
         self.max_age = max_age
         self._default_cap: int | None = None
         self._intact: set[str] = set()  # values whose checksum and signature verified here
+        # values :meth:`has_value` just found absent: :meth:`put_value` need not look again
+        self._absent: set[str] = set()
         # small values put but not yet written: they go into the next entry put (the values
         # of one cell are put, then its entry; see Store.put)
         self._pending: OrderedDict[str, tuple[int, list[memoryview]]] = OrderedDict()
@@ -610,6 +612,7 @@ class Store:
         try:
             self._verify(VALUE, obj, digest)
         except (OSError, Unusable):
+            self._absent.add(digest)
             return False
         self._intact.add(digest)
         return self.backend.touch(obj)
@@ -893,8 +896,10 @@ class Store:
         returned all the same); never followed by one, it is never written.
         """
         obj = _object(VALUE, digest)
-        if self.has_value(digest):
+        # absent when just looked (has_value): written twice at worst, never lost
+        if digest not in self._absent and self.has_value(digest):
             return 0
+        self._absent.discard(digest)
         what = f"cached value {_short(digest)}"
         size = len(value.stream) + sum(buffer.nbytes for buffer in value.buffers)
         if size <= INLINE_MAX and value.method in _METHODS:

@@ -31,12 +31,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import io
+import itertools
 import mmap
 import os
 import shutil
 import socket
 import stat
-import tempfile
 import time
 import weakref
 from collections.abc import Hashable, Iterator, Sequence
@@ -52,6 +52,10 @@ _TMP_PREFIX = ".tmp-"
 _STALE_TMP_SECONDS = 3600.0
 _HOST = xxhash.xxh3_64_hexdigest(socket.gethostname().encode())[:8]
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_NUMBERS = itertools.count()
+#: The most buffers one ``writev`` takes (POSIX's IOV_MAX; Linux's is 1024).
+_IOV_MAX = os.sysconf("SC_IOV_MAX")
 
 
 class FileBackend(Backend):
@@ -124,23 +128,15 @@ class FileBackend(Backend):
     def write(self, name: str, chunks: Sequence[bytes | memoryview]) -> int:
         """Write to a temp file, rename it into place; KeyboardInterrupt also cleans up."""
         path = self._path(name)
-        temps = os.path.join(self.root, _TMP)
         tmp = None
         try:
             try:
-                self._makedirs(temps)
-                fd, tmp = tempfile.mkstemp(dir=temps, prefix=f"{_TMP_PREFIX}{os.getpid()}-{_HOST}-")
+                fd, tmp = self._temp()
             except FileNotFoundError:  # removed since (clear(), or another process)
                 self._directories.clear()
-                self._makedirs(temps)
-                fd, tmp = tempfile.mkstemp(dir=temps, prefix=f"{_TMP_PREFIX}{os.getpid()}-{_HOST}-")
-            size = 0
+                fd, tmp = self._temp()
             try:
-                for chunk in chunks:
-                    view = memoryview(chunk).cast("B")
-                    size += view.nbytes
-                    while view:
-                        view = view[os.write(fd, view) :]
+                size = _write_all(fd, [memoryview(chunk).cast("B") for chunk in chunks])
             finally:
                 os.close(fd)
             try:
@@ -156,6 +152,19 @@ class FileBackend(Backend):
                 with suppress(OSError):
                     os.unlink(tmp)
             raise
+
+    def _temp(self) -> tuple[int, str]:
+        """A new temp file, created exclusively, named for its writer (:func:`_writer_gone`)
+        and a per-process count: no random name to draw, one ``open`` per write."""
+        temps = os.path.join(self.root, _TMP)
+        self._makedirs(temps)
+        prefix = os.path.join(temps, f"{_TMP_PREFIX}{os.getpid()}-{_HOST}-")
+        while True:
+            tmp = f"{prefix}{next(_TEMP_NUMBERS)}"
+            try:
+                return os.open(tmp, _CREATE_FLAGS, 0o600), tmp
+            except FileExistsError:  # left by an earlier process of the same id
+                continue
 
     def touch(self, name: str) -> bool:
         try:
@@ -277,6 +286,21 @@ def _map_private(fd: int, size: int) -> memoryview | None:
     pages = (ctypes.c_char * size).from_address(address)
     weakref.finalize(pages, _LIBC.munmap, address, size).atexit = False
     return memoryview(pages).cast("B")
+
+
+def _write_all(fd: int, views: list[memoryview]) -> int:
+    """Write ``views`` in order with as few system calls as the kernel allows (one
+    ``writev`` for a small file, where a write per part made six); returns the size."""
+    views = [view for view in views if view.nbytes]
+    size, first = sum(view.nbytes for view in views), 0
+    while first < len(views):
+        done = os.writev(fd, views[first : first + _IOV_MAX])
+        while first < len(views) and done >= views[first].nbytes:  # the parts written whole
+            done -= views[first].nbytes
+            first += 1
+        if done:  # one written in part
+            views[first] = views[first][done:]
+    return size
 
 
 def _writer_gone(name: str) -> bool:
