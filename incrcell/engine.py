@@ -327,7 +327,7 @@ class Engine:
             None,
             frozenset(),
             frozenset(),
-            {name: id(value) for name, value in namespace.items()},
+            interpreter.bindings(namespace),
             started,
         )
         plan = self._decide(cell, source, namespace, directive, refusal)
@@ -939,9 +939,8 @@ class Engine:
         The runtime truth behind the static ``writes``: it catches writes the
         analysis could not see (e.g. a library writing into ``__main__``).
         """
-        before = plan.bindings
-        changed = {n for n, v in namespace.items() if before.get(n) != id(v)}
-        changed |= {n for n in before if n not in namespace}
+        before, after = plan.bindings, interpreter.bindings(namespace)
+        changed = {name for name, _ in after.items() ^ before.items()}
         return {n for n in changed if self._user_name(n)}
 
     def _state_digest(self, item: str, value: Any, hasher: ValueHasher) -> str:

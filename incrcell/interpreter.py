@@ -58,7 +58,7 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -463,15 +463,21 @@ def changed(before: Snapshot, after: Snapshot) -> dict[str, tuple[Any, Any]]:
         new = after.modules.get(module)
         if new is None or same(old, new):  # C speed: values compare by identity first
             continue
-        for name in old.keys() | new.keys():
+        # the names bound to other objects, found in C: IPython rebinds a few builtins around
+        # every cell, and a module has hundreds of names
+        rebound = {name for name, _ in bindings(old).items() ^ bindings(new).items()}
+        for name in rebound:
             was, value = old.get(name, ABSENT), new.get(name, ABSENT)
-            if (
-                was is not value
-                and _tracked_attribute(module, name, value)
-                and not _incrcell_wrapping(was, value)
-            ):
+            if _tracked_attribute(module, name, value) and not _incrcell_wrapping(was, value):
                 changes[f"{_ATTRIBUTE}{module}.{name}"] = (was, value)
     return changes
+
+
+def bindings(namespace: Mapping[str, Any]) -> dict[str, int]:
+    """``name -> id(value)`` of every name in ``namespace``, built in C: comparing two of
+    these finds what was bound, rebound or deleted between them without a Python loop
+    over names (a module has hundreds; a long session's ``__main__`` thousands)."""
+    return dict(zip(namespace.keys(), map(id, namespace.values())))
 
 
 def _incrcell_wrapping(was: Any, value: Any) -> bool:
