@@ -136,8 +136,12 @@ def test_matplotlib_figure_and_stderr_replay(kernel: Kernel):
             "import sys\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\n"
             "ax.plot([1, 3, 2])\nprint('to stderr', file=sys.stderr)\nprint('to stdout')",
         ),
+        # the figure is drawn when the cell ends, after its result is shown
+        ("result", "print('before')\nplt.figure()\nplt.plot([3, 1])\n42"),
     ]
     first = kernel.run_all(cells)
+    order = ["stream", "execute_result", "display_data"]
+    assert [o["output_type"] for o in normalise_outputs(first[3].outputs)] == order
     assert any("image/png" in o.get("data", {}) for o in first[2].outputs)
     # while a cell records, its streams reach the notebook in the order written (see outputs.py)
     streams = [
@@ -148,6 +152,9 @@ def test_matplotlib_figure_and_stderr_replay(kernel: Kernel):
     second = kernel.run_all(cells)
     assert second[2].restored
     assert normalise_outputs(second[2].outputs) == normalise_outputs(first[2].outputs)
+    assert second[3].restored
+    assert normalise_outputs(second[3].outputs) == normalise_outputs(first[3].outputs)
+    assert second[3].outputs[-1]["metadata"]["incrcell"]["restored"]  # the note comes last
     assert kernel.value("type(fig).__name__") == "'Figure'"
 
 

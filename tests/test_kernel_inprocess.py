@@ -162,14 +162,14 @@ def start(
     main, builtins_before = sys.modules.get("__main__"), dict(vars(builtins))
     shells: list[Shell] = []
 
-    def new_shell(load: bool = True) -> Shell:
+    def new_shell(load: bool = True, displayhook_class: type = ResultHook) -> Shell:
         if shells:
             extension.unload(shells[-1])
         InteractiveShell.clear_instance()
         config = ShellConfig()
         config.HistoryManager.hist_file = ":memory:"
         shell = InteractiveShell.instance(
-            config=config, display_pub_class=Publisher, displayhook_class=ResultHook
+            config=config, display_pub_class=Publisher, displayhook_class=displayhook_class
         )
         shells.append(shell)
         if load:
@@ -317,6 +317,19 @@ def test_outputs_are_recorded_and_replayed_on_restore(start):
     assert again.messages == first.messages  # in the same order, clear_output included
     assert again.shown == first.shown and again.value == 42
     assert shell.user_ns["Out"][count(again)] == 42
+
+
+def test_a_terminal_shows_a_restored_result_once(start):
+    # IPython's own display hook writes ``Out[n]: ...`` to stdout while the cell records;
+    # the restore shows the result again, so what the hook wrote is not replayed
+    class Terminal(DisplayHook):
+        results: list[dict[str, Any]] = []  # what run() reads; the prompt goes to stdout
+
+    source = "print('hi')\n21 * 2"
+    first = run(start(displayhook_class=Terminal), source, "out")
+    again = run(start(displayhook_class=Terminal), source, "out")
+    assert first.stdout == "hi\nOut[2]: 42\n"
+    assert again.restored and again.stdout == first.stdout
 
 
 def test_the_marker_can_be_turned_off(start):

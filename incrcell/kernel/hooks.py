@@ -35,7 +35,7 @@ from incrcell.reasons import Code, Reason
 from incrcell.serialise import one_line
 from incrcell.store import CacheWarning
 
-from .outputs import OutputRecorder, replay
+from .outputs import OutputRecorder, at_result, replay
 
 #: ``%%incrcell rerun`` / ``nocache`` / ``cache`` as the first line of a cell.
 DIRECTIVE = re.compile(r"\A[ \t]*%%incrcell[ \t]+(\S+)[^\n]*(?:\n|\Z)")
@@ -84,6 +84,9 @@ class _Pending:
     recording: Recording | None = None
     substituted: bool = False
     interrupted: bool = False  # Ctrl-C while it was being planned: it must not run
+    # a restore's recorded outputs that came after its result, replayed when the cell ends
+    # (with the restored note), as they came after it in the run it was recorded from
+    after_result: list[dict[str, Any]] | None = None
 
 
 class _CellSubstitution(ast.NodeTransformer):
@@ -259,7 +262,7 @@ class KernelHooks:
         self.pending = pending = _Pending(plan, transformed if directive else None)
         recording = self.engine.recording(plan) if plan is not None else None
         if recording is not None:
-            pending.recorder = OutputRecorder(self.shell.display_pub)
+            pending.recorder = OutputRecorder(self.shell.display_pub, self.shell.displayhook)
             pending.recording = recording
             recording.start()
 
@@ -281,6 +284,8 @@ class KernelHooks:
             return
         if plan.action == RESTORE and not pending.substituted:
             return  # the cell never reached execution (it failed to compile)
+        if pending.after_result is not None:  # restored
+            self._replay_rest(pending)
         try:
             with _one_line_warnings():
                 self.engine.finish(
@@ -343,10 +348,16 @@ class KernelHooks:
         assert pending is not None and isinstance(pending.plan, Restore)
         plan, entry = pending.plan, pending.plan.entry
         value = self.engine.restore(plan, self.shell.user_ns)
-        replay(entry.outputs, self.shell.display_pub)
-        if self.engine.config.marker:
-            self.shell.display_pub.publish(*restored_marker(entry.duration))
+        before, pending.after_result = at_result(entry.outputs)
+        replay(before, self.shell.display_pub)
         return value
+
+    def _replay_rest(self, pending: _Pending) -> None:
+        """The end of a restored cell's outputs: what came after its result, and the note."""
+        assert isinstance(pending.plan, Restore)
+        replay(pending.after_result or [], self.shell.display_pub)
+        if self.engine.config.marker:
+            self.shell.display_pub.publish(*restored_marker(pending.plan.entry.duration))
 
 
 def _own_frame(tb: types.TracebackType) -> bool:

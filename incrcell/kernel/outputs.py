@@ -9,6 +9,12 @@ else is recorded here, in order, as JSON events:
 - ``{"type": "stream", "name": "stdout" | "stderr", "text": ...}``
 - ``{"type": "display", "data": {...}, "metadata": {...}, "transient": {...}, "update": bool}``
 - ``{"type": "clear", "wait": bool}``
+- ``{"type": "result"}``: where the execute result was shown.  A restore shows the
+  result when its code returns the value, so what came after it in the recorded run
+  (an inline figure, drawn when the cell ends) is replayed after it, in the order of a
+  plain run (:func:`at_result`).  Stream text written while the result is shown (a
+  terminal prints ``Out[n]: ...``, a repr may print) is not kept: showing the restored
+  result writes it again.
 
 Recording wraps the live objects without replacing what the user sees: the
 original ``write`` / ``publish`` still runs, the recorder only keeps a copy.
@@ -48,6 +54,8 @@ def _jsonable(value: Any) -> Any:
 
 
 _ABSENT = object()
+_PUBLISHING = ("publish", "clear_output")
+_SHOWING = ("start_displayhook", "finish_displayhook")
 
 
 def _restore_attribute(obj: Any, name: str, saved: Any) -> None:
@@ -120,15 +128,18 @@ class _Proxy:
 class OutputRecorder:
     """Records stream and display output of one cell execution."""
 
-    def __init__(self, display_pub: Any) -> None:
+    def __init__(self, display_pub: Any, displayhook: Any) -> None:
         self.events: list[dict[str, Any]] = []
         self._taps = [
             _StreamTap("stdout", self.events, lambda: sys.stderr),
             _StreamTap("stderr", self.events, lambda: sys.stdout),
         ]
-        self._pub = display_pub
-        self._saved = {n: display_pub.__dict__.get(n, _ABSENT) for n in ("publish", "clear_output")}
+        self._patched = [
+            (display_pub, {n: display_pub.__dict__.get(n, _ABSENT) for n in _PUBLISHING}),
+            (displayhook, {n: displayhook.__dict__.get(n, _ABSENT) for n in _SHOWING}),
+        ]
         publish, clear_output = display_pub.publish, display_pub.clear_output
+        start, finish = displayhook.start_displayhook, displayhook.finish_displayhook
 
         def recording_publish(
             data: dict,
@@ -155,17 +166,33 @@ class OutputRecorder:
             self.events.append({"type": "clear", "wait": bool(wait)})
             return clear_output(wait)
 
+        def recording_start() -> Any:
+            __tracebackhide__ = True
+            self.events.append({"type": "result"})
+            return start()
+
+        def recording_finish() -> Any:
+            __tracebackhide__ = True
+            # what the display hook itself wrote since it started (a terminal's prompt, a
+            # repr's prints), which showing the restored result writes again
+            while self.events and self.events[-1]["type"] == "stream":
+                self.events.pop()
+            return finish()
+
         display_pub.publish = recording_publish
         display_pub.clear_output = recording_clear
+        displayhook.start_displayhook = recording_start
+        displayhook.finish_displayhook = recording_finish
 
     def close(self) -> list[dict[str, Any]]:
         """Stop recording (idempotent) and return the events."""
         for tap in self._taps:
             tap.close()
         self._taps = []
-        for name, saved in self._saved.items():
-            _restore_attribute(self._pub, name, saved)
-        self._saved = {}
+        for obj, saved in self._patched:
+            for name, value in saved.items():
+                _restore_attribute(obj, name, value)
+        self._patched = []
         return self.events
 
 
@@ -175,6 +202,15 @@ def _flush(stream: TextIO) -> None:
         stream.flush()
     except Exception:  # a closed or unusual stream: its order is not ours to fix
         pass
+
+
+def at_result(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The events before the execute result was shown, and those after (none after when
+    the cell showed no result)."""
+    for index, event in enumerate(events):
+        if event.get("type") == "result":
+            return events[:index], events[index + 1 :]
+    return events, []
 
 
 def replay(events: list[dict[str, Any]], display_pub: Any) -> None:
