@@ -121,6 +121,7 @@ def test_todays_code_reads_the_golden_files(golden: Store) -> None:
             "transient": {},
             "update": False,
         },
+        {"type": "result"},  # where the Out value was shown (entries before it have none)
     ]
     assert outputs.result is not None and _bundle(golden, outputs) == ({}, 43)
 
