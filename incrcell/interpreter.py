@@ -58,7 +58,7 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -514,14 +514,18 @@ def refusal(before: Snapshot, after: Snapshot) -> Reason | None:
         removed = sorted(old - new)
         if removed:
             return Code.MODULE_REMOVED(module=removed[0])
-        for name in sorted(new - old):
+        added = new - old
+        for name in sorted(added):
             module = after.module_table[name]
             # an import leaves modules with a spec; libraries also share private ones
             # between their extensions (Cython's ``_cython_3_3_0``), made again by their import
-            if not isinstance(module, types.ModuleType) or (
-                getattr(module, "__spec__", None) is None
-                and not name.rpartition(".")[2].startswith("_")
-            ):
+            if (
+                not isinstance(module, types.ModuleType)
+                or (
+                    getattr(module, "__spec__", None) is None
+                    and not name.rpartition(".")[2].startswith("_")
+                )
+            ) and not _submodule_of_import(name, module, after.module_table, added):
                 return Code.MODULE_INSERTED(module=name)
     running = [
         thread
@@ -531,6 +535,22 @@ def refusal(before: Snapshot, after: Snapshot) -> Reason | None:
     if running:
         return Code.THREAD_RUNNING(thread=running[0].name)
     return None
+
+
+def _submodule_of_import(
+    name: str, module: object, table: dict[str, Any], added: Container[str]
+) -> bool:
+    """Whether ``name`` is a submodule an extension made while the cell imported its
+    package: the package came in during the cell, by an import (it has a spec), and holds
+    the module as its attribute (pybind11's ``def_submodule``, as scipy's
+    ``_highspy._core.cb``).  Importing the package makes it again, as a restore does."""
+    parent, _, last = name.rpartition(".")
+    package = table.get(parent)
+    return (
+        parent in added
+        and getattr(package, "__spec__", None) is not None
+        and getattr(package, last, None) is module
+    )
 
 
 def current(item: str, cache: dict[str, Any] | None = None) -> Any:

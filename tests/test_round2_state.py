@@ -223,16 +223,26 @@ def test_a_module_planted_in_sys_modules_by_hand(kernel: Kernel, workdir: Path):
     (workdir / "planter.py").write_text(
         "import sys, types\n\ndef plant(name):\n    sys.modules[name] = types.ModuleType(name)\n"
     )
+    # a package whose import makes a submodule without a spec, held as its attribute (as
+    # pybind11 extensions do: scipy's ``_highspy._core.cb``): importing it again makes it
+    (workdir / "native").mkdir()
+    (workdir / "native" / "__init__.py").write_text(
+        "import sys, types\ncb = types.ModuleType('native.cb')\nsys.modules['native.cb'] = cb\n"
+    )
     cells = [
         LOAD,
         ("def", "from planter import plant"),
         ("plant", "plant('planted')"),
         ("use", "import planted\nname = planted.__name__"),
+        ("native", "import native"),
+        ("sub", "import native.cb\nsub = native.cb.__name__"),
+        # planted by hand beside an import: not the package's doing
+        ("beside", "import json.tool\nplant('json.tool.extra')"),
     ]
     ok(kernel.run_all(cells))
     assert "puts `planted` into sys.modules by hand" in status(kernel)
     kernel.restart()
     second = kernel.run_all(cells)
     ok(second)
-    assert restored(second)[:3] == [False, True, False]
-    assert kernel.value("name") == "'planted'"
+    assert restored(second) == [False, True, False, False, True, True, False]
+    assert kernel.value("name, sub") == "('planted', 'native.cb')"

@@ -47,8 +47,8 @@ def test_warm_run_all_restores_every_cell(kernel: Kernel):
     assert all(e.status == "ok" for e in cold), [e.error for e in cold]
     kernel.restart()
     warm = kernel.run_all(TEXTBOOK)
-    # the imports run again when a package they load puts modules into sys.modules by
-    # hand (scipy's, as scikit-learn imports it): every cell after them restores
+    # the imports run again: a library they load draws from the unseeded global `random`
+    # as it is imported (rich's style ids); every cell after them restores
     assert states(warm)[2:] == ["restored"] * (len(TEXTBOOK) - 2), kernel.run(
         "%incrcell status"
     ).stdout
