@@ -142,7 +142,7 @@ def notebook_cache(store: Store, cells: Iterable[tuple[str, set[str]]]) -> list[
         item = listed.get(key)
         if item is None:
             continue
-        entry = store.get(key, fetch=False)
+        entry = store.get(key, fetch=False, use=False)
         if entry is None:  # unusable: the store removed it (and said why)
             continue
         found.append(

@@ -936,6 +936,8 @@ def test_eviction_is_least_recently_used_and_a_hit_counts_as_a_use(
         sized(store, key, 100_000)
         age(store, key, 1000 - index * 100)  # KEYS[0] oldest
     assert opener(housekeeping=False).get(KEYS[0]) is not None  # a restore: now the newest
+    # the sidebar's Cache view reading an entry: not a use
+    assert opener(housekeeping=False).get(KEYS[1], use=False) is not None
     fresh = opener(housekeeping=False)
     done = fresh.gc(max_size=250_000)
     assert (done.entries, done.values) == (2, 2)

@@ -518,12 +518,13 @@ class Store:
         with suppress(Unusable, OSError):
             self._pull(kind, obj.rsplit("/", 1)[1], obj, prefetching=True)
 
-    def get(self, key: str, *, fetch: bool = True) -> Entry | None:
+    def get(self, key: str, *, fetch: bool = True, use: bool = True) -> Entry | None:
         """The entry for ``key``, marked as used; None if absent or unusable (warns, never
         raises).  One the local cache lacks comes from the remote, its values prefetched;
         without ``fetch`` (the sidebar's predictions) this never waits for the network: an
         entry the remote lists is fetched in the background, for a later call, and None is
-        returned now."""
+        returned now.  Without ``use`` (a listing of what the cache holds) the entry is
+        read but not marked as used: looking at the cache does not keep it from eviction."""
         what = f"cache entry {_short(key)}"
         try:
             entry, inline = self._load(ENTRY, key, _parse_entry_inline, fetch=fetch)
@@ -550,6 +551,8 @@ class Store:
                 self.backend.delete(obj)
             _warn(f"{what} refers to a value no longer in the cache")
             return None
+        if not use:
+            return entry
         self.backend.touch(obj)
         self._working.add(key)
         self._keep_inline(inline)
