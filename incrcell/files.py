@@ -307,8 +307,15 @@ def _path_glob_seen(what: str) -> Callable[..., None]:
     return seen
 
 
-def _nothing(watch: FileWatch, *args: Any, **kwargs: Any) -> None:
-    pass  # a quiet wrapper: what the call does inside is not an input (realpath's lstats)
+def _cwd_seen(watch: FileWatch, *args: Any, **kwargs: Any) -> None:
+    watch._reads_cwd()
+
+
+def _realpath_seen(watch: FileWatch, path: Any, *args: Any, **kwargs: Any) -> None:
+    """A quiet wrapper: the lstats ``realpath`` makes inside are not inputs, the working
+    directory a relative path is resolved against is (``Path("data").resolve()``)."""
+    if not os.path.isabs(os.fsdecode(path)):
+        watch._reads_cwd()
 
 
 class _FileIOType(type):
@@ -373,7 +380,10 @@ _TABLE = (
     (posixpath, "getsize", _probe_seen("size"), True),
     (posixpath, "getmtime", _probe_seen("stat"), True),
     (posixpath, "getctime", _probe_seen("stat"), True),
-    (posixpath, "realpath", _nothing, True),
+    (posixpath, "realpath", _realpath_seen, True),
+    # os.path.abspath, Path.cwd and Path.absolute call os.getcwd
+    (os, "getcwd", _cwd_seen, False),
+    (os, "getcwdb", _cwd_seen, False),
     (glob, "glob", _glob_seen, True),
     (glob, "iglob", _glob_seen, True),
     (pathlib.Path, "exists", _probe_seen("kind"), True),
@@ -634,6 +644,12 @@ class FileWatch:
         if tree:
             self.trees.add(path)
 
+    def _reads_cwd(self) -> None:
+        """The cell read the working directory (``os.getcwd()``, a relative path made
+        absolute): its entry is bound to the directory it started in, as one that read files
+        by relative paths is (engine.files_changed compares the two)."""
+        self.probes.setdefault(CWD_PROBE, observe(CWD_PROBE))
+
     def _probe(self, what: str, path: str | None) -> None:
         """What ``path`` shows to a ``what`` probe (see :func:`observe`) is an input; only the
         first probe counts (later ones may see the cell's own changes)."""
@@ -777,6 +793,8 @@ def _mapped_for_writing() -> set[str]:
 _GLOBS = frozenset({"glob", "pglob", "prglob"})
 #: What a "way" probe shows where a directory is or can be made.
 OPEN_WAY = "open"
+#: The probe of a cell that read the working directory (see FileWatch._reads_cwd).
+CWD_PROBE = "cwd ."
 
 
 def _kind(st: os.stat_result) -> str:
@@ -804,9 +822,12 @@ def observe(probe: str) -> str:
     anything else (a directory's mtime changes with every file made in it);
     list: the names and kinds in a directory; glob/pglob/prglob: the matches;
     tree: everything in it, contents included (what a rename moves); way: OPEN_WAY
-    where a directory is or can be made (one or nothing there), else the kind.
+    where a directory is or can be made (one or nothing there), else the kind; cwd:
+    that the working directory was read (the directory is compared apart).
     """
     what, path = probe.split(" ", 1)
+    if what == "cwd":  # compared where it is admitted: see FileWatch._reads_cwd
+        return "read"
     if what == "way":
         seen = observe(f"kind {path}")
         return OPEN_WAY if seen in (MISSING, "d") else seen

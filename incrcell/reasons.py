@@ -116,7 +116,7 @@ _TEMPLATES = {
     "PYTHON_DIFFERS": "Python {after} here, {before} where it was recorded",
     "PACKAGE_DIFFERS": "package `{name}` {after} here, {before} where it was recorded",
     # an entry found, but not restorable now
-    "OTHER_CWD": "it read or wrote files from another working directory ({cwd})",
+    "OTHER_CWD": "it read its working directory or files relative to it, and ran in {cwd}",
     "FILE_CHANGED": "file `{path}` changed",
     "FILE_DELETED": "file `{path}` was deleted",
     "FILES_MATCHING_CHANGED": "the files matching `{pattern}` changed",

@@ -1435,6 +1435,35 @@ def test_files_read_from_another_working_directory_are_not_trusted(kernel, tmp_p
     assert other.ns["text"] == "x\n1\n2\n"
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import os\nhere = os.getcwd()",
+        "import os\nhere = os.path.dirname(os.path.abspath('data.csv'))",
+        "from pathlib import Path\nhere = str(Path.cwd())",
+        "from pathlib import Path\nhere = str(Path('data.csv').resolve().parent)",
+        "from pathlib import Path\nhere = str(Path('data.csv').absolute().parent)",
+    ],
+)
+def test_a_cell_reading_the_working_directory_reruns_in_another(
+    kernel, tmp_path, monkeypatch, source
+):
+    """The notebook moved, or a colleague's checkout restores the entry: the path it read is
+    another one (read directly, or as the base of a relative path made absolute)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first = kernel()
+    first.run_all([("here", source)])
+    assert first.ns["here"] == str(tmp_path / "a")
+    assert kernel().run_all([("here", source)])["here"].restored  # the same directory
+    monkeypatch.chdir(tmp_path / "b")
+    other = kernel()
+    run = other.run_all([("here", source)])["here"]
+    assert run.ran and run.plan.reason.code is Code.OTHER_CWD
+    assert other.ns["here"] == str(tmp_path / "b")
+
+
 def test_a_local_module_is_keyed_on_the_local_modules_it_imports(kernel, tmp_path, monkeypatch):
     """Editing utils.py reruns the cells that use helpers, which imports utils."""
     monkeypatch.syspath_prepend(str(tmp_path))
