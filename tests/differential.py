@@ -100,6 +100,7 @@ MECHANISMS = frozenset(
         "closures",  # two closures sharing a nonlocal, changed by calls
         "memo",  # functools.lru_cache memos filled by calls (and printing when they compute)
         "unseeded",  # draws from global generators the notebook never seeded (simulated kernels only)
+        "cwd",  # the working directory read; the notebook moved between runs (simulated kernels only)
         "magics",  # %%capture of prints and Out values (real kernels only)
         "streams",  # stdout and stderr interleaved within a cell (real kernels only)
     }
@@ -108,7 +109,7 @@ MECHANISMS = frozenset(
 REAL_ONLY = frozenset({"magics", "streams"})
 #: Mechanisms only simulated kernels run: a real kernel's fresh random state is truly
 #: unpredictable, while a simulated one draws a fixed fresh state per restart (see SimulatedKernel).
-SIMULATED_ONLY = frozenset({"unseeded"})
+SIMULATED_ONLY = frozenset({"unseeded", "cwd"})
 #: The environment variable that restricts the mechanisms the tests draw from (comma-separated).
 MECHANISMS_ENV = "INCRCELL_DIFF_MECHANISMS"
 
@@ -143,6 +144,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "gen": ("gen",),
     "lock": ("lock",),
     "mode": ("mode",),
+    "where": ("where",),
     "loader": ("load",),
     "table_loader": ("load_table",),
     "query": ("query",),
@@ -167,6 +169,9 @@ KINDS: dict[str, tuple[str, ...]] = {
 LOCAL_MODULES = ("helpers", "vendored")
 #: The directory a cell puts on sys.path, and the module it holds.
 VENDOR = "vendor/vendored.py"
+#: The names of the notebook's directory, the first its start (the "cwd" mechanism).
+RELOCATIONS = ("nb", "nb2", "nb3")
+
 #: The environment variable cells may set: a restart resets it.
 ENV_VAR = "INCRCELL_DIFF_MODE"
 #: The attribute cells set on a library module (json): a restart forgets it.
@@ -606,6 +611,16 @@ TEMPLATES: tuple[Template, ...] = (
     _t("memo", "slow", lambda p: "print(slow.cache_info())"),
     # global generators never seeded (the first cell seeds nothing): fresh entropy
     _t("unseeded", "", lambda p: f"{p.new('num')} = float(np.random.rand())"),
+    # the working directory, read directly or as the base of a relative path made absolute
+    _t("cwd", "", lambda p: f"{p.binds('where')} = os.path.basename(os.getcwd())"),
+    _t("cwd", "", lambda p: f"{p.binds('where')} = pathlib.Path.cwd().name"),
+    _t("cwd", "", lambda p: f"{p.binds('where')} = pathlib.Path('data.txt').resolve().parent.name"),
+    _t(
+        "cwd",
+        "",
+        lambda p: f"{p.binds('where')} = os.path.basename(os.path.dirname(os.path.abspath('x')))",
+    ),
+    _t("cwd", "where", lambda p: f"print({p.use('where')})"),
     _t("unseeded", "", lambda p: f"import numpy\n{p.binds('arr')} = numpy.random.rand(2)"),
     _t("unseeded", "", lambda p: f"{p.new('num')} = random.randint(0, 99)"),
     # code run by a cell magic: part of its cell (real kernels only)
@@ -827,7 +842,7 @@ class Edit:
     their number, so that an edit drawn for one notebook applies to any.
     """
 
-    kind: str  # replace, insert, delete, move, comment, write, touch, remove, mkdir
+    kind: str  # replace, insert, delete, move, comment, write, touch, remove, mkdir, relocate
     index: int = 0
     target: int = 0  # move: where to
     cell_id: str = ""  # insert: the new cell's id
@@ -888,6 +903,8 @@ class Edit:
             return f"{self.kind} cell #{self.index}"
         if self.kind == "write":
             return f"write {self.file} = {_show(self.file, self.content)}"
+        if self.kind == "relocate":
+            return f"move the notebook's directory to {self.file}/"
         return f"{self.kind} {self.file}"
 
 
@@ -930,6 +947,8 @@ def _mechanism_edits(mechanisms: frozenset[str]) -> list[str]:
         kinds += ["write", "touch", "remove"]
     if "directories" in mechanisms:
         kinds.append("mkdir")
+    if "cwd" in mechanisms:
+        kinds.append("relocate")
     return kinds
 
 
@@ -968,6 +987,8 @@ def edits(
         return Edit(kind, index, target=draw(st.integers(0, 20)))
     if kind == "mkdir":
         return Edit(kind, file=f"runs/r{draw(st.integers(1, 5))}")
+    if kind == "relocate":  # the directory's new name (its current one: nothing moves)
+        return Edit(kind, file=draw(st.sampled_from(RELOCATIONS)))
     if kind in ("write", "touch", "remove"):
         names = _edited_files(mechanisms)
         if kind == "write":  # directories are made by mkdir
@@ -1447,6 +1468,10 @@ class SimulatedKernel:
             os.chdir(cwd)
             sys.dont_write_bytecode = bytecode
 
+    def relocate(self, cwd: Path) -> None:
+        """Work in ``cwd`` from the next restart on (see :func:`_relocate`)."""
+        self.cwd = cwd
+
     def run(self, cell_id: str, source: str) -> CellResult:
         """Run one cell (the kernel must be active)."""
         if self.incrcell:
@@ -1511,11 +1536,18 @@ def check(sequence: Sequence, work: Path, mirror: Path, tested: Executor, plain:
         f"    {name} = {_show(name, content)}" for name, content in sequence.files
     ]
     for number, step in enumerate(sequence.steps, 1):
+        moved = False
         for edit in step.edits:
+            if edit.kind == "relocate" and edit.file != work.name:
+                work, mirror = (
+                    _relocate(work, edit.file, tested),
+                    _relocate(mirror, edit.file, plain),
+                )
+                moved = True
             edit.apply(cells, work)
         _empty(mirror)
         shutil.copytree(work, mirror, dirs_exist_ok=True)
-        if number == 1 or not step.same_kernel:
+        if number == 1 or not step.same_kernel or moved:  # a kernel cannot move: it restarts
             _both(tested, plain, lambda kernel: kernel.restart())
         got, expected = _both(  # (B023: the lambda runs at once, in this iteration)
             tested,
@@ -1529,6 +1561,18 @@ def check(sequence: Sequence, work: Path, mirror: Path, tested: Executor, plain:
             where = first_difference(expected_state, state)
         if where:
             raise Divergence(f"run {number} diverges: {where}\n\n" + "\n".join(history))
+
+
+def _relocate(directory: Path, name: str, executor: Any) -> Path:
+    """Move ``directory`` (files included) to a sibling named ``name``, and the executor's
+    kernel with it: the notebook moved, or a colleague's checkout in another place (a
+    :class:`SimulatedKernel`: "cwd" is a mechanism of simulated kernels only)."""
+    moved = directory.parent / name
+    if moved.exists():
+        shutil.rmtree(moved)
+    directory.rename(moved)
+    executor.relocate(moved)
+    return moved
 
 
 def _report_run(number: int, step: Step, cells: Cells, results: list[CellResult]) -> str:
@@ -1556,7 +1600,12 @@ def _both(tested: Executor, plain: Executor, call: Callable[[Executor], Any]) ->
 
 def check_in_process(sequence: Sequence, root: Path, incrcell: bool = True) -> None:
     """:func:`check` with simulated kernels under ``root`` (``incrcell=False``: plain against plain)."""
-    work, mirror, cache = root / "work", root / "plain", root / "cache"
+    # the kernels' directories have the same name (what the "cwd" mechanism's cells read)
+    work, mirror, cache = (
+        root / "work" / RELOCATIONS[0],
+        root / "plain" / RELOCATIONS[0],
+        root / "cache",
+    )
     with pytest.MonkeyPatch.context() as monkeypatch:
         check(
             sequence,

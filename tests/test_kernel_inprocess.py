@@ -323,7 +323,9 @@ def test_a_terminal_shows_a_restored_result_once(start):
     # IPython's own display hook writes ``Out[n]: ...`` to stdout while the cell records;
     # the restore shows the result again, so what the hook wrote is not replayed
     class Terminal(DisplayHook):
-        results: list[dict[str, Any]] = []  # what run() reads; the prompt goes to stdout
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.results: list[dict[str, Any]] = []  # what run() reads; Out goes to stdout
 
     source = "print('hi')\n21 * 2"
     first = run(start(displayhook_class=Terminal), source, "out")
