@@ -90,10 +90,16 @@ def _distribution_version(dist: str) -> str:
         return "unknown"
 
 
+#: What in a module's source reads the module's own location (over-approximate: a mention
+#: in a comment counts too, which only costs sharing the entry with another checkout).
+_OWN_LOCATION = (b"__file__", b"__path__", b"__spec__", b"importlib.resources", b"getfile")
+
+
 def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
     """Hash of a local module's source (the file, or every ``.py`` file of a package),
     and of the sources of the other local modules it imports, transitively: editing
-    ``utils.py`` must rerun the cells that use ``helpers``, which imports it."""
+    ``utils.py`` must rerun the cells that use ``helpers``, which imports it.  The path
+    of a source that reads its own location is hashed too (see :func:`_source_files`)."""
     hasher = xxhash.xxh3_128()
     seen: set[str] = set()
     todo = [_source_files(origin, search_locations)]
@@ -109,6 +115,10 @@ def _local_source_hash(origin: str, search_locations: list[str] | None) -> str:
                 hasher.update(b"<unreadable>")
                 continue
             hasher.update(source)
+            if any(token in source for token in _OWN_LOCATION):
+                # code that reads where it is (``Path(__file__).parent / "data"``) leaves
+                # this checkout's path in what it makes: another place is another module
+                hasher.update(os.fsencode(os.path.abspath(file)))
             for name in sorted(_imported_tops(source)):  # parsed once per content
                 spec = _find_spec(name)
                 location = spec and (

@@ -621,6 +621,7 @@ TEMPLATES: tuple[Template, ...] = (
         lambda p: f"{p.binds('where')} = os.path.basename(os.path.dirname(os.path.abspath('x')))",
     ),
     _t("cwd", "where", lambda p: f"print({p.use('where')})"),
+    _t("cwd", "module", lambda p: f"{p.binds('where')} = helpers.HOME"),
     _t("unseeded", "", lambda p: f"import numpy\n{p.binds('arr')} = numpy.random.rand(2)"),
     _t("unseeded", "", lambda p: f"{p.new('num')} = random.randint(0, 99)"),
     # code run by a cell magic: part of its cell (real kernels only)
@@ -756,8 +757,10 @@ def file_contents(draw: Callable[[st.SearchStrategy[Any]], Any], name: str) -> b
 
 
 def helpers_source(level: int = 2, op: str = "x * LEVEL") -> str:
-    """helpers.py: a global, a function reading it, one setting it, one reading a file."""
+    """helpers.py: a global, a function reading it, one setting it, one reading a file, and
+    the name of the directory it is in (read from its own location)."""
     return (
+        "import os\n\nHOME = os.path.basename(os.path.dirname(os.path.abspath(__file__)))\n"
         f"LEVEL = {level}\n\n\ndef scale(x):\n    return {op}\n\n\n"
         "def level():\n    return LEVEL\n\n\n"
         "def configure(n):\n    global LEVEL\n    LEVEL = n\n\n\n"

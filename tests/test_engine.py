@@ -1485,6 +1485,34 @@ def test_a_local_module_is_keyed_on_the_local_modules_it_imports(kernel, tmp_pat
     assert second.ns["y"] == 63
 
 
+def test_a_local_module_reading_its_own_location_is_keyed_on_it(kernel, tmp_path, monkeypatch):
+    """``Path(__file__).parent / "data"`` in a moved project, or a colleague's checkout: the
+    same source elsewhere makes another path.  A module that does not read where it is
+    keeps serving the entry to every checkout."""
+    sources = {
+        "inc_where.py": "from pathlib import Path\nDATA = str(Path(__file__).parent / 'data')\n",
+        "inc_plain.py": "FACTOR = 2\n",
+    }
+    cells = [
+        ("where", "import inc_where\npath = inc_where.DATA"),
+        ("plain", "import inc_plain\ny = inc_plain.FACTOR * 21"),
+    ]
+    for checkout in ("a", "b"):
+        (tmp_path / checkout).mkdir()
+        for name, source in sources.items():
+            (tmp_path / checkout / name).write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    kernel().run_all(cells)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path / "a")])
+    monkeypatch.syspath_prepend(str(tmp_path / "b"))
+    for name in ("inc_where", "inc_plain"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    other = kernel()
+    runs = other.run_all(cells)
+    assert runs["where"].ran and other.ns["path"] == str(tmp_path / "b" / "data")
+    assert runs["plain"].restored and other.ns["y"] == 42
+
+
 def test_a_local_module_edited_after_its_import_makes_its_users_rerun(
     kernel, tmp_path, monkeypatch
 ):
