@@ -33,6 +33,7 @@ import compileall
 import os
 import shutil
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -92,6 +93,40 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | 
 
     config.option.loadscopereorder = False  # the order collected, not the largest file first
     return FileScheduling(config, log)
+
+
+#: While the workers start: our stderr, the pipe they get instead, how many are still to start.
+_spawning: list[int] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: list[object]) -> None:
+    """The workers get a pipe as their stderr, which a thread copies to ours.  With ours
+    (a log file in CI) a worker would keep that file open (pytest keeps the original stderr
+    while it captures), and the file watch of the in-process tests would see it grow while
+    a cell runs (this process writing its progress): the cell would be uncacheable."""
+    read, write = os.pipe()
+    _spawning[:] = [os.dup(2), write, len(specs)]
+    os.dup2(write, 2)
+    threading.Thread(target=_relay, args=(read, os.dup(_spawning[0])), daemon=True).start()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_newgateway(gateway: object) -> None:
+    """Our own stderr back once the last worker started with the pipe."""
+    _spawning[2] -= 1
+    if _spawning[2] == 0:
+        stderr, write, _ = _spawning
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        os.close(write)
+
+
+def _relay(read: int, stderr: int) -> None:
+    """What the workers write to their stderr, to ours, until the last of them exits."""
+    with open(read, "rb", buffering=0) as source, open(stderr, "wb", buffering=0) as target:
+        while chunk := source.read(1 << 16):
+            target.write(chunk)
 
 
 @pytest.fixture
