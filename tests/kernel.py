@@ -3,6 +3,11 @@
 nbclient does not send JupyterLab's cell ids, so :class:`Kernel` sends its
 own ``execute_request`` messages with ``metadata={"cellId": ...}``, exactly as
 JupyterLab does, and collects the iopub messages each one produced.
+
+nbformat and nbclient are imported by :func:`run_notebook` only: importing them
+imports jsonschema, whose IRI format checker builds its grammars at import (about 5 s
+of CPU here), and every process that imports this module for :class:`Kernel` alone
+(the differential tests' worker processes) would pay it.
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
 from jupyter_client.manager import KernelManager
-from nbclient import NotebookClient
+
+if TYPE_CHECKING:
+    import nbformat
 
 TIMEOUT = 120
 #: The first cell of a notebook that uses incrcell.
@@ -237,6 +243,9 @@ class Kernel:
 
 def run_notebook(path: Path, env: dict[str, str]) -> nbformat.NotebookNode:
     """Execute a notebook file with nbclient in a fresh kernel; returns the executed notebook."""
+    import nbformat
+    from nbclient import NotebookClient
+
     nb = nbformat.read(path, as_version=4)
     saved = dict(os.environ)
     os.environ.update(env)
