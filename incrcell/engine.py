@@ -976,24 +976,16 @@ class Engine:
         return interpreter.refusal(plan.state_before, after)
 
     # -- housekeeping ------------------------------------------------------------
-    def clear_session(self, also: Iterable[str] = (), keep_history: bool = False) -> int:
+    def clear_session(self, also: Iterable[str] = ()) -> int:
         """Delete the entries of the cells seen in this session, and the entries
-        ``also``; returns how many.  ``keep_history``: the session still knows what its
-        cells did (the sidebar's rows), only the cache forgets."""
+        ``also``; returns how many.  The session still knows what its cells did (status,
+        the sidebar's rows): only the cache forgets."""
         keys = {r.key for r in self.records.values() if r.key} | set(also)
-        removed = self.store.delete(keys)
-        if keep_history:
-            return removed
-        self.graph.forget(self.records)
-        self.records.clear()
-        self.by_count.clear()
-        return removed
+        return self.store.delete(keys)
 
     def clear_all(self) -> None:
+        """Delete the whole cache; the session still knows what its cells did."""
         self.store.clear()
-        self.graph.forget(self.records)
-        self.records.clear()
-        self.by_count.clear()
 
 
 def _loaded(store: Store, digest: str, resolve: Callable[[str], object] | None = None) -> object:

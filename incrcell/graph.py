@@ -77,10 +77,3 @@ class CellGraph:
                     reached.add(reader)
                     frontier.append(reader)
         return [c for c in self._nodes if c in reached]
-
-    def forget(self, cells: Iterable[str]) -> None:
-        """Drop nodes (e.g. after ``%incrcell clear``); names they wrote lose their writer."""
-        gone = set(cells)
-        for cell in gone:
-            self._nodes.pop(cell, None)
-        self._last_writer = {n: c for n, c in self._last_writer.items() if c not in gone}

@@ -315,6 +315,17 @@ class Predictor:
         self._notes.clear()
         self._entries.clear()
 
+    def clear_cache(self) -> tuple[int, int]:
+        """Delete the entries of the notebook's cells (every key known for them, the one a
+        cell had before caching was turned off included) and of the session's; returns
+        (entries deleted, bytes freed).  The session keeps what its cells did: they ran or
+        were restored, only the cache forgot (the panel's Clear and ``%incrcell clear``)."""
+        store = self.engine.store
+        before = store.usage().size
+        entries = self.engine.clear_session(also=self.keys(cell.id for cell in self.cells or []))
+        self.forget_cache()
+        return entries, max(before - store.usage().size, 0)
+
     def keys(self, ids: Iterable[str]) -> set[str]:
         """Every key known for these cells: last executed, last recorded, last predicted."""
         keys: set[str] = set()

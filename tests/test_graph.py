@@ -49,12 +49,3 @@ def test_a_cell_reading_and_writing_the_same_name_does_not_depend_on_itself():
     assert g.node("inc").producers == {"n": "a"}
     assert g.dependents("inc") == []
     assert g.dependents("a") == ["inc"]
-
-
-def test_forget_drops_nodes_and_their_writes():
-    g = CellGraph()
-    g.record("a", [], ["x"])
-    g.record("b", ["x"], [])
-    g.forget(["a"])
-    assert "a" not in g and g.last_writer("x") is None
-    assert g.record("c", ["x"], []).producers == {}

@@ -382,6 +382,8 @@ def test_clear_deletes_this_sessions_entries(start):
     run_all(shell, PIPELINE)
     cleared = run(shell, "%incrcell clear").stdout
     assert cleared.startswith(f"incrcell: cleared {len(PIPELINE)} cache entries")
+    # the session still knows what its cells did: only the cache forgot
+    assert set(states(shell).values()) >= {"ran"} and len(states(shell)) > len(PIPELINE)
     shell = start()
     assert not any(r.restored for r in run_all(shell, PIPELINE))
     run(shell, "%incrcell clear --all")

@@ -262,15 +262,7 @@ class Sidebar:
         self.predictor.forget_cache()
 
     def _clear(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Delete the entries of the notebook's and the session's cells; the session keeps
-        what its cells did (they ran or were restored: only the cache forgot)."""
-        cells = self.predictor.cells or []
-        before = self.engine.store.usage().size
-        entries = self.engine.clear_session(
-            also=self.predictor.keys(c.id for c in cells), keep_history=True
-        )
-        self.predictor.forget_cache()
-        freed = max(before - self.engine.store.usage().size, 0)
+        entries, freed = self.predictor.clear_cache()
         return {"cleared": {"entries": entries, "bytes": freed}}
 
     def _check_files(self, data: dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ from .hooks import DIRECTIVES, format_seconds
 USAGE = """\
 %incrcell status          every cell seen in this session: restored, ran or uncacheable, and why
 %incrcell why [N]         why cell In[N] (default: the last cell that ran) was not restored
-%incrcell clear [--all]   delete this session's cache entries (--all: the whole cache)
+%incrcell clear [--all]   delete the entries of this notebook's and session's cells (--all: all)
 %incrcell off | on        turn caching off / back on (the extension stays loaded)
 %incrcell config [KEY=VALUE ...]
                           show or change settings: cache_dir=PATH, marker=on|off, enabled=on|off,
@@ -143,8 +143,11 @@ class IncrcellMagics(Magics):
                 self.engine.clear_all()
                 print(f"incrcell: cleared the whole cache in {self.engine.config.cache_dir}")
             else:
-                removed = self.engine.clear_session()
-                print(f"incrcell: cleared {removed} cache entries of this session's cells")
+                removed, freed = self.predictor.clear_cache()
+                print(
+                    f"incrcell: cleared {removed} cache entries of this notebook's and "
+                    f"session's cells ({format_size(freed)})"
+                )
         elif command in ("on", "off"):
             self.engine.config.enabled = command == "on"
             print(f"incrcell: caching is {command}")
