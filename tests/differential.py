@@ -166,7 +166,10 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 
 #: Modules a notebook imports from its working directory (a kernel restart forgets them).
-LOCAL_MODULES = ("helpers", "vendored")
+LOCAL_MODULES = ("helpers", "vendored", "place")
+#: A local module of the "cwd" mechanism: it reads where it is, when imported.
+PLACE = "place.py"
+PLACE_SOURCE = b"import os\n\nHOME = os.path.basename(os.path.dirname(os.path.abspath(__file__)))\n"
 #: The directory a cell puts on sys.path, and the module it holds.
 VENDOR = "vendor/vendored.py"
 #: The names of the notebook's directory, the first its start (the "cwd" mechanism).
@@ -191,6 +194,7 @@ DATA_FILES = (
     "shop.db",
     VENDOR,
     "part-1.txt",
+    PLACE,
 )
 #: Which mechanisms need which initial files (the others always exist).
 _FILES_OF = {
@@ -199,6 +203,7 @@ _FILES_OF = {
     "shop.db": {"native"},
     VENDOR: {"sys_path"},
     "part-1.txt": {"directories"},
+    PLACE: {"cwd"},
 }
 
 
@@ -621,7 +626,7 @@ TEMPLATES: tuple[Template, ...] = (
         lambda p: f"{p.binds('where')} = os.path.basename(os.path.dirname(os.path.abspath('x')))",
     ),
     _t("cwd", "where", lambda p: f"print({p.use('where')})"),
-    _t("cwd", "module", lambda p: f"{p.binds('where')} = helpers.HOME"),
+    _t("cwd", "", lambda p: f"import place\n{p.binds('where')} = place.HOME"),
     _t("unseeded", "", lambda p: f"import numpy\n{p.binds('arr')} = numpy.random.rand(2)"),
     _t("unseeded", "", lambda p: f"{p.new('num')} = random.randint(0, 99)"),
     # code run by a cell magic: part of its cell (real kernels only)
@@ -749,6 +754,8 @@ def file_contents(draw: Callable[[st.SearchStrategy[Any]], Any], name: str) -> b
         return parquet_file(values) if name == "t.parquet" else sqlite_file(values)
     if name == VENDOR:
         return f"V = {draw(st.integers(1, 3))}\n\n\ndef version():\n    return V\n".encode()
+    if name == PLACE:
+        return PLACE_SOURCE
     if name == "saved.npy":
         buffer = io.BytesIO()
         np.save(buffer, np.arange(draw(st.integers(1, 4)), dtype=float))
@@ -757,10 +764,8 @@ def file_contents(draw: Callable[[st.SearchStrategy[Any]], Any], name: str) -> b
 
 
 def helpers_source(level: int = 2, op: str = "x * LEVEL") -> str:
-    """helpers.py: a global, a function reading it, one setting it, one reading a file, and
-    the name of the directory it is in (read from its own location)."""
+    """helpers.py: a global, a function reading it, one setting it, one reading a file."""
     return (
-        "import os\n\nHOME = os.path.basename(os.path.dirname(os.path.abspath(__file__)))\n"
         f"LEVEL = {level}\n\n\ndef scale(x):\n    return {op}\n\n\n"
         "def level():\n    return LEVEL\n\n\n"
         "def configure(n):\n    global LEVEL\n    LEVEL = n\n\n\n"
@@ -867,8 +872,9 @@ class Edit:
         elif self.kind == "remove":
             if path.is_dir():
                 shutil.rmtree(path)
-            else:
-                path.unlink(missing_ok=True)
+            else:  # absent, or under a file (``runs`` written as a file): nothing there
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    path.unlink()
         elif self.kind == "insert":
             cells.insert(1 + self.index % len(cells), (self.cell_id, self.source))
         elif len(cells) > 1:
