@@ -36,40 +36,27 @@ def evict(root: Path) -> int:
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_int,
-    ctypes.c_long,
-]
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
-_MAP_FAILED = ctypes.c_void_p(-1).value
 
 
 def resident(root: Path) -> int:
-    """Bytes of the files under ``root`` that are in the page cache now (``mincore``)."""
+    """Bytes of the files under ``root`` that are in the page cache now (``mincore`` of a
+    private mapping none of whose pages is touched: it reports the file's own pages)."""
     page = mmap.PAGESIZE
     total = 0
     for path in _files(root):
         size = path.stat().st_size
         if not size:
             continue
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
-            if addr in (None, _MAP_FAILED):
-                continue
+        with (
+            open(path, "rb") as file,
+            mmap.mmap(file.fileno(), size, access=mmap.ACCESS_COPY) as mapped,
+        ):
+            start = ctypes.c_char.from_buffer(mapped)  # the mapping's address, nothing read
             try:
-                pages = (size + page - 1) // page
-                vec = (ctypes.c_ubyte * pages)()
-                if _libc.mincore(addr, size, vec) == 0:
+                vec = (ctypes.c_ubyte * ((size + page - 1) // page))()
+                if _libc.mincore(ctypes.addressof(start), size, vec) == 0:
                     total += sum(b & 1 for b in vec) * page
             finally:
-                _libc.munmap(addr, size)
-        finally:
-            os.close(fd)
+                del start  # the mapping cannot close while a ctypes object holds it
     return total
