@@ -301,6 +301,7 @@ class Store:
         self._default_cap: int | None = None
         self._intact: set[str] = set()  # values whose checksum and signature verified here
         # values :meth:`has_value` just found absent: :meth:`put_value` need not look again
+        # (forgotten at the next entry put, as _pending is)
         self._absent: set[str] = set()
         # small values put but not yet written: they go into the next entry put (the values
         # of one cell are put, then its entry; see Store.put)
@@ -883,8 +884,10 @@ class Store:
             *(p for _, value in inline.values() for p in value),
         ]
         self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what)
-        # what no entry claimed was put for a cell whose recording failed since
+        # what no entry claimed was put for a cell whose recording failed since, and was
+        # looked up for one
         self._pending.clear()
+        self._absent.clear()
         self._keep_inline(inline)
         self._working.add(entry.key)
 
