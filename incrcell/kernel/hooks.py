@@ -166,19 +166,37 @@ class KernelHooks:
         self._transformer = _CellSubstitution(self)
 
     def install(self) -> None:
-        """Put the cell substitution and the traceback filter in place."""
-        self.shell.ast_transformers.append(self._transformer)
+        """Put the traceback filter in place (the cell substitution comes and goes with
+        the cells that need it: see :meth:`_substitute`)."""
         # an instance attribute shadowing the method: deleted again by uninstall
         self.shell.InteractiveTB.structured_traceback = self._structured_traceback
 
     def uninstall(self) -> None:
         """Undo :meth:`install` completely and forget the cell under way; safe to call
         from inside a cell."""
-        if self._transformer in self.shell.ast_transformers:
-            self.shell.ast_transformers.remove(self._transformer)
         if vars(self.shell.InteractiveTB).get("structured_traceback") == self._structured_traceback:
             del self.shell.InteractiveTB.structured_traceback
         self._drop_pending()
+
+    def _substitute(self, pending: _Pending) -> None:
+        """Make ``pending`` the cell under way, with the cell substitution in place (first
+        of IPython's AST transformers) if its code is to be replaced: a restore, a
+        directive cell's body, an interrupted plan.  Only then: while any transformer is
+        registered, IPython walks every cell's tree once more to fill in locations."""
+        self.pending = pending
+        plan = pending.plan
+        needed = (
+            pending.interrupted
+            or pending.body is not None
+            or (plan is not None and plan.action == RESTORE)
+        )
+        if needed and self._transformer not in self.shell.ast_transformers:
+            self.shell.ast_transformers.insert(0, self._transformer)
+
+    def _stop_substituting(self) -> None:
+        """Take the cell substitution out again (at the end of the cell that needed it)."""
+        if self._transformer in self.shell.ast_transformers:
+            self.shell.ast_transformers.remove(self._transformer)
 
     def _structured_traceback(
         self, etype: Any, evalue: Any, etb: Any = None, *args: Any, **kwargs: Any
@@ -220,7 +238,7 @@ class KernelHooks:
             # Ctrl-C while incrcell hashed the inputs or loaded a hit: the cell must not
             # run (the user asked to stop), and nothing was bound yet
             self._drop_pending()
-            self.pending = _Pending(None, interrupted=True)
+            self._substitute(_Pending(None, interrupted=True))
 
     def _plan_cell(self, info: Any) -> None:
         """Plan the cell about to run and start recording it if it is a miss."""
@@ -259,7 +277,8 @@ class KernelHooks:
         if plan is None:  # its code runs unseen: what the engine knows may not hold after it
             self.engine.forget_digests()
         # pending first, so that an interrupt while the watches start stops those started
-        self.pending = pending = _Pending(plan, transformed if directive else None)
+        pending = _Pending(plan, transformed if directive else None)
+        self._substitute(pending)
         recording = self.engine.recording(plan) if plan is not None else None
         if recording is not None:
             pending.recorder = OutputRecorder(self.shell.display_pub, self.shell.displayhook)
@@ -270,6 +289,7 @@ class KernelHooks:
         """The cell ended (IPython's ``post_run_cell`` for the cell of :meth:`cell_starts`)."""
         pending, self.pending = self.pending, None
         self._forget_replay()
+        self._stop_substituting()
         if pending is None:  # e.g. the cell that ran %load_ext: it had no pre_run_cell
             pending = self._loading_cell(result)
             if pending is None:
@@ -327,6 +347,7 @@ class KernelHooks:
 
     def _drop_pending(self) -> None:
         self._forget_replay()
+        self._stop_substituting()
         if self.pending is not None:
             if self.pending.recorder is not None:
                 self.pending.recorder.close()
