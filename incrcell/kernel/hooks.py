@@ -35,7 +35,7 @@ from incrcell.reasons import Code, Reason
 from incrcell.serialise import one_line
 from incrcell.store import CacheWarning
 
-from .outputs import OutputRecorder, at_result, replay
+from .outputs import OutputRecorder, at_result, publish, replay
 
 #: ``%%incrcell rerun`` / ``nocache`` / ``cache`` as the first line of a cell.
 DIRECTIVE = re.compile(r"\A[ \t]*%%incrcell[ \t]+(\S+)[^\n]*(?:\n|\Z)")
@@ -378,7 +378,7 @@ class KernelHooks:
         assert isinstance(pending.plan, Restore)
         replay(pending.after_result or [], self.shell.display_pub)
         if self.engine.config.marker:
-            self.shell.display_pub.publish(*restored_marker(pending.plan.entry.duration))
+            publish(self.shell.display_pub, *restored_marker(pending.plan.entry.duration))
 
 
 def _own_frame(tb: types.TracebackType) -> bool:

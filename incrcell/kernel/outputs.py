@@ -204,6 +204,35 @@ def _flush(stream: TextIO) -> None:
         pass
 
 
+def _nothing_buffered() -> bool:
+    """Whether neither output stream holds text it has yet to send (ipykernel's streams
+    say so: a write schedules a send); False for any other kind of stream."""
+    return not getattr(sys.stdout, "_flush_pending", True) and not getattr(
+        sys.stderr, "_flush_pending", True
+    )
+
+
+def publish(
+    display_pub: Any, data: dict[str, Any], metadata: dict[str, Any], **kwargs: Any
+) -> None:
+    """``display_pub.publish``, without ipykernel's flush of both streams when neither
+    holds text: a flush is a round trip to the kernel's I/O thread (two of them cost
+    more than the display message itself, which matters on every restored cell),
+    and with nothing buffered it sends nothing, so the order is the same."""
+    if hasattr(type(display_pub), "_flush_streams") and _nothing_buffered():
+        display_pub._flush_streams = _no_flush  # shadows the method for this one message
+        try:
+            display_pub.publish(data, metadata, **kwargs)
+        finally:
+            del display_pub._flush_streams
+    else:
+        display_pub.publish(data, metadata, **kwargs)
+
+
+def _no_flush() -> None:
+    """In place of ipykernel's stream flush before a display (see :func:`publish`)."""
+
+
 def at_result(events: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The events before the execute result was shown, and those after (none after when
     the cell showed no result)."""
@@ -227,7 +256,8 @@ def replay(events: list[dict[str, Any]], display_pub: Any) -> None:
             stream.write(event.get("text", ""))
             _flush(stream)
         elif kind == "display":
-            display_pub.publish(
+            publish(
+                display_pub,
                 event.get("data", {}),
                 event.get("metadata", {}),
                 transient=event.get("transient") or None,
