@@ -381,7 +381,8 @@ class Store:
         Through the backend's fast local path, a large file is read in chunks
         while a worker thread hashes the chunks already read (both release the
         GIL), so verifying costs little more than reading; a file whose signer
-        is not trusted is refused (Unusable) once its header is read.  The
+        is not trusted is refused (Unusable) before it is hashed (a large one,
+        before more than its header is read; a small one is read at once).  The
         digest is None when the backend has no such path or the object is
         too short to have a header (``unframe`` then computes or refuses).
 
@@ -414,7 +415,9 @@ class Store:
                 data = aligned_buffer(size)
             except MemoryError:  # a huge value on a small machine, or a huge stray file
                 raise OSError(errno.ENOMEM, "too large for the memory available") from None
-            done = _read_into(file, data[:HEADER_SIZE])
+            # a small file (an entry, a note) in one read; a large one only once its header
+            # says it is worth reading
+            done = _read_into(file, data if size < _MAP_MIN else data[:HEADER_SIZE])
             if done < HEADER_SIZE:
                 return data[:done], version, None
             try:
@@ -424,6 +427,8 @@ class Store:
                 self.backend.delete(obj, version)
                 raise
             digests = Digest()
+            if done > HEADER_SIZE:
+                digests.update(data[HEADER_SIZE:done])
             pending = None
             while done < len(data):
                 count = _read_into(file, data[done : done + _READ_CHUNK])
