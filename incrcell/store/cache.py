@@ -671,15 +671,17 @@ class Store:
         authentic.  It does not warn: the caller decides what happens instead
         and tells the user, with ``reason``.  A small value that travels inside
         its entry's file is found once that entry was read (:meth:`get`) or
-        put here (or the value put, for the entry to come); each call gives a
-        fresh copy.
+        put here (or the value put, for the entry to come); each call gives
+        fresh copies of its buffers (objects are built on them), and its stream
+        read-only (unpickling only reads it).
         """
         what = f"cached value {_short(digest)}"
         inline = self._inline.get(digest) or self._pending.get(digest)
-        if inline is not None:  # verified with its entry; a fresh copy, as a read would give
+        if inline is not None:  # verified with its entry; fresh buffers, as a read would give
             method, body = inline
+            parts = [part.toreadonly() for part in body[:1]] + [_copy(part) for part in body[1:]]
             try:
-                return _parse_value(method, [_copy(part) for part in body])
+                return _parse_value(method, parts)
             except (Unusable, OSError) as exc:
                 raise StoreError(f"{what} {exc}") from None
         try:
