@@ -381,7 +381,8 @@ class Store:
         Through the backend's fast local path, a large file is read in chunks
         while a worker thread hashes the chunks already read (both release the
         GIL), so verifying costs little more than reading; a file whose signer
-        is not trusted is refused (Unusable) once its header is read.  The
+        is not trusted is refused (Unusable) before it is hashed (a large one,
+        before more than its header is read; a small one is read at once).  The
         digest is None when the backend has no such path or the object is
         too short to have a header (``unframe`` then computes or refuses).
 
@@ -414,7 +415,9 @@ class Store:
                 data = aligned_buffer(size)
             except MemoryError:  # a huge value on a small machine, or a huge stray file
                 raise OSError(errno.ENOMEM, "too large for the memory available") from None
-            done = _read_into(file, data[:HEADER_SIZE])
+            # a small file (an entry, a note) in one read; a large one only once its header
+            # says it is worth reading
+            done = _read_into(file, data if size < _MAP_MIN else data[:HEADER_SIZE])
             if done < HEADER_SIZE:
                 return data[:done], version, None
             try:
@@ -424,6 +427,8 @@ class Store:
                 self.backend.delete(obj, version)
                 raise
             digests = Digest()
+            if done > HEADER_SIZE:
+                digests.update(data[HEADER_SIZE:done])
             pending = None
             while done < len(data):
                 count = _read_into(file, data[done : done + _READ_CHUNK])
@@ -666,15 +671,17 @@ class Store:
         authentic.  It does not warn: the caller decides what happens instead
         and tells the user, with ``reason``.  A small value that travels inside
         its entry's file is found once that entry was read (:meth:`get`) or
-        put here (or the value put, for the entry to come); each call gives a
-        fresh copy.
+        put here (or the value put, for the entry to come); each call gives
+        fresh copies of its buffers (objects are built on them), and its stream
+        read-only (unpickling only reads it).
         """
         what = f"cached value {_short(digest)}"
         inline = self._inline.get(digest) or self._pending.get(digest)
-        if inline is not None:  # verified with its entry; a fresh copy, as a read would give
+        if inline is not None:  # verified with its entry; fresh buffers, as a read would give
             method, body = inline
+            parts = [part.toreadonly() for part in body[:1]] + [_copy(part) for part in body[1:]]
             try:
-                return _parse_value(method, [_copy(part) for part in body])
+                return _parse_value(method, parts)
             except (Unusable, OSError) as exc:
                 raise StoreError(f"{what} {exc}") from None
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 
 from .codec import Unusable
 
@@ -76,68 +77,90 @@ class Entry:
         return found - self.inline.keys()
 
 
+#: The fields of an Entry: an entry's JSON object has exactly these keys.
+_FIELDS = {field.name: None for field in dataclasses.fields(Entry)}.keys()
+_TEXT = {str}
+_TEXT_OR_NONE = {str, type(None)}
+_DICT = {dict}
+
+
+def _texts(items: Iterable[object]) -> bool:
+    """Whether every item is a string (the types JSON decodes to are exact)."""
+    return set(map(type, items)) <= _TEXT
+
+
+def _text_map(value: object) -> bool:
+    """Whether ``value`` maps strings to strings (a JSON object's keys are strings)."""
+    return type(value) is dict and (not value or _texts(value.values()))
+
+
+def _inline_table(inline: dict, parts: int) -> bool:
+    """Whether ``inline`` (digest -> [method code, part count]) accounts for exactly the
+    ``parts`` parts after the JSON, each value having one at least."""
+    for digest, shape in inline.items():
+        if not (
+            _NAME.fullmatch(digest)
+            and type(shape) is list
+            and len(shape) == 2
+            and type(shape[0]) is int
+            and type(shape[1]) is int
+            and shape[1] >= 1
+        ):
+            return False
+        parts -= shape[1]
+    return parts == 0
+
+
 def parse_entry(method: int, body: list[memoryview]) -> Entry:
     """An Entry from its file's body (its JSON, then the parts of its inline values),
-    refusing anything that doesn't have the right shape."""
+    refusing anything that doesn't have the right shape.
+
+    The JSON data is checked in one pass before the Entry is made of it: exactly
+    the fields of an Entry, each of its type (JSON decodes to exact types, so
+    ``type(x) is str`` is ``isinstance(x, str)`` here; numbers may be bools, as
+    isinstance has it), the inline table accounting for every part after the
+    JSON, and the values it needs as files of their own named by hex digests
+    (the bundle; written files' values are such only if they are, see
+    :meth:`Entry.digests`).
+    """
     data = json_body(body[:1])
-    fields = {field.name for field in dataclasses.fields(Entry)}
-    if not isinstance(data, dict) or data.keys() != fields:
-        raise Unusable("is corrupt (not an entry)")
-    entry = Entry(**data)
-    shapes = [
-        isinstance(entry.key, str),
-        isinstance(entry.source, str),
-        isinstance(entry.variables, dict)
-        and all(
-            isinstance(name, str) and isinstance(digest, str)
-            for name, digest in entry.variables.items()
-        ),
-        isinstance(entry.deleted, list) and all(isinstance(name, str) for name in entry.deleted),
-        isinstance(entry.outputs, list)
-        and all(isinstance(output, dict) for output in entry.outputs),
-        entry.result is None or isinstance(entry.result, str),
-        entry.bundle is None or isinstance(entry.bundle, str),
-        isinstance(entry.duration, (int, float)),
-        isinstance(entry.created, (int, float)),
-        isinstance(entry.components, dict),
-        isinstance(entry.requires, dict)
-        and all(isinstance(name, str) and isinstance(d, str) for name, d in entry.requires.items()),
-        isinstance(entry.files, dict)
-        and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.files.items()),
-        isinstance(entry.cwd, str),
-        isinstance(entry.random, dict)
-        and all(
-            isinstance(name, str) and (d is None or isinstance(d, str))
-            for name, d in entry.random.items()
-        ),
-        isinstance(entry.packages, dict)
-        and all(
-            isinstance(name, str) and isinstance(p, list) and all(isinstance(t, str) for t in p)
-            for name, p in entry.packages.items()
-        ),
-        isinstance(entry.written, dict)
-        and all(isinstance(path, str) and isinstance(d, str) for path, d in entry.written.items()),
-        isinstance(entry.probes, dict)
-        and all(isinstance(probe, str) and isinstance(d, str) for probe, d in entry.probes.items()),
-        isinstance(entry.through, dict)
-        and all(isinstance(name, str) and isinstance(d, str) for name, d in entry.through.items()),
-        isinstance(entry.sources, dict)
-        and all(isinstance(path, str) and isinstance(t, str) for path, t in entry.sources.items()),
-        isinstance(entry.interpreter, dict)
-        and all(isinstance(i, str) and isinstance(d, str) for i, d in entry.interpreter.items()),
-        isinstance(entry.inline, dict)
-        and all(
-            _NAME.fullmatch(digest)
-            and isinstance(shape, list)
-            and len(shape) == 2
-            and all(type(n) is int for n in shape)
-            and shape[1] >= 1
-            for digest, shape in entry.inline.items()
+    if not (
+        type(data) is dict
+        and data.keys() == _FIELDS
+        and type(data["key"]) is str
+        and type(data["source"]) is str
+        and _text_map(data["variables"])
+        and type(deleted := data["deleted"]) is list
+        and _texts(deleted)
+        and type(outputs := data["outputs"]) is list
+        and set(map(type, outputs)) <= _DICT
+        and type(data["result"]) in _TEXT_OR_NONE
+        and isinstance(data["duration"], (int, float))
+        and isinstance(data["created"], (int, float))
+        and type(data["components"]) is dict
+        and _text_map(data["requires"])
+        and _text_map(data["files"])
+        and type(data["cwd"]) is str
+        and (
+            (bundle := data["bundle"]) is None or (type(bundle) is str and _NAME.fullmatch(bundle))
         )
-        and sum(shape[1] for shape in entry.inline.values()) == len(body) - 1,
-    ]
-    if not all(shapes) or not all(_NAME.fullmatch(digest) for digest in entry.digests()):
+        and type(random := data["random"]) is dict
+        and set(map(type, random.values())) <= _TEXT_OR_NONE
+        and type(packages := data["packages"]) is dict
+        and all(type(names) is list and _texts(names) for names in packages.values())
+        and _text_map(data["written"])
+        and _text_map(data["through"])
+        and _text_map(data["probes"])
+        and _text_map(data["sources"])
+        and _text_map(data["interpreter"])
+        and type(inline := data["inline"]) is dict
+        and _inline_table(inline, len(body) - 1)
+    ):
         raise Unusable("is corrupt (not an entry)")
+    # every field checked: the decoded object becomes the instance's attributes, as
+    # Entry(**data) would make them (a plain dataclass: no __post_init__, no slots)
+    entry = object.__new__(Entry)
+    entry.__dict__ = data
     return entry
 
 
@@ -156,10 +179,16 @@ def json_bytes(data: object) -> bytes:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+#: One decoder for every read: ``json.loads`` would sniff the encoding of bytes (ours are
+#: always UTF-8, see json_bytes) and check its arguments anew each time.
+_DECODER = json.JSONDecoder()
+
+
 def json_body(body: list[memoryview]) -> object:
+    """The JSON document that is ``body``'s only part; None if it is not one (or not UTF-8)."""
     try:
-        return json.loads(bytes(body[0])) if len(body) == 1 else None
-    except ValueError:
+        return _DECODER.decode(str(body[0], "utf-8")) if len(body) == 1 else None
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
 
 

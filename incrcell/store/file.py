@@ -65,9 +65,12 @@ class FileBackend(Backend):
         self.root = os.fspath(root)
         self.url = "file://" + os.path.abspath(self.root)
         self._directories: set[str] = set()  # directories known to exist: syscalls saved per write
+        self._prefix = os.path.join(self.root, "")  # the root and a separator
 
     def _path(self, name: str) -> str:
-        return os.path.join(self.root, *name.split("/"))
+        # names are "/"-separated relative paths (``entries/ab/<key>``): on POSIX, the same
+        # path as os.path.join of their components, for a string concatenation per lookup
+        return self._prefix + name
 
     # -- reading --------------------------------------------------------------
 
@@ -86,7 +89,7 @@ class FileBackend(Backend):
         except BaseException:
             os.close(fd)
             raise
-        return os.fdopen(fd, "rb", buffering=0), info.st_size, (info.st_dev, info.st_ino)
+        return io.FileIO(fd, "rb"), info.st_size, (info.st_dev, info.st_ino)
 
     def read(self, name: str) -> tuple[memoryview, Hashable]:
         file, size, version = self.open(name)
