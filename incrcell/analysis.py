@@ -746,6 +746,27 @@ def parse_cell(source: str) -> ast.Module:
     )
 
 
+# What holds statements: blocks of statements, except handlers and match cases.
+_BLOCKS = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def _definitions(body: list[ast.stmt]) -> set[str]:
+    """Names of the functions and classes defined anywhere in ``body``, nested blocks and
+    definitions included.  Only statements define them, and no expression holds a statement:
+    only the lists of statements (and of handlers, cases) are walked, not every node."""
+    names: set[str] = set()
+    stack: list[ast.AST] = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        for field in node._fields:
+            value = getattr(node, field, None)
+            if type(value) is list and value and isinstance(value[0], _BLOCKS):
+                stack.extend(value)
+    return names
+
+
 def analyse_cell(source: str) -> CellAnalysis:
     """Statically analyse one cell of (IPython-transformed) Python source.
 
@@ -753,12 +774,7 @@ def analyse_cell(source: str) -> CellAnalysis:
     runs them.  Raises SyntaxError for code that does not parse.
     """
     tree = parse_cell(source)
-    def_names = {
-        n.name
-        for n in ast.walk(tree)
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-    }
-    cell = _Cell(def_names)
+    cell = _Cell(_definitions(tree.body))
     _Walker(cell).run(tree.body)
     return cell.summary()
 
