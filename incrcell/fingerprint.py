@@ -674,6 +674,26 @@ class _Sink:
         self.write = write
 
 
+# The types the C pickler writes itself, whatever its hooks: persistent_id lets them be
+# (see _ATOMS) and reducer_override is never asked.  A value of one of them pickles to the
+# stream a plain pickler in fast mode (no memo) writes: _HashPickler's, without its setup.
+# Numbers, booleans and None are not memoised at all: pickle.dumps writes the same.
+_UNMEMOISED = frozenset({int, float, bool, type(None)})
+_NATIVE = frozenset({*_UNMEMOISED, str, bytes})
+
+
+def _native_digest(obj: object) -> bytes:
+    """The digest of a value whose type is in _NATIVE: the one :meth:`ValueHasher._stream`
+    gives it, without the cost of a _HashPickler (most inputs are numbers and strings)."""
+    if type(obj) in _UNMEMOISED:
+        return hash_bytes(pickle.dumps(obj, protocol=5))
+    state = xxhash.xxh3_128()
+    pickler = pickle.Pickler(_Sink(state.update), protocol=5)
+    pickler.fast = True
+    pickler.dump(obj)
+    return state.digest()
+
+
 class _HashPickler(pickle.Pickler):
     """C pickler whose output is only hashed, never loaded."""
 
