@@ -210,10 +210,10 @@ def normalise_source(source: str) -> str:
 _SHOW_EMPTY = sys.version_info < (3, 13)
 _NONE_IS_VALUE = (ast.Constant, ast.MatchSingleton)
 # AST class -> (``Name(``, its fields as (name, ``name=``, None is the class's default))
-_FORMS: dict[type, tuple[str, tuple[tuple[str, str, bool], ...], bool]] = {}
+_FORMS: dict[type[ast.AST], tuple[str, tuple[tuple[str, str, bool], ...], bool]] = {}
 
 
-def _form(cls: type) -> tuple[str, tuple[tuple[str, str, bool], ...], bool]:
+def _form(cls: type[ast.AST]) -> tuple[str, tuple[tuple[str, str, bool], ...], bool]:
     form = _FORMS[cls] = (
         f"{cls.__name__}(",
         tuple((name, f"{name}=", getattr(cls, name, ...) is None) for name in cls._fields),
