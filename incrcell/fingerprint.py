@@ -252,7 +252,7 @@ def _dump(tree: ast.AST) -> str:
             add(label)
             if isinstance(field, ast.AST):
                 node(field)
-            elif type(field) is list:
+            elif isinstance(field, list):
                 add("[")
                 for i, element in enumerate(field):
                     if i:
