@@ -37,9 +37,9 @@ import sys
 import types
 import typing
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from .reasons import Code, Reason
 
@@ -424,7 +424,8 @@ class _Walker:
 
     def run(self, body: list[ast.stmt]) -> None:
         for node in body:
-            getattr(self, "s_" + type(node).__name__, self.s_generic)(node)
+            cls = type(node)
+            (_STATEMENTS.get(cls) or _handler(_STATEMENTS, "s_", cls))(self, node)
             self.flush()
 
     def flush(self) -> None:
@@ -459,7 +460,7 @@ class _Walker:
         # Return/Raise/Assert/Global/... and unknown (future) statements:
         # every load is a read, nothing they bind is definite afterwards.
         pre = set(self.scope.bound)
-        for child in ast.iter_child_nodes(node):
+        for child in _children(node):
             if isinstance(child, ast.stmt):
                 self.run([child])
             else:
@@ -656,10 +657,11 @@ class _Walker:
 
     def expr(self, node: ast.AST | None) -> None:
         if node is not None:
-            getattr(self, "e_" + type(node).__name__, self.e_generic)(node)
+            cls = type(node)
+            (_EXPRESSIONS.get(cls) or _handler(_EXPRESSIONS, "e_", cls))(self, node)
 
     def e_generic(self, node: ast.AST) -> None:
-        for child in ast.iter_child_nodes(node):
+        for child in _children(node):
             self.expr(child)
 
     def e_Name(self, node: ast.Name) -> None:
@@ -746,6 +748,54 @@ def parse_cell(source: str) -> ast.Module:
     )
 
 
+# node class -> the _Walker method for it ("s_" / "e_" + its name, else the generic one):
+# looked up once per class, not by name for every node of every cell
+_Handler: TypeAlias = "Callable[[_Walker, Any], None]"
+_STATEMENTS: dict[type, _Handler] = {}
+_EXPRESSIONS: dict[type, _Handler] = {}
+
+
+def _handler(table: dict[type, _Handler], prefix: str, cls: type) -> _Handler:
+    handler = table[cls] = getattr(
+        _Walker, prefix + cls.__name__, getattr(_Walker, prefix + "generic")
+    )
+    return handler
+
+
+def _children(node: ast.AST) -> list[ast.AST]:
+    """``ast.iter_child_nodes(node)`` as a list (its child nodes in field order), without
+    its two generators."""
+    children: list[ast.AST] = []
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if isinstance(value, ast.AST):
+            children.append(value)
+        elif isinstance(value, list):
+            children.extend([item for item in value if isinstance(item, ast.AST)])
+    return children
+
+
+# What holds statements: blocks of statements, except handlers and match cases.
+_BLOCKS = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def _definitions(body: list[ast.stmt]) -> set[str]:
+    """Names of the functions and classes defined anywhere in ``body``, nested blocks and
+    definitions included.  Only statements define them, and no expression holds a statement:
+    only the lists of statements (and of handlers, cases) are walked, not every node."""
+    names: set[str] = set()
+    stack: list[ast.AST] = list(body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if type(value) is list and value and isinstance(value[0], _BLOCKS):
+                stack.extend(value)
+    return names
+
+
 def analyse_cell(source: str) -> CellAnalysis:
     """Statically analyse one cell of (IPython-transformed) Python source.
 
@@ -753,12 +803,7 @@ def analyse_cell(source: str) -> CellAnalysis:
     runs them.  Raises SyntaxError for code that does not parse.
     """
     tree = parse_cell(source)
-    def_names = {
-        n.name
-        for n in ast.walk(tree)
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-    }
-    cell = _Cell(def_names)
+    cell = _Cell(_definitions(tree.body))
     _Walker(cell).run(tree.body)
     return cell.summary()
 

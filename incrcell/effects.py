@@ -38,8 +38,9 @@ import builtins
 import dis
 import sys
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from .analysis import code_globals, parse_cell
 from .interpreter import is_local_module
@@ -397,6 +398,30 @@ class _CallFinder(ast.NodeVisitor):
         self.called: list[object] = []  # what calls through the cell's own imports resolve to
         self.unresolved: list[str] = []  # such calls into modules not imported yet
 
+    def visit(self, node: ast.AST) -> None:
+        """NodeVisitor's visit, with each node class's ``visit_`` method looked up once, not
+        by name for every node (the cell's whole tree is visited for every cell)."""
+        cls = type(node)
+        try:
+            method = _VISITS[cls]
+        except KeyError:  # a node class not met yet: its method, or generic_visit
+            method = _VISITS[cls] = vars(_CallFinder).get(f"visit_{cls.__name__}")
+        if method is None:
+            self.generic_visit(node)
+        else:
+            method(self, node)
+
+    def generic_visit(self, node: ast.AST) -> None:
+        """NodeVisitor's generic_visit: every child node, in field order."""
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if isinstance(value, ast.AST):
+                self.visit(value)
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, ast.AST):
+                        self.visit(item)
+
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.asname:
@@ -513,3 +538,7 @@ class _CallFinder(ast.NodeVisitor):
         effect = _lookup(qualified, without_arguments)
         if effect and not self.reason:
             self.reason = Code.EFFECT(kind=effect, call=qualified)
+
+
+# node class -> the _CallFinder method visiting it (None: generic_visit)
+_VISITS: dict[type, Callable[[_CallFinder, Any], None] | None] = {}

@@ -104,6 +104,10 @@ def key_components(
     }
 
 
+# json.dumps(..., sort_keys=True)'s encoder, made once rather than for every key
+_ENCODER = json.JSONEncoder(sort_keys=True)
+
+
 def cell_key(components: dict[str, Any]) -> str:
     """The cache key of the cell with these :func:`key_components`."""
-    return xxhash.xxh3_128(json.dumps(components, sort_keys=True).encode()).hexdigest()
+    return xxhash.xxh3_128_hexdigest(_ENCODER.encode(components).encode())
