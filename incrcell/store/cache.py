@@ -872,18 +872,23 @@ class Store:
         not needed by this one are dropped).  Raises StoreError."""
         what = f"cache entry {_short(entry.key)}"
         obj = _object(ENTRY, entry.key)
-        pending = ((d, self._pending.get(d)) for d in sorted(entry.digests()))
-        inline = {d: value for d, value in pending if value is not None}
-        entry = dataclasses.replace(
-            entry, inline={d: [method, len(body)] for d, (method, body) in inline.items()}
+        # its ``inline`` is the store's to fill: whatever it held is ignored
+        needed = sorted(
+            (dataclasses.replace(entry, inline={}) if entry.inline else entry).digests()
         )
-        missing = [d for d in entry.digests() if not self.backend.exists(_object(VALUE, d))]
+        pending = ((d, self._pending.get(d)) for d in needed)
+        inline = {d: value for d, value in pending if value is not None}
+        missing = [
+            d for d in needed if d not in inline and not self.backend.exists(_object(VALUE, d))
+        ]
         if missing:
             raise StoreError(
                 f"{what} refers to value {_short(missing[0])}, which is not in the cache"
             )
         try:
-            body = entry_bytes(entry)
+            body = entry_bytes(
+                entry, {d: [method, len(value)] for d, (method, value) in inline.items()}
+            )
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{what} is not JSON-serialisable ({exc})") from exc
         parts: list[bytes | memoryview] = [

@@ -79,18 +79,18 @@ def frame(
 ) -> tuple[list[bytes | memoryview], int]:
     """The chunks of a cache file, in write order, and its size; signed and sealed by ``signer``."""
     parts = [memoryview(part).cast("B") for part in (name.encode(), *body)]
-    table = b"".join(_PART.pack(part.nbytes, _READONLY if part.readonly else 0) for part in parts)
+    table = b"".join([_PART.pack(part.nbytes, _READONLY if part.readonly else 0) for part in parts])
     chunks: list[bytes | memoryview] = [table]
+    digest = hashlib.sha256(table)  # what Digest computes, fed as the chunks are made
     end = HEADER_SIZE + len(table)
     for part in parts:
-        start = _aligned(end)
-        if start > end:
-            chunks.append(_PADDING[: start - end])
+        padding = -end % _ALIGN
+        if padding:
+            chunks.append(_PADDING[:padding])
+            digest.update(_PADDING[:padding])
         chunks.append(part)
-        end = start + part.nbytes
-    digest = Digest()
-    for chunk in chunks:
-        digest.update(chunk)
+        digest.update(part)
+        end += padding + part.nbytes
     signed = (
         _PREFIX.pack(MAGIC, FORMAT_VERSION, kind, method, len(parts), end)
         + digest.digest()

@@ -77,7 +77,7 @@ class Entry:
         return found - self.inline.keys()
 
 
-#: The fields of an Entry: an entry's JSON object has exactly these keys.
+#: The fields of an Entry, in order: an entry's JSON object has exactly these keys.
 _FIELDS = {field.name: None for field in dataclasses.fields(Entry)}.keys()
 _TEXT = {str}
 _TEXT_OR_NONE = {str, type(None)}
@@ -175,8 +175,13 @@ def inline_parts(entry: Entry, body: list[memoryview]) -> dict[str, tuple[int, l
     return found
 
 
+#: One encoder for every body written: ``json.dumps`` with these options builds a new one
+#: per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def json_bytes(data: object) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    return _ENCODER.encode(data).encode()
 
 
 #: One decoder for every read: ``json.loads`` would sniff the encoding of bytes (ours are
@@ -192,7 +197,11 @@ def json_body(body: list[memoryview]) -> object:
         return None
 
 
-def entry_bytes(entry: Entry) -> bytes:
-    """The JSON body of ``entry``'s file; raises TypeError/ValueError if it is not JSON data."""
+def entry_bytes(entry: Entry, inline: dict[str, list[int]] | None = None) -> bytes:
+    """The JSON body of ``entry``'s file, with ``inline`` for its field of that name if given;
+    raises TypeError/ValueError if it is not JSON data."""
     # shallow: asdict() would deep-copy every output first, for nothing
-    return json_bytes({f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)})
+    fields = {name: getattr(entry, name) for name in _FIELDS}
+    if inline is not None:
+        fields["inline"] = inline
+    return json_bytes(fields)
