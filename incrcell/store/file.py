@@ -64,8 +64,9 @@ class FileBackend(Backend):
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = os.fspath(root)
         self.url = "file://" + os.path.abspath(self.root)
-        self._directories: set[str] = set()  # directories known to exist: syscalls saved per write
         self._prefix = os.path.join(self.root, "")  # the root and a separator
+        self._temps = os.path.join(self.root, _TMP)
+        self._temp_prefix = ("", -1)  # (prefix of our temp files' paths, the pid it names)
 
     def _path(self, name: str) -> str:
         # names are "/"-separated relative paths (``entries/ab/<key>``): on POSIX, the same
@@ -123,31 +124,23 @@ class FileBackend(Backend):
 
     # -- writing --------------------------------------------------------------
 
-    def _makedirs(self, directory: str) -> None:
-        if directory not in self._directories:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            self._directories.add(directory)
-
     def write(self, name: str, chunks: Sequence[bytes | memoryview]) -> int:
-        """Write to a temp file, rename it into place; KeyboardInterrupt also cleans up."""
+        """Write to a temp file, rename it into place; KeyboardInterrupt also cleans up.
+
+        Directories are made when a call finds them missing (the first write into each,
+        or after a ``clear()``), not looked for before every write."""
         path = self._path(name)
         tmp = None
         try:
+            fd, tmp = self._temp()
             try:
-                fd, tmp = self._temp()
-            except FileNotFoundError:  # removed since (clear(), or another process)
-                self._directories.clear()
-                fd, tmp = self._temp()
-            try:
-                size = _write_all(fd, [memoryview(chunk).cast("B") for chunk in chunks])
+                size = _write_all(fd, chunks)
             finally:
                 os.close(fd)
             try:
-                self._makedirs(os.path.dirname(path))
                 os.replace(tmp, path)
-            except FileNotFoundError:
-                self._directories.clear()
-                self._makedirs(os.path.dirname(path))
+            except FileNotFoundError:  # its directory is new (or removed since)
+                _makedirs(os.path.dirname(path))
                 os.replace(tmp, path)
             return size
         except BaseException:
@@ -159,15 +152,20 @@ class FileBackend(Backend):
     def _temp(self) -> tuple[int, str]:
         """A new temp file, created exclusively, named for its writer (:func:`_writer_gone`)
         and a per-process count: no random name to draw, one ``open`` per write."""
-        temps = os.path.join(self.root, _TMP)
-        self._makedirs(temps)
-        prefix = os.path.join(temps, f"{_TMP_PREFIX}{os.getpid()}-{_HOST}-")
+        prefix, pid = self._temp_prefix
+        if pid != os.getpid():  # first write, or a forked child's
+            pid = os.getpid()
+            prefix = os.path.join(self._temps, f"{_TMP_PREFIX}{pid}-{_HOST}-")
+            self._temp_prefix = prefix, pid
         while True:
             tmp = f"{prefix}{next(_TEMP_NUMBERS)}"
             try:
                 return os.open(tmp, _CREATE_FLAGS, 0o600), tmp
             except FileExistsError:  # left by an earlier process of the same id
                 continue
+            except FileNotFoundError:  # the first write here (or the cache was cleared)
+                _makedirs(self._temps)
+                return os.open(tmp, _CREATE_FLAGS, 0o600), tmp
 
     def touch(self, name: str) -> bool:
         try:
@@ -218,7 +216,6 @@ class FileBackend(Backend):
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-        self._directories.clear()
 
     def free_space(self) -> int | None:
         directory = self.root
@@ -291,18 +288,25 @@ def _map_private(fd: int, size: int) -> memoryview | None:
     return memoryview(pages).cast("B")
 
 
-def _write_all(fd: int, views: list[memoryview]) -> int:
-    """Write ``views`` in order with as few system calls as the kernel allows (one
+def _makedirs(directory: str) -> None:
+    """Make ``directory`` (mode 0700) and what it lies in, unless they are there."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+
+
+def _write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
+    """Write ``chunks`` in order with as few system calls as the kernel allows (one
     ``writev`` for a small file, where a write per part made six); returns the size."""
-    views = [view for view in views if view.nbytes]
-    size, first = sum(view.nbytes for view in views), 0
+    # bytes as they are, anything else as a flat byte view: len() is the size of each
+    views = [chunk if type(chunk) is bytes else memoryview(chunk).cast("B") for chunk in chunks]
+    views = [view for view in views if len(view)]
+    size, first = sum(map(len, views)), 0
     while first < len(views):
         done = os.writev(fd, views[first : first + _IOV_MAX])
-        while first < len(views) and done >= views[first].nbytes:  # the parts written whole
-            done -= views[first].nbytes
+        while first < len(views) and done >= len(views[first]):  # the parts written whole
+            done -= len(views[first])
             first += 1
         if done:  # one written in part
-            views[first] = views[first][done:]
+            views[first] = memoryview(views[first])[done:]
     return size
 
 
