@@ -298,16 +298,22 @@ def _write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> int:
     ``writev`` for a small file, where a write per part made six); returns the size."""
     # bytes as they are, anything else as a flat byte view: len() is the size of each
     views = [chunk if type(chunk) is bytes else memoryview(chunk).cast("B") for chunk in chunks]
-    views = [view for view in views if len(view)]
-    size, first = sum(map(len, views)), 0
-    while first < len(views):
-        done = os.writev(fd, views[first : first + _IOV_MAX])
-        while first < len(views) and done >= len(views[first]):  # the parts written whole
-            done -= len(views[first])
-            first += 1
-        if done:  # one written in part
-            views[first] = memoryview(views[first])[done:]
+    size = left = sum(map(len, views))
+    while left:
+        done = os.writev(fd, views[:_IOV_MAX])
+        left -= done
+        if left:  # written in part, or more parts than one call takes
+            views = _after(views, done)
     return size
+
+
+def _after(views: list[bytes | memoryview], count: int) -> list[bytes | memoryview]:
+    """``views`` without their first ``count`` bytes, nor the empty views that follow them."""
+    for index, view in enumerate(views):
+        if count < len(view):
+            return [memoryview(view)[count:], *views[index + 1 :]]
+        count -= len(view)
+    return []
 
 
 def _writer_gone(name: str) -> bool:
