@@ -32,7 +32,7 @@ from .fingerprint import StandIn, Unhashable, ValueHasher, array_owner, restored
 from .plans import Record, Recording
 from .reasons import Code, Reason
 from .serialise import Shared, Unpicklable, dumps, loads, one_line
-from .sharing import UserName, identities, keepers, sharers
+from .sharing import ATOMS, UserName, identities, keepers, sharers
 from .sources import code_sources
 from .store import CacheWarning, Entry, Store, StoreError
 
@@ -222,13 +222,19 @@ class Persister:
             return exc.reason
         except StoreError as exc:
             return Code.NOT_SAVED(detail=exc.reason)
-        bound = identities(namespace, names, self.user)
-        np = sys.modules.get("numpy")
-        if np is not None:  # a view of a bound array has that array's owner as its base
-            for name in list(bound.values()):
-                value = namespace[name]
-                if isinstance(value, np.ndarray) and value.base is not None:
-                    bound.setdefault(id(array_owner(value)), name)
+        left = {item: new for item, (_, new) in sorted(changes.items())}
+        # The objects bound to other names, which hashing what the cell left may meet. Plain
+        # atoms hold nothing and are none of those live objects: for them, the namespace is
+        # not walked.
+        bound: dict[int, str] = {}
+        if not all(type(value) in ATOMS for value in (*values.values(), result, *left.values())):
+            bound = identities(namespace, names, self.user)
+            np = sys.modules.get("numpy")
+            if np is not None:  # a view of a bound array has that array's owner as its base
+                for name in list(bound.values()):
+                    value = namespace[name]
+                    if isinstance(value, np.ndarray) and value.base is not None:
+                        bound.setdefault(id(array_owner(value)), name)
         inside = {i: name for name, ids in plan.inner.items() if name not in names for i in ids}
         hasher.watch(bound, inside)
         try:
@@ -243,7 +249,6 @@ class Persister:
             doubtful = hasher.doubtful
             # the values holding library objects, whose stored copy may hash otherwise
             measured = {n: hasher.digest_of(v) for n, v in values.items() if hasher.reduces(v)}
-            left = {item: new for item, (_, new) in sorted(changes.items())}
             left_digests = [self._digest(new, hasher, item).hex() for item, new in left.items()]
             named, met_inside = hasher.stop_watching()
             refs = {name: namespace[name] for name in named}
