@@ -685,18 +685,26 @@ def literal_reads(
     """
     names: set[str] = set()
     todo = list(codes)
-    try:
-        # the code the cell runs itself: not the bodies of the functions it only defines
-        # (a cell defining ``load()`` does not read what ``load`` opens; its callers do)
-        todo.append(
-            compile(
-                source, "<cell>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+    executed_only: set[int] = set()
+    # A cell without a quote has no string literal, hence no string constant of its own
+    # to find (names, attributes and modules are not constants; folding only joins
+    # literals): its code need not be compiled again.
+    if "'" in source or '"' in source:
+        try:
+            # the code the cell runs itself: not the bodies of the functions it only defines
+            # (a cell defining ``load()`` does not read what ``load`` opens; its callers do)
+            todo.append(
+                compile(
+                    source,
+                    "<cell>",
+                    "exec",
+                    flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                    dont_inherit=True,
+                )
             )
-        )
-        executed_only = {id(todo[-1])}
-    except (SyntaxError, ValueError):  # IPython syntax (``!ls``): every literal of its text
-        names = {text for _, text in _LITERAL.findall(source) if "." in text or "/" in text}
-        executed_only = set()
+            executed_only = {id(todo[-1])}
+        except (SyntaxError, ValueError):  # IPython syntax (``!ls``): every literal of its text
+            names = {text for _, text in _LITERAL.findall(source) if "." in text or "/" in text}
     while todo:
         code = todo.pop()
         for constant in code.co_consts:
