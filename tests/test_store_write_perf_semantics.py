@@ -8,10 +8,10 @@ import dataclasses
 import os
 import random
 import shutil
-import time
 from pathlib import Path
 
 import pytest
+from test_store import make_entry
 
 from incrcell import persist
 from incrcell.engine import RAN, RESTORED, Restore
@@ -32,19 +32,8 @@ KEY_B = "b2" * 16
 
 
 def _entry(key: str, bundle: str | None = None, **fields: object) -> Entry:
-    return Entry(
-        key=key,
-        source="x = 1",
-        variables={"x": "0f" * 16},
-        deleted=[],
-        outputs=[{"output_type": "stream", "name": "stdout", "text": "héllo\n"}],
-        result=None,
-        duration=0.25,
-        created=time.time(),
-        components={"source": "abc", "inputs": {"y": "0123"}},
-        bundle=bundle,
-        **fields,  # type: ignore[arg-type]
-    )
+    """test_store's entry, with ``fields`` changed."""
+    return dataclasses.replace(make_entry(key, bundle), **fields)  # type: ignore[arg-type]
 
 
 def _store(root: Path) -> Store:
