@@ -81,16 +81,17 @@ def frame(
     parts = [memoryview(part).cast("B") for part in (name.encode(), *body)]
     table = b"".join([_PART.pack(part.nbytes, _READONLY if part.readonly else 0) for part in parts])
     chunks: list[bytes | memoryview] = [table]
-    digest = hashlib.sha256(table)  # what Digest computes, fed as the chunks are made
+    digest = Digest()  # fed as the chunks are made
+    digest.update(table)
     end = HEADER_SIZE + len(table)
     for part in parts:
-        padding = -end % _ALIGN
-        if padding:
-            chunks.append(_PADDING[:padding])
-            digest.update(_PADDING[:padding])
+        start = _aligned(end)
+        if start > end:
+            chunks.append(_PADDING[: start - end])
+            digest.update(_PADDING[: start - end])
         chunks.append(part)
         digest.update(part)
-        end += padding + part.nbytes
+        end = start + part.nbytes
     signed = (
         _PREFIX.pack(MAGIC, FORMAT_VERSION, kind, method, len(parts), end)
         + digest.digest()
