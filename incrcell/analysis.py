@@ -460,7 +460,7 @@ class _Walker:
         # Return/Raise/Assert/Global/... and unknown (future) statements:
         # every load is a read, nothing they bind is definite afterwards.
         pre = set(self.scope.bound)
-        for child in _children(node):
+        for child in child_nodes(node):
             if isinstance(child, ast.stmt):
                 self.run([child])
             else:
@@ -661,7 +661,7 @@ class _Walker:
             (_EXPRESSIONS.get(cls) or _handler(_EXPRESSIONS, "e_", cls))(self, node)
 
     def e_generic(self, node: ast.AST) -> None:
-        for child in _children(node):
+        for child in child_nodes(node):
             self.expr(child)
 
     def e_Name(self, node: ast.Name) -> None:
@@ -762,7 +762,7 @@ def _handler(table: dict[type, _Handler], prefix: str, cls: type) -> _Handler:
     return handler
 
 
-def _children(node: ast.AST) -> list[ast.AST]:
+def child_nodes(node: ast.AST) -> list[ast.AST]:
     """``ast.iter_child_nodes(node)`` as a list (its child nodes in field order), without
     its two generators."""
     children: list[ast.AST] = []

@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .analysis import code_globals, parse_cell
+from .analysis import child_nodes, code_globals, parse_cell
 from .interpreter import is_local_module
 from .reasons import Code, Reason
 
@@ -413,14 +413,8 @@ class _CallFinder(ast.NodeVisitor):
 
     def generic_visit(self, node: ast.AST) -> None:
         """NodeVisitor's generic_visit: every child node, in field order."""
-        for name in node._fields:
-            value = getattr(node, name, None)
-            if isinstance(value, ast.AST):
-                self.visit(value)
-            elif isinstance(value, list):
-                for item in value:
-                    if isinstance(item, ast.AST):
-                        self.visit(item)
+        for child in child_nodes(node):
+            self.visit(child)
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
