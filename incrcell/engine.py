@@ -272,6 +272,7 @@ class Engine:
                     remote_mode=config.remote_mode,
                     trusted_keys=config.trusted_keys,
                     fallback=self._setting_unusable,
+                    write_behind=True,
                 )
             except StoreError as exc:
                 reason = exc.reason

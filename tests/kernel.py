@@ -126,8 +126,11 @@ class Kernel:
         self.kc.wait_for_ready(timeout=TIMEOUT)
 
     def restart(self) -> None:
+        """Restart as JupyterLab does: the kernel is asked to shut down, and its exit waits for
+        the writes incrcell does in the background (killed at once, it would lose them, and
+        their cells would run again: see test_kernel's test of a killed kernel)."""
         self.kc.stop_channels()
-        self.km.restart_kernel(now=True)
+        self.km.restart_kernel(now=False)
         self._connect()
 
     def shutdown(self) -> None:

@@ -244,6 +244,23 @@ def test_kernel_killed_while_writing_leaves_no_half_entry(kernel: Kernel, cache_
     assert kernel.run(big[1], big[0]).restored
 
 
+def test_kernel_killed_before_its_writes_behind_loses_them_safely(kernel: Kernel, cache_env):
+    """A value written behind (store/behind.py) is lost with a kernel killed right after its
+    cell: the cell runs again, with the right value, and is recorded then."""
+    kernel.run(*LOAD[::-1])
+    cell = ("mid", "import numpy as np\nmid = np.arange(20_000_000) * 3")  # 160 MB
+    assert kernel.run(cell[1], cell[0]).status == "ok"
+    os.kill(kernel.km.provisioner.process.pid, signal.SIGKILL)  # its write may be pending
+    kernel.restart()
+    kernel.run(*LOAD[::-1])
+    assert kernel.run(cell[1], cell[0]).status == "ok"
+    assert kernel.value("int(mid[-1])") == str(19_999_999 * 3)
+    kernel.restart()  # asked to shut down, the kernel waits for its writes
+    kernel.run(*LOAD[::-1])
+    assert kernel.run(cell[1], cell[0]).restored
+    assert kernel.value("int(mid[-1])") == str(19_999_999 * 3)
+
+
 def test_magics_help_off_on_config_clear(kernel: Kernel, tmp_path: Path):
     kernel.run(*LOAD[::-1])
     help_text = kernel.run("%incrcell --help").stdout

@@ -129,6 +129,7 @@ def open_store(
     remote_mode: str | None = None,
     trusted_keys: str | None = None,
     fallback: Callable[[str, str], None] | None = None,
+    write_behind: bool = False,
 ) -> Store:
     """The store at ``url`` (``file:///path``, ``memory://name``, or a plain path).
 
@@ -145,6 +146,7 @@ def open_store(
     to ``fallback(why, what is done instead)`` instead, and left out: the local cache
     keeps working (without the remote; trusting only the keys that could be read),
     never a cache that stops caching because of a typo in a setting about sharing.
+    ``write_behind``: see :class:`Store`.
     """
     text = os.fspath(url)
     parts = urlsplit(text)
@@ -197,6 +199,7 @@ def open_store(
             max_age=max_age,
             housekeeping=housekeeping,
             remote=tier,
+            write_behind=write_behind,
         )
     except KeyRefused as exc:
         raise StoreError(f"{exc}; nothing is cached until then") from None

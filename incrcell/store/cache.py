@@ -53,6 +53,7 @@ from typing import Protocol, TypeVar
 import xxhash
 
 from .backend import Backend, Listing
+from .behind import BEHIND, Settled
 from .codec import (
     ENTRY,
     HEADER_SIZE,
@@ -109,6 +110,9 @@ _INLINE_KEPT = 64
 # A file this large is mapped rather than read where the backend can (see Store._read):
 # below it, a read into a fresh buffer costs less than setting up a mapping.
 _MAP_MIN = 256 << 10
+# A value this large is written behind where the store may (see .behind): below it, the
+# copy and the hand-over cost about what writing it in the cell does.
+_BEHIND_MIN = 1 << 20
 
 _T = TypeVar("_T")
 
@@ -277,6 +281,7 @@ class Store:
         max_age: float | None = None,
         housekeeping: bool = True,
         remote: Remote | None = None,
+        write_behind: bool = False,
     ) -> None:
         """``signer`` defaults to one with :func:`signing_key` and the keys
         ``$INCRCELL_TRUSTED_KEYS`` trusts (which may raise KeyRefused, ValueError or
@@ -285,8 +290,11 @@ class Store:
         measure the cache and collect (over the cap, or past max_age) after writes; all in a
         background thread, never on the caller's path.  ``remote``: a shared tier behind
         this one (see :mod:`.remote`): lookups go here first, then there.
+        ``write_behind``: large values, and the entries needing them, are written by a
+        background thread while the caller goes on (see :mod:`.behind`; the kernel's store).
         """
-        self.backend = backend
+        self.backend: Backend = Settled(backend)
+        self._write_behind = write_behind
         self._signer = signer if signer is not None else Signer(signing_key(), trusted_from_env())
         self.remote = remote
         self._fetched: set[str] = set()  # objects this store copied from the remote
@@ -370,7 +378,8 @@ class Store:
         self.gc(max_size=int(self.cap * _LOW_WATER) if (self._size or 0) > self.cap else None)
 
     def wait(self) -> None:
-        """Until the background housekeeping submitted so far is done."""
+        """Until the background writes and housekeeping submitted so far are done."""
+        BEHIND.drain()
         _HOUSEKEEPER.wait()
 
     # -- reading --------------------------------------------------------------
@@ -531,6 +540,7 @@ class Store:
         entry the remote lists is fetched in the background, for a later call, and None is
         returned now.  Without ``use`` (a listing of what the cache holds) the entry is
         read but not marked as used: looking at the cache does not keep it from eviction."""
+        self._say_unwritten()
         what = f"cache entry {_short(key)}"
         try:
             entry, inline = self._load(ENTRY, key, _parse_entry_inline, fetch=fetch)
@@ -614,7 +624,7 @@ class Store:
         before the entry that refers to it is written.
         """
         obj = _object(VALUE, digest)
-        if digest in self._pending:
+        if digest in self._pending or BEHIND.pending(self.backend.url, obj):
             return True
         if digest in self._intact:
             return self.backend.touch(obj)
@@ -853,14 +863,31 @@ class Store:
         return done
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait (at most ``timeout`` seconds) for the background uploads queued so far; whether
-        they are done.  The kernel calls it at shutdown; it also runs at process exit."""
-        return self.remote.flush(timeout) if self.remote is not None else True
+        """Wait (at most ``timeout`` seconds) for the background writes and uploads queued so
+        far; whether they are done.  The kernel calls it at shutdown; it also runs at process
+        exit."""
+        remote = self.remote
+        return self._settle_all(timeout, lambda left: remote is None or remote.flush(left))
 
     def close(self, timeout: float | None = 30.0) -> bool:
-        """Finish the background uploads (at most ``timeout`` seconds; whether they are done)
-        and let go of the remote's threads and exit handler; the local cache stays usable."""
-        return self.remote.close(timeout) if self.remote is not None else True
+        """Finish the background writes and uploads (at most ``timeout`` seconds; whether they
+        are done) and let go of the remote's threads and exit handler; the local cache stays
+        usable."""
+        remote = self.remote
+        return self._settle_all(timeout, lambda left: remote is None or remote.close(left))
+
+    def _settle_all(self, timeout: float | None, then: Callable[[float | None], bool]) -> bool:
+        """The background writes drained, then ``then`` with the time left of ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        written = BEHIND.drain(timeout)
+        self._say_unwritten()
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        return then(left) and written
+
+    def _say_unwritten(self) -> None:
+        """Say the background writes that failed since last said (see :mod:`.behind`)."""
+        for reason in BEHIND.unsaid(self.backend.url):
+            _warn(reason, instead="the cell that made it runs again next time")
 
     def remote_status(self) -> RemoteStatus | None:
         """Where entries came from, transfers and the upload backlog; None without a remote."""
@@ -876,10 +903,18 @@ class Store:
         needed = sorted(
             (dataclasses.replace(entry, inline={}) if entry.inline else entry).digests()
         )
+        self._say_unwritten()
         pending = ((d, self._pending.get(d)) for d in needed)
         inline = {d: value for d, value in pending if value is not None}
+        url = self.backend.url
+        outside = [_object(VALUE, d) for d in needed if d not in inline]
+        behind = [o for o in outside if BEHIND.pending(url, o)]
         missing = [
-            d for d in needed if d not in inline and not self.backend.exists(_object(VALUE, d))
+            d
+            for d in needed
+            if d not in inline
+            and _object(VALUE, d) not in behind
+            and not self.backend.exists(_object(VALUE, d))
         ]
         if missing:
             raise StoreError(
@@ -895,7 +930,17 @@ class Store:
             body,
             *(p for _, value in inline.values() for p in value),
         ]
-        self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what)
+        if behind:  # written after them, unless one fails (see .behind)
+            BEHIND.submit(
+                url,
+                obj,
+                0,
+                lambda: self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what),
+                what,
+                after=behind,
+            )
+        else:
+            self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what)
         # what no entry claimed was put for a cell whose recording failed since, and was
         # looked up for one
         self._pending.clear()
@@ -913,6 +958,7 @@ class Store:
         inside the file of the next entry :meth:`put` that needs it (its size is
         returned all the same); never followed by one, it is never written.
         """
+        self._say_unwritten()
         obj = _object(VALUE, digest)
         # absent when just looked (has_value): written twice at worst, never lost
         if digest not in self._absent and self.has_value(digest):
@@ -927,10 +973,25 @@ class Store:
                 [_copy(memoryview(value.stream)), *map(_copy, value.buffers)],
             )
             return size
-        try:
-            chunks, _ = frame(
-                VALUE, _METHODS[value.method], digest, [value.stream, *value.buffers], self._signer
+        parts, method = [value.stream, *value.buffers], value.method
+        if self._write_behind and size >= _BEHIND_MIN and BEHIND.takes(size):
+            # copied: the buffers are views of the live objects, which the next cell may change
+            parts = [part if isinstance(part, bytes) else _copy(memoryview(part)) for part in parts]
+            BEHIND.submit(
+                self.backend.url,
+                obj,
+                size,
+                lambda: self._write_value(obj, digest, method, parts, what),
+                what,
             )
+            return size
+        return self._write_value(obj, digest, method, parts, what)
+
+    def _write_value(
+        self, obj: str, digest: str, method: str, parts: list[bytes | memoryview], what: str
+    ) -> int:
+        try:
+            chunks, _ = frame(VALUE, _METHODS[method], digest, parts, self._signer)
         except Exception as exc:
             raise StoreError(f"{what} could not be written ({_describe(exc)})") from exc
         size = self._write(obj, chunks, what)
