@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import csv
 import functools
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import os
 import site
@@ -104,13 +106,79 @@ def _distributions() -> Mapping[str, list[str]]:
             return found
     except (OSError, ValueError, AttributeError, KeyError, TypeError):
         pass
-    mapping = importlib.metadata.packages_distributions()
+    mapping = top_level_map(importlib.metadata.distributions())
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temp = path.with_name(f".{path.name}.{os.getpid()}")
         temp.write_text(json.dumps({"installed": installed, "map": mapping}), encoding="utf-8")
         os.replace(temp, path)
     return mapping
+
+
+def top_level_map(
+    distributions: Iterable[importlib.metadata.Distribution],
+) -> dict[str, list[str]]:
+    """Top-level module -> the names of the ``distributions`` that install it.
+
+    What Python 3.13's ``importlib.metadata.packages_distributions`` answers, on every
+    version: the names a distribution declares (``top_level.txt``), else the first part of
+    each path its file list holds (``RECORD``; ``SOURCES.txt`` for an egg), or a single
+    file's module name, keeping those without a dot.  3.10 reads declarations only (the
+    modules of wheels built by hatchling or flit were then fingerprinted by their path on
+    this machine, which no other machine shares), 3.11 infers from ``.py`` files only.
+    Parsed from the text rather than through a ``PackagePath`` per file: reading the
+    distributions of a JupyterLab environment (21,000 files) took 0.33 s, now 0.05 s.
+    """
+    mapping: dict[str, list[str]] = {}
+    for dist in distributions:
+        tops = (dist.read_text("top_level.txt") or "").split() or _inferred_tops(dist)
+        if tops:
+            name = _declared_name(dist)
+            for top in tops:
+                mapping.setdefault(top, []).append(name)
+    return mapping
+
+
+def _inferred_tops(dist: importlib.metadata.Distribution) -> list[str]:
+    """The top-level names a distribution without ``top_level.txt`` installs (sorted)."""
+    record = dist.read_text("RECORD")
+    if record:  # CSV: a path with a comma or a quote is quoted
+        names = (
+            next(csv.reader([line]))[0] if line.startswith('"') else line.partition(",")[0]
+            for line in record.splitlines()
+        )
+    else:
+        names = (line for line in (dist.read_text("SOURCES.txt") or "").splitlines())
+    tops = {_top_of(name) for name in names if name}
+    return sorted(top for top in tops if "." not in top)
+
+
+def _top_of(path: str) -> str:
+    """The first part of ``path`` if it has more than one (as ``PurePosixPath.parts``), else
+    its module name (``inspect.getmodulename``), else itself."""
+    head, slash, rest = path.partition("/")
+    if slash and head and head != "." and rest and rest[0] not in "./":
+        return head  # the common case: "numpy/core/x.py"
+    parts = [part for part in path.split("/") if part and part != "."]
+    if path.startswith("/"):
+        parts.insert(0, "/")
+    if len(parts) > 1:
+        return parts[0]
+    single = parts[0] if parts else ""
+    return inspect.getmodulename(single) or single
+
+
+def _declared_name(dist: importlib.metadata.Distribution) -> str:
+    """The ``Name`` field of a distribution's metadata, read from the header's lines (the
+    email parser behind ``dist.metadata`` reads and parses the whole file)."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        field, colon, value = line.partition(":")
+        if colon and field.strip().lower() == "name":
+            return value.strip()
+    return dist.metadata["Name"]
 
 
 def _distributions_file() -> tuple[Path, str]:
@@ -128,7 +196,7 @@ def _distributions_file() -> tuple[Path, str]:
         inside = os.path.join(os.path.realpath(entry or "."), "")
         if stat.S_ISDIR(info.st_mode) and inside.startswith(prefixes):
             state.update(f"{entry}\0{info.st_mtime_ns}\0".encode())
-    path = default_cache_dir() / "python" / f"distributions-{environment}.json"
+    path = default_cache_dir() / "python" / f"top-levels-{environment}.json"
     return path, state.hexdigest()
 
 
