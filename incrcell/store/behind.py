@@ -100,6 +100,13 @@ class WriteBehind:
                 self._run, where, nbytes, write, what, [(url, o) for o in after]
             )
 
+    def forked(self) -> None:
+        """In a forked child: forget the parent's writes (no thread of its runs here: waiting
+        for them would hang; the parent writes them) and its lock, which may be held."""
+        self._lock = threading.Lock()
+        self._pool, self._bytes = None, 0
+        self._pending.clear()
+
     def _run(
         self,
         where: tuple[str, str],
@@ -154,6 +161,8 @@ class WriteBehind:
 
 
 BEHIND = WriteBehind()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=BEHIND.forked)
 
 
 class Settled(Backend):
