@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,3 +129,17 @@ def test_copies_waiting_are_bounded(
     assert not BEHIND.pending(store.backend.url, obj(VALUE, bundle))
     assert store.has_value(bundle)
     gate.set()
+
+
+def test_a_forked_child_does_not_wait_for_its_parents_writes(
+    store: Store, root: Path, gate: threading.Event
+) -> None:
+    put(store, KEY_A, np.ones(BIG))  # pending until the gate opens, which the child never sees
+    pid = os.fork()
+    if pid == 0:  # the child: a lookup is a miss at once (its parent writes the entry)
+        signal.alarm(30)
+        os._exit(0 if open_store(root, signer=Signer(KEY)).get(KEY_A) is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    gate.set()
+    assert store.get(KEY_A) is not None
