@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import contextlib
 import io
 import multiprocessing
 import os
@@ -32,6 +33,7 @@ import shutil
 import tempfile
 import threading
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from IPython.core.inputtransformer2 import TransformerManager
 
+from incrcell.store import cache as cache_module
 from incrcell.store.signing import KEY_ENV, signing_key
 
 from differential import (
@@ -157,10 +160,25 @@ def _run_shard(number: int, examples: int, base: str, incrcell: bool) -> str:
         _verify(sequence, Path(base), incrcell)
 
     try:
-        shard()
+        with _values_written_behind(number % 2 == 1):
+            shard()
     except Exception as exc:
         return "".join(traceback.format_exception(exc))
     return ""
+
+
+@contextlib.contextmanager
+def _values_written_behind(on: bool) -> Iterator[None]:
+    """With ``on``, every value in a file of its own, written behind (store/behind.py): the
+    generated values are small, and would all travel inside their entries' files, written in
+    the cell.  Odd shards run so, even ones with the store's sizes."""
+    saved = cache_module.INLINE_MAX, cache_module._BEHIND_MIN
+    if on:
+        cache_module.INLINE_MAX = cache_module._BEHIND_MIN = 0
+    try:
+        yield
+    finally:
+        cache_module.INLINE_MAX, cache_module._BEHIND_MIN = saved
 
 
 def _start_worker(base: str) -> None:
