@@ -110,6 +110,9 @@ class Seaweed:
         )
         data = self.directory / "data"
         data.mkdir(exist_ok=True)
+        # a socket named after these ports is a dead server's (the ports are free): weed would
+        # fail to listen there and exit
+        self._sockets()
         self.log = self.directory / "weed.log"
         binary = weed_binary()
         assert binary is not None
@@ -196,6 +199,7 @@ class Seaweed:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(_STOP_TIMEOUT)
+        self._sockets()
 
     def client(self, bucket: str, credentials: tuple[str, str] = ADMIN):
         """An obstore client on ``bucket``: how the tests look into, or forge, the remote."""

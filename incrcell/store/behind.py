@@ -140,24 +140,25 @@ class WriteBehind:
         with self._lock:
             return self._unsaid.pop(url, [])
 
-    @staticmethod
-    def _on_writer() -> bool:
-        return threading.current_thread().name.startswith(_THREAD_NAME)
-
     def settle(self, url: str, obj: str) -> None:
         """Until a pending write of ``obj`` is done (at once if there is none)."""
         future = self._pending.get((url, obj))
-        if future is not None and not self._on_writer():
+        if future is not None and not on_writer():
             wait_for([future])
 
     def drain(self, timeout: float | None = None) -> bool:
         """Until every write submitted so far is done (at most ``timeout`` seconds; whether
         they are)."""
-        if self._on_writer():
+        if on_writer():
             return True
         with self._lock:
             waiting = list(self._pending.values())
         return not wait_for(waiting, timeout).not_done
+
+
+def on_writer() -> bool:
+    """Whether the caller is the writer thread (which must not wait for its own writes)."""
+    return threading.current_thread().name.startswith(_THREAD_NAME)
 
 
 BEHIND = WriteBehind()

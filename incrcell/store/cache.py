@@ -53,7 +53,7 @@ from typing import Protocol, TypeVar
 import xxhash
 
 from .backend import Backend, Listing
-from .behind import BEHIND, Settled
+from .behind import BEHIND, Settled, on_writer
 from .codec import (
     ENTRY,
     HEADER_SIZE,
@@ -770,7 +770,8 @@ class Store:
             raise StoreError(f"{what} could not be written ({_describe(exc)})") from exc
         self._grew(size)
         if self.remote is not None and self.remote.writable:
-            self._news()
+            if not on_writer():  # said on the notebook's thread, at its next write
+                self._news()
             self.remote.enqueue(obj, self._upload)
         return size
 
