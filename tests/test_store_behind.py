@@ -75,6 +75,7 @@ def test_a_value_is_copied_when_put_and_a_read_waits_for_its_write(
     assert BEHIND.pending(store.backend.url, obj(VALUE, bundle))
     assert BEHIND.pending(store.backend.url, obj(ENTRY, KEY_A))
     assert store.has_value(bundle)  # a later cell with the same value need not write it
+    assert store.hit(KEY_A)  # the sidebar's predictions: coming, and not waited for
     threading.Timer(0.2, gate.set).start()
     entry = store.get(KEY_A)  # waits for both
     assert entry is not None

@@ -608,8 +608,10 @@ class Store:
         ``wait``, from the listing there is now, if any): ``get`` may still find the entry
         unusable."""
         obj = _object(ENTRY, key)
-        return self.backend.exists(obj) or (
-            self.remote is not None and not self.remote.absent(obj, wait=wait)
+        return (
+            BEHIND.pending(self.backend.url, obj)  # being written: not waited for
+            or self.backend.exists(obj)
+            or (self.remote is not None and not self.remote.absent(obj, wait=wait))
         )
 
     def has_value(self, digest: str) -> bool:
