@@ -1073,8 +1073,11 @@ _PLAIN: _Kind = (True, None)
 _VALUE: _Kind = (False, None)
 _IDENTITY_CLASS: _Kind = (True, _pid_class)
 
-# Immutable values hashed by value only: no identity tracking, no handler.
-_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None), tuple})
+#: Immutable values without parts: keeping one is the same as binding an equal one anew.
+ATOMS = (int, float, complex, str, bytes, bool, type(None))
+# Immutable values hashed by value only: no identity tracking, no handler (tuples' items
+# are hashed as they come).
+_ATOMS = frozenset({*ATOMS, tuple})
 
 _BASE_KINDS: dict[type, _Kind] = {
     list: _PLAIN,

@@ -28,11 +28,18 @@ import xxhash
 from . import interpreter, nativeio, randomness
 from .analysis import notebook_definition
 from .files import EXISTS, MISSING, SPECIAL, file_digest
-from .fingerprint import StandIn, Unhashable, ValueHasher, array_owner, restored_digest
+from .fingerprint import (
+    ATOMS,
+    StandIn,
+    Unhashable,
+    ValueHasher,
+    array_owner,
+    restored_digest,
+)
 from .plans import Record, Recording
 from .reasons import Code, Reason
 from .serialise import Shared, Unpicklable, dumps, loads, one_line
-from .sharing import ATOMS, UserName, identities, keepers, sharers
+from .sharing import UserName, identities, keepers, sharers
 from .sources import code_sources
 from .store import CacheWarning, Entry, Store, StoreError
 

@@ -21,10 +21,8 @@ import types
 from collections.abc import Callable, Container, MutableMapping
 from typing import Any
 
-from .fingerprint import ValueHasher, array_owner
+from .fingerprint import ATOMS, ValueHasher, array_owner
 
-# Immutable values without parts: keeping one is the same as binding an equal one anew.
-ATOMS = (int, float, complex, str, bytes, bool, type(None))
 _IMMUTABLE: frozenset[type] = frozenset((*ATOMS, tuple, frozenset))
 # Values that may stand for themselves whoever else refers to them: a module is the
 # same object however often it is imported, an atom has no identity worth keeping.

@@ -16,7 +16,7 @@ import linecache
 import types
 from collections.abc import Iterable
 
-from .sharing import ATOMS as _ATOMS
+from .fingerprint import ATOMS as _ATOMS
 from .sharing import is_notebook_object as _is_notebook_object
 
 #: How many objects :func:`code_sources` looks at in a cell's values, at most.
