@@ -44,6 +44,7 @@ from hypothesis import strategies as st
 from IPython.core.inputtransformer2 import TransformerManager
 
 from incrcell.store import cache as cache_module
+from incrcell.store.behind import BEHIND
 from incrcell.store.signing import KEY_ENV, signing_key
 
 from differential import (
@@ -104,11 +105,13 @@ def _settings(examples: int, shrink: bool = True, derandomize: bool = True) -> s
 
 
 def _verify(sequence: Sequence, base: Path, incrcell: bool = True) -> None:
-    """:func:`check_in_process` in a directory of its own under ``base``, removed after."""
+    """:func:`check_in_process` in a directory of its own under ``base``, removed after (once
+    the cache in it is no longer written behind: a write would make its directories again)."""
     root = Path(tempfile.mkdtemp(dir=base))
     try:
         check_in_process(sequence, root, incrcell)
     finally:
+        BEHIND.drain()
         shutil.rmtree(root)
 
 
