@@ -910,15 +910,9 @@ class Store:
         pending = ((d, self._pending.get(d)) for d in needed)
         inline = {d: value for d, value in pending if value is not None}
         url = self.backend.url
-        outside = [_object(VALUE, d) for d in needed if d not in inline]
-        behind = [o for o in outside if BEHIND.pending(url, o)]
-        missing = [
-            d
-            for d in needed
-            if d not in inline
-            and _object(VALUE, d) not in behind
-            and not self.backend.exists(_object(VALUE, d))
-        ]
+        outside = {d: _object(VALUE, d) for d in needed if d not in inline}
+        behind = [o for o in outside.values() if BEHIND.pending(url, o)]
+        missing = [d for d, o in outside.items() if o not in behind and not self.backend.exists(o)]
         if missing:
             raise StoreError(
                 f"{what} refers to value {_short(missing[0])}, which is not in the cache"
@@ -933,17 +927,14 @@ class Store:
             body,
             *(p for _, value in inline.values() for p in value),
         ]
+
+        def write() -> int:
+            return self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what)
+
         if behind:  # written after them, unless one fails (see .behind)
-            BEHIND.submit(
-                url,
-                obj,
-                0,
-                lambda: self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what),
-                what,
-                after=behind,
-            )
+            BEHIND.submit(url, obj, 0, write, what, after=behind)
         else:
-            self._write(obj, frame(ENTRY, 0, entry.key, parts, self._signer)[0], what)
+            write()
         # what no entry claimed was put for a cell whose recording failed since, and was
         # looked up for one
         self._pending.clear()
