@@ -18,6 +18,7 @@ from test_store import KEY, KEY_A, KEY_B, bundle_of, files, full_disk_after, mak
 from incrcell.serialise import dumps
 from incrcell.store import CacheWarning, Store, open_store
 from incrcell.store.behind import BEHIND
+from incrcell.store.cache import _object
 from incrcell.store.codec import ENTRY, VALUE
 from incrcell.store.signing import Signer
 
@@ -52,10 +53,6 @@ def gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
     opened.set()
 
 
-def obj(kind: int, name: str) -> str:
-    return f"{'entries' if kind == ENTRY else 'values'}/{name[:2]}/{name}"
-
-
 def put(store: Store, key: str, array: np.ndarray) -> str:
     """The engine's two calls for a cell leaving ``array``: its bundle, then its entry."""
     bundle, serialised = bundle_of(a=array)
@@ -72,8 +69,8 @@ def test_a_value_is_copied_when_put_and_a_read_waits_for_its_write(
     array[:] = -1  # the next cell changes the live object while its write waits
     # neither is on disk yet, and both are known to be coming
     assert files(root, "values") == files(root, "entries") == []
-    assert BEHIND.pending(store.backend.url, obj(VALUE, bundle))
-    assert BEHIND.pending(store.backend.url, obj(ENTRY, KEY_A))
+    assert BEHIND.pending(store.backend.url, _object(VALUE, bundle))
+    assert BEHIND.pending(store.backend.url, _object(ENTRY, KEY_A))
     assert store.has_value(bundle)  # a later cell with the same value need not write it
     assert store.hit(KEY_A)  # the sidebar's predictions: coming, and not waited for
     threading.Timer(0.2, gate.set).start()
@@ -120,14 +117,14 @@ def test_copies_waiting_are_bounded(
     threading.Timer(0.2, gate.set).start()
     # a second value would pass the limit: its put waits for the first write
     put(store, KEY_B, np.ones(BIG))
-    assert not BEHIND.pending(store.backend.url, obj(VALUE, first))
+    assert not BEHIND.pending(store.backend.url, _object(VALUE, first))
     assert store.get(KEY_A) is not None and store.get(KEY_B) is not None
     # a value bigger than the limit is written in the call, as without write-behind
     monkeypatch.setattr(BEHIND, "limit", size // 2)
     gate.clear()
     bundle, serialised = bundle_of(a=np.full(BIG, 2.0))
     store.put_value(bundle, serialised)
-    assert not BEHIND.pending(store.backend.url, obj(VALUE, bundle))
+    assert not BEHIND.pending(store.backend.url, _object(VALUE, bundle))
     assert store.has_value(bundle)
     gate.set()
 
