@@ -53,7 +53,8 @@ UserName = Callable[[str], bool]
 
 
 def unshared(value: object, hasher: ValueHasher) -> bool:
-    """True when no other object than the namespace refers to ``value`` (or it is immutable).
+    """True when no other object than the namespace refers to ``value`` (or it is immutable),
+    nor to the memory it views (see _owns_its_memory_alone).
 
     The references counted here: the namespace's, the caller's variable, this
     function's argument, ``getrefcount``'s own argument, the hasher's memo
@@ -65,7 +66,27 @@ def unshared(value: object, hasher: ValueHasher) -> bool:
         return True
     if sys.implementation.name != "cpython":
         return False
-    return sys.getrefcount(value) <= 4 + hasher.knows(value) + hasher.stands_in(value)
+    if sys.getrefcount(value) > 4 + hasher.knows(value) + hasher.stands_in(value):
+        return False
+    return _owns_its_memory_alone(value)
+
+
+def _owns_its_memory_alone(value: object) -> bool:
+    """False for a numpy array viewing memory whose owner (its ``base``, and the base's
+    base...) something else holds too: another array may view the same memory (``view =
+    arr[::2]`` of an earlier run, arrays loaded from one buffer), not by referring to the
+    array but to its owner, and a kept array would keep sharing it where the fresh array
+    of a real run would not."""
+    numpy = sys.modules.get("numpy")
+    if numpy is None or not isinstance(value, numpy.ndarray):
+        return True
+    base = value.base
+    while base is not None:
+        # the references: the viewing array's, getrefcount's argument, this variable
+        if sys.getrefcount(base) > 3:
+            return False
+        base = base.base if isinstance(base, numpy.ndarray) else None
+    return True
 
 
 def is_notebook_object(obj: object) -> bool:
