@@ -685,6 +685,14 @@ def test_an_lru_cache_memo(tmp_path):
     _verify(runs(cells, restart()), tmp_path)
 
 
+def test_a_view_left_from_an_earlier_run_all_in_the_same_kernel(tmp_path):
+    # found by the generator: a restore kept the bound `arr`, unchanged and referred to by
+    # nothing, but `view` (whose cell is gone) still viewed its memory: a real run binds a
+    # fresh array, which shares nothing
+    cells = notebook("arr = np.linspace(0, 1, 2)", "arr = np.linspace(0, 1, 2)", "view = arr[::2]")
+    _verify(runs(cells, restart(), restart(replace(3, "a = 0"), same_kernel=True)), tmp_path)
+
+
 def test_unseeded_draws_after_an_import_are_fresh(tmp_path):
     cells = notebook(
         "x = float(np.random.rand())",
