@@ -82,6 +82,18 @@ def _from_env(variable: str, parse):
         return None
 
 
+def _flag_from_env(variable: str, default: bool) -> bool:
+    """``$variable`` as on/off, else ``default``; a bad value is ignored with one line."""
+    text = os.environ.get(variable, "")
+    if not text.strip():
+        return default
+    try:
+        return _parse_bool(text)
+    except ValueError as exc:
+        warnings.warn(f"incrcell: ${variable} ignored: {exc}", stacklevel=3)
+        return default
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -101,7 +113,9 @@ class Config:
 
     ``cache_dir``: where entries live.  ``marker``: show a one-line note on
     each restored cell.  ``enabled``: ``%incrcell off`` turns caching off
-    without unloading the extension.  ``max_size``: the cache's cap in bytes
+    without unloading the extension.  ``quick``: run the cells that compute with
+    plain values only rather than restore them, which would cost more (quick.py;
+    ``$INCRCELL_QUICK``; off: every cell is cached).  ``max_size``: the cache's cap in bytes
     (``$INCRCELL_MAX_SIZE``; None: 10 GB or a tenth of the free space, whichever
     is smaller).  ``max_age``: entries unused for longer (seconds) are evicted
     (``$INCRCELL_MAX_AGE``; None: no limit).  ``remote``: a shared cache behind the
@@ -114,6 +128,7 @@ class Config:
     cache_dir: Path = field(default_factory=default_cache_dir)
     marker: bool = True
     enabled: bool = True
+    quick: bool = field(default_factory=lambda: _flag_from_env("INCRCELL_QUICK", True))
     max_size: int | None = field(default_factory=lambda: _from_env("INCRCELL_MAX_SIZE", parse_size))
     max_age: float | None = field(default_factory=lambda: _from_env("INCRCELL_MAX_AGE", parse_age))
     remote: str = field(default_factory=lambda: os.environ.get("INCRCELL_REMOTE", "").strip())

@@ -5,15 +5,17 @@ dict namespace.  The IPython glue (``hooks.py``) and the test harness drive
 one cell the same way:
 
 - :meth:`Engine.plan` before the cell runs decides, in named stages:
-  **refuse** (what its code alone forbids) → **expand** (what the functions
-  it calls read and write) → **effects** (what it reads from the world) →
+  **refuse** (what its code alone forbids) → **quick** (a cell computing with
+  plain values only runs again: a restore would cost more, quick.py) →
+  **expand** (what the functions it calls read and write) → **effects** (what
+  it reads from the world) →
   **key** (hash everything it reads, keying.py) → **look up** → **admit**
   (the entry found still holds now: files, random states, the interpreter,
   what its values refer to) → **load** (every value a hit binds, *now*, so
   that a corrupt entry turns into a miss before anything is touched).  The
   result is typed by action (plans.py): :class:`Restore`, :class:`Record`
-  (run it and store what it left) or :class:`Run` (run it, uncacheable, with
-  the reason).
+  (run it and store what it left), :class:`Run` (run it, uncacheable, with
+  the reason) or :class:`Quick`.
 - :meth:`Engine.restore` while the cell "runs" on a hit, instead of its code.
 - :meth:`Engine.recording` while a recorded cell runs: the watches over the
   files it opens and the seeding of random generators (:class:`Recording`).
@@ -28,6 +30,7 @@ value it cannot pickle), the cell runs, and the reason (reasons.py) is kept.
 
 from __future__ import annotations
 
+import builtins
 import os
 import re
 import sys
@@ -62,7 +65,8 @@ from .graph import CellGraph
 from .keying import BOUND, KEY_FORMAT, STATE_INPUT, UNBOUND, KeyInputs, cell_key
 from .packages import changed_since_import, note_loaded, package_versions
 from .persist import Persister
-from .plans import CellRecord, Plan, PlanBase, Record, Recording, Restore, Run
+from .plans import CellRecord, Plan, PlanBase, Quick, Record, Recording, Restore, Run
+from .quick import ORIGINALS, kind_of, quick_writes
 from .randomness import SeedWatch
 from .reasons import Action, Code, Reason, State, several
 from .serialise import loads, one_line
@@ -328,13 +332,15 @@ class Engine:
             None,
             frozenset(),
             frozenset(),
-            interpreter.bindings(namespace),
+            {},
             started,
         )
         plan = self._decide(cell, source, namespace, directive, refusal)
-        if not isinstance(plan, Restore):
+        if isinstance(plan, (Run, Record)):
             # its code runs, whatever the reason (a refusal included): the digests of
-            # values just written or restored may no longer hold
+            # values just written or restored may no longer hold (a quick cell's code
+            # changes nothing but the names it binds); what it rebinds is found after
+            plan.bindings = interpreter.bindings(namespace)
             self.forget_digests()
         return plan
 
@@ -356,6 +362,15 @@ class Engine:
         reason = self.refusal(analysis, directive, refusal)
         if reason is not None:
             return self._run(cell, reason)
+        # quick: cheaper to run than to restore (not under a directive, which says otherwise)
+        if directive is None and self.config.quick:
+            written = quick_writes(
+                source,
+                lambda name: kind_of(namespace.get(name, _ABSENT)),
+                lambda name: name not in namespace and vars(builtins).get(name) is ORIGINALS[name],
+            )
+            if written is not None:
+                return Quick(**vars(cell), reason=Code.QUICK(), written=written)
         # expand
         expansion = expand_through_callables(cell.reads, namespace, analysis.deferred)
         cell.reads |= expansion.reads
@@ -803,7 +818,13 @@ class Engine:
         self.fresh.update({name: name in seeds.fresh for name in seeds.before})
         saved = 0.0
         written: set[str] = set()
-        if isinstance(plan, Restore):
+        if isinstance(plan, Quick):  # nothing but the names it binds changed
+            written = {name for name in plan.written if self._user_name(name)}
+            if success:
+                state, reason = State.RAN, plan.reason
+            else:  # it may have bound some of them before it raised
+                state, reason = State.ERROR, Code.RAISED()
+        elif isinstance(plan, Restore):
             if success:
                 self.touched.update(plan.entry.interpreter)
                 state, reason = State.RESTORED, None

@@ -1,9 +1,10 @@
 """The decision the engine makes for one cell, typed by what it does with it.
 
 :class:`Restore` (a hit, with everything it binds already loaded),
-:class:`Record` (a miss: run it and store what it leaves, under ``key``) and
-:class:`Run` (run it, uncacheable, because of ``reason``) share what every
-plan knows of the cell; a field exists only where it means something.  A
+:class:`Record` (a miss: run it and store what it leaves, under ``key``),
+:class:`Run` (run it, uncacheable, because of ``reason``) and :class:`Quick` (run
+it: cheaper than a restore) share what every plan knows of the cell; a field
+exists only where it means something.  A
 :class:`CellRecord` is what a cell's last execution did; a :class:`Recording`
 holds the watches a recorded cell runs under.
 """
@@ -35,7 +36,7 @@ class PlanBase:
     analysis: CellAnalysis | None  # None: it does not parse
     reads: frozenset[str]
     writes: frozenset[str]
-    bindings: dict[str, int]  # name -> id(value) before running
+    bindings: dict[str, int]  # name -> id(value) before running (Run and Record only)
     started: float  # time.perf_counter() when planning started
 
 
@@ -74,6 +75,19 @@ class Run(_Runs):
 
 
 @dataclass
+class Quick(PlanBase):
+    """A cell cheaper to run than to restore (quick.py): it runs, unwatched and unstored.
+
+    It can change nothing but the names it binds (``written``: name -> kind), so what
+    the engine knows of every other value and of the interpreter still holds after it.
+    """
+
+    action: ClassVar[Action] = Action.RUN
+    reason: Reason
+    written: dict[str, str]
+
+
+@dataclass
 class Record(_Runs):
     """A miss: the cell runs, and what it leaves is stored under ``key``."""
 
@@ -92,7 +106,7 @@ class Record(_Runs):
 
 
 #: The decision for one execution of one cell, made before it runs.
-Plan = Restore | Record | Run
+Plan = Restore | Record | Run | Quick
 
 
 @dataclass

@@ -37,6 +37,7 @@ No IPython here: the glue passes IPython's transformation of a raw cell
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import os
 import sys
@@ -52,6 +53,7 @@ from .explain import explain_miss, explain_upstream
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .keying import BOUND, UNBOUND, KeyInputs, cell_key, is_variable_input, recorded_variables
 from .packages import MISSING, module_fingerprint, package_versions
+from .quick import ORIGINALS, evaluate, kind_of, quick_writes
 from .reasons import Action, Code, Reason, State, code, text
 from .store import CacheWarning, Entry, RemoteStatus, Store, StoreError
 
@@ -182,6 +184,7 @@ class _Parsed:
     # names bound by a top-level import and in no other way -> (module, attribute or None)
     imported: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
     own: str | None = None  # OWN_ONLY, OWN_MAGIC or None (see _own_magics)
+    python: str = ""  # the code IPython runs for it
 
 
 #: A cell made only of incrcell's own magics (``%load_ext incrcell``, ``%incrcell status``).
@@ -455,7 +458,7 @@ class Predictor:
                 if (own or "get_ipython" not in analysis.reads) and not analysis.calls_dynamic:
                     imported = _import_bindings(tree)
             parsed = self._parsed[source] = _Parsed(
-                directive, body, source_hash(python), analysis, imported, own
+                directive, body, source_hash(python), analysis, imported, own, python
             )
         return parsed
 
@@ -581,7 +584,7 @@ class _Assumed:
 
 
 #: Why a cell runs every time though nothing it reads changed (its values are _Assumed).
-_STEADY = frozenset({Code.NOCACHE, Code.FORCED, Code.MAGIC})
+_STEADY = frozenset({Code.NOCACHE, Code.FORCED, Code.MAGIC, Code.QUICK})
 
 
 class _Simulation:
@@ -604,6 +607,10 @@ class _Simulation:
         # or what a cell running every time is assumed to set again
         self.values: dict[str, str | int | _Assumed] = {}
         self.written: set[str] = set()  # names some cell of the notebook writes
+        # name -> kind (quick.py) of the plain values quick cells will have bound, and the
+        # values themselves where they could be worked out here (see evaluate)
+        self.kinds: dict[str, str] = {}
+        self.plain: dict[str, object] = {}
         self.packages: dict[frozenset[str], dict[str, str]] = {}
         self.labels: list[str] = []  # by position
         self.order = {node.cell: i for i, node in enumerate(self.engine.graph.nodes())}
@@ -631,7 +638,12 @@ class _Simulation:
                 writes |= current.writes
             if same and components is not None:
                 reads |= recorded_variables(components)
-            prediction, why, entry, assumed = self.predict(identity, p, current, components)
+            quick = self.quick(p)
+            prediction, why, entry, assumed = (
+                (RUN, Code.QUICK(), None, None)  # no entry: it runs (Engine._decide)
+                if quick is not None
+                else self.predict(identity, p, current, components)
+            )
             last = entry  # the entry it was last recorded with, looked up only when needed
             if entry is None and same and note and isinstance(note.get("key"), str):
                 found = predictor._entry(note["key"], self.store) if self.store else None
@@ -686,7 +698,62 @@ class _Simulation:
                 )
             )
             writers.update(dict.fromkeys(writes, position))
+            for name in writes:
+                self.kinds.pop(name, None)
+                self.plain.pop(name, None)
+            if quick is not None:
+                self.kinds.update(quick)
+                self.bind_evaluated(p, quick)
         return states
+
+    def bind_evaluated(self, p: _Parsed, quick: dict[str, str]) -> None:
+        """The values a quick cell binds, worked out here when everything it reads is known
+        (its code can only compute with them: quick.py), and their digests as the engine
+        will hash them: the cells reading them are then predicted exactly."""
+        inputs: dict[str, object] = {}
+        assert p.analysis is not None
+        for name in p.analysis.reads:
+            if name in self.plain:
+                inputs[name] = self.plain[name]
+            elif self.kind(name) is not None and name not in self.kinds:
+                inputs[name] = self.namespace[name]  # as it is now (see kind)
+            elif not (name in ORIGINALS and not self.bound(name)):
+                return  # a plain value whose value is not known here, only its kind
+        values = evaluate(p.python, inputs, quick)
+        if values is None:  # it will raise: what it binds is not known
+            return
+        self.plain.update(values)
+        with ValueHasher() as hasher:
+            self.values.update({name: hasher.hash(v).hex() for name, v in values.items()})
+
+    def quick(self, p: _Parsed) -> dict[str, str] | None:
+        """What the cell binds if it will be a quick cell (quick.py) at this point of the Run
+        All; None if it will not be, or that cannot be known here."""
+        if p.analysis is None or p.directive is not None or not self.engine.config.quick:
+            return None
+        if self.engine.refusal(p.analysis, None, self.refusal) is not None:
+            return None
+        return quick_writes(
+            p.python,
+            self.kind,
+            lambda name: not self.bound(name) and vars(builtins).get(name) is ORIGINALS[name],
+        )
+
+    def kind(self, name: str) -> str | None:
+        """The kind of plain value ``name`` holds at this point of the Run All (quick.py);
+        None when it holds something else, or what it holds is not known here (a value a
+        restore binds is known by its digest: its kind only if the namespace holds it now)."""
+        if name in self.kinds:
+            return self.kinds[name]
+        if not self.bound(name):
+            return None
+        current = self.namespace.get(name)
+        value = self.values.get(name)
+        if value is not None and not (
+            isinstance(value, str) and self.predictor._digest(name, current) == value
+        ):
+            return None
+        return kind_of(current)
 
     def state(
         self,

@@ -75,6 +75,10 @@ _TEMPLATES = {
     "FORCED": "forced with %%incrcell rerun",
     "INTERACTIVITY": "ast_node_interactivity is {value!r}: only 'last_expr' outputs are replayed",
     "CACHING_OFF": "caching was off (%incrcell on, or the sidebar's switch, turns it on)",
+    "QUICK": (
+        "computes with plain values (numbers, strings) only: running it again costs less "
+        "than restoring it"
+    ),
     "MAGIC": (
         "uses IPython magics or shell commands (% or !): their side effects cannot be captured"
     ),
@@ -251,6 +255,7 @@ class Code(_Words):
     FORCED = "FORCED"
     INTERACTIVITY = "INTERACTIVITY"
     CACHING_OFF = "CACHING_OFF"
+    QUICK = "QUICK"
     MAGIC = "MAGIC"
     HISTORY = "HISTORY"
     DYNAMIC = "DYNAMIC"

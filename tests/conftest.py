@@ -129,6 +129,16 @@ def _relay(read: int, stderr: int) -> None:
             target.write(chunk)
 
 
+@pytest.fixture(autouse=True)
+def _quick_cells(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quick cells (incrcell/quick.py) off, unless the test is marked ``quick``: the tests
+    use trivial cells (``a = 1``) to stand for cells worth caching, and test the cache with
+    them.  The quick cells' own tests and the differential fuzzer run with them on (the
+    default), the kernels the tests start inherit the setting."""
+    if request.node.get_closest_marker("quick") is None:
+        monkeypatch.setenv("INCRCELL_QUICK", "off")
+
+
 @pytest.fixture
 def cache_env(tmp_path: Path) -> dict[str, str]:
     """A private cache directory and signing key for one test."""

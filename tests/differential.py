@@ -103,6 +103,9 @@ MECHANISMS = frozenset(
         "cwd",  # the working directory read; the notebook moved between runs (simulated kernels only)
         "magics",  # %%capture of prints and Out values (real kernels only)
         "streams",  # stdout and stderr interleaved within a cell (real kernels only)
+        # quick cells (incrcell/quick.py): plain-value arithmetic, f-strings, builtins; and
+        # what must not pass for it: an int subclass whose + changes a list, a shadowed len
+        "quick",
     }
 )
 #: Mechanisms only real kernels run: the simulated kernel runs plain Python and captures stdout only.
@@ -163,6 +166,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "captured": ("cap",),
     "bunch": ("bunch",),
     "masked": ("ma",),
+    "sneaky": ("sneaky",),
 }
 
 #: Modules a notebook imports from its working directory (a kernel restart forgets them).
@@ -305,6 +309,23 @@ TEMPLATES: tuple[Template, ...] = (
         "list array",
         lambda p: f"{p.new('num')} = len({p.use('list')}) + int({p.use('array')}.sum())",
     ),
+    # quick cells, and cells shaped like them that are not
+    _t("quick", "num", lambda p: f"{p.new('num')} = round({p.use('num')} / {p.int(1, 9)}, 2)"),
+    _t("quick", "num", lambda p: f"{p.binds('text')} = f'{{{p.use('num')}:>4}} rows'"),
+    _t("quick", "num", lambda p: f"print(f'{{{p.use('num')}}} rows', max({p.use('num')}, 3))"),
+    _t("quick", "num", lambda p: f"{p.use('num')} += {p.use('num')} % {p.int(1, 9)}"),
+    _t(
+        "quick",
+        "list",
+        lambda p: (
+            "class Sneaky(int):\n    def __add__(self, other):\n"
+            f"        {p.use('list')}.append(other)\n        return int(self) + other\n"
+            f"{p.binds('sneaky')} = Sneaky({p.int()})"
+        ),
+    ),
+    _t("quick", "sneaky", lambda p: f"{p.new('num')} = sneaky + {p.int()}"),
+    _t("quick", "", lambda p: f"len = lambda value: {p.int()}"),
+    _t("quick", "text", lambda p: f"{p.new('num')} = len(text)"),
     # in-place mutation
     _t("mutation", "list num", lambda p: f"{p.use('list')}.append({p.use('num')})"),
     _t("mutation", "list", lambda p: f"{p.use('list')}.extend([{p.int()}, {p.int()}])"),

@@ -74,7 +74,7 @@ from harness import cache_dir  # noqa: F401  (a fixture, used below)
 from kernel import Execution, Kernel, normalise_outputs
 
 # A signing key of our own for the caches of every test here.
-pytestmark = pytest.mark.usefixtures("cache_dir")
+pytestmark = [pytest.mark.usefixtures("cache_dir"), pytest.mark.quick]
 
 EXAMPLES = int(os.environ.get("INCRCELL_DIFF_EXAMPLES", "2000"))
 #: ``INCRCELL_DIFF_MECHANISMS=native,directories`` draws from those mechanisms only (default: all).
@@ -163,7 +163,7 @@ def _run_shard(number: int, examples: int, base: str, incrcell: bool) -> str:
         _verify(sequence, Path(base), incrcell)
 
     try:
-        with _values_written_behind(number % 2 == 1):
+        with _values_written_behind(number % 2 == 1), _quick_cells(number % 4 < 2):
             shard()
     except Exception as exc:
         return "".join(traceback.format_exception(exc))
@@ -182,6 +182,22 @@ def _values_written_behind(on: bool) -> Iterator[None]:
         yield
     finally:
         cache_module.INLINE_MAX, cache_module._BEHIND_MIN = saved
+
+
+@contextlib.contextmanager
+def _quick_cells(on: bool) -> Iterator[None]:
+    """Quick cells (incrcell/quick.py) on, as users have them, in half the shards (two in
+    four, apart from the odd and even ones of _values_written_behind); off in the others,
+    where the generated trivial cells go through the cache."""
+    saved = os.environ.get("INCRCELL_QUICK")
+    os.environ["INCRCELL_QUICK"] = "on" if on else "off"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("INCRCELL_QUICK", None)
+        else:
+            os.environ["INCRCELL_QUICK"] = saved
 
 
 def _start_worker(base: str) -> None:

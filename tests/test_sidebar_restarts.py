@@ -69,7 +69,11 @@ CHANGE_KERNEL = """async () => {
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A running JupyterLab serving tiny.ipynb, for the whole file."""
     tmp = tmp_path_factory.mktemp("restarts")
-    env = {"INCRCELL_CACHE_DIR": str(tmp / "cache"), "XDG_CONFIG_HOME": str(tmp / "config")}
+    env = {
+        "INCRCELL_CACHE_DIR": str(tmp / "cache"),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+        "INCRCELL_QUICK": "off",  # for the whole file: set before conftest's _quick_cells
+    }
     with jupyter_server(tmp, {"tiny": CELLS.items()}, env) as server:
         yield server
 
