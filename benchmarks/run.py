@@ -9,7 +9,9 @@ Scenarios (each tool in a fresh kernel process per round):
 - warm:         restart, Run All again: every cell should be restored;
 - warm-evicted: restart, the cache dropped from the page cache, Run All;
 - edit-last:    restart, edit the last cell, Run All: all but the last restored;
-- tiny:         200 trivial cells, plain vs incrcell on an empty cache, then warm.
+- tiny:         200 trivial cells, plain vs incrcell on an empty cache, then warm: quick
+                cells (incrcell/quick.py), run again rather than restored; and "tiny
+                cached", the same with ``INCRCELL_QUICK=off``, every cell restored.
 
 ``--peers`` runs the same notebook and scenarios through joblib's ``Memory`` and
 marimo's ``persistent_cache`` too (``peers.py``; ``requirements-peers.txt``).
@@ -501,22 +503,29 @@ class Bench:
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def tiny_incrcell(self, n: int) -> None:
+    def tiny_incrcell(self, n: int, cached: bool) -> None:
+        """The trivial cells cold then warm: quick cells (the default), which run again and
+        store nothing; or, ``cached``, with quick cells off, every cell stored and restored."""
         env, cache = self.env()
+        name = "tiny cached" if cached else "tiny"
+        if cached:
+            env["INCRCELL_QUICK"] = "off"
         cells = tiny_cells(n, incrcell=True)
         kernel, startup = self.start(env)
         try:
-            cold = kernel.run_all("tiny cold", cells)
+            cold = kernel.run_all(f"{name} cold", cells)
             cold.wall = startup + cold.seconds
             self.keep(cold)
             assert not any(c.restored for c in cold.cells)
             started = time.perf_counter()
             kernel.restart()
-            warm = kernel.run_all("tiny warm", cells)
+            warm = kernel.run_all(f"{name} warm", cells)
             warm.wall = time.perf_counter() - started
             self.keep(warm)
-            if not all(c.restored for c in warm.cells[1:]):
+            if cached and not all(c.restored for c in warm.cells[1:]):
                 diagnose(kernel, warm, "tiny warm run did not restore every cell")
+            if not cached and (any(c.restored for c in warm.cells) or dir_size(cache) > 1 << 20):
+                diagnose(kernel, warm, "tiny's quick cells were cached")
         finally:
             kernel.shutdown()
             shutil.rmtree(cache, ignore_errors=True)
@@ -548,6 +557,8 @@ def report(
     tiny_warm = med("tiny warm", RunAll.without_load)
     per_cell = (tiny_cold - tiny_plain) / n_tiny * 1000
     per_cell_warm = (tiny_warm - tiny_plain) / n_tiny * 1000
+    cached_cold = med("tiny cached cold", RunAll.without_load)
+    cached_warm = med("tiny cached warm", RunAll.without_load)
 
     def ok(flag: bool) -> str:
         return "pass" if flag else "**FAIL**"
@@ -613,6 +624,22 @@ def report(
             "",
             f"no slower than plain: {per_cell_warm:+.2f} ms/cell",
             ok(per_cell_warm <= TINY_WARM_TARGET_MS),
+        ),
+        (
+            f"tiny cached (quick=off): {n_tiny} trivial cells cold",
+            f"{cached_cold:.2f}",
+            f"{cached_cold / tiny_plain:.3f}",
+            "",
+            f"{(cached_cold - tiny_plain) / n_tiny * 1000:+.2f} ms/cell, every cell stored",
+            "",
+        ),
+        (
+            f"tiny cached (quick=off): {n_tiny} trivial cells warm",
+            f"{cached_warm:.2f}",
+            f"{cached_warm / tiny_plain:.3f}",
+            "",
+            f"{(cached_warm - tiny_plain) / n_tiny * 1000:+.2f} ms/cell, every cell restored",
+            "",
         ),
     ]
     lines = ["## incrcell benchmark results", ""]
@@ -821,7 +848,8 @@ def main() -> None:
             if rep < args.tiny_repeat:
                 steps += [
                     (None, lambda: bench.plain("tiny plain", tiny_cells(args.tiny, False))),
-                    (INCRCELL, lambda: bench.tiny_incrcell(args.tiny)),
+                    (INCRCELL, lambda: bench.tiny_incrcell(args.tiny, cached=False)),
+                    (INCRCELL, lambda: bench.tiny_incrcell(args.tiny, cached=True)),
                 ]
                 if "tiny" in apps:
                     marimo = next(t for t in tools if t.name == "marimo")
