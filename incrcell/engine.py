@@ -5,8 +5,8 @@ dict namespace.  The IPython glue (``hooks.py``) and the test harness drive
 one cell the same way:
 
 - :meth:`Engine.plan` before the cell runs decides, in named stages:
-  **refuse** (what its code alone forbids) → **quick** (a cell computing with
-  plain values only runs again: a restore would cost more, quick.py) →
+  **quick** (a cell computing with plain values only runs again: a restore
+  would cost more, quick.py) → **refuse** (what its code alone forbids) →
   **expand** (what the functions it calls read and write) → **effects** (what
   it reads from the world) →
   **key** (hash everything it reads, keying.py) → **look up** → **admit**
@@ -66,7 +66,7 @@ from .keying import BOUND, KEY_FORMAT, STATE_INPUT, UNBOUND, KeyInputs, cell_key
 from .packages import changed_since_import, note_loaded, package_versions
 from .persist import Persister
 from .plans import CellRecord, Plan, PlanBase, Quick, Record, Recording, Restore, Run
-from .quick import ORIGINALS, kind_of, quick_writes
+from .quick import ORIGINALS, kind_of, quick_cell
 from .randomness import SeedWatch
 from .reasons import Action, Code, Reason, State, several
 from .serialise import loads, one_line
@@ -353,6 +353,20 @@ class Engine:
         refusal: Reason | None,
     ) -> Plan:
         """The stages of :meth:`plan`, each of which may end the decision with a Run."""
+        # quick: cheaper to run than to restore (not under a directive, which says otherwise);
+        # first, as running it is right whatever else its code would be refused for
+        if directive is None and self.config.quick:
+            quick = quick_cell(
+                source,
+                lambda name: kind_of(namespace.get(name, _ABSENT)),
+                lambda name: name not in namespace and vars(builtins).get(name) is ORIGINALS[name],
+            )
+            if quick is not None:
+                cell.reads, cell.writes = quick.reads, frozenset(quick.written)
+                cell.analysis = CellAnalysis(
+                    cell.reads, cell.writes, frozenset(), frozenset(), frozenset()
+                )
+                return Quick(**vars(cell), reason=Code.QUICK(), written=quick.written)
         try:
             cell.analysis = analysis = analyse_cell(source)
         except SyntaxError:
@@ -362,15 +376,6 @@ class Engine:
         reason = self.refusal(analysis, directive, refusal)
         if reason is not None:
             return self._run(cell, reason)
-        # quick: cheaper to run than to restore (not under a directive, which says otherwise)
-        if directive is None and self.config.quick:
-            written = quick_writes(
-                source,
-                lambda name: kind_of(namespace.get(name, _ABSENT)),
-                lambda name: name not in namespace and vars(builtins).get(name) is ORIGINALS[name],
-            )
-            if written is not None:
-                return Quick(**vars(cell), reason=Code.QUICK(), written=written)
         # expand
         expansion = expand_through_callables(cell.reads, namespace, analysis.deferred)
         cell.reads |= expansion.reads

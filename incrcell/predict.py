@@ -53,7 +53,7 @@ from .explain import explain_miss, explain_upstream
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .keying import BOUND, UNBOUND, KeyInputs, cell_key, is_variable_input, recorded_variables
 from .packages import MISSING, module_fingerprint, package_versions
-from .quick import ORIGINALS, evaluate, kind_of, quick_writes
+from .quick import ORIGINALS, evaluate, kind_of, quick_cell
 from .reasons import Action, Code, Reason, State, code, text
 from .store import CacheWarning, Entry, RemoteStatus, Store, StoreError
 
@@ -731,13 +731,12 @@ class _Simulation:
         All; None if it will not be, or that cannot be known here."""
         if p.analysis is None or p.directive is not None or not self.engine.config.quick:
             return None
-        if self.engine.refusal(p.analysis, None, self.refusal) is not None:
-            return None
-        return quick_writes(
+        quick = quick_cell(
             p.python,
             self.kind,
             lambda name: not self.bound(name) and vars(builtins).get(name) is ORIGINALS[name],
         )
+        return None if quick is None else quick.written
 
     def kind(self, name: str) -> str | None:
         """The kind of plain value ``name`` holds at this point of the Run All (quick.py);

@@ -29,6 +29,7 @@ import builtins
 import functools
 import types
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from .analysis import parse_cell
 
@@ -97,13 +98,22 @@ def _statements(source: str) -> tuple[ast.stmt, ...] | None:
     return tuple(body) if body and all(isinstance(s, shapes) for s in body) else None
 
 
-def quick_writes(
+@dataclass(frozen=True)
+class QuickCell:
+    """What a quick cell reads (names bound before it, and the builtins it calls) and
+    binds (name -> kind): all it can touch."""
+
+    reads: frozenset[str]
+    written: dict[str, str]
+
+
+def quick_cell(
     source: str,
     outside: Callable[[str], str | None],
     builtin: Callable[[str], bool],
-) -> dict[str, str] | None:
-    """The kinds of the names a quick cell binds (see the module's docstring); None when
-    the cell (IPython-transformed ``source``) is not quick.
+) -> QuickCell | None:
+    """The cell (IPython-transformed ``source``) as a quick cell (see the module's
+    docstring); None when it is not one.
 
     ``outside(name)``: the kind of the value a name the cell reads from before it holds
     (None: not a plain value, or unbound); ``builtin(name)``: whether a name the cell
@@ -118,13 +128,13 @@ def quick_writes(
             typer.statement(statement)
     except _NotQuick:
         return None
-    return typer.written
+    return QuickCell(frozenset(typer.reads), typer.written)
 
 
 def evaluate(
     source: str, inputs: Mapping[str, object], written: Mapping[str, str]
 ) -> dict[str, object] | None:
-    """The values a cell :func:`quick_writes` accepted binds (``written``), computed from
+    """The values a :func:`quick_cell` binds (``written``), computed from
     the values it reads (``inputs``) with its output left out (``print`` prints nothing);
     None if it raises.  Its code can do nothing else (see the module's docstring): the
     sidebar's predictions work out what such cells will bind."""
@@ -159,6 +169,7 @@ class _Typer:
         self.outside = outside
         self.builtin = builtin
         self.written: dict[str, str] = {}
+        self.reads: set[str] = set()
 
     def statement(self, node: ast.stmt) -> None:
         if isinstance(node, ast.Assign):
@@ -178,7 +189,10 @@ class _Typer:
         return node.id
 
     def name(self, name: str) -> str:
-        kind = self.written.get(name) or self.outside(name)
+        kind = self.written.get(name)
+        if kind is None:
+            kind = self.outside(name)
+            self.reads.add(name)
         if kind is None:
             raise _NotQuick
         return kind
@@ -284,6 +298,7 @@ class _Typer:
             raise _NotQuick
         for keyword in node.keywords:
             self.kind(keyword.value)
+        self.reads.add(func.id)
         kind = _CALLS[func.id]([self.kind(arg) for arg in node.args])
         if kind is None:
             raise _NotQuick

@@ -18,7 +18,7 @@ from test_predict import _prepare, by_id, check_against_reality, report
 from incrcell.engine import RAN, RESTORED
 from incrcell.plans import Quick, Record, Restore
 from incrcell.predict import Predictor
-from incrcell.quick import BYTES, NONE, NUMBER, TEXT, evaluate, kind_of, quick_writes
+from incrcell.quick import BYTES, NONE, NUMBER, TEXT, evaluate, kind_of, quick_cell
 from incrcell.reasons import Code, State
 
 from harness import Session, cache_dir, run_cell  # noqa: F401  (cache_dir is a fixture)
@@ -51,11 +51,12 @@ NAMESPACE: dict[str, object] = {
 
 
 def writes(source: str, namespace: dict[str, object] = NAMESPACE) -> dict[str, str] | None:
-    return quick_writes(
+    quick = quick_cell(
         source,
         lambda name: kind_of(namespace[name]) if name in namespace else None,
         lambda name: name not in namespace,
     )
+    return None if quick is None else quick.written
 
 
 @pytest.mark.parametrize(
@@ -124,6 +125,15 @@ def test_a_shadowed_or_replaced_builtin_is_not_quick(cache_dir, monkeypatch) -> 
     del session.ns["print"]
     monkeypatch.setattr(builtins, "print", lambda *args, **kwargs: None)
     assert not isinstance(session.run("print(1)", "a").plan, Quick)
+
+
+def test_what_a_quick_cell_reads_and_writes() -> None:
+    namespace = {name: kind_of(value) for name, value in NAMESPACE.items()}
+    quick = quick_cell(
+        "m = n * 2\nprint(f'{m} {s}')\nn += len(s)", namespace.get, lambda name: True
+    )
+    assert quick is not None
+    assert quick.reads == {"n", "s", "print", "len"} and quick.written == {"m": NUMBER, "n": NUMBER}
 
 
 def test_evaluate_computes_what_it_binds_without_printing(capsys) -> None:
