@@ -70,25 +70,14 @@ def format_age(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def _from_env(variable: str, parse):
-    """``parse($variable)``, or None when unset; a bad value is ignored with one line."""
+def _from_env(variable: str, parse, default=None, unset=_NONE):
+    """``parse($variable)``, or ``default`` when it is one of ``unset`` (any case); a bad
+    value is ignored with one line."""
     text = os.environ.get(variable, "")
-    if text.strip().lower() in _NONE:
-        return None
-    try:
-        return parse(text)
-    except ValueError as exc:
-        warnings.warn(f"incrcell: ${variable} ignored: {exc}", stacklevel=3)
-        return None
-
-
-def _flag_from_env(variable: str, default: bool) -> bool:
-    """``$variable`` as on/off, else ``default``; a bad value is ignored with one line."""
-    text = os.environ.get(variable, "")
-    if not text.strip():
+    if text.strip().lower() in unset:
         return default
     try:
-        return _parse_bool(text)
+        return parse(text)
     except ValueError as exc:
         warnings.warn(f"incrcell: ${variable} ignored: {exc}", stacklevel=3)
         return default
@@ -128,7 +117,9 @@ class Config:
     cache_dir: Path = field(default_factory=default_cache_dir)
     marker: bool = True
     enabled: bool = True
-    quick: bool = field(default_factory=lambda: _flag_from_env("INCRCELL_QUICK", True))
+    quick: bool = field(
+        default_factory=lambda: _from_env("INCRCELL_QUICK", _parse_bool, True, unset={""})
+    )
     max_size: int | None = field(default_factory=lambda: _from_env("INCRCELL_MAX_SIZE", parse_size))
     max_age: float | None = field(default_factory=lambda: _from_env("INCRCELL_MAX_AGE", parse_age))
     remote: str = field(default_factory=lambda: os.environ.get("INCRCELL_REMOTE", "").strip())

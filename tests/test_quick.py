@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from test_predict import _prepare, by_id, check_against_reality, report
 
+from incrcell.config import Config
 from incrcell.engine import RAN, RESTORED
 from incrcell.plans import Quick, Record, Restore
 from incrcell.predict import Predictor
@@ -209,6 +210,15 @@ def test_quick_off_caches_every_cell(cache_dir, monkeypatch) -> None:
     directive = Session(cache_dir, monkeypatch)
     directive.engine.config.quick = True
     assert isinstance(directive.run("%%incrcell cache\nn = 1000", "size").plan, Restore)
+
+
+def test_the_setting_from_the_environment(monkeypatch) -> None:
+    for text, quick in (("", True), ("on", True), ("OFF", False), ("no", False)):
+        monkeypatch.setenv("INCRCELL_QUICK", text)
+        assert Config().quick is quick
+    monkeypatch.setenv("INCRCELL_QUICK", "sometimes")
+    with pytest.warns(UserWarning, match=r"\$INCRCELL_QUICK ignored: expected on/off"):
+        assert Config().quick is True
 
 
 def test_predictions_work_out_quick_cells_exactly(cache_dir, monkeypatch) -> None:
