@@ -30,7 +30,6 @@ value it cannot pickle), the cell runs, and the reason (reasons.py) is kept.
 
 from __future__ import annotations
 
-import builtins
 import os
 import re
 import sys
@@ -66,7 +65,7 @@ from .keying import BOUND, KEY_FORMAT, STATE_INPUT, UNBOUND, KeyInputs, cell_key
 from .packages import changed_since_import, note_loaded, package_versions
 from .persist import Persister
 from .plans import CellRecord, Plan, PlanBase, Quick, Record, Recording, Restore, Run
-from .quick import ORIGINALS, kind_of, quick_cell
+from .quick import kind_of, quick_cell
 from .randomness import SeedWatch
 from .reasons import Action, Code, Reason, State, several
 from .serialise import loads, one_line
@@ -352,14 +351,14 @@ class Engine:
         directive: str | None,
         refusal: Reason | None,
     ) -> Plan:
-        """The stages of :meth:`plan`, each of which may end the decision with a Run."""
+        """The stages of :meth:`plan`, each of which may end the decision (a Quick, a Run)."""
         # quick: cheaper to run than to restore (not under a directive, which says otherwise);
         # first, as running it is right whatever else its code would be refused for
         if directive is None and self.config.quick:
             quick = quick_cell(
                 source,
                 lambda name: kind_of(namespace.get(name, _ABSENT)),
-                lambda name: name not in namespace and vars(builtins).get(name) is ORIGINALS[name],
+                namespace.__contains__,
             )
             if quick is not None:
                 cell.reads, cell.writes = quick.reads, frozenset(quick.written)

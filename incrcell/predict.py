@@ -37,7 +37,6 @@ No IPython here: the glue passes IPython's transformation of a raw cell
 from __future__ import annotations
 
 import ast
-import builtins
 import dataclasses
 import os
 import sys
@@ -53,7 +52,7 @@ from .explain import explain_miss, explain_upstream
 from .fingerprint import Unhashable, ValueHasher, source_hash
 from .keying import BOUND, UNBOUND, KeyInputs, cell_key, is_variable_input, recorded_variables
 from .packages import MISSING, module_fingerprint, package_versions
-from .quick import ORIGINALS, evaluate, kind_of, quick_cell
+from .quick import QuickCell, evaluate, kind_of, original_builtin, quick_cell
 from .reasons import Action, Code, Reason, State, code, text
 from .store import CacheWarning, Entry, RemoteStatus, Store, StoreError
 
@@ -702,41 +701,35 @@ class _Simulation:
                 self.kinds.pop(name, None)
                 self.plain.pop(name, None)
             if quick is not None:
-                self.kinds.update(quick)
+                self.kinds.update(quick.written)
                 self.bind_evaluated(p, quick)
         return states
 
-    def bind_evaluated(self, p: _Parsed, quick: dict[str, str]) -> None:
+    def bind_evaluated(self, p: _Parsed, quick: QuickCell) -> None:
         """The values a quick cell binds, worked out here when everything it reads is known
         (its code can only compute with them: quick.py), and their digests as the engine
         will hash them: the cells reading them are then predicted exactly."""
         inputs: dict[str, object] = {}
-        assert p.analysis is not None
-        for name in p.analysis.reads:
+        for name in quick.reads:
             if name in self.plain:
                 inputs[name] = self.plain[name]
             elif self.kind(name) is not None and name not in self.kinds:
                 inputs[name] = self.namespace[name]  # as it is now (see kind)
-            elif not (name in ORIGINALS and not self.bound(name)):
+            elif not original_builtin(name, self.bound):
                 return  # a plain value whose value is not known here, only its kind
-        values = evaluate(p.python, inputs, quick)
+        values = evaluate(p.python, inputs, quick.written)
         if values is None:  # it will raise: what it binds is not known
             return
         self.plain.update(values)
         with ValueHasher() as hasher:
             self.values.update({name: hasher.hash(v).hex() for name, v in values.items()})
 
-    def quick(self, p: _Parsed) -> dict[str, str] | None:
-        """What the cell binds if it will be a quick cell (quick.py) at this point of the Run
-        All; None if it will not be, or that cannot be known here."""
+    def quick(self, p: _Parsed) -> QuickCell | None:
+        """The cell as the quick cell (quick.py) it will be at this point of the Run All;
+        None if it will not be one, or that cannot be known here."""
         if p.analysis is None or p.directive is not None or not self.engine.config.quick:
             return None
-        quick = quick_cell(
-            p.python,
-            self.kind,
-            lambda name: not self.bound(name) and vars(builtins).get(name) is ORIGINALS[name],
-        )
-        return None if quick is None else quick.written
+        return quick_cell(p.python, self.kind, self.bound)
 
     def kind(self, name: str) -> str | None:
         """The kind of plain value ``name`` holds at this point of the Run All (quick.py);

@@ -67,7 +67,7 @@ _CALLS: dict[str, Callable[[list[str]], str | None]] = {
     "max": lambda args: _same(args, over_one={TEXT: TEXT, BYTES: NUMBER}),
 }
 #: The builtins a quick cell may call, as the interpreter started with them.
-ORIGINALS = {name: getattr(builtins, name) for name in _CALLS}
+_ORIGINALS = {name: getattr(builtins, name) for name in _CALLS}
 
 _ARITHMETIC = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
 _BITS = (ast.BitAnd, ast.BitOr, ast.BitXor, ast.RShift)
@@ -80,6 +80,13 @@ def _same(kinds: list[str], over_one: Mapping[str, str]) -> str | None:
     if len(kinds) == 1:
         return over_one.get(kinds[0])
     return kinds[0] if kinds and len(set(kinds)) == 1 else None
+
+
+def original_builtin(name: str, bound: Callable[[str], bool]) -> bool:
+    """Whether ``name`` is one of the builtins a quick cell may call, as the interpreter
+    started with it: not shadowed by a variable (``bound``), not replaced in builtins."""
+    original = _ORIGINALS.get(name)
+    return original is not None and not bound(name) and vars(builtins).get(name) is original
 
 
 def kind_of(value: object) -> str | None:
@@ -110,19 +117,19 @@ class QuickCell:
 def quick_cell(
     source: str,
     outside: Callable[[str], str | None],
-    builtin: Callable[[str], bool],
+    bound: Callable[[str], bool],
 ) -> QuickCell | None:
     """The cell (IPython-transformed ``source``) as a quick cell (see the module's
     docstring); None when it is not one.
 
     ``outside(name)``: the kind of the value a name the cell reads from before it holds
-    (None: not a plain value, or unbound); ``builtin(name)``: whether a name the cell
-    calls is the original builtin (not shadowed by a variable, not replaced).
+    (None: not a plain value, or unbound); ``bound(name)``: whether a name is bound in
+    the namespace (then it is no builtin: see :func:`original_builtin`).
     """
     statements = _statements(source)
     if statements is None:
         return None
-    typer = _Typer(outside, builtin)
+    typer = _Typer(outside, bound)
     try:
         for statement in statements:
             typer.statement(statement)
@@ -150,7 +157,7 @@ def _silent_print(*args: object, **kwargs: object) -> None:
     return None
 
 
-_SILENT = {**ORIGINALS, "print": _silent_print}
+_SILENT = {**_ORIGINALS, "print": _silent_print}
 
 
 @functools.lru_cache(maxsize=256)
@@ -165,9 +172,9 @@ class _NotQuick(Exception):
 class _Typer:
     """The kinds of a straight-line cell's expressions, statement by statement."""
 
-    def __init__(self, outside: Callable[[str], str | None], builtin: Callable[[str], bool]):
+    def __init__(self, outside: Callable[[str], str | None], bound: Callable[[str], bool]):
         self.outside = outside
-        self.builtin = builtin
+        self.bound = bound
         self.written: dict[str, str] = {}
         self.reads: set[str] = set()
 
@@ -288,7 +295,7 @@ class _Typer:
 
     def call(self, node: ast.Call) -> str:
         func = node.func
-        if not (isinstance(func, ast.Name) and func.id in _CALLS and self.builtin(func.id)):
+        if not (isinstance(func, ast.Name) and original_builtin(func.id, self.bound)):
             raise _NotQuick
         if func.id in self.written or any(isinstance(a, ast.Starred) for a in node.args):
             raise _NotQuick

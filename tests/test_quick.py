@@ -55,7 +55,7 @@ def writes(source: str, namespace: dict[str, object] = NAMESPACE) -> dict[str, s
     quick = quick_cell(
         source,
         lambda name: kind_of(namespace[name]) if name in namespace else None,
-        lambda name: name not in namespace,
+        namespace.__contains__,
     )
     return None if quick is None else quick.written
 
@@ -131,7 +131,7 @@ def test_a_shadowed_or_replaced_builtin_is_not_quick(cache_dir, monkeypatch) -> 
 def test_what_a_quick_cell_reads_and_writes() -> None:
     namespace = {name: kind_of(value) for name, value in NAMESPACE.items()}
     quick = quick_cell(
-        "m = n * 2\nprint(f'{m} {s}')\nn += len(s)", namespace.get, lambda name: True
+        "m = n * 2\nprint(f'{m} {s}')\nn += len(s)", namespace.get, lambda name: False
     )
     assert quick is not None
     assert quick.reads == {"n", "s", "print", "len"} and quick.written == {"m": NUMBER, "n": NUMBER}
